@@ -1,0 +1,33 @@
+"""Errors that pyro-lvm raises for bad input, each with a message that says what to do.
+
+Every error a user can cause (an unknown name, data of the wrong shape, dtype or support,
+a missing data root, a diverging run) is a :class:`PyroLVMError`; the command line prints
+its message and exits with status 2 instead of showing a traceback.
+"""
+
+
+class PyroLVMError(Exception):
+    """Base class of the errors pyro-lvm raises for bad input or a failed run."""
+
+
+class ConfigError(PyroLVMError, ValueError):
+    """An unknown name or an out-of-range setting (dataset, likelihood, ELBO, sizes)."""
+
+
+class DataError(PyroLVMError, ValueError):
+    """Data that cannot be used: wrong shape or dtype, NaN/inf, outside the likelihood's support,
+    or a data root without the expected files."""
+
+
+class TrainingDiverged(PyroLVMError, RuntimeError):
+    """The loss became NaN or infinite during training.
+
+    Attributes:
+        epoch (int): the epoch (1-based) in which the loss became non-finite.
+        step (int): the global optimization step (1-based) at which it happened.
+    """
+
+    def __init__(self, message, epoch=None, step=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step

@@ -1,0 +1,6 @@
+"""Guides q(z | x), separate objects from the models they pair with (as Pyro's autoguides):
+amortized encoders, flows, per-datapoint guides. A guide has its model's signature."""
+
+from .amortized import AmortizedNormal
+
+__all__ = ["AmortizedNormal"]

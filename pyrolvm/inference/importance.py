@@ -1,0 +1,156 @@
+"""Per-datapoint importance weights ``log w = log p(x, z) - log q(z | x)`` from Pyro traces.
+
+The machinery shared by the importance-weighted objectives and the log-likelihood evaluator:
+the model and guide run once with K particles vectorized in an outermost ``pyro.plate``, and
+each site's log-density is summed over every dimension except the particle dimension and the
+batch plate's dimension, giving a (K, B) tensor of log-weights, one column per datapoint.
+"""
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.enum import get_importance_trace
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import prune_subsample_sites
+
+from ..errors import ConfigError
+
+PARTICLE_PLATE = "num_particles_vectorized"
+
+
+def guess_max_plate_nesting(model, guide, args, kwargs):
+    """Run guide and model once (blocked) and return the number of nested plate dimensions.
+
+    Like ``pyro.infer.ELBO``'s guess, it assumes static model structure.
+    """
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    sites = [
+        site
+        for trace in (prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace))
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+    ]
+    dims = [f.dim for s in sites for f in s["cond_indep_stack"] if f.vectorized]
+    return -min(dims) if dims else 0
+
+
+def prior_proposal(model):
+    """The model's prior as a proposal: ``model`` with its observed sites hidden, so that its
+    trace holds the latent sites drawn from p(z). Used for naive Monte Carlo estimates of p(x)."""
+    return poutine.block(model, hide_fn=lambda msg: msg.get("is_observed", False))
+
+
+def vectorized_traces(model, guide, args, kwargs, num_particles, max_plate_nesting, detach=False):
+    """Model and guide traces with ``num_particles`` particles in an outermost plate at
+    dim ``-(max_plate_nesting + 1)``; log-densities and score parts are computed.
+
+    Returns:
+        (model_trace, guide_trace)
+    """
+    wrap = pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1))
+    return get_importance_trace(
+        "flat", max_plate_nesting + 1, wrap(model), wrap(guide), args, kwargs, detach=detach
+    )
+
+
+def find_batch_plate(model_trace, name=None):
+    """The batch plate's frame: the plate named ``name``, else the outermost vectorized plate
+    (particles excluded) around the first observed site; ``None`` when there is none.
+
+    Raises:
+        ConfigError: ``name`` is given but no site lies in a plate of that name.
+    """
+    frames = {}
+    observed = []
+    for site in model_trace.nodes.values():
+        if site["type"] != "sample":
+            continue
+        for f in site["cond_indep_stack"]:
+            if f.vectorized and f.name != PARTICLE_PLATE:
+                frames.setdefault(f.name, f)
+        if site["is_observed"]:
+            observed.append(site)
+    if name is not None:
+        if name not in frames:
+            raise ConfigError(
+                f"no plate named {name!r} in the model; its plates are {sorted(frames)}"
+            )
+        return frames[name]
+    if not observed:
+        return None
+    for f in observed[0]["cond_indep_stack"]:
+        if f.vectorized and f.name != PARTICLE_PLATE:
+            return f
+    return None
+
+
+def _reduce(log_p, site, rank, plate):
+    """Sum ``log_p`` of one site down to shape (K, B) (or (K, 1) outside any batch plate)."""
+    log_p = torch.as_tensor(log_p)
+    if log_p.dim() > rank:
+        raise ConfigError(
+            f"site {site['name']!r} has log_prob of shape {tuple(log_p.shape)}, more dimensions "
+            "than its plates: enumerated or unplated batch dimensions are not supported here"
+        )
+    log_p = log_p.reshape((1,) * (rank - log_p.dim()) + log_p.shape)
+    keep = [0]
+    if plate is not None:
+        if not any(f.name == plate.name for f in site["cond_indep_stack"]):
+            raise ConfigError(
+                f"site {site['name']!r} lies outside the batch plate {plate.name!r}: per-datapoint "
+                "importance weights need every latent and observed site inside that plate "
+                "(global latent variables are not supported by this estimator)"
+            )
+        keep.append(rank + plate.dim)
+    dims = [d for d in range(rank) if d not in keep]
+    return log_p.sum(dims) if dims else log_p
+
+
+def log_weights(model_trace, guide_trace, max_plate_nesting, batch_plate=None):
+    """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
+
+    Args:
+        model_trace, guide_trace: from :func:`vectorized_traces`.
+        max_plate_nesting (int): plate dimensions of the model without the particle plate.
+        batch_plate (str or None): name of the batch plate (default: see :func:`find_batch_plate`).
+
+    Returns:
+        (log_w, scale): ``log_w`` of shape (K, B), in nats; ``scale`` is the likelihood scale
+        shared by all sites (from ``pyro.plate(subsample_size=...)`` or ``poutine.scale``), to
+        multiply a per-datapoint bound by.
+
+    Raises:
+        ConfigError: a site outside the batch plate, or sites with different scales.
+    """
+    rank = max_plate_nesting + 1
+    plate = find_batch_plate(model_trace, batch_plate)
+    total = 0.0
+    scales = set()
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or (sign < 0 and site["is_observed"]):
+                continue
+            total = total + sign * _reduce(
+                scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"]), site, rank, plate
+            )
+            s = torch.as_tensor(site["scale"])
+            if s.numel() != 1:
+                raise ConfigError(
+                    f"site {site['name']!r} has a per-element scale; importance-weighted "
+                    "estimators need one scalar scale per site"
+                )
+            scales.add(float(s))
+    if len(scales) > 1:
+        raise ConfigError(
+            "importance-weighted estimators need every sample site to carry the same scale "
+            f"(subsampling or poutine.scale); found {len(scales)} different scales"
+        )
+    scale = scales.pop() if scales else 1.0
+    log_w = torch.as_tensor(total)
+    if log_w.dim() == 1:
+        log_w = log_w.unsqueeze(-1)
+    return log_w, scale

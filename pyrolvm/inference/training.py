@@ -1,0 +1,104 @@
+"""The training loop: stochastic variational inference over minibatches held in memory."""
+
+import math
+import time
+
+import pyro
+import torch
+from pyro.infer import SVI
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, TrainingDiverged
+from .elbos import make_elbo
+from .evaluation import _num_rows
+
+
+def make_optim(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """Pyro's Adam (Kingma & Ba 2015) with the given learning rate, betas and eps."""
+    if not lr > 0:
+        raise ConfigError(f"the learning rate must be positive, got {lr}")
+    return pyro.optim.Adam({"lr": lr, "betas": tuple(betas), "eps": eps})
+
+
+def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100,
+          transform=None, callback=None, progress=True, history=None):
+    """Fit ``model``/``guide`` with ``pyro.infer.SVI`` on minibatches of ``data``.
+
+    Each epoch visits the N datapoints once in a fresh random order (``torch``'s global RNG,
+    seeded by ``pyro.set_rng_seed``), in minibatches of ``batch_size``; ``transform`` is
+    applied to each minibatch's first tensor (e.g. ``torch.bernoulli`` for dynamic
+    binarization). Model and guide are called as ``model(*batch)``.
+
+    Args:
+        model, guide: Pyro callables following Pyro's rules (one batch plate).
+        data (torch.Tensor or tuple of torch.Tensor): N datapoints along dim 0.
+        loss (pyro.infer.ELBO or None): the objective; default ``Trace_ELBO()``.
+        optim (pyro.optim.PyroOptim or None): default :func:`make_optim` ().
+        epochs (int): passes over the data.
+        batch_size (int): datapoints per step.
+        transform (callable or None): maps a minibatch tensor to the tensor the model sees.
+        callback (callable or None): ``callback(epoch, history)`` after each epoch (1-based);
+            may return a dict of further per-epoch metrics, appended to ``history``.
+        progress (bool): show a progress bar with the running ELBO.
+        history (dict or None): curves to continue (e.g. from a checkpoint).
+
+    Returns:
+        dict: per-epoch curves: ``"train_elbo"`` (mean over the epoch of the ELBO per datapoint,
+        i.e. ``-loss / batch size``, nats), ``"seconds"`` (wall time of each epoch), and whatever
+        ``callback`` returned.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite; ``exc.history`` holds the curves of
+        the epochs completed before it. The parameters may already be non-finite: a checkpoint
+        written by ``callback`` at the end of the last completed epoch is the last good state.
+    """
+    loss = loss if loss is not None else make_elbo("trace")
+    optim = optim if optim is not None else make_optim()
+    n = _num_rows(data)
+    if n == 0:
+        raise ConfigError("no training data")
+    if int(batch_size) < 1 or int(epochs) < 0:
+        raise ConfigError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}")
+    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    svi = SVI(model, guide, optim, loss)
+    history = history if history is not None else {}
+    history.setdefault("train_elbo", [])
+    history.setdefault("seconds", [])
+    steps_per_epoch = math.ceil(n / batch_size)
+    start_epoch = len(history["train_elbo"])
+    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, unit="step",
+               dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
+            t0 = time.perf_counter()
+            perm = torch.randperm(n)
+            total, seen = 0.0, 0
+            for step in range(steps_per_epoch):
+                idx = perm[step * batch_size:(step + 1) * batch_size]
+                batch = tuple(d[idx] for d in tensors)
+                if transform is not None:
+                    batch = (transform(batch[0]),) + batch[1:]
+                value = svi.step(*batch)
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"the loss became {value} at epoch {epoch}, step {step + 1}: lower the "
+                        "learning rate (--lr), check the data for extreme values, or use more "
+                        "particles; the checkpoint of the last completed epoch is kept",
+                        epoch=epoch, step=(epoch - 1) * steps_per_epoch + step + 1,
+                    )
+                total += value
+                seen += len(idx)
+                bar.update(1)
+                if step % 10 == 0 or step == steps_per_epoch - 1:
+                    bar.set_postfix_str(f"epoch {epoch} elbo {-total / seen:.2f}", refresh=False)
+            history["train_elbo"].append(-total / seen)
+            history["seconds"].append(time.perf_counter() - t0)
+            if callback is not None:
+                for key, value in (callback(epoch, history) or {}).items():
+                    history.setdefault(key, []).append(value)
+    except TrainingDiverged as exc:
+        exc.history = history
+        raise
+    finally:
+        bar.close()
+    return history

@@ -1,0 +1,7 @@
+"""Generative models p(x, z), one module per family. Each model is a callable ``model(x)``
+that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites)."""
+
+from .linear_gaussian import LinearGaussian
+from .vae import LIKELIHOODS, VAE
+
+__all__ = ["LIKELIHOODS", "LinearGaussian", "VAE"]

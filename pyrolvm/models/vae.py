@@ -1,0 +1,100 @@
+"""The variational autoencoder's generative model p(x, z) = N(z; 0, I) p_theta(x | z).
+
+Kingma & Welling (2014), "Auto-Encoding Variational Bayes", section 3 and appendix C; the
+architecture defaults follow Burda, Grosse & Salakhutdinov (2016), "Importance Weighted
+Autoencoders", section 5 (784-200-200-50, tanh, output bias at the logit of the mean pixel).
+"""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..nets import check_latent_dim, mlp, set_output_bias
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class VAE(nn.Module):
+    """Pyro model of a VAE: ``z ~ N(0, I)``, ``x | z ~ Bernoulli(logits=f(z))`` or
+    ``N(f(z), diag(exp(2 * log_scale)))`` with a learned per-pixel scale.
+
+    Call ``model(x)`` with ``x`` of shape (B, D); one ``pyro.plate("data", B)`` covers the batch,
+    the latent site is ``"z"`` (event shape (latent_dim,)) and the observed site ``"x"``
+    (event shape (D,)). Calling ``model(None, batch_size=B)`` samples B images' worth of latent
+    and likelihood without observations. The decoder is registered with ``pyro.module(name, ...)``.
+
+    Args:
+        data_dim (int): D, pixels per image.
+        latent_dim (int): size of z (> 0).
+        hidden (sequence of int): decoder hidden sizes.
+        activation (str): ``tanh``, ``relu``, ``softplus`` or ``elu``.
+        likelihood (str): ``"bernoulli"`` (x in {0, 1}) or ``"gaussian"`` (real x).
+        data_mean (torch.Tensor or None): mean training image, shape (D,); the decoder's output
+            bias starts at its logit (Bernoulli, clamped to [1e-3, 1 - 1e-3]) or at the mean
+            itself (Gaussian), as in Burda et al. (2016).
+        name (str): prefix of the decoder's parameters in Pyro's param store.
+
+    Raises:
+        ConfigError: unknown likelihood or activation, or a latent_dim < 1.
+    """
+
+    def __init__(self, data_dim, latent_dim=50, hidden=(200, 200), activation="tanh",
+                 likelihood="bernoulli", data_mean=None, name="decoder"):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ConfigError(
+                f"unknown likelihood {likelihood!r}: choose one of {', '.join(LIKELIHOODS)}"
+            )
+        self.data_dim = int(data_dim)
+        self.latent_dim = check_latent_dim(latent_dim)
+        self.likelihood = likelihood
+        self.name = name
+        self.decoder = mlp(self.latent_dim, hidden, self.data_dim, activation)
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.full((self.data_dim,), math.log(0.1)))
+        if data_mean is not None:
+            mean = torch.as_tensor(data_mean, dtype=torch.float32)
+            if likelihood == "bernoulli":
+                mean = mean.clamp(1e-3, 1 - 1e-3)
+                mean = mean.log() - (-mean).log1p()
+            set_output_bias(self.decoder, mean)
+
+    def likelihood_dist(self, z):
+        """The distribution p(x | z) for z of shape (..., latent_dim); event shape (D,)."""
+        out = self.decoder(z)
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out).to_event(1)
+        return dist.Normal(out, self.log_scale.exp()).to_event(1)
+
+    def forward(self, x, batch_size=None):
+        pyro.module(self.name, self)
+        batch_size = x.shape[0] if x is not None else batch_size
+        with pyro.plate("data", batch_size):
+            z = pyro.sample(
+                "z",
+                dist.Normal(torch.zeros(self.latent_dim), 1.0).to_event(1),
+            )
+            pyro.sample("x", self.likelihood_dist(z), obs=x)
+        return z
+
+    @torch.no_grad()
+    def sample(self, num_samples, mean=True):
+        """Draw images from the model: z from the prior, then the mean of p(x | z)
+        (``mean=True``) or a draw from it.
+
+        Returns:
+            torch.Tensor of shape (num_samples, D).
+        """
+        z = torch.randn(num_samples, self.latent_dim)
+        return self.decode(z, mean=mean)
+
+    @torch.no_grad()
+    def decode(self, z, mean=True):
+        """The mean of p(x | z) (Bernoulli probabilities or Gaussian means) or a draw from it,
+        for z of shape (..., latent_dim); returns shape (..., D)."""
+        d = self.likelihood_dist(z)
+        return d.mean if mean else d.sample()

@@ -1,0 +1,52 @@
+"""Small network builders shared by models and guides."""
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU}
+
+
+def mlp(in_dim, hidden, out_dim, activation="tanh"):
+    """A multilayer perceptron ``in_dim -> hidden[0] -> ... -> out_dim``.
+
+    Args:
+        in_dim (int): input size.
+        hidden (sequence of int): hidden layer sizes (may be empty for a linear map).
+        out_dim (int): output size; the last layer has no activation.
+        activation (str): one of ``tanh``, ``relu``, ``softplus``, ``elu``.
+
+    Returns:
+        torch.nn.Sequential mapping (..., in_dim) to (..., out_dim).
+
+    Raises:
+        ConfigError: unknown activation or a non-positive size.
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(
+            f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}"
+        )
+    sizes = [int(in_dim), *[int(h) for h in hidden], int(out_dim)]
+    if min(sizes) < 1:
+        raise ConfigError(f"layer sizes must be positive integers, got {sizes}")
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def check_latent_dim(latent_dim):
+    """Raise :class:`ConfigError` unless ``latent_dim`` is a positive integer."""
+    if int(latent_dim) != latent_dim or latent_dim < 1:
+        raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+    return int(latent_dim)
+
+
+def set_output_bias(layer, value):
+    """Set the bias of the last ``nn.Linear`` of ``layer`` to ``value`` (shape (out_dim,))."""
+    last = [m for m in layer.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias.copy_(torch.as_tensor(value, dtype=last.bias.dtype))
