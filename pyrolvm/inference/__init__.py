@@ -5,11 +5,15 @@ a guide.
 """
 
 from .elbos import ELBOS, IWAE, make_elbo
+from .estimators import STL, VIMCO, DReG
 from .evaluation import PROPOSALS, ImportanceResult, importance_sample, log_likelihood, mean_and_stderr
 from .importance import log_weights, prior_proposal, vectorized_traces
 from .training import make_optim, train
 
 __all__ = [
+    "DReG",
+    "STL",
+    "VIMCO",
     "ELBOS",
     "IWAE",
     "ImportanceResult",
