@@ -4,6 +4,7 @@ Takes ``model`` and ``guide`` callables as ``pyro.infer.SVI`` does; never import
 a guide.
 """
 
+from .diagnostics import GradientStats, gradient_snr
 from .elbos import ELBOS, IWAE, make_elbo
 from .estimators import STL, VIMCO, DReG
 from .evaluation import PROPOSALS, ImportanceResult, importance_sample, log_likelihood, mean_and_stderr
@@ -15,9 +16,11 @@ __all__ = [
     "STL",
     "VIMCO",
     "ELBOS",
+    "GradientStats",
     "IWAE",
     "ImportanceResult",
     "PROPOSALS",
+    "gradient_snr",
     "importance_sample",
     "log_likelihood",
     "log_weights",
