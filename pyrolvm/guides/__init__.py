@@ -1,6 +1,16 @@
 """Guides q(z | x), separate objects from the models they pair with (as Pyro's autoguides):
 amortized encoders, flows, per-datapoint guides. A guide has its model's signature."""
 
-from .amortized import AmortizedNormal
+from .amortized import AmortizedNormal, non_reparameterized
+from .baselines import BASELINES, Baseline
+from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
 
-__all__ = ["AmortizedNormal"]
+__all__ = [
+    "AmortizedBernoulli",
+    "AmortizedCategorical",
+    "AmortizedNormal",
+    "BASELINES",
+    "Baseline",
+    "RELAXATIONS",
+    "non_reparameterized",
+]
