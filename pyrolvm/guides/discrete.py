@@ -37,6 +37,21 @@ class _AmortizedDiscrete(nn.Module):
         self.__dict__["baseline"] = Baseline(baseline, data_dim, baseline_beta,
                                              name=f"{name}_baseline")
 
+    @torch.no_grad()
+    def encode(self, x):
+        """``(probs,)``: the posterior's probabilities, shape (..., latent_dim) or
+        (..., latent_dim, num_categories), for x of shape (..., D); a tuple like
+        :meth:`pyrolvm.guides.AmortizedNormal.encode`'s, so ``encode(x)[0]`` is the mean."""
+        return (self.posterior_discrete(x).mean,)
+
+    def posterior_discrete(self, x):
+        """q(z | x) without relaxation."""
+        relaxation, self.relaxation = self.relaxation, "none"
+        try:
+            return self.posterior(x)
+        finally:
+            self.relaxation = relaxation
+
     def forward(self, x, batch_size=None):
         pyro.module(self.name, self)
         q = self.posterior(x)

@@ -140,6 +140,12 @@ class SigmoidBeliefNet(nn.Module):
     def sample(self, num_samples, mean=True):
         """Images from the model: z from the prior, then the Bernoulli means (``mean=True``)
         or a draw; shape (num_samples, D)."""
-        z = self.prior().sample((num_samples,))
+        return self.decode(self.prior().sample((num_samples,)), mean=mean)
+
+    @torch.no_grad()
+    def decode(self, z, mean=True):
+        """The Bernoulli means of p(x | z) (or a draw) for z of shape (..., *latent_shape);
+        z may also be relaxed or a probability vector (the decoder is applied as is).
+        Returns shape (..., D)."""
         d = self.likelihood_dist(z)
         return d.mean if mean else d.sample()

@@ -53,3 +53,18 @@ def test_errors():
         AmortizedCategorical(4, 2, 3, baseline="average")
     with pytest.raises(ConfigError, match="num_categories"):
         AmortizedCategorical(4, 2, 1)
+
+
+def test_encode_gives_posterior_means_for_reconstructions():
+    from pyrolvm.models import SigmoidBeliefNet
+
+    x = torch.rand(3, 6)
+    guide = AmortizedCategorical(6, 2, 3, hidden=(), relaxation="straight_through")
+    probs = guide.encode(x)[0]
+    assert probs.shape == (3, 2, 3)
+    assert torch.allclose(probs, guide.logits(x).softmax(-1))
+    assert guide.relaxation == "straight_through"  # restored
+    model = SigmoidBeliefNet(6, 2, "categorical", num_categories=3)
+    assert model.decode(probs).shape == (3, 6)
+    guide = AmortizedBernoulli(6, 4, hidden=())
+    assert torch.allclose(guide.encode(x)[0], guide.logits(x).sigmoid())
