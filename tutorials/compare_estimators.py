@@ -156,9 +156,10 @@ axes[1, 0].set_ylim(top=min(60, axes[1, 0].get_ylim()[1]))
 axes[0, 0].set_ylim(bottom=max(-60, axes[0, 0].get_ylim()[0]))
 for ax in axes.flat:
     ax.grid(alpha=0.3)
-axes[0, 1].legend(fontsize=7, ncol=2)
+handles, labels = axes[0, 0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8)
 fig.suptitle(f"VAE on digits (latent {S['latent_dim']}): test bounds by estimator", fontsize=11)
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.07, 1, 1))
 fig.savefig(os.path.join(OUT, "estimators_curves.png"), dpi=120)
 plt.close(fig)
 

@@ -43,8 +43,9 @@ def _stop_guide_params(guide_trace):
     return trace
 
 
-class _PathwiseIWAE(IWAE):
-    """Shared parts of the estimators below: traces, weights, the reported bound."""
+class _MultiSampleELBO(IWAE):
+    """Shared parts of the multi-sample estimators below: vectorized traces, per-datapoint
+    log-weights, the reported bound."""
 
     def _traces_and_weights(self, model, guide, args, kwargs, stop_guide_params):
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
@@ -88,7 +89,7 @@ class _PathwiseIWAE(IWAE):
                 p.grad += g.detach()
 
 
-class DReG(_PathwiseIWAE):
+class DReG(_MultiSampleELBO):
     r"""Doubly reparameterized gradient estimator of the IWAE bound (Tucker, Lawson, Gu &
     Maddison 2019, "Doubly Reparameterized Gradient Estimators for Monte Carlo Objectives",
     eq. (5) for the guide, eq. (2) for the model).
@@ -157,9 +158,9 @@ class DReG(_PathwiseIWAE):
         return -scale * bound.sum().item()
 
 
-class STL(_PathwiseIWAE):
-    r""""Sticking the landing" path-derivative ELBO gradient (Roeder, Wu & Duvenaud 2017,
-    "Sticking the Landing: Simple, Lower-Variance Gradient Estimators for Variational
+class STL(_MultiSampleELBO):
+    r"""STL, the "sticking the landing" path-derivative ELBO gradient (Roeder, Wu &
+    Duvenaud 2017, "Sticking the Landing: Simple, Lower-Variance Gradient Estimators for Variational
     Inference", eq. (8)):
 
     .. math::
@@ -199,7 +200,7 @@ class STL(_PathwiseIWAE):
         return loss.item()
 
 
-class VIMCO(_PathwiseIWAE):
+class VIMCO(_MultiSampleELBO):
     r"""VIMCO, the multi-sample score-function estimator of the IWAE bound with leave-one-out
     baselines (Mnih & Rezende 2016, "Variational Inference for Monte Carlo Objectives",
     eqs. (8)-(10)):

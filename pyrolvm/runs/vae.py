@@ -15,7 +15,8 @@ import torch
 from .. import plots
 from ..data import check_data, load
 from ..errors import ConfigError, TrainingDiverged
-from ..guides import BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCategorical, AmortizedNormal
+from ..guides import (BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCategorical,
+                      AmortizedNormal)
 from ..inference import importance_sample, make_elbo, make_optim, mean_and_stderr, train
 from ..models import LATENTS, VAE, SigmoidBeliefNet
 from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
