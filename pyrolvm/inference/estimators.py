@@ -109,9 +109,11 @@ class DReG(_MultiSampleELBO):
     signal-to-noise ratio does not decay as :math:`1/\sqrt K` (Rainforth et al. 2018). At K = 1
     the guide gradient equals STL's.
 
-    The model and guide gradients come from two backward passes over one forward pass.
-    A parameter used by both the model and the guide is rejected, since its gradient would mix
-    the two estimators. Works per datapoint under the batch plate, like :class:`IWAE`.
+    For a guide with one latent site (an amortized encoder) one backward pass suffices: the
+    gradient arriving at :math:`z_k` is multiplied by :math:`\tilde w_k` (a tensor hook).
+    Otherwise (a latent feeding another guide site) the model and guide gradients come from two
+    backward passes over one forward pass. A parameter used by both the model and the guide
+    is rejected, since its gradient would mix the two estimators. Works per datapoint under the batch plate, like :class:`IWAE`.
 
     Args: as :class:`IWAE` (``num_particles`` = K).
 
@@ -119,6 +121,49 @@ class DReG(_MultiSampleELBO):
         ConfigError: K < 1; a non-reparameterized guide site; a latent site outside the batch
         plate; a parameter shared by model and guide.
     """
+
+    #: always use the general two-pass computation (for tests)
+    _two_pass = False
+
+    def _one_pass(self, model_trace, site, log_w, weights, scale):
+        """One backward pass, for a guide with a single latent site z: its value feeds only
+        log p(x, z) and the detached log q(z), so multiplying the gradient arriving at z_k by
+        w~_k turns the IWAE surrogate's w~_k into w~_k^2 on the path into the guide, and
+        leaves the model's gradient w~_k grad_theta log p(x, z_k) as it is."""
+        value = site["value"]
+        rank = self.max_plate_nesting + 1
+        plate = find_batch_plate(model_trace, self.batch_plate)
+        shape = [1] * rank
+        shape[0] = weights.shape[0]
+        if plate is not None:
+            shape[rank + plate.dim] = weights.shape[1]
+        event_dim = value.dim() - len(site["fn"].batch_shape)
+        w = weights.reshape(shape + [1] * event_dim)
+        handle = value.register_hook(lambda g: g * w)
+        try:
+            surrogate = -scale * (weights * log_w).sum()
+            if surrogate.requires_grad:
+                surrogate.backward(retain_graph=self.retain_graph)
+        finally:
+            handle.remove()
+
+    def _two_passes(self, model_params, guide_params, log_w, weights, scale):
+        """The general case: separate gradients of two surrogates for model and guide."""
+        # model: IWAE gradient sum_k w~_k grad log w_k (log q does not depend on theta)
+        surrogate_model = -scale * (weights * log_w).sum()
+        # guide: squared normalized weights on the path derivative (q's params are detached)
+        surrogate_guide = -scale * (weights.pow(2) * log_w).sum()
+        if model_params and surrogate_model.requires_grad:
+            grads = torch.autograd.grad(
+                surrogate_model, model_params, retain_graph=True, allow_unused=True
+            )
+            self._accumulate(model_params, grads)
+        if guide_params and surrogate_guide.requires_grad:
+            grads = torch.autograd.grad(
+                surrogate_guide, guide_params, retain_graph=self.retain_graph,
+                allow_unused=True,
+            )
+            self._accumulate(guide_params, grads)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The negative IWAE bound (nats), differentiable; its plain gradient is IWAE's,
@@ -139,22 +184,11 @@ class DReG(_MultiSampleELBO):
                 "share some: use IWAE for such a pair"
             )
         weights = torch.softmax(log_w, dim=0).detach()
-        model_params, guide_params = list(model_params), list(guide_params)
-        # model: IWAE gradient sum_k w~_k grad log w_k (log q does not depend on theta)
-        surrogate_model = -scale * (weights * log_w).sum()
-        # guide: squared normalized weights on the path derivative (q's params are detached)
-        surrogate_guide = -scale * (weights.pow(2) * log_w).sum()
-        if model_params and surrogate_model.requires_grad:
-            grads = torch.autograd.grad(
-                surrogate_model, model_params, retain_graph=True, allow_unused=True
-            )
-            self._accumulate(model_params, grads)
-        if guide_params and surrogate_guide.requires_grad:
-            grads = torch.autograd.grad(
-                surrogate_guide, guide_params, retain_graph=self.retain_graph,
-                allow_unused=True,
-            )
-            self._accumulate(guide_params, grads)
+        latent = _latent_sites(guide_trace)
+        if len(latent) == 1 and latent[0]["value"].requires_grad and not self._two_pass:
+            self._one_pass(model_trace, latent[0], log_w, weights, scale)
+        else:
+            self._two_passes(list(model_params), list(guide_params), log_w, weights, scale)
         return -scale * bound.sum().item()
 
 
