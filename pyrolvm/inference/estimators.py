@@ -2,8 +2,9 @@
 
 All three reuse :class:`~pyrolvm.inference.elbos.IWAE`'s vectorized traces and per-datapoint
 log-weights (:mod:`pyrolvm.inference.importance`); they differ from it only in the surrogate
-whose gradient is accumulated. The reported loss is always the negative bound (nats), summed
-over the batch plate and multiplied by the sites' common scale, like ``Trace_ELBO``'s.
+whose gradient is accumulated. The reported loss is the negative bound in nats (the IWAE bound
+for DReG and VIMCO, the ELBO for STL), summed over the batch plate and multiplied by the sites'
+common scale, like ``Trace_ELBO``'s.
 """
 
 import math
