@@ -8,8 +8,6 @@ The score-function row uses the same VAE with a non-reparameterized guide.
 """
 
 import argparse
-import statistics
-import time
 
 import pyro
 import torch
@@ -19,18 +17,9 @@ from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import make_elbo
 from pyrolvm.models import VAE
 
+from iwae_vs_renyi import time_steps  # noqa: E402 (this folder is on sys.path)
+
 NAMES = ["trace", "tracegraph", "iwae", "dreg", "stl", "vimco"]
-
-
-def step_seconds(elbo, model, guide, batches):
-    times = []
-    for x in batches:
-        for p in pyro.get_param_store().values():
-            p.unconstrained().grad = None
-        t0 = time.perf_counter()
-        elbo.loss_and_grads(model, guide, x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -47,11 +36,11 @@ def main(argv=None):
     for k in (5, 50):
         elbos = {name: make_elbo(name, k) for name in NAMES}
         for name in NAMES:  # warm-up
-            step_seconds(elbos[name], model, guides[name != "tracegraph"], batches[:5])
+            time_steps(elbos[name], model, guides[name != "tracegraph"], batches[:5])
         times = {name: float("inf") for name in NAMES}
         for _ in range(3):  # interleaved rounds share any drift in machine load; keep the best
             for name in NAMES:
-                t = step_seconds(elbos[name], model, guides[name != "tracegraph"], batches)
+                t = time_steps(elbos[name], model, guides[name != "tracegraph"], batches)
                 times[name] = min(times[name], t)
         print(f"K = {k}: seconds per step, and ratio to trace")
         for name in NAMES:

@@ -223,16 +223,9 @@ class STL(_MultiSampleELBO):
         )
         return -scale * log_w.mean(0).sum()
 
-    def loss(self, model, guide, *args, **kwargs):
-        """The negative ELBO summed over the batch, as a float (nats)."""
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
+    # The negative ELBO (not the IWAE bound) as a float; loss_and_grads is IWAE's, which
+    # differentiates this class's surrogate.
+    loss = IWAE.loss
 
 
 class VIMCO(_MultiSampleELBO):
@@ -298,9 +291,3 @@ class VIMCO(_MultiSampleELBO):
                 scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"]), site, rank, plate
             )
         return total
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
