@@ -2,5 +2,6 @@
 amortized encoders, flows, per-datapoint guides. A guide has its model's signature."""
 
 from .amortized import AmortizedNormal
+from .mixture import MixtureMAP, MixtureMeanField
 
-__all__ = ["AmortizedNormal"]
+__all__ = ["AmortizedNormal", "MixtureMAP", "MixtureMeanField"]
