@@ -73,7 +73,9 @@ def load(name="digits", root=None, binarize="none", seed=0, download=True):
     """Load a dataset by name as flattened float tensors in [0, 1].
 
     Args:
-        name (str): ``"digits"`` (embedded, no download) or ``"mnist"``.
+        name (str): ``"digits"`` (embedded, no download), ``"mnist"``, or the path of an ``.npz``
+            file with arrays ``train`` and ``test`` of shape (N, D) and values in [0, 1]
+            (optional: ``train_labels``, ``test_labels``, ``image_shape``).
         root (str or None): for ``"mnist"``, the folder that ``torchvision.datasets.MNIST(root=...)``
             reads (it holds ``MNIST/raw/``); defaults to ``$PYROLVM_DATA_ROOT``.
         binarize (str): ``"dynamic"`` (fresh Bernoulli draw of each training minibatch; the test
@@ -89,14 +91,18 @@ def load(name="digits", root=None, binarize="none", seed=0, download=True):
         ConfigError: unknown dataset or binarization name, or ``"mnist"`` without a root.
         DataError: the data root does not hold the MNIST files and they cannot be downloaded.
     """
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if name not in DATASETS and not str(name).endswith(".npz"):
+        raise ConfigError(
+            f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}, or give an .npz file"
+        )
     if binarize not in BINARIZATIONS:
         raise ConfigError(
             f"unknown binarization {binarize!r}: choose one of {', '.join(BINARIZATIONS)}"
         )
     if name == "digits":
         train, test, ytrain, ytest, shape = _load_digits()
+    elif name.endswith(".npz"):
+        train, test, ytrain, ytest, shape = _load_npz(name)
     else:
         train, test, ytrain, ytest, shape = _load_mnist(root, download)
     if binarize != "none":
@@ -122,6 +128,34 @@ def _load_digits():
     )
     idx_train, idx_test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)
     return x[idx_train], x[idx_test], y[idx_train], y[idx_test], (8, 8)
+
+
+def _load_npz(path):
+    import numpy as np
+
+    if not os.path.exists(path):
+        raise DataError(f"no such file: {path!r}")
+    with np.load(path) as f:
+        arrays = dict(f)
+    if "train" not in arrays or "test" not in arrays:
+        raise DataError(
+            f"{path!r} must hold arrays named 'train' and 'test' of shape (N, D); it has "
+            f"{sorted(arrays)}"
+        )
+    train = torch.as_tensor(arrays["train"]).float()
+    test = torch.as_tensor(arrays["test"]).float()
+    for x, which in ((train, "train"), (test, "test")):
+        if x.dim() != 2:
+            raise DataError(f"array {which!r} of {path!r} must have shape (N, D), got {tuple(x.shape)}")
+    d = train.shape[-1]
+
+    def labels(key, n):
+        return torch.as_tensor(arrays[key]).long() if key in arrays else torch.zeros(n, dtype=torch.int64)
+
+    side = int(round(d**0.5))
+    shape = tuple(int(s) for s in arrays["image_shape"]) if "image_shape" in arrays else (
+        (side, side) if side * side == d else (1, d))
+    return train, test, labels("train_labels", len(train)), labels("test_labels", len(test)), shape
 
 
 def mnist_help(root):

@@ -1,0 +1,127 @@
+"""The ``pyrolvm`` command: ``pyrolvm train vae ...`` and ``pyrolvm evaluate RUN_FOLDER``.
+
+A thin layer over :mod:`pyrolvm.runs`: every command is one Python call there. Errors caused
+by bad input are printed as one line (``pyrolvm: error: ...``) with exit status 2.
+"""
+
+import argparse
+import sys
+
+from .data import BINARIZATIONS, DATASETS
+from .errors import PyroLVMError
+from .inference import ELBOS
+from .models import LIKELIHOODS
+from .nets import ACTIVATIONS
+
+
+def _hidden(text):
+    try:
+        sizes = tuple(int(h) for h in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer sizes like 200,200, got {text!r}")
+    return sizes
+
+
+def _add_vae(sub):
+    p = sub.add_parser(
+        "vae", help="a VAE with an amortized Gaussian guide",
+        description="Train a VAE (Kingma & Welling 2014) with SVI, evaluate the test "
+        "log-likelihood by importance sampling, and write the run folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}, or an "
+                   ".npz file with arrays train and test of shape (N, D) in [0, 1]")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding MNIST/raw/ (default: $PYROLVM_DATA_ROOT)")
+    p.add_argument("--binarize", choices=BINARIZATIONS, default=None,
+                   help="default: dynamic for bernoulli, none for gaussian")
+    p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
+    p.add_argument("--elbo", choices=sorted(ELBOS), default="trace", help="the objective")
+    p.add_argument("--num-particles", type=int, default=1, help="particles K of the objective")
+    p.add_argument("--latent-dim", type=int, default=None, help="default: 8 digits, 50 mnist")
+    p.add_argument("--hidden", type=_hidden, default=None,
+                   help="hidden sizes of encoder and decoder, e.g. 200,200 (default: 128,128 "
+                   "digits, 200,200 mnist)")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
+    p.add_argument("--epochs", type=int, default=None, help="default: 300 digits, 10 mnist")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 100")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate "
+                   "(default: 3e-3 digits, 1e-3 mnist)")
+    p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.999), help="Adam betas")
+    p.add_argument("--eps", type=float, default=1e-8, help="Adam eps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/vae", help="the run folder")
+    p.add_argument("--eval-samples", type=int, default=1000,
+                   help="importance samples K for the test log-likelihood")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=_train_vae)
+
+
+def _train_vae(args):
+    from .runs.vae import VAEConfig, summary, train_vae
+
+    cfg = VAEConfig(
+        dataset=args.dataset, data_root=args.data_root, binarize=args.binarize,
+        likelihood=args.likelihood, elbo=args.elbo, num_particles=args.num_particles,
+        latent_dim=args.latent_dim, hidden=args.hidden, activation=args.activation,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, betas=tuple(args.betas),
+        eps=args.eps, seed=args.seed, out=args.out, eval_samples=args.eval_samples,
+        progress=not args.no_progress,
+    )
+    metrics = train_vae(cfg)
+    print(summary(metrics, cfg, args.out))
+
+
+def _evaluate(args):
+    from .runs.common import format_summary, load_checkpoint
+
+    kind = load_checkpoint(args.folder).get("kind", "vae")
+    if kind != "vae":
+        raise PyroLVMError(f"`pyrolvm evaluate` does not know runs of kind {kind!r}")
+    from .runs.vae import evaluate_vae
+
+    m = evaluate_vae(args.folder, args.eval_samples, args.data_root, not args.no_progress)
+    print(format_summary(f"evaluation of {args.folder}", [
+        ("test ELBO", f"{m['test_elbo']:.2f} nats"),
+        (f"test NLL (K={m['eval_samples']})",
+         f"{m['test_nll']:.2f} ± {m['test_nll_stderr']:.2f} nats"),
+        ("test ESS (mean)", f"{m['test_ess']:.1f} of {m['eval_samples']}"),
+    ]))
+
+
+def parser():
+    """The argument parser of the ``pyrolvm`` command."""
+    top = argparse.ArgumentParser(
+        prog="pyrolvm", description="Deep latent-variable models as Pyro model/guide pairs.")
+    commands = top.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a model and write a run folder")
+    models = train.add_subparsers(dest="model", required=True)
+    _add_vae(models)
+    ev = commands.add_parser("evaluate", help="reload a run folder's checkpoint and "
+                             "recompute its test figures")
+    ev.add_argument("folder", help="a run folder written by `pyrolvm train`")
+    ev.add_argument("--eval-samples", type=int, default=None,
+                    help="importance samples K (default: the run's)")
+    ev.add_argument("--data-root", default=None, help="MNIST root, if it moved")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)
+    return top
+
+
+def main(argv=None):
+    """Entry point of the ``pyrolvm`` console script; returns the exit status."""
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PyroLVMError as exc:
+        print(f"pyrolvm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyrolvm: interrupted; the run folder keeps the last completed epoch's checkpoint",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

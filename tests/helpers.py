@@ -1,0 +1,41 @@
+"""Shared test fixtures: a linear-Gaussian model with guides of known quality."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pyrolvm.models import LinearGaussian
+
+
+def linear_gaussian(data_dim=5, latent_dim=2, noise_scale=0.5, seed=1):
+    """A LinearGaussian model with fixed random W, b and 20 datapoints drawn from it."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(data_dim, latent_dim, generator=gen)
+    b = torch.randn(data_dim, generator=gen)
+    model = LinearGaussian(w, b, noise_scale)
+    with torch.no_grad():
+        x = model.marginal().sample((20,))
+    return model, x
+
+
+def exact_guide(model):
+    """The exact posterior p(z | x) as a guide: every importance weight equals p(x)."""
+
+    def guide(x):
+        post = model.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", post)
+
+    return guide
+
+
+def shifted_guide(model, shift=0.5, inflate=1.5):
+    """A poor guide: the exact posterior's marginals, mean shifted and scale inflated."""
+
+    def guide(x):
+        post = model.posterior(x)
+        scale = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt() * inflate
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(post.loc + shift, scale).to_event(1))
+
+    return guide
