@@ -122,11 +122,12 @@ def _add_gmm(sub):
                    help="point estimates (map) or mean-field variational posterior")
     p.add_argument("--init", choices=INITS, default="kmeans++", help="initial centres")
     p.add_argument("--n-init", type=int, default=1, help="restarts; the best is kept")
-    p.add_argument("--epochs", type=int, default=None, help="default: 300 digits, 30 mnist")
+    p.add_argument("--epochs", type=int, default=None, help="default: 300 digits, 50 mnist")
     p.add_argument("--batch-size", type=int, default=None,
                    help="minibatch size under the subsampled plate (default: full batch "
                    "digits, 1000 mnist)")
-    p.add_argument("--lr", type=float, default=0.05, help="starting Adam learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="starting Adam learning rate (default: 0.05 digits, 0.1 mnist)")
     p.add_argument("--lr-decay", type=float, default=0.01,
                    help="final / starting learning rate (geometric decay)")
     p.add_argument("--num-particles", type=int, default=1,

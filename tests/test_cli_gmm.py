@@ -33,6 +33,8 @@ def test_train_gmm_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsy
     # the projection is 5-D, so the EM reference and ours score the same test points: after
     # 30 full-batch epochs ours is within 5% of EM (the 1% test runs the full schedule)
     sk = metrics["sklearn_test_log_likelihood"]
+    assert metrics["test_log_likelihood_minus_sklearn"] == pytest.approx(
+        metrics["test_log_likelihood"] - sk, abs=1e-5)
     assert metrics["test_log_likelihood"] > sk - 0.05 * abs(sk)
     # BIC = -2 * N_train * mean train log-likelihood + P log N_train
     n = 1437
@@ -72,12 +74,14 @@ def _error(capsys, argv):
     (["--pca-dim", "65"], "--pca-dim must be between 1 and 64"),
     (["--n-init", "0"], "--n-init must be a positive integer"),
     (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["--lr", "0"], "the learning rate must be positive, got 0.0"),
+    (["--guide", "laplace"], "invalid choice: 'laplace'"),
 ])
 def test_bad_gmm_input_gives_one_clear_error(tmp_path, capsys, argv, message):
     args = [a for a in FAST if a not in ("--components", "4")]
     err = _error(capsys, ["train", "gmm", "--out", str(tmp_path / "r"), *args, *argv])
     assert message in err
-    assert not os.path.exists(tmp_path / "r" / "metrics.json")
+    assert not os.path.exists(tmp_path / "r")  # nothing written
 
 
 def test_gmm_nan_data(tmp_path, capsys):
