@@ -46,7 +46,7 @@ def _add_vae(sub):
     p.add_argument("--epochs", type=int, default=None, help="default: 300 digits, 10 mnist")
     p.add_argument("--batch-size", type=int, default=None, help="default: 100")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate "
-                   "(default: 3e-3 digits, 1e-3 mnist)")
+                   "(default: 3e-3 digits, 2e-3 mnist)")
     p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.999), help="Adam betas")
     p.add_argument("--eps", type=float, default=1e-8, help="Adam eps")
     p.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ def _tile(images, image_shape, ncols):
     h, w = image_shape
     n = images.shape[0]
     nrows = math.ceil(n / ncols)
-    canvas = torch.ones(nrows * (h + 1) - 1, ncols * (w + 1) - 1)
+    canvas = torch.full((nrows * (h + 1) - 1, ncols * (w + 1) - 1), 0.15)
     for i in range(n):
         r, c = divmod(i, ncols)
         canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = images[i].reshape(h, w)

@@ -11,7 +11,9 @@ so that memory is bounded by ``batch_size * chunk_size`` model evaluations whate
 import math
 from dataclasses import dataclass
 
+import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
@@ -93,6 +95,7 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
     if proposal not in PROPOSALS:
         raise ConfigError(f"unknown proposal {proposal!r}: choose one of {', '.join(PROPOSALS)}")
     q = guide if proposal == "guide" else prior_proposal(model)
+    validate = is_validation_enabled()
     k_total = int(num_samples)
     n = _num_rows(data)
     chunk_size = chunk_size or max(1, min(k_total, 10000 // max(1, batch_size)))
@@ -107,7 +110,9 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
         sum_log_w = 0.0
         for k0 in range(0, k_total, chunk_size):
             k = min(chunk_size, k_total - k0)
-            model_trace, guide_trace = vectorized_traces(model, q, batch, kwargs, k, nesting)
+            # Pyro's shape and support checks run on the first chunk only: the rest repeat it.
+            with pyro.validation_enabled(validate and i == 0 and k0 == 0):
+                model_trace, guide_trace = vectorized_traces(model, q, batch, kwargs, k, nesting)
             log_w, _ = log_weights(model_trace, guide_trace, nesting, batch_plate)
             log_w = log_w.double()
             c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)

@@ -1,0 +1,6 @@
+"""Runs compose the parts: config -> data -> model + guide -> train -> evaluate -> run folder
+(config.json, metrics.json, checkpoint.pt, PNG figures). Each CLI command is one call here."""
+
+from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
+
+__all__ = ["DATASET_DEFAULTS", "VAEConfig", "evaluate_vae", "train_vae"]
