@@ -14,6 +14,19 @@ FAST = ["--epochs", "30", "--sklearn-n-init", "1", "--no-progress", "--pca-dim",
         "--components", "4"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread for torch and for numpy's BLAS (scikit-learn): these small ops run ~10x slower
+    with 2 threads on a busy 2-core machine (oversubscription); results do not depend on it."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
 def test_train_gmm_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["train", "gmm", "--dataset", "digits", "--covariance", "diag", "--out", out,

@@ -11,6 +11,19 @@ from pyrolvm.errors import ConfigError
 from pyrolvm.runs.gmm import fit_mixture
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread for torch and for numpy's BLAS (scikit-learn): these small ops run ~10x slower
+    with 2 threads on a busy 2-core machine (oversubscription); results do not depend on it."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
 def separated_mixture(n_per=150, seed=0):
     """Three 2-D clusters 8 standard deviations apart, unequal sizes."""
     gen = torch.Generator().manual_seed(seed)
@@ -58,7 +71,6 @@ def test_heldout_log_likelihood_matches_sklearn_on_digits(covariance):
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
-    torch.set_num_threads(1)
     ds = load("digits")
     pca = PCA(10, random_state=0).fit(ds.train.numpy())
     xtr = torch.tensor(pca.transform(ds.train.numpy()), dtype=torch.float32)
