@@ -120,7 +120,7 @@ def _add_gmm(sub):
     p.add_argument("--covariance", choices=COVARIANCES, default="full")
     p.add_argument("--guide", choices=GUIDES, default="map",
                    help="point estimates (map) or mean-field variational posterior")
-    p.add_argument("--init", choices=INITS, default="kmeans++", help="initial centres")
+    p.add_argument("--init", choices=INITS, default="kmeans", help="initial centres")
     p.add_argument("--n-init", type=int, default=1, help="restarts; the best is kept")
     p.add_argument("--epochs", type=int, default=None, help="default: 300 digits, 50 mnist")
     p.add_argument("--batch-size", type=int, default=None,

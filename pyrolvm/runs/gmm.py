@@ -1,5 +1,5 @@
 """Gaussian mixture runs: fit :class:`pyrolvm.models.GaussianMixture` by SVI with the assignment
-enumerated (``TraceEnum_ELBO``), with k-means++ starts and best-of-``n_init`` restarts, and
+enumerated (``TraceEnum_ELBO``), with k-means starts and best-of-``n_init`` restarts, and
 score it beside scikit-learn's EM on the same split and projection.
 
 ``train_gmm(...)`` is ``pyrolvm train gmm`` in one Python call; ``evaluate_gmm(folder)`` is
@@ -52,7 +52,7 @@ class MixtureFit:
     seconds: float = 0.0
 
 
-def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans++", n_init=1,
+def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans", n_init=1,
                 epochs=300, batch_size=None, lr=0.05, lr_decay=0.01, num_particles=1, seed=0,
                 progress=False, **model_kwargs):
     """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
@@ -69,8 +69,9 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans+
         covariance (str): ``"full"`` or ``"diag"``.
         guide (str): ``"map"`` (:class:`MixtureMAP`, point estimates) or ``"meanfield"``
             (:class:`MixtureMeanField`).
-        init (str): ``"kmeans++"``, ``"kmeans"`` or ``"random"``
-            (:meth:`GaussianMixture.initial_params`).
+        init (str): ``"kmeans"`` (Lloyd's k-means from a k-means++ seeding, scikit-learn's
+            default; on digits it reaches EM's optima where the bare seeding can stall in worse
+            ones), ``"kmeans++"`` or ``"random"`` (:meth:`GaussianMixture.initial_params`).
         n_init (int): restarts (seeds ``seed, seed + 1, ...``).
         epochs (int): passes over the data per restart.
         batch_size (int or None): minibatch size (the plate subsamples, scaling by N / B);
@@ -155,7 +156,7 @@ class GMMConfig:
     components: int = 10
     covariance: str = "full"
     guide: str = "map"
-    init: str = "kmeans++"
+    init: str = "kmeans"
     n_init: int = 1
     epochs: int = None
     batch_size: int = None
