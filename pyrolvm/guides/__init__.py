@@ -3,5 +3,6 @@ amortized encoders, flows, per-datapoint guides. A guide has its model's signatu
 
 from .amortized import AmortizedNormal
 from .mixture import MixtureMAP, MixtureMeanField
+from .ssvae import SSVAEGuide
 
-__all__ = ["AmortizedNormal", "MixtureMAP", "MixtureMeanField"]
+__all__ = ["AmortizedNormal", "MixtureMAP", "MixtureMeanField", "SSVAEGuide"]

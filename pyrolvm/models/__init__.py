@@ -3,6 +3,8 @@ that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites
 
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, INITS, GaussianMixture
+from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
 
-__all__ = ["COVARIANCES", "GaussianMixture", "INITS", "LIKELIHOODS", "LinearGaussian", "VAE"]
+__all__ = ["COVARIANCES", "GaussianMixture", "INITS", "LIKELIHOODS", "LinearGaussian", "SSVAE",
+           "VAE"]
