@@ -3,8 +3,9 @@ that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites
 
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, INITS, GaussianMixture
+from .mixture_vae import MixturePriorVAE
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
 
-__all__ = ["COVARIANCES", "GaussianMixture", "INITS", "LIKELIHOODS", "LinearGaussian", "SSVAE",
-           "VAE"]
+__all__ = ["COVARIANCES", "GaussianMixture", "INITS", "LIKELIHOODS", "LinearGaussian",
+           "MixturePriorVAE", "SSVAE", "VAE"]
