@@ -7,7 +7,6 @@ score it beside scikit-learn's EM on the same split and projection.
 """
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -53,11 +52,14 @@ class MixtureFit:
 
 
 def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans", n_init=1,
-                epochs=300, batch_size=None, lr=0.05, lr_decay=0.01, num_particles=1, seed=0,
+                epochs=300, batch_size=None, lr=0.05, lr_decay=0.01, warmup=0.1, num_particles=1,
+                seed=0,
                 progress=False, **model_kwargs):
     """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
-    exactly) with Adam whose learning rate decays geometrically from ``lr`` to
-    ``lr * lr_decay`` over the run (Pyro's ``ClippedAdam`` ``lrd``), ``n_init`` times from
+    exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
+    the epochs (full-size first steps in every coordinate would throw away the k-means start)
+    and decays geometrically to ``lr * lr_decay`` by the last epoch (Pyro's ``LambdaLR``,
+    stepped once per epoch), ``n_init`` times from
     different starts; keeps the restart with the highest training log-likelihood.
 
     Clears Pyro's param store before every restart; on return it holds the best restart's
@@ -77,7 +79,8 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
         batch_size (int or None): minibatch size (the plate subsamples, scaling by N / B);
             None for full-batch steps.
         lr (float): starting learning rate of Adam.
-        lr_decay (float): ratio of the final to the starting learning rate, in (0, 1].
+        lr_decay (float): ratio of the final to the peak learning rate, in (0, 1].
+        warmup (float): fraction of the epochs over which the learning rate rises to ``lr``.
         num_particles (int): samples of the global sites per step (only matters for
             ``"meanfield"``).
         seed (int): seed of the first restart (initial centres, minibatch order, samples).
@@ -107,7 +110,12 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
     check_num_components(num_components, len(x))
     n = len(x)
     batch_size = n if batch_size is None else min(int(batch_size), n)
-    steps = max(1, int(epochs) * math.ceil(n / batch_size))
+    warm = max(1, round(warmup * int(epochs)))
+
+    def schedule(epoch):
+        """Factor of ``lr`` in epoch ``epoch`` (0-based): linear warm-up, geometric decay."""
+        return min(1.0, (epoch + 1) / warm) * lr_decay ** (epoch / max(1, int(epochs) - 1))
+
     data = (x, torch.arange(n))
     t0 = time.perf_counter()
     best, restarts = None, []
@@ -116,11 +124,12 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
         pyro.set_rng_seed(seed + r)
         start = model.initial_params(x, init, seed=seed + r)
         g = MixtureMAP(model, start) if guide == "map" else MixtureMeanField(model, start)
-        optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1.0 / steps),
-                                        "clip_norm": 1e8})
+        optim = pyro.optim.LambdaLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
+                                     "lr_lambda": schedule})
         loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=int(num_particles))
 
-        def callback(epoch, history, g=g):
+        def callback(epoch, history, g=g, optim=optim):
+            optim.step()  # the learning-rate schedule advances once per epoch
             return {"train_log_likelihood": model.log_likelihood(x, g.median()).mean().item()}
 
         history = train(model, g, data, loss, optim, epochs=int(epochs), batch_size=batch_size,
