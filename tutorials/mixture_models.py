@@ -98,8 +98,8 @@ print(f"EM mean train log-likelihood: ours {log_lik / len(xtrain):.5f}, "
 # ## SVI with enumeration against EM
 #
 # `fit_mixture` starts from k-means clusters, as scikit-learn's EM does (random starts let
-# components collapse onto a few points, pyro-ppl/pyro#635), takes full-batch Adam steps with a decaying learning rate, and
-# records the exact training log-likelihood after every epoch. We also fit with minibatches of
+# components collapse onto a few points, pyro-ppl/pyro#635), takes full-batch Adam steps with
+# a warmed-up, decaying learning rate, and records the exact training log-likelihood after every epoch. We also fit with minibatches of
 # 200 under the subsampled plate, as one would for data too large for full-batch EM.
 
 # %%

@@ -109,11 +109,13 @@ class GaussianMixture:
                             ("corr_concentration", corr_concentration)):
             if not (torch.as_tensor(value) > 0).all():
                 raise ConfigError(f"{name} must be positive, got {value!r}")
-        d = self.data_dim
+        def vector(value):
+            dtype = torch.get_default_dtype()
+            return torch.as_tensor(value, dtype=dtype).expand(self.data_dim).clone()
+
         self.weight_concentration = float(weight_concentration)
-        self.loc_loc = torch.as_tensor(loc_loc, dtype=torch.get_default_dtype()).expand(d).clone()
-        self.loc_scale = torch.as_tensor(loc_scale, dtype=torch.get_default_dtype()).expand(d).clone()
-        self.scale_loc = torch.as_tensor(scale_loc, dtype=torch.get_default_dtype()).expand(d).clone()
+        self.loc_loc, self.loc_scale = vector(loc_loc), vector(loc_scale)
+        self.scale_loc = vector(scale_loc)
         self.scale_scale = float(scale_scale)
         self.corr_concentration = float(corr_concentration)
 
@@ -318,7 +320,8 @@ class GaussianMixture:
         self._check_x(x, "training data")
         k = check_num_components(self.num_components, len(x))
         if method not in INITS:
-            raise ConfigError(f"unknown initialization {method!r}: choose one of {', '.join(INITS)}")
+            raise ConfigError(
+                f"unknown initialization {method!r}: choose one of {', '.join(INITS)}")
         xn = x.detach().double().numpy()
         if method == "random":
             gen = torch.Generator().manual_seed(int(seed))
@@ -341,7 +344,8 @@ class GaussianMixture:
         counts = torch.bincount(labels, minlength=k).double()
         weights = (counts + 1) / (counts.sum() + k)
         overall_mean = x.mean(0)
-        overall_cov = torch.atleast_2d(torch.cov(x.T)) if len(x) > 1 else torch.eye(d, dtype=x.dtype)
+        overall_cov = (torch.atleast_2d(torch.cov(x.T)) if len(x) > 1
+                       else torch.eye(d, dtype=x.dtype))
         locs, covs = [], []
         for j in range(k):
             xj = x[labels == j]

@@ -67,7 +67,8 @@ class MixturePriorVAE(nn.Module):
 
     @torch.no_grad()
     def log_prior(self, z):
-        """Exact log p(z) = log sum_c pi_c N(z; mu_c, sigma_c^2) in nats, shape (B,) for z (B, L)."""
+        """Exact log p(z) = log sum_c pi_c N(z; mu_c, sigma_c^2) in nats, shape (B,), for z of
+        shape (B, L)."""
         return torch.logsumexp(self._log_joint(z), dim=-1)
 
     def _log_joint(self, z):

@@ -21,7 +21,8 @@ from ..errors import ConfigError
 from ..guides.mixture import MixtureMAP, MixtureMeanField
 from ..inference import mean_and_stderr, train
 from ..models.mixture import COVARIANCES, INITS, GaussianMixture, check_num_components
-from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .common import (CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint,
+                     write_json)
 
 GUIDES = ("map", "meanfield")
 
