@@ -10,7 +10,8 @@ import sys
 from .data import BINARIZATIONS, DATASETS
 from .errors import PyroLVMError
 from .inference import ELBOS
-from .models import LIKELIHOODS
+from .guides import BASELINES, RELAXATIONS
+from .models import LATENTS, LIKELIHOODS
 from .nets import ACTIVATIONS
 
 
@@ -38,6 +39,20 @@ def _add_vae(sub):
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
     p.add_argument("--elbo", choices=sorted(ELBOS), default="trace", help="the objective")
     p.add_argument("--num-particles", type=int, default=1, help="particles K of the objective")
+    p.add_argument("--latent", choices=("gaussian", *LATENTS), default="gaussian",
+                   help="gaussian: the VAE; bernoulli / categorical: a sigmoid belief network "
+                   "with binary or one-hot latents (--latent-dim units or variables)")
+    p.add_argument("--num-categories", type=int, default=10,
+                   help="classes per variable of --latent categorical")
+    p.add_argument("--no-reparam", dest="reparameterized", action="store_false",
+                   help="sample the Gaussian guide without reparameterization, so that "
+                   "tracegraph uses the score function (REINFORCE)")
+    p.add_argument("--baseline", choices=BASELINES, default="none",
+                   help="score-function baseline of tracegraph at non-reparameterized latents")
+    p.add_argument("--relaxation", choices=RELAXATIONS, default="none",
+                   help="discrete latents: Concrete / Gumbel-softmax relaxation, optionally "
+                   "straight-through")
+    p.add_argument("--temperature", type=float, default=0.5, help="relaxation temperature")
     p.add_argument("--latent-dim", type=int, default=None, help="default: 8 digits, 50 mnist")
     p.add_argument("--hidden", type=_hidden, default=None,
                    help="hidden sizes of encoder and decoder, e.g. 200,200 (default: 128,128 "
@@ -66,7 +81,9 @@ def _train_vae(args):
         latent_dim=args.latent_dim, hidden=args.hidden, activation=args.activation,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, betas=tuple(args.betas),
         eps=args.eps, seed=args.seed, out=args.out, eval_samples=args.eval_samples,
-        progress=not args.no_progress,
+        progress=not args.no_progress, latent=args.latent, num_categories=args.num_categories,
+        reparameterized=args.reparameterized, baseline=args.baseline,
+        relaxation=args.relaxation, temperature=args.temperature,
     )
     metrics = train_vae(cfg)
     print(summary(metrics, cfg, args.out))

@@ -7,14 +7,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nets import check_latent_dim, mlp
+from .baselines import Baseline
+
+
+def non_reparameterized(d):
+    """``d`` with ``rsample`` switched off (Pyro's ``has_rsample_(False)``), wrapped in an
+    ``ExpandedDistribution`` so that the switch survives the ``expand`` that ``pyro.plate``
+    applies (``Independent`` re-creates its base distribution on ``expand`` and loses it)."""
+    return dist.ExpandedDistribution(d.has_rsample_(False), d.batch_shape)
 
 
 class AmortizedNormal(nn.Module):
     """Diagonal-Gaussian amortized guide ``q(z | x) = N(mu(x), diag(sigma(x)^2))``.
 
     ``guide(x)`` takes x of shape (B, D) under ``pyro.plate("data", B)`` and samples the site
-    named ``latent_site`` with event shape (latent_dim,), reparameterized. The scale is
-    ``softplus(.) + min_scale``. The encoder is registered with ``pyro.module(name, ...)``.
+    named ``latent_site`` with event shape (latent_dim,), reparameterized unless
+    ``reparameterized=False``. The scale is ``softplus(.) + min_scale``. The encoder is
+    registered with ``pyro.module(name, ...)``.
+
+    With ``reparameterized=False`` the site is a Normal without ``rsample`` (Pyro's
+    ``has_rsample_(False)``), so ``TraceGraph_ELBO`` uses the score-function estimator for it
+    (REINFORCE on the same model as the pathwise estimator), with the ``baseline`` chosen here.
 
     Args:
         data_dim (int): D, size of one flattened datapoint.
@@ -25,14 +38,26 @@ class AmortizedNormal(nn.Module):
             :class:`pyrolvm.models.VAE`).
         min_scale (float): lower bound of the posterior standard deviation.
         name (str): prefix of the encoder's parameters in Pyro's param store.
+        reparameterized (bool): sample with ``rsample`` (pathwise gradients) or not
+            (score-function gradients).
+        baseline (str): score-function baseline, ``"none"``, ``"decaying_avg"`` or ``"neural"``
+            (see :mod:`pyrolvm.guides.baselines`); used by ``TraceGraph_ELBO`` only at a
+            non-reparameterized site.
+        baseline_beta (float): decay of the ``"decaying_avg"`` baseline.
 
     Raises:
-        ConfigError: unknown activation, or a latent_dim < 1.
+        ConfigError: unknown activation or baseline, or a latent_dim < 1.
     """
 
     def __init__(self, data_dim, latent_dim=50, hidden=(200, 200), activation="tanh",
-                 latent_site="z", min_scale=1e-4, name="encoder"):
+                 latent_site="z", min_scale=1e-4, name="encoder", reparameterized=True,
+                 baseline="none", baseline_beta=0.9):
         super().__init__()
+        self.reparameterized = bool(reparameterized)
+        # kept outside this module's children: its parameters are registered under their own
+        # name (Pyro's nn_baseline), not with the encoder's
+        self.__dict__["baseline"] = Baseline(baseline, data_dim, baseline_beta,
+                                             name=f"{name}_baseline")
         self.latent_dim = check_latent_dim(latent_dim)
         self.encoder = mlp(data_dim, hidden, 2 * self.latent_dim, activation)
         self.latent_site = latent_site
@@ -47,5 +72,12 @@ class AmortizedNormal(nn.Module):
     def forward(self, x, batch_size=None):
         pyro.module(self.name, self)
         loc, scale = self.encode(x)
+        q = dist.Normal(loc, scale)
+        if not self.reparameterized:
+            q = non_reparameterized(q)
+        q = q.to_event(1)
+        infer = self.baseline.infer(self.latent_site, x)
         with pyro.plate("data", x.shape[0]):
-            return pyro.sample(self.latent_site, dist.Normal(loc, scale).to_event(1))
+            z = pyro.sample(self.latent_site, q, infer=infer)
+        self.baseline.match(self.latent_site, infer, z.shape[:-1])
+        return z

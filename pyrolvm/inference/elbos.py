@@ -98,19 +98,42 @@ def _tracegraph(num_particles):
     return TraceGraph_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1)
 
 
+def _dreg(num_particles):
+    from .estimators import DReG
+
+    return DReG(num_particles)
+
+
+def _stl(num_particles):
+    from .estimators import STL
+
+    return STL(num_particles)
+
+
+def _vimco(num_particles):
+    from .estimators import VIMCO
+
+    return VIMCO(num_particles)
+
+
 #: Objectives by the names the CLI uses: each maps ``num_particles`` to an ELBO instance.
 ELBOS = {
     "trace": _trace,
     "meanfield": _meanfield,
     "tracegraph": _tracegraph,
     "iwae": IWAE,
+    "dreg": _dreg,
+    "stl": _stl,
+    "vimco": _vimco,
 }
 
 
 def make_elbo(name, num_particles=1):
     """Build an objective by name (see :data:`ELBOS`): ``trace`` (``Trace_ELBO``), ``meanfield``
     (``TraceMeanField_ELBO``, analytic KL where available), ``tracegraph`` (``TraceGraph_ELBO``,
-    score function with Rao-Blackwellization), ``iwae`` (:class:`IWAE`).
+    score function with Rao-Blackwellization and the guide's baselines), ``iwae`` (:class:`IWAE`),
+    ``dreg``, ``stl``, ``vimco`` (:mod:`pyrolvm.inference.estimators`; VIMCO needs
+    num_particles >= 2).
 
     Raises:
         ConfigError: unknown name, or num_particles < 1.

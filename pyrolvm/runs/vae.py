@@ -15,9 +15,10 @@ import torch
 from .. import plots
 from ..data import check_data, load
 from ..errors import ConfigError, TrainingDiverged
-from ..guides import AmortizedNormal
+from ..guides import (BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCategorical,
+                      AmortizedNormal)
 from ..inference import importance_sample, make_elbo, make_optim, mean_and_stderr, train
-from ..models import VAE
+from ..models import LATENTS, VAE, SigmoidBeliefNet
 from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
 
 #: Per-dataset defaults for settings left as ``None``. MNIST follows Burda et al. (2016),
@@ -53,6 +54,12 @@ class VAEConfig:
     eval_samples: int = 1000
     eval_batch_size: int = 100
     progress: bool = True
+    latent: str = "gaussian"
+    num_categories: int = 10
+    reparameterized: bool = True
+    baseline: str = "none"
+    relaxation: str = "none"
+    temperature: float = 0.5
 
     def resolved(self):
         """A copy with every ``None`` replaced by its default."""
@@ -75,14 +82,60 @@ def _check_config(cfg):
         value = getattr(cfg, name)
         if int(value) != value or value < (0 if name == "epochs" else 1):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    latents = ("gaussian",) + LATENTS
+    if cfg.latent not in latents:
+        raise ConfigError(f"unknown --latent {cfg.latent!r}: choose one of {', '.join(latents)}")
+    if cfg.baseline not in BASELINES or cfg.relaxation not in RELAXATIONS:
+        raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)} and --relaxation "
+                          f"one of {', '.join(RELAXATIONS)}")
+    if cfg.latent == "gaussian" and cfg.relaxation != "none":
+        raise ConfigError("--relaxation is for discrete latents: add --latent bernoulli or "
+                          "--latent categorical")
+    if cfg.baseline != "none" and (cfg.relaxation != "none" or (
+            cfg.latent == "gaussian" and cfg.reparameterized)):
+        raise ConfigError("--baseline applies to score-function (non-reparameterized) latents: "
+                          "add --no-reparam, or use discrete latents without --relaxation")
 
 
 def build(cfg, data_dim, data_mean=None):
-    """The model and guide of a resolved config: :class:`~pyrolvm.models.VAE` and
-    :class:`~pyrolvm.guides.AmortizedNormal` with mirrored hidden layers."""
-    model = VAE(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation, cfg.likelihood, data_mean)
-    guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation)
-    return model, guide
+    """The model and guide of a resolved config, with mirrored hidden layers:
+    :class:`~pyrolvm.models.VAE` and :class:`~pyrolvm.guides.AmortizedNormal` (``latent``
+    ``"gaussian"``), or :class:`~pyrolvm.models.SigmoidBeliefNet` with
+    :class:`~pyrolvm.guides.AmortizedBernoulli` / :class:`~pyrolvm.guides.AmortizedCategorical`."""
+    if cfg.latent == "gaussian":
+        model = VAE(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation, cfg.likelihood,
+                    data_mean)
+        guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation,
+                                reparameterized=cfg.reparameterized, baseline=cfg.baseline)
+        return model, guide
+    if cfg.likelihood != "bernoulli":
+        raise ConfigError("discrete latents come with a Bernoulli likelihood: drop --likelihood")
+    relaxed_prior = cfg.temperature if cfg.relaxation == "concrete" else None
+    model = SigmoidBeliefNet(data_dim, cfg.latent_dim, cfg.latent, cfg.num_categories,
+                             cfg.hidden, cfg.activation, data_mean, temperature=relaxed_prior)
+    options = dict(hidden=cfg.hidden, activation=cfg.activation, relaxation=cfg.relaxation,
+                   temperature=cfg.temperature, baseline=cfg.baseline)
+    if cfg.latent == "bernoulli":
+        return model, AmortizedBernoulli(data_dim, cfg.latent_dim, **options)
+    return model, AmortizedCategorical(data_dim, cfg.latent_dim, cfg.num_categories, **options)
+
+
+class _discrete:
+    """Within this context a relaxed (Concrete / straight-through) model and guide are their
+    discrete versions, so that importance sampling estimates the discrete model's log p(x)."""
+
+    def __init__(self, model, guide):
+        self.model, self.guide = model, guide
+
+    def __enter__(self):
+        self.saved = (getattr(self.model, "temperature", None),
+                      getattr(self.guide, "relaxation", None))
+        if isinstance(self.model, SigmoidBeliefNet):
+            self.model.temperature, self.guide.relaxation = None, "none"
+
+    def __exit__(self, *exc):
+        if isinstance(self.model, SigmoidBeliefNet):
+            self.model.temperature, self.guide.relaxation = self.saved
 
 
 def evaluate(model, guide, test, cfg):
@@ -93,8 +146,9 @@ def evaluate(model, guide, test, cfg):
         ``test_ess`` (mean ESS) and ``eval_samples``.
     """
     pyro.set_rng_seed(cfg.seed)
-    result = importance_sample(model, guide, test, num_samples=cfg.eval_samples,
-                               batch_size=cfg.eval_batch_size, progress=cfg.progress)
+    with _discrete(model, guide):
+        result = importance_sample(model, guide, test, num_samples=cfg.eval_samples,
+                                   batch_size=cfg.eval_batch_size, progress=cfg.progress)
     nll, nll_se = mean_and_stderr(-result.log_likelihood)
     elbo, _ = mean_and_stderr(result.elbo)
     return {"test_elbo": elbo, "test_nll": nll, "test_nll_stderr": nll_se,
@@ -114,7 +168,7 @@ def figures(folder, model, guide, data, history):
     plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
     plots.curves(os.path.join(folder, names[2]), history, ["train_elbo", "test_elbo"],
                  "ELBO per datapoint (nats)", "ELBO")
-    if model.latent_dim == 2:
+    if model.latent_dim == 2 and isinstance(model, VAE):
         names.append("latent_manifold.png")
         plots.latent_manifold(os.path.join(folder, names[-1]), model.decode, shape)
     return names
@@ -169,7 +223,7 @@ def train_vae(config=None, data=None, **overrides):
     ckpt_path = os.path.join(folder, CHECKPOINT)
 
     def end_of_epoch(epoch, history):
-        with torch.no_grad():
+        with torch.no_grad(), _discrete(model, guide):
             test_elbo = importance_sample(model, guide, data.test, num_samples=1,
                                           batch_size=1000).elbo.mean().item()
         save_checkpoint(ckpt_path, {
@@ -252,6 +306,23 @@ def summary(metrics, cfg, folder):
                        f"{', '.join(metrics['figures'])})"),
     ]
     title = (f"VAE on {cfg.dataset}: {cfg.likelihood} likelihood, binarize={cfg.binarize}, "
-             f"latent_dim={cfg.latent_dim}, elbo={cfg.elbo}{k}, {metrics['epochs']} epochs, "
+             f"latent_dim={cfg.latent_dim}{_latent_label(cfg)}, elbo={cfg.elbo}{k}, "
+             f"{metrics['epochs']} epochs, "
              f"seed={cfg.seed}")
     return format_summary(title, rows)
+
+
+def _latent_label(cfg):
+    """The non-default latent and estimator settings, for the summary's title."""
+    parts = []
+    if cfg.latent != "gaussian":
+        parts.append(f"latent={cfg.latent}")
+        if cfg.latent == "categorical":
+            parts.append(f"num_categories={cfg.num_categories}")
+        if cfg.relaxation != "none":
+            parts.append(f"relaxation={cfg.relaxation} (temperature {cfg.temperature})")
+    elif not cfg.reparameterized:
+        parts.append("not reparameterized")
+    if cfg.baseline != "none":
+        parts.append(f"baseline={cfg.baseline}")
+    return "".join(", " + p for p in parts)

@@ -128,3 +128,23 @@ def test_bad_arguments():
         importance_sample(model, exact_guide(model), x, proposal="posterior")
     with pytest.raises(ConfigError, match="num_particles"):
         IWAE(num_particles=0)
+
+
+def test_particles_are_chunked_so_memory_stays_bounded(monkeypatch):
+    from pyrolvm.inference import evaluation
+
+    model, x = linear_gaussian()
+    calls = []
+    real = evaluation.vectorized_traces
+
+    def spy(model, guide, args, kwargs, num_particles, nesting):
+        calls.append((args[0].shape[0], num_particles))
+        return real(model, guide, args, kwargs, num_particles, nesting)
+
+    monkeypatch.setattr(evaluation, "vectorized_traces", spy)
+    importance_sample(model, exact_guide(model), x, num_samples=5000, batch_size=8)
+    # Default chunking keeps batch_size * chunk_size <= 10,000 model evaluations per call,
+    # and every datapoint still gets all K = 5000 samples.
+    assert max(b * k for b, k in calls) <= 10000
+    assert sum(k for b, k in calls if b == 8) == 2 * 5000
+    assert sum(k for b, k in calls if b == 4) == 5000

@@ -63,3 +63,23 @@ def test_tuple_data_is_sliced_together():
     train(model, lambda x, y: guide_net(x), (x, x[:, 0].clone()), epochs=2, batch_size=7,
           progress=False)
     assert seen and all(seen)
+
+
+def test_pyro_validation_runs_on_the_first_step_only_by_default():
+    from pyro.infer.util import is_validation_enabled
+
+    seen = []
+    net = VAE(4, 1, (2,))
+    guide = AmortizedNormal(4, 1, (2,))
+
+    def model(x):
+        seen.append(is_validation_enabled())
+        return net(x)
+
+    x = torch.bernoulli(torch.full((30, 4), 0.5))
+    train(model, guide, x, epochs=2, batch_size=10, progress=False)
+    assert seen == [True] + [False] * 5
+    seen.clear()
+    train(model, guide, x, epochs=1, batch_size=10, progress=False, check_every_step=True)
+    assert seen == [True] * 3
+    assert is_validation_enabled()
