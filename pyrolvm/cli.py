@@ -1,4 +1,4 @@
-"""The ``pyrolvm`` command: ``pyrolvm train vae ...`` and ``pyrolvm evaluate RUN_FOLDER``.
+"""The ``pyrolvm`` command: ``pyrolvm train vae|gmm|m2 ...`` and ``pyrolvm evaluate RUN_FOLDER``.
 
 A thin layer over :mod:`pyrolvm.runs`: every command is one Python call there. Errors caused
 by bad input are printed as one line (``pyrolvm: error: ...``) with exit status 2.
@@ -93,6 +93,16 @@ def _evaluate(args):
     from .runs.common import format_summary, load_checkpoint
 
     kind = load_checkpoint(args.folder).get("kind", "vae")
+    if kind == "gmm":
+        from .runs.gmm import evaluate_gmm
+
+        m = evaluate_gmm(args.folder, args.data_root)
+        print(format_summary(f"evaluation of {args.folder}", [
+            ("test log-likelihood", f"{m['test_log_likelihood']:.3f} ± "
+                                    f"{m['test_log_likelihood_stderr']:.3f} nats per point"),
+            ("BIC (train)", f"{m['bic']:.1f}"),
+        ]))
+        return
     if kind != "vae":
         raise PyroLVMError(f"`pyrolvm evaluate` does not know runs of kind {kind!r}")
     from .runs.vae import evaluate_vae
@@ -106,6 +116,100 @@ def _evaluate(args):
     ]))
 
 
+def _add_gmm(sub):
+    from .models import COVARIANCES, INITS
+    from .runs.gmm import GUIDES
+
+    p = sub.add_parser(
+        "gmm", help="a Gaussian mixture, assignment enumerated, beside scikit-learn's EM",
+        description="Project the images by PCA fitted on the training split, fit a Gaussian "
+        "mixture by SVI with the component assignment summed out (TraceEnum_ELBO), fit "
+        "scikit-learn's EM with the same K, covariance type and projection, and write the run "
+        "folder with both test log-likelihoods.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}, or an "
+                   ".npz file with arrays train and test of shape (N, D)")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding MNIST/raw/ (default: $PYROLVM_DATA_ROOT)")
+    p.add_argument("--pca-dim", type=int, default=None, help="default: 10 digits, 50 mnist")
+    p.add_argument("--components", type=int, default=10, help="K, mixture components")
+    p.add_argument("--covariance", choices=COVARIANCES, default="full")
+    p.add_argument("--guide", choices=GUIDES, default="map",
+                   help="point estimates (map) or mean-field variational posterior")
+    p.add_argument("--init", choices=INITS, default="kmeans", help="initial centres")
+    p.add_argument("--n-init", type=int, default=1, help="restarts; the best is kept")
+    p.add_argument("--epochs", type=int, default=None, help="default: 300 digits, 50 mnist")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="minibatch size under the subsampled plate (default: full batch "
+                   "digits, 1000 mnist)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="starting Adam learning rate (default: 0.05 digits, 0.1 mnist)")
+    p.add_argument("--lr-decay", type=float, default=0.01,
+                   help="final / starting learning rate (geometric decay)")
+    p.add_argument("--num-particles", type=int, default=1,
+                   help="samples of the global sites per step (meanfield guide)")
+    p.add_argument("--sklearn-n-init", type=int, default=5,
+                   help="restarts of the scikit-learn EM reference")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/gmm", help="the run folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=_train_gmm)
+
+
+def _train_gmm(args):
+    from .runs.gmm import GMMConfig, summary, train_gmm
+
+    cfg = GMMConfig(
+        dataset=args.dataset, data_root=args.data_root, pca_dim=args.pca_dim,
+        components=args.components, covariance=args.covariance, guide=args.guide,
+        init=args.init, n_init=args.n_init, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, lr_decay=args.lr_decay, num_particles=args.num_particles,
+        sklearn_n_init=args.sklearn_n_init, seed=args.seed, out=args.out,
+        progress=not args.no_progress,
+    )
+    metrics = train_gmm(cfg)
+    print(summary(metrics, cfg, args.out))
+
+
+def _add_m2(sub):
+    p = sub.add_parser(
+        "m2", help="the semi-supervised VAE M2 (Kingma et al. 2014)",
+        description="Train M2 on dynamically binarized images with --labels balanced labels, "
+        "the label enumerated in the unlabelled bound (TraceEnum_ELBO), and report the "
+        "classifier's test accuracy.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding MNIST/raw/ (default: $PYROLVM_DATA_ROOT)")
+    p.add_argument("--labels", type=int, default=100, help="labelled images, balanced")
+    p.add_argument("--latent-dim", type=int, default=None, help="default: 8 digits, 50 mnist")
+    p.add_argument("--hidden", type=_hidden, default=None,
+                   help="hidden sizes (default: 128 digits, 500 mnist)")
+    p.add_argument("--epochs", type=int, default=None, help="default: 20 digits, 10 mnist")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=None, help="default: 3e-3 digits, 1e-3 mnist")
+    p.add_argument("--no-aux-loss", action="store_true",
+                   help="drop the auxiliary classification loss (eq. 9)")
+    p.add_argument("--sample-labels", action="store_true",
+                   help="sample the unobserved label (score function) instead of enumerating")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/m2", help="the run folder")
+    p.set_defaults(func=_train_m2)
+
+
+def _train_m2(args):
+    from .runs.ssvae import M2Config, summary, train_m2
+
+    cfg = M2Config(dataset=args.dataset, data_root=args.data_root, labels=args.labels,
+                   latent_dim=args.latent_dim, hidden=args.hidden, epochs=args.epochs,
+                   batch_size=args.batch_size, lr=args.lr, aux_loss=not args.no_aux_loss,
+                   enumerate=not args.sample_labels, seed=args.seed, out=args.out)
+    metrics = train_m2(cfg)
+    print(summary(metrics, cfg, args.out))
+
+
 def parser():
     """The argument parser of the ``pyrolvm`` command."""
     top = argparse.ArgumentParser(
@@ -114,6 +218,8 @@ def parser():
     train = commands.add_parser("train", help="train a model and write a run folder")
     models = train.add_subparsers(dest="model", required=True)
     _add_vae(models)
+    _add_gmm(models)
+    _add_m2(models)
     ev = commands.add_parser("evaluate", help="reload a run folder's checkpoint and "
                              "recompute its test figures")
     ev.add_argument("folder", help="a run folder written by `pyrolvm train`")

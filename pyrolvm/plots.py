@@ -67,3 +67,32 @@ def latent_manifold(path, decode, image_shape, n=15):
     grid = torch.distributions.Normal(0.0, 1.0).icdf(q)
     z = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)
     image_grid(path, decode(z), image_shape, "latent manifold (z at N(0, 1) quantiles)", ncols=n)
+
+
+def mixture_clusters(path, points, assignment, locs, covariances, title, max_points=3000):
+    """Save a 2-D scatter of ``points`` (N, 2) coloured by their component ``assignment`` (N,)
+    with each component's ellipses at 1 and 2 standard deviations of its 2-D marginal
+    N(locs[k], covariances[k]) (locs (K, 2), covariances (K, 2, 2)); at most ``max_points``
+    points are drawn (the first ones)."""
+    from matplotlib.patches import Ellipse
+
+    points, assignment = points[:max_points].cpu(), assignment[:max_points].cpu()
+    k = len(locs)
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(points[:, 0], points[:, 1], c=[cmap(int(a) % cmap.N) for a in assignment],
+               s=6, alpha=0.5, linewidths=0)
+    for j in range(k):
+        evals, evecs = torch.linalg.eigh(covariances[j].double())
+        angle = math.degrees(math.atan2(evecs[1, 1], evecs[0, 1]))
+        for n_std in (1, 2):
+            w, h = (2 * n_std * evals.clamp_min(0).sqrt().flip(0)).tolist()
+            ax.add_patch(Ellipse(locs[j].tolist(), w, h, angle=angle, fill=False,
+                                 color=cmap(j % cmap.N), lw=1.5 if n_std == 1 else 0.8))
+        ax.plot(*locs[j].tolist(), "x", color="black", ms=5)
+    ax.set_xlabel("projection 1")
+    ax.set_ylabel("projection 2")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -4,6 +4,8 @@ amortized encoders, flows, per-datapoint guides. A guide has its model's signatu
 from .amortized import AmortizedNormal, non_reparameterized
 from .baselines import BASELINES, Baseline
 from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
+from .mixture import MixtureMAP, MixtureMeanField
+from .ssvae import SSVAEGuide
 
 __all__ = [
     "AmortizedBernoulli",
@@ -11,6 +13,9 @@ __all__ = [
     "AmortizedNormal",
     "BASELINES",
     "Baseline",
+    "MixtureMAP",
+    "MixtureMeanField",
     "RELAXATIONS",
+    "SSVAEGuide",
     "non_reparameterized",
 ]

@@ -1,0 +1,62 @@
+"""The semi-supervised VAE "M2" of Kingma, Rezende, Mohamed & Welling (2014), "Semi-supervised
+Learning with Deep Generative Models", section 2.2, eq. (2):
+
+    y ~ Cat(uniform over C classes),  z ~ N(0, I),  x | y, z ~ Bernoulli(f_theta(y, z)).
+
+The label y is observed for labelled images and a latent variable for the others; its guide
+(:class:`pyrolvm.guides.SSVAEGuide`) enumerates it, so the unlabelled bound of eq. (7) sums over
+the C classes exactly under ``TraceEnum_ELBO``.
+"""
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..nets import check_latent_dim, mlp
+
+
+def concat_broadcast(*tensors):
+    """Concatenate along the last dim after broadcasting all leading (batch) dims: the label
+    may carry enumeration and particle dims that the other inputs lack."""
+    shape = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(shape + t.shape[-1:]) for t in tensors], dim=-1)
+
+
+class SSVAE(nn.Module):
+    """Pyro model of M2: ``model(x, y=None)`` with x (B, D) in {0, 1} and y (B, C) one-hot
+    labels or None (unlabelled); one ``pyro.plate("data", B)``; sites ``"z"`` (event (L,)),
+    ``"y"`` (``OneHotCategorical``, event (C,), observed when y is given) and ``"x"``
+    (event (D,)). The decoder is registered with ``pyro.module(name, self)``.
+
+    Args:
+        data_dim (int): D.
+        num_classes (int): C >= 2.
+        latent_dim (int): L >= 1.
+        hidden (sequence of int): decoder hidden sizes (Kingma et al. use one layer of 500).
+        activation (str): ``softplus`` (Kingma et al.), ``tanh``, ``relu`` or ``elu``.
+        name (str): prefix in Pyro's param store.
+
+    Raises:
+        ConfigError: C < 2, L < 1, unknown activation.
+    """
+
+    def __init__(self, data_dim, num_classes=10, latent_dim=50, hidden=(500,),
+                 activation="softplus", name="ssvae_decoder"):
+        super().__init__()
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        self.data_dim, self.num_classes = int(data_dim), int(num_classes)
+        self.latent_dim = check_latent_dim(latent_dim)
+        self.decoder = mlp(self.latent_dim + self.num_classes, hidden, self.data_dim, activation)
+        self.name = name
+
+    def forward(self, x, y=None):
+        pyro.module(self.name, self)
+        c, l = self.num_classes, self.latent_dim
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(l), 1.0).to_event(1))
+            y = pyro.sample("y", dist.OneHotCategorical(logits=torch.zeros(c)), obs=y)
+            logits = self.decoder(concat_broadcast(z, y))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)

@@ -1,0 +1,43 @@
+"""`pyrolvm train m2` end to end on digits, and its errors for bad input."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from pyrolvm.cli import main
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread for torch and BLAS: ~10x faster on a busy 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+def test_train_m2_writes_the_run_folder(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "m2", "--labels", "50", "--epochs", "1", "--hidden", "32",
+                 "--out", out]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert {"config.json", "metrics.json", "checkpoint.pt"} <= set(os.listdir(out))
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert 0.2 < metrics["test_accuracy"] <= 1.0  # chance is 0.1
+    assert json.load(open(os.path.join(out, "config.json")))["labels"] == 50
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--labels", "105"], "positive multiple of 10"),
+    (["--labels", "2000"], "fewer than 200 labels"),
+])
+def test_bad_m2_input(tmp_path, capsys, argv, message):
+    assert main(["train", "m2", "--out", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "r")
