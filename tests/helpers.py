@@ -1,6 +1,7 @@
 """Shared test fixtures: a linear-Gaussian model with guides of known quality."""
 
 import pyro
+import pytest
 import pyro.distributions as dist
 import torch
 
@@ -39,3 +40,16 @@ def shifted_guide(model, shift=0.5, inflate=1.5):
             pyro.sample("z", dist.Normal(post.loc + shift, scale).to_event(1))
 
     return guide
+
+
+def cli_error(capsys, argv):
+    """Run the `pyrolvm` command with ``argv``; assert it exits with status 2 and a one-line
+    error (no traceback), and return what it printed to stderr."""
+    from pyrolvm.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(main(argv))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import cli_error
 from pyrolvm.cli import main
 from pyrolvm.inference import ELBOS
 from pyrolvm.runs import evaluate_vae, train_vae
@@ -60,15 +61,6 @@ def test_each_objective_trains_one_epoch(tmp_path, elbo):
     assert json.load(open(os.path.join(out, "metrics.json")))["status"] == "ok"
 
 
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as info:
-        raise SystemExit(main(argv))
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "cifar"], "unknown dataset 'cifar'"),
     (["--likelihood", "poisson"], "invalid choice: 'poisson'"),
@@ -78,12 +70,12 @@ def _error(capsys, argv):
     (["--num-particles", "0"], "--num-particles must be >= 1"),
 ])
 def test_bad_input_gives_one_clear_error(tmp_path, capsys, argv, message):
-    err = _error(capsys, ["train", "vae", "--out", str(tmp_path / "r"), *FAST, *argv])
+    err = cli_error(capsys, ["train", "vae", "--out", str(tmp_path / "r"), *FAST, *argv])
     assert message in err
 
 
 def test_missing_data_root(tmp_path, capsys):
-    err = _error(capsys, ["train", "vae", "--dataset", "mnist", "--data-root",
+    err = cli_error(capsys, ["train", "vae", "--dataset", "mnist", "--data-root",
                           str(tmp_path / "nothing"), *FAST])
     assert "MNIST files not found" in err and "train-images-idx3-ubyte" in err
 
@@ -92,13 +84,13 @@ def test_nan_data(tmp_path, capsys):
     train = np.random.rand(40, 4)
     train[7, 2] = np.nan
     np.savez(tmp_path / "d.npz", train=train, test=np.random.rand(10, 4))
-    err = _error(capsys, ["train", "vae", "--dataset", str(tmp_path / "d.npz"),
+    err = cli_error(capsys, ["train", "vae", "--dataset", str(tmp_path / "d.npz"),
                           "--likelihood", "gaussian", "--out", str(tmp_path / "r"), *FAST])
     assert "NaN or infinite values (first in row 7)" in err
 
 
 def test_evaluate_without_checkpoint(tmp_path, capsys):
-    assert "no checkpoint" in _error(capsys, ["evaluate", str(tmp_path)])
+    assert "no checkpoint" in cli_error(capsys, ["evaluate", str(tmp_path)])
 
 
 def test_nan_loss_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
@@ -114,7 +106,7 @@ def test_nan_loss_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(vae_run, "make_elbo", lambda name, k: NaNInEpochThree())
     out = str(tmp_path / "run")
-    err = _error(capsys, ["train", "vae", "--out", out, "--epochs", "5", "--hidden", "16",
+    err = cli_error(capsys, ["train", "vae", "--out", out, "--epochs", "5", "--hidden", "16",
                           "--no-progress"])
     assert "the loss became nan at epoch 3, step 5" in err and "holds epoch 2" in err
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)

@@ -5,26 +5,14 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
+from helpers import cli_error
 from pyrolvm.cli import main
 from pyrolvm.runs.gmm import evaluate_gmm, train_gmm
 
 FAST = ["--epochs", "30", "--sklearn-n-init", "1", "--no-progress", "--pca-dim", "5",
         "--components", "4"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for torch and for numpy's BLAS (scikit-learn): these small ops run ~10x slower
-    with 2 threads on a busy 2-core machine (oversubscription); results do not depend on it."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 def test_train_gmm_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsys):
@@ -71,15 +59,6 @@ def test_same_seed_same_gmm_run(tmp_path):
     assert a["test_log_likelihood"] != c["test_log_likelihood"]
 
 
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as info:
-        raise SystemExit(main(argv))
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--components", "0"], "K must be a positive integer, got 0"),
     (["--components", "2000"], "K = 2000 components but only 1437 datapoints"),
@@ -92,7 +71,7 @@ def _error(capsys, argv):
 ])
 def test_bad_gmm_input_gives_one_clear_error(tmp_path, capsys, argv, message):
     args = [a for a in FAST if a not in ("--components", "4")]
-    err = _error(capsys, ["train", "gmm", "--out", str(tmp_path / "r"), *args, *argv])
+    err = cli_error(capsys, ["train", "gmm", "--out", str(tmp_path / "r"), *args, *argv])
     assert message in err
     assert not os.path.exists(tmp_path / "r")  # nothing written
 
@@ -101,6 +80,6 @@ def test_gmm_nan_data(tmp_path, capsys):
     train = np.random.rand(40, 4)
     train[7, 2] = np.nan
     np.savez(tmp_path / "d.npz", train=train, test=np.random.rand(10, 4))
-    err = _error(capsys, ["train", "gmm", "--dataset", str(tmp_path / "d.npz"), "--pca-dim", "2",
+    err = cli_error(capsys, ["train", "gmm", "--dataset", str(tmp_path / "d.npz"), "--pca-dim", "2",
                           "--components", "2", "--out", str(tmp_path / "r"), "--no-progress"])
     assert "NaN or infinite values (first in row 7)" in err

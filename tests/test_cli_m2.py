@@ -4,21 +4,9 @@ import json
 import os
 
 import pytest
-import torch
 
 from pyrolvm.cli import main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for torch and BLAS: ~10x faster on a busy 2-core machine."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 def test_train_m2_writes_the_run_folder(tmp_path, capsys):

@@ -6,7 +6,6 @@
 
 import dataclasses
 import os
-import time
 from dataclasses import dataclass
 
 import pyro

@@ -12,18 +12,6 @@ from pyrolvm.guides import MixtureMAP, MixtureMeanField
 from pyrolvm.models import GaussianMixture
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for torch and for numpy's BLAS (scikit-learn): these small ops run ~10x slower
-    with 2 threads on a busy 2-core machine (oversubscription); results do not depend on it."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
 
 def make_data(covariance, seed=0):
     model = GaussianMixture(3, 2, covariance, num_data=60)

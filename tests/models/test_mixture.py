@@ -1,10 +1,8 @@
 """GaussianMixture: exact enumerated log-likelihood, ELBO identities, infer_discrete, BIC and
 bad input, against closed forms (scipy) and scikit-learn."""
 
-import math
 
 import numpy as np
-import pyro
 import pytest
 import torch
 from pyro import poutine
@@ -16,18 +14,6 @@ from pyrolvm.errors import ConfigError, DataError
 from pyrolvm.guides import MixtureMAP
 from pyrolvm.models import GaussianMixture
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for torch and for numpy's BLAS (scikit-learn): these small ops run ~10x slower
-    with 2 threads on a busy 2-core machine (oversubscription); results do not depend on it."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 def random_params(model, seed=0, dtype=torch.float32):

@@ -14,17 +14,6 @@ from pyrolvm.models.mixture_vae import MixturePriorVAE
 from pyrolvm.runs.mixture_vae import cluster_accuracy, fit_mixture_vae
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for torch and BLAS: ~10x faster on a busy 2-core machine."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
 
 def test_enumerated_elbo_sums_the_component_out_exactly():
     """One-sample TraceEnum_ELBO loss = -(log p(x|z) + log sum_c pi_c N(z; mu_c, s_c) - log q(z|x))

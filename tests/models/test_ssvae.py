@@ -15,17 +15,6 @@ from pyrolvm.models.ssvae import SSVAE
 from pyrolvm.runs.ssvae import fit_m2, split_labels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for torch and BLAS: ~10x faster on a busy 2-core machine."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
 
 def test_enumerated_and_sampled_labels_give_the_same_elbo_in_expectation():
     data = load("digits", binarize="static")

@@ -1,7 +1,6 @@
 """Fitting Gaussian mixtures by SVI with enumeration: recovery of a known mixture and held-out
 log-likelihood against scikit-learn's EM on real data."""
 
-import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -10,18 +9,6 @@ from pyrolvm.data import load
 from pyrolvm.errors import ConfigError
 from pyrolvm.runs.gmm import fit_mixture
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for torch and for numpy's BLAS (scikit-learn): these small ops run ~10x slower
-    with 2 threads on a busy 2-core machine (oversubscription); results do not depend on it."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
 
 
 def separated_mixture(n_per=150, seed=0):
