@@ -1,5 +1,6 @@
 """What every run shares: the run folder, JSON files, atomic checkpoints, the summary table."""
 
+import dataclasses
 import json
 import math
 import os
@@ -73,3 +74,15 @@ def format_summary(title, rows):
     lines = [title, "-" * max(len(title), width + 20)]
     lines += [f"{label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines)
+
+
+def with_dataset_defaults(config, defaults):
+    """The fields of a run config (a dataclass with a ``dataset`` field) as a dict, each
+    ``None`` replaced by ``defaults[config.dataset]``'s value (``defaults["digits"]`` for a
+    dataset not in the table, e.g. an .npz file)."""
+    table = defaults.get(config.dataset, defaults["digits"])
+    values = dataclasses.asdict(config)
+    for key, value in table.items():
+        if values[key] is None:
+            values[key] = value
+    return values

@@ -22,7 +22,7 @@ from ..guides.mixture import MixtureMAP, MixtureMeanField
 from ..inference import mean_and_stderr, train
 from ..models.mixture import COVARIANCES, INITS, GaussianMixture, check_num_components
 from .common import (CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint,
-                     write_json)
+                     with_dataset_defaults, write_json)
 
 GUIDES = ("map", "meanfield")
 
@@ -180,11 +180,7 @@ class GMMConfig:
 
     def resolved(self):
         """A copy with the dataset's defaults filled in (``batch_size`` may stay None)."""
-        defaults = DATASET_DEFAULTS.get(self.dataset, DATASET_DEFAULTS["digits"])
-        values = dataclasses.asdict(self)
-        for key, value in defaults.items():
-            if values[key] is None:
-                values[key] = value
+        values = with_dataset_defaults(self, DATASET_DEFAULTS)
         return GMMConfig(**values)
 
 

@@ -16,7 +16,14 @@ from ..errors import ConfigError, TrainingDiverged
 from ..guides.ssvae import SSVAEGuide
 from ..inference import make_optim
 from ..models.ssvae import SSVAE
-from .common import CHECKPOINT, format_summary, run_dir, save_checkpoint, write_json
+from .common import (
+    CHECKPOINT,
+    format_summary,
+    run_dir,
+    save_checkpoint,
+    with_dataset_defaults,
+    write_json,
+)
 
 
 def split_labels(labels, num_labelled, num_classes=10, seed=0):
@@ -144,11 +151,7 @@ class M2Config:
     out: str = "runs/m2"
 
     def resolved(self):
-        defaults = DATASET_DEFAULTS.get(self.dataset, DATASET_DEFAULTS["digits"])
-        values = dataclasses.asdict(self)
-        for key, value in defaults.items():
-            if values[key] is None:
-                values[key] = value
+        values = with_dataset_defaults(self, DATASET_DEFAULTS)
         values["hidden"] = tuple(int(h) for h in values["hidden"])
         return M2Config(**values)
 

@@ -18,7 +18,15 @@ from ..guides import (BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCateg
                       AmortizedNormal)
 from ..inference import importance_sample, make_elbo, make_optim, mean_and_stderr, train
 from ..models import LATENTS, VAE, SigmoidBeliefNet
-from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .common import (
+    CHECKPOINT,
+    format_summary,
+    load_checkpoint,
+    run_dir,
+    save_checkpoint,
+    with_dataset_defaults,
+    write_json,
+)
 
 #: Per-dataset defaults for settings left as ``None``. MNIST follows Burda et al. (2016),
 #: section 5: 784-200-200-50 with tanh. Digits is sized to train in about two minutes on 2 cores.
@@ -62,11 +70,7 @@ class VAEConfig:
 
     def resolved(self):
         """A copy with every ``None`` replaced by its default."""
-        defaults = DATASET_DEFAULTS.get(self.dataset, DATASET_DEFAULTS["digits"])
-        values = dataclasses.asdict(self)
-        for key, value in defaults.items():
-            if values[key] is None:
-                values[key] = value
+        values = with_dataset_defaults(self, DATASET_DEFAULTS)
         if values["binarize"] is None:
             values["binarize"] = "dynamic" if self.likelihood == "bernoulli" else "none"
         values["hidden"] = tuple(int(h) for h in values["hidden"])
