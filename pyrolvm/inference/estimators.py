@@ -246,18 +246,25 @@ class VIMCO(_MultiSampleELBO):
     categorical latents); reparameterized sites contribute their path derivative through
     :math:`\log w_k`. Computed per datapoint under the batch plate.
 
-    Args: as :class:`IWAE`; ``num_particles`` = K >= 2.
+    With ``leave_one_out=False`` the learning signal is :math:`\hat L` itself: the plain
+    multi-sample score-function (REINFORCE) estimator that VIMCO improves on, also unbiased,
+    with far higher variance; it works for any K >= 1.
+
+    Args: as :class:`IWAE`; ``num_particles`` = K >= 2 (>= 1 without leave-one-out baselines).
+        leave_one_out (bool): use VIMCO's leave-one-out baselines (default) or none.
 
     Raises:
-        ConfigError: K < 2; a latent site outside the batch plate.
+        ConfigError: K < 2 with leave-one-out baselines; a latent site outside the batch plate.
     """
 
-    def __init__(self, num_particles=5, max_plate_nesting=float("inf"), batch_plate=None):
-        if int(num_particles) < 2:
+    def __init__(self, num_particles=5, max_plate_nesting=float("inf"), batch_plate=None,
+                 leave_one_out=True):
+        if leave_one_out and int(num_particles) < 2:
             raise ConfigError(
                 f"VIMCO's leave-one-out baselines need num_particles >= 2, got {num_particles}"
             )
         super().__init__(num_particles, max_plate_nesting, batch_plate)
+        self.leave_one_out = leave_one_out
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """Surrogate loss (nats-valued tensor whose gradient is VIMCO's; its value is the
@@ -267,6 +274,11 @@ class VIMCO(_MultiSampleELBO):
         )
         bound = self._bound(log_w)
         k = self.num_particles
+        if not self.leave_one_out:
+            learning_signal = bound.detach().expand_as(log_w)
+            log_q = self._score_log_q(model_trace, guide_trace)
+            score = (learning_signal * log_q).sum()
+            return -scale * (bound.sum() + score - score.detach())
         # leave-one-out bounds L_{-k}: replace log w_k by the mean of the other log-weights
         lw = log_w.detach()
         loo_mean = (lw.sum(0, keepdim=True) - lw) / (k - 1)  # (K, B)

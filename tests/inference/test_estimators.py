@@ -363,10 +363,11 @@ def discrete_target(k, r=R):
     return grads[2][:B].reshape(-1), torch.cat([grads[0], grads[1].reshape(-1)])
 
 
-@pytest.mark.parametrize("k", [2, 3])
-def test_vimco_unbiased_for_enumerated_multisample_bound(k):
+@pytest.mark.parametrize("k, leave_one_out", [(2, True), (3, True), (2, False), (3, False)])
+def test_vimco_unbiased_for_enumerated_multisample_bound(k, leave_one_out):
+    # leave_one_out=False is the plain multi-sample score-function estimator of L_K
     target = discrete_target(k)
-    elbo = VIMCO(num_particles=k)
+    elbo = VIMCO(num_particles=k, leave_one_out=leave_one_out)
     # the reported loss is the negative bound summed over the replicated batch: its mean
     # over calls matches R times the exact bound
     losses = torch.tensor([elbo.loss(discrete_model, discrete_guide, XD.repeat(R, 1))
