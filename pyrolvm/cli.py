@@ -196,6 +196,7 @@ def _add_m2(sub):
                    help="sample the unobserved label (score function) instead of enumerating")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/m2", help="the run folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train_m2)
 
 
@@ -205,7 +206,8 @@ def _train_m2(args):
     cfg = M2Config(dataset=args.dataset, data_root=args.data_root, labels=args.labels,
                    latent_dim=args.latent_dim, hidden=args.hidden, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, aux_loss=not args.no_aux_loss,
-                   enumerate=not args.sample_labels, seed=args.seed, out=args.out)
+                   enumerate=not args.sample_labels, seed=args.seed, out=args.out,
+                   progress=not args.no_progress)
     metrics = train_m2(cfg)
     print(summary(metrics, cfg, args.out))
 

@@ -12,8 +12,9 @@ from pyrolvm.cli import main
 def test_train_m2_writes_the_run_folder(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["train", "m2", "--labels", "50", "--epochs", "1", "--hidden", "32",
-                 "--out", out]) == 0
-    assert "test accuracy" in capsys.readouterr().out
+                 "--out", out, "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert "test accuracy" in printed.out and "step/s" not in printed.err
     assert {"config.json", "metrics.json", "checkpoint.pt"} <= set(os.listdir(out))
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert 0.2 < metrics["test_accuracy"] <= 1.0  # chance is 0.1

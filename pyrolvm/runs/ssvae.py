@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from tqdm.auto import tqdm
 
 from ..data import check_data, load
 from ..errors import ConfigError, TrainingDiverged
@@ -62,7 +63,8 @@ def accuracy(guide, x, labels):
 
 def fit_m2(train, train_labels, num_labelled, test=None, test_labels=None, latent_dim=50,
            hidden=(500,), epochs=10, batch_size=100, lr=1e-3, aux_loss=True,
-           aux_loss_multiplier=None, enumerate=True, transform=torch.bernoulli, seed=0):
+           aux_loss_multiplier=None, enumerate=True, transform=torch.bernoulli, seed=0,
+           progress=False):
     """Train M2 on ``num_labelled`` balanced labelled images and the rest unlabelled.
 
     Every step takes one unlabelled minibatch (bound U(x) of eq. (7), the label enumerated under
@@ -74,6 +76,8 @@ def fit_m2(train, train_labels, num_labelled, test=None, test_labels=None, laten
         train (torch.Tensor): (N, D) images in [0, 1]; ``transform`` binarizes each minibatch.
         train_labels (torch.Tensor): (N,) int64 classes (only ``num_labelled`` are used).
         test, test_labels: held-out images and classes for the per-epoch accuracy.
+        progress (bool): show a progress bar over steps with the running loss and the last
+            epoch's test accuracy.
 
     Returns:
         (model, guide, history) with per-epoch ``"loss"`` (mean per step) and
@@ -102,6 +106,7 @@ def fit_m2(train, train_labels, num_labelled, test=None, test_labels=None, laten
     history = {"loss": [], "test_accuracy": [], "seconds": []}
     steps = math.ceil(len(unlab) / batch_size)
     lab_batch = min(batch_size, len(lab))
+    bar = tqdm(total=epochs * steps, disable=not progress, unit="step", dynamic_ncols=True)
     for epoch in range(1, epochs + 1):
         t0, total = time.perf_counter(), 0.0
         perm = unlab[torch.randperm(len(unlab))]
@@ -116,10 +121,16 @@ def fit_m2(train, train_labels, num_labelled, test=None, test_labels=None, laten
                 raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, step {step + 1}",
                                        epoch=epoch, step=(epoch - 1) * steps + step + 1)
             total += value
+            bar.update(1)
+            if step % 10 == 0:
+                acc = history["test_accuracy"][-1] if history["test_accuracy"] else float("nan")
+                bar.set_postfix_str(f"epoch {epoch} loss {total / (step + 1):.1f} "
+                                    f"test acc {acc:.3f}", refresh=False)
         history["loss"].append(total / steps)
         history["seconds"].append(time.perf_counter() - t0)
         if test is not None:
             history["test_accuracy"].append(accuracy(guide, test, test_labels))
+    bar.close()
     return model, guide, history
 
 
@@ -149,6 +160,7 @@ class M2Config:
     enumerate: bool = True
     seed: int = 0
     out: str = "runs/m2"
+    progress: bool = True
 
     def resolved(self):
         values = with_dataset_defaults(self, DATASET_DEFAULTS)
@@ -182,7 +194,7 @@ def train_m2(config=None, **overrides):
         latent_dim=cfg.latent_dim, hidden=cfg.hidden, epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, aux_loss=cfg.aux_loss,
         aux_loss_multiplier=cfg.aux_loss_multiplier, enumerate=cfg.enumerate,
-        transform=data.train_transform, seed=cfg.seed)
+        transform=data.train_transform, seed=cfg.seed, progress=cfg.progress)
     save_checkpoint(os.path.join(folder, CHECKPOINT), {
         "kind": "m2", "config": config_dict, "history": history,
         "model": model.state_dict(), "guide": guide.state_dict()})
