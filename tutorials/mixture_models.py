@@ -55,6 +55,7 @@ from sklearn.mixture import GaussianMixture as SKGaussianMixture  # noqa: E402
 
 from pyrolvm import plots  # noqa: E402
 from pyrolvm.data import load  # noqa: E402
+from pyrolvm.errors import ConfigError  # noqa: E402
 from pyrolvm.guides import MixtureMAP  # noqa: E402
 from pyrolvm.models import GaussianMixture  # noqa: E402
 from pyrolvm.runs.gmm import fit_mixture, project  # noqa: E402
@@ -67,6 +68,9 @@ torch.set_num_threads(1)
 pyro.set_rng_seed(0)
 EPOCHS = 20 if FAST else 300
 SECTIONS = set(os.environ.get("PYROLVM_TUTORIAL_SECTIONS", "gmm,m2,clustering").split(","))
+if not SECTIONS <= {"gmm", "m2", "clustering"}:
+    raise ConfigError(f"PYROLVM_TUTORIAL_SECTIONS takes a comma-separated subset of gmm, m2, "
+                      f"clustering; got {sorted(SECTIONS)}")
 DATA_ROOT = os.environ.get("PYROLVM_DATA_ROOT", "/work/shared/data")
 
 # %% [markdown]
