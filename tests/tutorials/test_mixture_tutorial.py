@@ -4,6 +4,7 @@ import json
 import os
 import runpy
 
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIGURES = ("mixture_svi_vs_em.png", "mixture_loglik_bic_vs_k.png", "mixture_clusters_2d.png",
