@@ -5,6 +5,7 @@ by bad input are printed as one line (``pyrolvm: error: ...``) with exit status 
 """
 
 import argparse
+import dataclasses
 import sys
 
 from .data import BINARIZATIONS, DATASETS
@@ -72,19 +73,21 @@ def _add_vae(sub):
     p.set_defaults(func=_train_vae)
 
 
+def _config(cls, args, **extra):
+    """A run config of dataclass ``cls`` from the parsed flags: each field takes the flag of the
+    same name (``--data-root`` -> ``data_root``), ``progress`` is ``not --no-progress``, and
+    ``extra`` overrides."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values["progress"] = not args.no_progress
+    values.update(extra)
+    return cls(**values)
+
+
 def _train_vae(args):
     from .runs.vae import VAEConfig, summary, train_vae
 
-    cfg = VAEConfig(
-        dataset=args.dataset, data_root=args.data_root, binarize=args.binarize,
-        likelihood=args.likelihood, elbo=args.elbo, num_particles=args.num_particles,
-        latent_dim=args.latent_dim, hidden=args.hidden, activation=args.activation,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, betas=tuple(args.betas),
-        eps=args.eps, seed=args.seed, out=args.out, eval_samples=args.eval_samples,
-        progress=not args.no_progress, latent=args.latent, num_categories=args.num_categories,
-        reparameterized=args.reparameterized, baseline=args.baseline,
-        relaxation=args.relaxation, temperature=args.temperature,
-    )
+    cfg = _config(VAEConfig, args, betas=tuple(args.betas))
     metrics = train_vae(cfg)
     print(summary(metrics, cfg, args.out))
 
@@ -160,14 +163,7 @@ def _add_gmm(sub):
 def _train_gmm(args):
     from .runs.gmm import GMMConfig, summary, train_gmm
 
-    cfg = GMMConfig(
-        dataset=args.dataset, data_root=args.data_root, pca_dim=args.pca_dim,
-        components=args.components, covariance=args.covariance, guide=args.guide,
-        init=args.init, n_init=args.n_init, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, lr_decay=args.lr_decay, num_particles=args.num_particles,
-        sklearn_n_init=args.sklearn_n_init, seed=args.seed, out=args.out,
-        progress=not args.no_progress,
-    )
+    cfg = _config(GMMConfig, args)
     metrics = train_gmm(cfg)
     print(summary(metrics, cfg, args.out))
 
@@ -203,11 +199,8 @@ def _add_m2(sub):
 def _train_m2(args):
     from .runs.ssvae import M2Config, summary, train_m2
 
-    cfg = M2Config(dataset=args.dataset, data_root=args.data_root, labels=args.labels,
-                   latent_dim=args.latent_dim, hidden=args.hidden, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, aux_loss=not args.no_aux_loss,
-                   enumerate=not args.sample_labels, seed=args.seed, out=args.out,
-                   progress=not args.no_progress)
+    cfg = _config(M2Config, args, aux_loss=not args.no_aux_loss,
+                  enumerate=not args.sample_labels)
     metrics = train_m2(cfg)
     print(summary(metrics, cfg, args.out))
 

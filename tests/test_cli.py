@@ -114,3 +114,16 @@ def test_nan_loss_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["status"] == "diverged" and len(metrics["train_elbo"]) == 2
+
+
+def test_every_flag_reaches_the_run_config():
+    from pyrolvm.cli import _config, parser
+    from pyrolvm.runs.vae import VAEConfig
+
+    args = parser().parse_args([
+        "train", "vae", "--dataset", "mnist", "--data-root", "/d", "--lr", "0.5", "--no-reparam",
+        "--betas", "0.8", "0.9", "--no-progress", "--hidden", "10,20", "--eval-samples", "7"])
+    cfg = _config(VAEConfig, args, betas=tuple(args.betas))
+    assert (cfg.dataset, cfg.data_root, cfg.lr, cfg.reparameterized, cfg.betas, cfg.progress,
+            cfg.hidden, cfg.eval_samples) == ("mnist", "/d", 0.5, False, (0.8, 0.9), False,
+                                              (10, 20), 7)
