@@ -24,6 +24,15 @@ def _hidden(text):
     return sizes
 
 
+def _run_flags(p, out):
+    """The flags every `pyrolvm train MODEL` command shares."""
+    p.add_argument("--data-root", default=None,
+                   help="folder holding MNIST/raw/ (default: $PYROLVM_DATA_ROOT)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw of the run")
+    p.add_argument("--out", default=out, help="the run folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
 def _add_vae(sub):
     p = sub.add_parser(
         "vae", help="a VAE with an amortized Gaussian guide",
@@ -33,8 +42,6 @@ def _add_vae(sub):
     )
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}, or an "
                    ".npz file with arrays train and test of shape (N, D) in [0, 1]")
-    p.add_argument("--data-root", default=None,
-                   help="folder holding MNIST/raw/ (default: $PYROLVM_DATA_ROOT)")
     p.add_argument("--binarize", choices=BINARIZATIONS, default=None,
                    help="default: dynamic for bernoulli, none for gaussian")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
@@ -65,11 +72,9 @@ def _add_vae(sub):
                    "(default: 3e-3 digits, 2e-3 mnist)")
     p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.999), help="Adam betas")
     p.add_argument("--eps", type=float, default=1e-8, help="Adam eps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/vae", help="the run folder")
     p.add_argument("--eval-samples", type=int, default=1000,
                    help="importance samples K for the test log-likelihood")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _run_flags(p, out="runs/vae")
     p.set_defaults(func=_train_vae)
 
 
@@ -133,8 +138,6 @@ def _add_gmm(sub):
     )
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}, or an "
                    ".npz file with arrays train and test of shape (N, D)")
-    p.add_argument("--data-root", default=None,
-                   help="folder holding MNIST/raw/ (default: $PYROLVM_DATA_ROOT)")
     p.add_argument("--pca-dim", type=int, default=None, help="default: 10 digits, 50 mnist")
     p.add_argument("--components", type=int, default=10, help="K, mixture components")
     p.add_argument("--covariance", choices=COVARIANCES, default="full")
@@ -154,9 +157,7 @@ def _add_gmm(sub):
                    help="samples of the global sites per step (meanfield guide)")
     p.add_argument("--sklearn-n-init", type=int, default=5,
                    help="restarts of the scikit-learn EM reference")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/gmm", help="the run folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _run_flags(p, out="runs/gmm")
     p.set_defaults(func=_train_gmm)
 
 
@@ -177,8 +178,6 @@ def _add_m2(sub):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--data-root", default=None,
-                   help="folder holding MNIST/raw/ (default: $PYROLVM_DATA_ROOT)")
     p.add_argument("--labels", type=int, default=100, help="labelled images, balanced")
     p.add_argument("--latent-dim", type=int, default=None, help="default: 8 digits, 50 mnist")
     p.add_argument("--hidden", type=_hidden, default=None,
@@ -190,9 +189,7 @@ def _add_m2(sub):
                    help="drop the auxiliary classification loss (eq. 9)")
     p.add_argument("--sample-labels", action="store_true",
                    help="sample the unobserved label (score function) instead of enumerating")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/m2", help="the run folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _run_flags(p, out="runs/m2")
     p.set_defaults(func=_train_m2)
 
 
