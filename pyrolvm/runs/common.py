@@ -42,6 +42,7 @@ def write_json(path, obj):
 
 
 def read_json(path):
+    """The object stored in the JSON file ``path``."""
     with open(path) as f:
         return json.load(f)
 

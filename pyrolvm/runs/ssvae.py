@@ -163,6 +163,7 @@ class M2Config:
     progress: bool = True
 
     def resolved(self):
+        """A copy with every ``None`` replaced by its default."""
         values = with_dataset_defaults(self, DATASET_DEFAULTS)
         values["hidden"] = tuple(int(h) for h in values["hidden"])
         return M2Config(**values)
