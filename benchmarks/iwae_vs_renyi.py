@@ -3,8 +3,9 @@
 One SVI step (loss and gradients) of the digits VAE (64-200-200-50, Bernoulli likelihood)
 on minibatches of 100, for K in {5, 50}; both objectives vectorize the K particles. Prints
 the median seconds per step of each and the ratio Renyi / IWAE (> 1: ours is faster).
-Note that on a batch Pyro's RenyiELBO computes a different (joint) bound; the per-datapoint
-bound agrees with it only for one datapoint (tests/inference/test_estimators.py).
+On a plain batch the two compute the same per-datapoint bound (equal draw by draw); they
+differ under a subsampled plate or poutine.scale, where RenyiELBO puts the scale inside the
+log-sum-exp (tests/inference/test_estimators.py), and IWAE refuses non-reparameterized sites.
 
     PYTHONPATH=$PWD python benchmarks/iwae_vs_renyi.py [--repeats 30]
 """

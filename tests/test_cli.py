@@ -63,11 +63,14 @@ def test_each_objective_trains_one_epoch(tmp_path, elbo):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "cifar"], "unknown dataset 'cifar'"),
-    (["--likelihood", "poisson"], "invalid choice: 'poisson'"),
-    (["--elbo", "renyi2"], "invalid choice: 'renyi2'"),
-    (["--latent-dim", "0"], "latent_dim must be a positive integer, got 0"),
+    (["--likelihood", "poisson"], "invalid choice 'poisson'"),
+    (["--elbo", "renyi2"], "invalid choice 'renyi2'"),
+    (["--latent-dim", "0"], "--latent-dim must be >= 1, got 0"),
     (["--binarize", "none"], "not binary, but a Bernoulli likelihood needs values in {0, 1}"),
     (["--num-particles", "0"], "--num-particles must be >= 1"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--betas", "1.5", "0.9"], "--betas must be >= 0 and < 1, got 1.5"),
+    (["--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
 ])
 def test_bad_input_gives_one_clear_error(tmp_path, capsys, argv, message):
     err = cli_error(capsys, ["train", "vae", "--out", str(tmp_path / "r"), *FAST, *argv])
@@ -117,13 +120,34 @@ def test_nan_loss_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
 
 
 def test_every_flag_reaches_the_run_config():
-    from pyrolvm.cli import _config, parser
-    from pyrolvm.runs.vae import VAEConfig
+    from pyrolvm.cli import parse
+    from pyrolvm.runs import VAEConfig
 
-    args = parser().parse_args([
+    cfg = parse([
         "train", "vae", "--dataset", "mnist", "--data-root", "/d", "--lr", "0.5", "--no-reparam",
         "--betas", "0.8", "0.9", "--no-progress", "--hidden", "10,20", "--eval-samples", "7"])
-    cfg = _config(VAEConfig, args, betas=tuple(args.betas))
+    assert isinstance(cfg, VAEConfig)
     assert (cfg.dataset, cfg.data_root, cfg.lr, cfg.reparameterized, cfg.betas, cfg.progress,
             cfg.hidden, cfg.eval_samples) == ("mnist", "/d", 0.5, False, (0.8, 0.9), False,
                                               (10, 20), 7)
+
+
+@pytest.mark.parametrize("kind", ["vae", "gmm", "m2", "mixture-vae"])
+def test_every_config_field_is_a_flag_with_help(kind, capsys):
+    # the CLI is generated from the run configs: each field of each kind is a flag of
+    # `pyrolvm train KIND`, with the docstring under the field as its help
+    import dataclasses
+    import typing
+
+    from pyrolvm.cli import parse
+    from pyrolvm.runs import RUNS
+
+    with pytest.raises(SystemExit) as info:
+        parse(["train", kind, "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    renamed = {"reparameterized": "--no-reparam", "enumerate": "--sample-labels"}
+    config = RUNS[kind].config
+    for field in dataclasses.fields(config):
+        assert renamed.get(field.name, "--" + field.name.replace("_", "-")) in text, field.name
+    assert "seed of every random draw of the run" in text

@@ -60,14 +60,15 @@ def test_same_seed_same_gmm_run(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--components", "0"], "K must be a positive integer, got 0"),
+    (["--components", "0"], "--components must be >= 1, got 0"),
     (["--components", "2000"], "K = 2000 components but only 1437 datapoints"),
-    (["--covariance", "tied"], "invalid choice: 'tied'"),
+    (["--covariance", "tied"], "invalid choice 'tied'"),
     (["--pca-dim", "65"], "--pca-dim must be between 1 and 64"),
-    (["--n-init", "0"], "--n-init must be a positive integer"),
+    (["--n-init", "0"], "--n-init must be >= 1, got 0"),
     (["--dataset", "cifar"], "unknown dataset 'cifar'"),
-    (["--lr", "0"], "the learning rate must be positive, got 0.0"),
-    (["--guide", "laplace"], "invalid choice: 'laplace'"),
+    (["--lr", "0"], "--lr must be > 0, got 0.0"),
+    (["--lr-decay", "1.5"], "--lr-decay must be > 0 and <= 1, got 1.5"),
+    (["--guide", "laplace"], "invalid choice 'laplace'"),
 ])
 def test_bad_gmm_input_gives_one_clear_error(tmp_path, capsys, argv, message):
     args = [a for a in FAST if a not in ("--components", "4")]

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from helpers import cli_error
 from pyrolvm.cli import main
 
 
@@ -30,3 +31,15 @@ def test_bad_m2_input(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_evaluate_reproduces_an_m2_run(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "m2", "--labels", "50", "--epochs", "1", "--hidden", "32",
+                 "--out", out, "--no-progress"]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    capsys.readouterr()
+    assert main(["evaluate", out]) == 0
+    assert f"test accuracy  {100 * metrics['test_accuracy']:.2f} %" in capsys.readouterr().out
+    assert "--eval-samples does not apply to runs of kind 'm2'" in cli_error(
+        capsys, ["evaluate", out, "--eval-samples", "5"])

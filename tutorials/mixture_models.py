@@ -58,7 +58,8 @@ from pyrolvm.data import load  # noqa: E402
 from pyrolvm.errors import ConfigError  # noqa: E402
 from pyrolvm.guides import MixtureMAP  # noqa: E402
 from pyrolvm.models import GaussianMixture  # noqa: E402
-from pyrolvm.runs.gmm import fit_mixture, project  # noqa: E402
+from pyrolvm.fitting import fit_mixture  # noqa: E402
+from pyrolvm.runs.gmm import project  # noqa: E402
 
 FAST = os.environ.get("PYROLVM_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("PYROLVM_TUTORIAL_OUT",
@@ -254,7 +255,7 @@ if "gmm" in SECTIONS:
 # (their eq. (6)); unobserved, $y$ is a latent with guide $q(y \mid x)$ and `TraceEnum_ELBO`
 # sums it out exactly, giving $\mathcal U(x)$ (eq. (7)). The classifier $q(y \mid x)$ also gets
 # the auxiliary loss $-\alpha \log q(y \mid x)$ on the labelled images (eq. (9)).
-# `pyrolvm.runs.ssvae.fit_m2` alternates one unlabelled and one labelled minibatch per step
+# `pyrolvm.fitting.fit_m2` alternates one unlabelled and one labelled minibatch per step
 # (the same function as `pyrolvm train m2`). We train with a few label counts and report the
 # classifier's test accuracy next to the published figures on MNIST: Pyro's ss-vae example
 # (with the auxiliary loss) and Kingma et al.'s M2 (100 - their test error). Our runs are far
@@ -262,8 +263,8 @@ if "gmm" in SECTIONS:
 # the 8x8 digits, where the MNIST anchors are only a visual reference.
 
 # %%
-from pyrolvm.runs.ssvae import DATASET_DEFAULTS as M2_DEFAULTS  # noqa: E402
-from pyrolvm.runs.ssvae import fit_m2  # noqa: E402
+from pyrolvm.fitting import fit_m2  # noqa: E402
+from pyrolvm.runs import M2Config  # noqa: E402
 
 #: Published MNIST test accuracies (%) by number of labels.
 M2_ANCHORS = {
@@ -276,7 +277,7 @@ M2_LABELS = [10, 50] if FAST else [100, 3000]
 M2_EPOCHS = 2 if FAST else 5
 if "m2" in SECTIONS:
     m2_data = load(M2_DATASET, root=None if FAST else DATA_ROOT, binarize="dynamic")
-    m2_kw = {k: v for k, v in M2_DEFAULTS[M2_DATASET].items() if k != "epochs"}
+    m2_kw = {k: v for k, v in M2Config.DATASET_DEFAULTS[M2_DATASET].items() if k != "epochs"}
     m2_rows = []
     for n_labels in M2_LABELS:
         _, _, hist = fit_m2(m2_data.train, m2_data.train_labels, n_labels, m2_data.test,
@@ -328,7 +329,7 @@ if "m2" in SECTIONS:
 # $z \mid c \sim \mathcal N(\mu_c, \sigma_c^2)$, $x \mid z \sim$ Bernoulli (VaDE's generative
 # model, Jiang et al. 2017): the component is enumerated in the model, so `TraceEnum_ELBO`
 # uses the exact $\log p(z) = \log \sum_c \pi_c \mathcal N(z; \mu_c, \sigma_c^2)$.
-# `pyrolvm.runs.mixture_vae.fit_mixture_vae` trains a few epochs, sets the prior to a Gaussian
+# `pyrolvm.fitting.fit_mixture_vae` (what `pyrolvm train mixture-vae` runs) trains a few epochs, sets the prior to a Gaussian
 # mixture fitted to draws from $q(z \mid x)$, and trains on. Each test image goes to its MAP
 # cluster $\arg\max_c p(c \mid z = \text{encoder mean})$; we score the clusters without labels
 # used in training: accuracy under the best one-to-one mapping of clusters to classes
@@ -339,7 +340,7 @@ if "m2" in SECTIONS:
 # %%
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 
-from pyrolvm.runs.mixture_vae import cluster, fit_mixture_vae  # noqa: E402
+from pyrolvm.fitting import cluster, fit_mixture_vae  # noqa: E402
 
 CLUSTER_DATASET = "digits" if FAST else "mnist"
 if "clustering" in SECTIONS:

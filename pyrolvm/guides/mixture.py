@@ -21,8 +21,8 @@ def _check_init(model, init_values):
     missing = [s for s in model.global_sites if s not in init_values]
     if missing:
         raise ConfigError(
-            f"init_values lacks {missing}: pass model.initial_params(x) or a dict with all of "
-            f"{list(model.global_sites)}"
+            f"init_values lacks {missing}: pass pyrolvm.fitting.initial_params(model, x) or a "
+            f"dict with all of {list(model.global_sites)}"
         )
 
 
@@ -36,8 +36,8 @@ class MixtureMAP(AutoDelta):
     Args:
         model (GaussianMixture): the mixture.
         init_values (dict or None): starting values of every global site, e.g.
-            ``model.initial_params(x, "kmeans++")``; None starts at the prior medians
-            (not recommended: components collapse, pyro-ppl/pyro#635).
+            ``pyrolvm.fitting.initial_params(model, x, "kmeans++")``; None starts at the prior
+            medians (not recommended: components collapse, pyro-ppl/pyro#635).
 
     ``guide.median()`` returns the dict of point estimates (constrained values):
     ``weights`` (K,), ``locs`` (K, D), ``scales`` (K, D), ``corr`` (K, D, D) for full covariances.
@@ -71,7 +71,8 @@ class MixtureMeanField(nn.Module):
 
     Args:
         model (GaussianMixture): the mixture.
-        init_values (dict): starting means of q, e.g. ``model.initial_params(x, "kmeans++")``.
+        init_values (dict): starting means of q, e.g.
+            ``pyrolvm.fitting.initial_params(model, x, "kmeans++")``.
         init_scale (float): starting standard deviation of the Normal factors (unconstrained
             coordinates).
         init_concentration (float or None): starting total concentration of q(pi) (default the
@@ -87,7 +88,8 @@ class MixtureMeanField(nn.Module):
         super().__init__()
         _check_init(model, init_values)
         if init_values is None:
-            raise ConfigError("MixtureMeanField needs init_values, e.g. model.initial_params(x)")
+            raise ConfigError("MixtureMeanField needs init_values, e.g. "
+                              "pyrolvm.fitting.initial_params(model, x)")
         if not init_scale > 0:
             raise ConfigError(f"init_scale must be positive, got {init_scale}")
         self.model_sites = tuple(model.global_sites)

@@ -1,33 +1,41 @@
-"""Inference: the training loop, ELBO estimators, log-likelihood evaluation, diagnostics.
+"""Inference: the training loop, objectives, log-likelihood evaluation, diagnostics.
 
 Takes ``model`` and ``guide`` callables as ``pyro.infer.SVI`` does; never imports a model or
 a guide.
 """
 
+from .batches import as_tuple, num_rows, rows
 from .diagnostics import GradientStats, gradient_snr
-from .elbos import ELBOS, IWAE, make_elbo
-from .estimators import STL, VIMCO, DReG
 from .evaluation import PROPOSALS, ImportanceResult, importance_sample, log_likelihood, mean_and_stderr
-from .importance import log_weights, prior_proposal, vectorized_traces
+from .importance import find_batch_plate, latent_sites, log_weights, prior_proposal, sum_to_batch
+from .objectives import (ELBOS, IWAE, STL, VIMCO, DReG, ImportanceWeights, MultiSampleELBO,
+                         make_elbo)
 from .training import make_optim, train
 
 __all__ = [
     "DReG",
-    "STL",
-    "VIMCO",
     "ELBOS",
     "GradientStats",
     "IWAE",
     "ImportanceResult",
+    "ImportanceWeights",
+    "MultiSampleELBO",
     "PROPOSALS",
+    "STL",
+    "VIMCO",
+    "as_tuple",
+    "find_batch_plate",
     "gradient_snr",
     "importance_sample",
+    "latent_sites",
     "log_likelihood",
     "log_weights",
     "make_elbo",
     "make_optim",
     "mean_and_stderr",
+    "num_rows",
     "prior_proposal",
+    "rows",
+    "sum_to_batch",
     "train",
-    "vectorized_traces",
 ]

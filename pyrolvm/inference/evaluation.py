@@ -17,7 +17,9 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from .importance import guess_max_plate_nesting, log_weights, prior_proposal, vectorized_traces
+from .batches import num_rows, rows
+from .importance import prior_proposal
+from .objectives import MultiSampleELBO
 
 PROPOSALS = ("guide", "prior")
 
@@ -51,16 +53,6 @@ def mean_and_stderr(values):
     return values.mean().item(), stderr
 
 
-def _slice(data, i, j):
-    if isinstance(data, (tuple, list)):
-        return tuple(d[i:j] for d in data)
-    return (data[i:j],)
-
-
-def _num_rows(data):
-    return len(data[0]) if isinstance(data, (tuple, list)) else len(data)
-
-
 @torch.no_grad()
 def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=100,
                       chunk_size=None, proposal="guide", batch_plate=None, progress=False,
@@ -87,8 +79,8 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
         ImportanceResult: per-datapoint log-likelihood, ELBO and ESS, each of shape (N,).
 
     Raises:
-        ConfigError: K < 1, an unknown proposal, or a model whose sites are not all inside
-        the batch plate.
+        ConfigError: K < 1, batch or chunk size < 1, an unknown proposal, or a model whose
+        sites are not all inside the batch plate.
     """
     if int(num_samples) < 1:
         raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
@@ -97,23 +89,31 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
     q = guide if proposal == "guide" else prior_proposal(model)
     validate = is_validation_enabled()
     k_total = int(num_samples)
-    n = _num_rows(data)
-    chunk_size = chunk_size or max(1, min(k_total, 10000 // max(1, batch_size)))
-    nesting = None
+    if int(batch_size) < 1 or (chunk_size is not None and int(chunk_size) < 1):
+        raise ConfigError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    batch_size = int(batch_size)
+    n = num_rows(data)
+    chunk_size = int(chunk_size or max(1, min(k_total, 10000 // batch_size)))
+    # one objective per chunk size (a full chunk and the remainder) computes the (K, B)
+    # log-weights of a chunk
+    chunks = {}
     out_ll, out_elbo, out_ess = [], [], []
     batches = range(0, n, batch_size)
     for i in tqdm(batches, desc="log-likelihood", disable=not progress, leave=False):
-        batch = _slice(data, i, i + batch_size) + tuple(args)
-        if nesting is None:
-            nesting = guess_max_plate_nesting(model, q, batch, kwargs)
+        batch = rows(data, slice(i, i + batch_size)) + tuple(args)
         lse_w = lse_w2 = None
         sum_log_w = 0.0
         for k0 in range(0, k_total, chunk_size):
             k = min(chunk_size, k_total - k0)
+            if k not in chunks:
+                # the plate nesting is guessed once (one run of guide and model)
+                known = [o.max_plate_nesting - (o.num_particles > 1) for o in chunks.values()]
+                nesting = known[0] if known else float("inf")
+                chunks[k] = MultiSampleELBO(k, max_plate_nesting=nesting, batch_plate=batch_plate)
             # Pyro's shape and support checks run on the first chunk only: the rest repeat it.
             with pyro.validation_enabled(validate and i == 0 and k0 == 0):
-                model_trace, guide_trace = vectorized_traces(model, q, batch, kwargs, k, nesting)
-            log_w, _ = log_weights(model_trace, guide_trace, nesting, batch_plate)
+                log_w = chunks[k].importance_weights(model, q, *batch, check_rsample=False,
+                                                     **kwargs).log_w
             log_w = log_w.double()
             c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
             lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)

@@ -1,41 +1,21 @@
 """Per-datapoint importance weights ``log w = log p(x, z) - log q(z | x)`` from Pyro traces.
 
-The machinery shared by the importance-weighted objectives and the log-likelihood evaluator:
-the model and guide run once with K particles vectorized in an outermost ``pyro.plate``, and
-each site's log-density is summed over every dimension except the particle dimension and the
-batch plate's dimension, giving a (K, B) tensor of log-weights, one column per datapoint.
+The trace-level machinery shared by the multi-sample objectives
+(:class:`~pyrolvm.inference.MultiSampleELBO`) and the log-likelihood evaluator: each site's
+log-density is summed over every dimension except the particle dimension and the batch
+plate's dimension, giving a (K, B) tensor of log-weights, one column per datapoint. The traces
+themselves come from Pyro (``pyro.infer.ELBO``'s vectorized particles and
+``pyro.infer.enum.get_importance_trace``).
 """
 
-import pyro
 import torch
 from pyro import poutine
-from pyro.infer.enum import get_importance_trace
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import prune_subsample_sites
 
 from ..errors import ConfigError
 
+#: The name Pyro gives the plate of vectorized particles (``pyro.infer.ELBO``).
 PARTICLE_PLATE = "num_particles_vectorized"
-
-
-def guess_max_plate_nesting(model, guide, args, kwargs):
-    """Run guide and model once (blocked) and return the number of nested plate dimensions.
-
-    Like ``pyro.infer.ELBO``'s guess, it assumes static model structure.
-    """
-    with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-    sites = [
-        site
-        for trace in (prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace))
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-    ]
-    dims = [f.dim for s in sites for f in s["cond_indep_stack"] if f.vectorized]
-    return -min(dims) if dims else 0
 
 
 def prior_proposal(model):
@@ -44,17 +24,9 @@ def prior_proposal(model):
     return poutine.block(model, hide_fn=lambda msg: msg.get("is_observed", False))
 
 
-def vectorized_traces(model, guide, args, kwargs, num_particles, max_plate_nesting, detach=False):
-    """Model and guide traces with ``num_particles`` particles in an outermost plate at
-    dim ``-(max_plate_nesting + 1)``; log-densities and score parts are computed.
-
-    Returns:
-        (model_trace, guide_trace)
-    """
-    wrap = pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1))
-    return get_importance_trace(
-        "flat", max_plate_nesting + 1, wrap(model), wrap(guide), args, kwargs, detach=detach
-    )
+def latent_sites(trace):
+    """The unobserved sample sites of a trace, in execution order (a list of site dicts)."""
+    return [s for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
 
 
 def find_batch_plate(model_trace, name=None):
@@ -88,8 +60,22 @@ def find_batch_plate(model_trace, name=None):
     return None
 
 
-def _reduce(log_p, site, rank, plate):
-    """Sum ``log_p`` of one site down to shape (K, B) (or (K, 1) outside any batch plate)."""
+def sum_to_batch(log_p, site, rank, plate, particles=True):
+    """Sum the log-density ``log_p`` of one site down to shape (K, B) (or (K, 1) outside any
+    batch plate).
+
+    Args:
+        log_p (torch.Tensor): the site's (unscaled) log-density, at most ``rank`` dimensions.
+        site (dict): the trace site (for its plates and name).
+        rank (int): the number of plate dimensions, particles included.
+        plate: the batch plate's frame (:func:`find_batch_plate`) or ``None``.
+        particles (bool): whether dimension ``-rank`` is the particle plate; without it
+            (one particle) a leading dimension of size 1 is added.
+
+    Raises:
+        ConfigError: more dimensions than plates (enumerated or unplated batch dimensions), or
+        a site outside the batch plate.
+    """
     log_p = torch.as_tensor(log_p)
     if log_p.dim() > rank:
         raise ConfigError(
@@ -97,7 +83,7 @@ def _reduce(log_p, site, rank, plate):
             "than its plates: enumerated or unplated batch dimensions are not supported here"
         )
     log_p = log_p.reshape((1,) * (rank - log_p.dim()) + log_p.shape)
-    keep = [0]
+    keep = [0] if particles else []
     if plate is not None:
         if not any(f.name == plate.name for f in site["cond_indep_stack"]):
             raise ConfigError(
@@ -107,16 +93,20 @@ def _reduce(log_p, site, rank, plate):
             )
         keep.append(rank + plate.dim)
     dims = [d for d in range(rank) if d not in keep]
-    return log_p.sum(dims) if dims else log_p
+    log_p = log_p.sum(dims) if dims else log_p
+    return log_p if particles else log_p.unsqueeze(0)
 
 
-def log_weights(model_trace, guide_trace, max_plate_nesting, batch_plate=None):
+def log_weights(model_trace, guide_trace, max_plate_nesting, batch_plate=None, particles=True):
     """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
 
     Args:
-        model_trace, guide_trace: from :func:`vectorized_traces`.
-        max_plate_nesting (int): plate dimensions of the model without the particle plate.
+        model_trace, guide_trace: traces with computed log-densities (from
+            ``pyro.infer.enum.get_importance_trace``), the particles in an outermost plate.
+        max_plate_nesting (int): plate dimensions of the traces, the particle plate included.
         batch_plate (str or None): name of the batch plate (default: see :func:`find_batch_plate`).
+        particles (bool): whether the traces have a particle plate (``False`` for K = 1,
+            where Pyro does not add one).
 
     Returns:
         (log_w, scale): ``log_w`` of shape (K, B), in nats; ``scale`` is the likelihood scale
@@ -126,7 +116,6 @@ def log_weights(model_trace, guide_trace, max_plate_nesting, batch_plate=None):
     Raises:
         ConfigError: a site outside the batch plate, or sites with different scales.
     """
-    rank = max_plate_nesting + 1
     plate = find_batch_plate(model_trace, batch_plate)
     total = 0.0
     scales = set()
@@ -134,9 +123,8 @@ def log_weights(model_trace, guide_trace, max_plate_nesting, batch_plate=None):
         for site in trace.nodes.values():
             if site["type"] != "sample" or (sign < 0 and site["is_observed"]):
                 continue
-            total = total + sign * _reduce(
-                scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"]), site, rank, plate
-            )
+            log_p = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
+            total = total + sign * sum_to_batch(log_p, site, max_plate_nesting, plate, particles)
             s = torch.as_tensor(site["scale"])
             if s.numel() != 1:
                 raise ConfigError(

@@ -2,11 +2,11 @@
 that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites)."""
 
 from .linear_gaussian import LinearGaussian
-from .mixture import COVARIANCES, INITS, GaussianMixture
+from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
 
-__all__ = ["COVARIANCES", "GaussianMixture", "INITS", "LATENTS", "LIKELIHOODS", "LinearGaussian",
+__all__ = ["COVARIANCES", "GaussianMixture", "LATENTS", "LIKELIHOODS", "LinearGaussian",
            "MixturePriorVAE", "SSVAE", "SigmoidBeliefNet", "VAE"]

@@ -32,7 +32,6 @@ from ..errors import ConfigError, DataError
 
 COVARIANCES = ("full", "diag")
 GLOBAL_SITES = ("weights", "locs", "scales", "corr")
-INITS = ("kmeans++", "kmeans", "random")
 
 
 def check_num_components(num_components, num_data=None):
@@ -169,7 +168,9 @@ class GaussianMixture:
         tril = scales.unsqueeze(-1) * corr
         return tril @ tril.transpose(-1, -2)
 
-    def _check_x(self, x, name="data"):
+    def check_x(self, x, name="data"):
+        """Raise :class:`DataError` unless x is a finite (N, D) float tensor of the model's
+        dimension D."""
         check_data(x, name)
         if x.shape[-1] != self.data_dim:
             raise DataError(
@@ -234,7 +235,7 @@ class GaussianMixture:
             DataError: x is not a finite (N, D) float tensor of the model's dimension.
             ConfigError: a global site is missing from ``params``.
         """
-        self._check_x(x)
+        self.check_x(x)
         conditioned = poutine.condition(self, data=self._params(params))
         trace = poutine.trace(poutine.enum(conditioned, first_available_dim=-2)).get_trace(x)
         trace.compute_log_prob(site_filter=lambda name, site: name in ("assignment", "x"))
@@ -270,7 +271,7 @@ class GaussianMixture:
         """
         if temperature not in (0, 1):
             raise ConfigError(f"temperature must be 0 (MAP) or 1 (sample), got {temperature!r}")
-        self._check_x(x)
+        self.check_x(x)
         conditioned = poutine.condition(self, data=self._params(params))
         return infer_discrete(conditioned, first_available_dim=-2, temperature=temperature)(x)
 
@@ -290,70 +291,6 @@ class GaussianMixture:
         corr = p.get("corr")
         comp = self.component_dist(p["locs"][z], p["scales"][z], None if corr is None else corr[z])
         return comp.sample(), z
-
-    @torch.no_grad()
-    def initial_params(self, x, method="kmeans++", seed=0, reg=1e-6):
-        """Starting values of the global sites from the data, against the collapse of components
-        onto few points that random starts cause (pyro-ppl/pyro#635): pick K centres, assign every
-        point to its nearest centre, and set each component's weight, mean and covariance to the
-        moments of its points (plus ``reg`` on the variances; a component with fewer than two
-        points gets the whole data's covariance).
-
-        Args:
-            x (torch.Tensor): training data, shape (N, D).
-            method (str): how to pick the centres: ``"kmeans++"`` (the D^2-weighted seeding of
-                Arthur & Vassilvitskii 2007, ``sklearn.cluster.kmeans_plusplus``), ``"kmeans"``
-                (Lloyd's k-means from that seeding, ``sklearn.cluster.KMeans``: scikit-learn's
-                ``GaussianMixture`` default) or ``"random"`` (K distinct datapoints drawn
-                uniformly, Forgy's method).
-            seed (int): seed of the centre selection (restarts use different seeds).
-            reg (float): added to every variance, as scikit-learn's ``reg_covar``.
-
-        Returns:
-            dict: site name -> tensor, ``weights`` (K,), ``locs`` (K, D), ``scales`` (K, D) and
-            for full covariances ``corr`` (K, D, D).
-
-        Raises:
-            DataError: x is not a finite (N, D) float tensor of the model's dimension.
-            ConfigError: K > N or an unknown method.
-        """
-        self._check_x(x, "training data")
-        k = check_num_components(self.num_components, len(x))
-        if method not in INITS:
-            raise ConfigError(
-                f"unknown initialization {method!r}: choose one of {', '.join(INITS)}")
-        xn = x.detach().double().numpy()
-        if method == "random":
-            gen = torch.Generator().manual_seed(int(seed))
-            centres = x[torch.randperm(len(x), generator=gen)[:k]].double()
-            labels = torch.cdist(x.double(), centres).argmin(-1)
-        elif method == "kmeans++":
-            from sklearn.cluster import kmeans_plusplus
-
-            centres, _ = kmeans_plusplus(xn, k, random_state=int(seed))
-            labels = torch.cdist(x.double(), torch.as_tensor(centres)).argmin(-1)
-        else:
-            from sklearn.cluster import KMeans
-
-            labels = KMeans(k, n_init=1, random_state=int(seed)).fit(xn).labels_
-            labels = torch.as_tensor(labels, dtype=torch.int64)
-        return self._moments(x.double(), labels, reg)
-
-    def _moments(self, x, labels, reg):
-        k, d = self.num_components, self.data_dim
-        counts = torch.bincount(labels, minlength=k).double()
-        weights = (counts + 1) / (counts.sum() + k)
-        overall_mean = x.mean(0)
-        overall_cov = (torch.atleast_2d(torch.cov(x.T)) if len(x) > 1
-                       else torch.eye(d, dtype=x.dtype))
-        locs, covs = [], []
-        for j in range(k):
-            xj = x[labels == j]
-            locs.append(xj.mean(0) if len(xj) else overall_mean)
-            covs.append(torch.atleast_2d(torch.cov(xj.T)) if len(xj) > 1 else overall_cov)
-        locs, covs = torch.stack(locs), torch.stack(covs)
-        covs = covs + reg * torch.eye(d, dtype=x.dtype)
-        return self.params_from_moments(weights, locs, covs)
 
     def params_from_moments(self, weights, locs, covariances):
         """Global site values from mixture weights (K,), means (K, D) and covariances: (K, D, D)

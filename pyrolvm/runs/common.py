@@ -1,6 +1,5 @@
 """What every run shares: the run folder, JSON files, atomic checkpoints, the summary table."""
 
-import dataclasses
 import json
 import math
 import os
@@ -56,17 +55,29 @@ def save_checkpoint(path, state):
 
 
 def load_checkpoint(folder):
-    """Load ``folder/checkpoint.pt``.
+    """Load ``folder/checkpoint.pt`` safely: ``torch.load(weights_only=True)`` unpickles only
+    tensors and plain containers, so a crafted file cannot run code.
 
     Raises:
-        ConfigError: the folder or its checkpoint does not exist.
+        ConfigError: the folder or its checkpoint does not exist, or the file is not a
+        pyro-lvm checkpoint (empty, truncated, random bytes, a pickle of other objects).
     """
     path = os.path.join(folder, CHECKPOINT)
     if not os.path.exists(path):
         raise ConfigError(
             f"no checkpoint at {path!r}: give the run folder that `pyrolvm train ... --out` wrote"
         )
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; one clear error here
+        raise ConfigError(
+            f"{path!r} is not a valid pyro-lvm checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}); it may be "
+            "truncated or come from elsewhere: retrain with `pyrolvm train ... --out`"
+        ) from None
+    if not isinstance(state, dict) or "kind" not in state or "config" not in state:
+        raise ConfigError(f"{path!r} is not a pyro-lvm checkpoint (it has no run kind and config)")
+    return state
 
 
 def format_summary(title, rows):
@@ -75,15 +86,3 @@ def format_summary(title, rows):
     lines = [title, "-" * max(len(title), width + 20)]
     lines += [f"{label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines)
-
-
-def with_dataset_defaults(config, defaults):
-    """The fields of a run config (a dataclass with a ``dataset`` field) as a dict, each
-    ``None`` replaced by ``defaults[config.dataset]``'s value (``defaults["digits"]`` for a
-    dataset not in the table, e.g. an .npz file)."""
-    table = defaults.get(config.dataset, defaults["digits"])
-    values = dataclasses.asdict(config)
-    for key, value in table.items():
-        if values[key] is None:
-            values[key] = value
-    return values

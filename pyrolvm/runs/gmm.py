@@ -9,199 +9,69 @@ score it beside scikit-learn's EM on the same split and projection.
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 import pyro
 import torch
-from pyro.infer import TraceEnum_ELBO
 
 from .. import plots
 from ..data import check_data, load
 from ..errors import ConfigError
-from ..guides.mixture import MixtureMAP, MixtureMeanField
-from ..inference import mean_and_stderr, train
-from ..models.mixture import COVARIANCES, INITS, GaussianMixture, check_num_components
-from .common import (CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint,
-                     with_dataset_defaults, write_json)
+from ..fitting import GUIDES, INITS, MixtureFit, fit_mixture
+from ..inference import mean_and_stderr
+from ..models.mixture import COVARIANCES, GaussianMixture, check_num_components
+from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .config import Count, PositiveFloat, Range, RunConfig
+from .registry import RunKind, register
 
-GUIDES = ("map", "meanfield")
-
-
-@dataclass
-class MixtureFit:
-    """The result of :func:`fit_mixture`.
-
-    Attributes:
-        model (GaussianMixture): the mixture (priors set from the training data).
-        guide (MixtureMAP or MixtureMeanField): the trained guide of the best restart.
-        params (dict): its point estimates (``guide.median()``), the global site values.
-        history (dict): per-epoch curves of the best restart: ``"train_log_likelihood"``
-            (exact mean log p(x_n) over the training set, nats), ``"train_elbo"`` and
-            ``"seconds"`` (from :func:`pyrolvm.inference.train`; ``train_elbo`` is the
-            minibatch objective, scaled by N / B).
-        restarts (list of float): final mean training log-likelihood of every restart (nats);
-            the best one is kept, as scikit-learn's ``n_init``.
-        seconds (float): wall time of all restarts.
-    """
-
-    model: GaussianMixture
-    guide: object
-    params: dict
-    history: dict
-    restarts: list = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans", n_init=1,
-                epochs=300, batch_size=None, lr=0.05, lr_decay=0.01, warmup=0.1, num_particles=1,
-                seed=0,
-                progress=False, **model_kwargs):
-    """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
-    exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
-    the epochs (full-size first steps in every coordinate would throw away the k-means start)
-    and decays geometrically to ``lr * lr_decay`` by the last epoch (Pyro's ``LambdaLR``,
-    stepped once per epoch), ``n_init`` times from
-    different starts; keeps the restart with the highest training log-likelihood.
-
-    Clears Pyro's param store before every restart; on return it holds the best restart's
-    parameters (the returned guide's).
-
-    Args:
-        x (torch.Tensor): training data, shape (N, D).
-        num_components (int): K, 1 <= K <= N.
-        covariance (str): ``"full"`` or ``"diag"``.
-        guide (str): ``"map"`` (:class:`MixtureMAP`, point estimates) or ``"meanfield"``
-            (:class:`MixtureMeanField`).
-        init (str): ``"kmeans"`` (Lloyd's k-means from a k-means++ seeding, scikit-learn's
-            default; on digits it reaches EM's optima where the bare seeding can stall in worse
-            ones), ``"kmeans++"`` or ``"random"`` (:meth:`GaussianMixture.initial_params`).
-        n_init (int): restarts (seeds ``seed, seed + 1, ...``).
-        epochs (int): passes over the data per restart.
-        batch_size (int or None): minibatch size (the plate subsamples, scaling by N / B);
-            None for full-batch steps.
-        lr (float): starting learning rate of Adam.
-        lr_decay (float): ratio of the final to the peak learning rate, in (0, 1].
-        warmup (float): fraction of the epochs over which the learning rate rises to ``lr``.
-        num_particles (int): samples of the global sites per step (only matters for
-            ``"meanfield"``).
-        seed (int): seed of the first restart (initial centres, minibatch order, samples).
-        progress (bool): show progress bars.
-        **model_kwargs: prior settings passed to :meth:`GaussianMixture.from_data`.
-
-    Returns:
-        MixtureFit
-
-    Raises:
-        ConfigError: K < 1 or K > N, an unknown covariance type, guide or initialization,
-            n_init < 1, lr <= 0, lr_decay outside (0, 1].
-        DataError: x is not a finite (N, D) float tensor.
-        TrainingDiverged: the loss became NaN or infinite.
-    """
-    if guide not in GUIDES:
-        raise ConfigError(f"unknown guide {guide!r}: choose one of {', '.join(GUIDES)}")
-    if init not in INITS:
-        raise ConfigError(f"unknown initialization {init!r}: choose one of {', '.join(INITS)}")
-    if int(n_init) < 1:
-        raise ConfigError(f"n_init must be >= 1, got {n_init}")
-    if not lr > 0:
-        raise ConfigError(f"the learning rate must be positive, got {lr}")
-    if not 0 < lr_decay <= 1:
-        raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
-    model = GaussianMixture.from_data(x, num_components, covariance, **model_kwargs)
-    check_num_components(num_components, len(x))
-    n = len(x)
-    batch_size = n if batch_size is None else min(int(batch_size), n)
-    warm = max(1, round(warmup * int(epochs)))
-
-    def schedule(epoch):
-        """Factor of ``lr`` in epoch ``epoch`` (0-based): linear warm-up, geometric decay."""
-        return min(1.0, (epoch + 1) / warm) * lr_decay ** (epoch / max(1, int(epochs) - 1))
-
-    data = (x, torch.arange(n))
-    t0 = time.perf_counter()
-    best, restarts = None, []
-    for r in range(int(n_init)):
-        pyro.clear_param_store()
-        pyro.set_rng_seed(seed + r)
-        start = model.initial_params(x, init, seed=seed + r)
-        g = MixtureMAP(model, start) if guide == "map" else MixtureMeanField(model, start)
-        optim = pyro.optim.LambdaLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
-                                     "lr_lambda": schedule})
-        loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=int(num_particles))
-
-        def callback(epoch, history, g=g, optim=optim):
-            optim.step()  # the learning-rate schedule advances once per epoch
-            return {"train_log_likelihood": model.log_likelihood(x, g.median()).mean().item()}
-
-        history = train(model, g, data, loss, optim, epochs=int(epochs), batch_size=batch_size,
-                        callback=callback, progress=progress)
-        final = (history["train_log_likelihood"][-1] if history["train_log_likelihood"]
-                 else model.log_likelihood(x, g.median()).mean().item())
-        restarts.append(final)
-        if best is None or final > best[0]:
-            best = (final, g, history, pyro.get_param_store().get_state())
-    _, g, history, state = best
-    pyro.get_param_store().set_state(state)
-    return MixtureFit(model, g, {k: v.detach() for k, v in g.median().items()}, history,
-                      restarts, time.perf_counter() - t0)
-
-
-#: Per-dataset defaults for settings left as ``None``: digits (1437 training points) in full
-#: batches, MNIST (60,000) in minibatches of 1000 under the subsampled plate.
-DATASET_DEFAULTS = {
-    "digits": dict(pca_dim=10, epochs=300, batch_size=None, lr=0.05),
-    "mnist": dict(pca_dim=50, epochs=50, batch_size=1000, lr=0.1),
-}
+__all__ = ["GMMConfig", "MixtureFit", "evaluate_gmm", "fit_mixture", "project", "train_gmm"]
 
 
 @dataclass
-class GMMConfig:
-    """Settings of one Gaussian-mixture run (the flags of ``pyrolvm train gmm``). ``None``
-    means the dataset's default (:data:`DATASET_DEFAULTS`); ``batch_size=None`` after that
-    means full-batch steps."""
+class GMMConfig(RunConfig):
+    """Project the images by PCA fitted on the training split, fit a Gaussian mixture by SVI
+    with the component assignment summed out (TraceEnum_ELBO), fit scikit-learn's EM with the
+    same K, covariance type and projection, and write the run folder with both test
+    log-likelihoods. The flags of ``pyrolvm train gmm``; ``None`` means the dataset's default
+    (digits: 1437 training points in full batches; MNIST: 60,000 in minibatches of 1000 under
+    the subsampled plate); ``batch_size=None`` after that means full-batch steps."""
 
-    dataset: str = "digits"
-    data_root: str = None
-    pca_dim: int = None
-    components: int = 10
-    covariance: str = "full"
-    guide: str = "map"
-    init: str = "kmeans"
-    n_init: int = 1
-    epochs: int = None
-    batch_size: int = None
-    lr: float = None
-    lr_decay: float = 0.01
-    num_particles: int = 1
-    seed: int = 0
-    sklearn_n_init: int = 5
+    DATASET_DEFAULTS: ClassVar[dict] = {
+        "digits": dict(pca_dim=10, epochs=300, batch_size=None, lr=0.05),
+        "mnist": dict(pca_dim=50, epochs=50, batch_size=1000, lr=0.1),
+    }
+
     out: str = "runs/gmm"
-    progress: bool = True
+    """the run folder"""
+    pca_dim: Count | None = None
+    """PCA dimensions the images are projected to (default: 10 digits, 50 mnist)"""
+    components: Count = 10
+    """K, mixture components"""
+    covariance: Literal[COVARIANCES] = "full"
+    """component covariances"""
+    guide: Literal[GUIDES] = "map"
+    """point estimates (map) or mean-field variational posterior"""
+    init: Literal[INITS] = "kmeans"
+    """initial centres"""
+    n_init: Count = 1
+    """restarts; the best is kept"""
+    epochs: Count | None = None
+    """passes over the data per restart (default: 300 digits, 50 mnist)"""
+    batch_size: Count | None = None
+    """minibatch size under the subsampled plate (default: full batch digits, 1000 mnist)"""
+    lr: PositiveFloat | None = None
+    """starting Adam learning rate (default: 0.05 digits, 0.1 mnist)"""
+    lr_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.01
+    """final / starting learning rate (geometric decay), in (0, 1]"""
+    num_particles: Count = 1
+    """samples of the global sites per step (meanfield guide)"""
+    sklearn_n_init: Count = 5
+    """restarts of the scikit-learn EM reference"""
 
-    def resolved(self):
-        """A copy with the dataset's defaults filled in (``batch_size`` may stay None)."""
-        values = with_dataset_defaults(self, DATASET_DEFAULTS)
-        return GMMConfig(**values)
 
-
-def _check_config(cfg):
-    if cfg.covariance not in COVARIANCES:
-        raise ConfigError(
-            f"unknown covariance type {cfg.covariance!r}: choose one of {', '.join(COVARIANCES)}"
-        )
-    if cfg.guide not in GUIDES:
-        raise ConfigError(f"unknown guide {cfg.guide!r}: choose one of {', '.join(GUIDES)}")
-    check_num_components(cfg.components)
-    if not cfg.lr > 0:
-        raise ConfigError(f"the learning rate must be positive, got {cfg.lr}")
-    if not 0 < cfg.lr_decay <= 1:
-        raise ConfigError(f"--lr-decay must be in (0, 1], got {cfg.lr_decay}")
-    for name in ("pca_dim", "n_init", "sklearn_n_init", "num_particles", "epochs", "batch_size"):
-        value = getattr(cfg, name)
-        if value is None and name == "batch_size":
-            continue
-        if int(value) != value or value < (0 if name == "epochs" else 1):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+#: Per-dataset defaults of :class:`GMMConfig`.
+DATASET_DEFAULTS = GMMConfig.DATASET_DEFAULTS
 
 
 def project(data, pca_dim, seed=0):
@@ -210,7 +80,8 @@ def project(data, pca_dim, seed=0):
 
     Returns:
         (train (N_train, pca_dim), test (N_test, pca_dim), pca): float32 tensors and the fitted
-        PCA (``pca.inverse_transform`` maps back to pixels).
+        PCA (``pca.inverse_transform`` maps back to pixels; ``pca.mean_`` and
+        ``pca.components_`` are what :func:`apply_pca` needs).
 
     Raises:
         ConfigError: ``pca_dim`` outside 1 .. min(N_train, D).
@@ -227,6 +98,18 @@ def project(data, pca_dim, seed=0):
     train = torch.as_tensor(pca.transform(data.train.double().numpy()), dtype=torch.float32)
     test = torch.as_tensor(pca.transform(data.test.double().numpy()), dtype=torch.float32)
     return train, test, pca
+
+
+def apply_pca(x, mean, components):
+    """``(x - mean) @ components.T`` in float64 (computed as ``PCA.transform`` does, the
+    centering after the projection), as float32: the projection of a fitted PCA without
+    whitening, from its ``mean_`` (D,) and ``components_`` (P, D)."""
+    import numpy as np
+
+    c = np.asarray(components, dtype=np.float64)
+    xn = x.double().numpy() @ c.T
+    xn -= np.asarray(mean, dtype=np.float64).reshape(1, -1) @ c.T
+    return torch.as_tensor(xn, dtype=torch.float32)
 
 
 def sklearn_reference(xtrain, xtest, cfg):
@@ -338,7 +221,6 @@ def train_gmm(config=None, data=None, **overrides):
         TrainingDiverged: the loss became NaN or infinite.
     """
     cfg = dataclasses.replace(config or GMMConfig(), **overrides).resolved()
-    _check_config(cfg)
     data = _load_data(cfg, data)
     check_num_components(cfg.components, len(data.train))
     xtrain, xtest, pca = project(data, cfg.pca_dim, cfg.seed)
@@ -351,8 +233,9 @@ def train_gmm(config=None, data=None, **overrides):
                       seed=cfg.seed, progress=cfg.progress)
     save_checkpoint(os.path.join(folder, CHECKPOINT), {
         "kind": "gmm", "config": config_dict, "epoch": len(fit.history["train_elbo"]),
-        "history": fit.history, "params": fit.params, "guide": pyro.get_param_store().get_state(),
-        "pca": pca,
+        "history": fit.history, "params": fit.params,
+        "guide": pyro.get_param_store().get_state()["params"],
+        "pca_mean": torch.as_tensor(pca.mean_), "pca_components": torch.as_tensor(pca.components_),
     })
     metrics = {"status": "ok",
                **evaluate(fit.model, fit.params, xtrain, xtest, data.test_labels)}
@@ -381,7 +264,7 @@ def train_gmm(config=None, data=None, **overrides):
     return metrics
 
 
-def evaluate_gmm(folder, data_root=None):
+def evaluate_gmm(folder, data_root=None, progress=True):
     """Reload the checkpoint of a mixture run folder and recompute its exact test figures
     (equal to those in its metrics.json).
 
@@ -390,20 +273,30 @@ def evaluate_gmm(folder, data_root=None):
         ``bic``, ``test_ari``.
 
     Raises:
-        ConfigError: no checkpoint in ``folder``, or a checkpoint of another kind of run.
+        ConfigError: no valid checkpoint in ``folder``, or a checkpoint of another kind of run.
     """
     state = load_checkpoint(folder)
-    if state.get("kind") != "gmm":
-        raise ConfigError(f"{folder!r} holds a {state.get('kind')!r} run, not a gmm run")
+    if state["kind"] != "gmm":
+        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a gmm run")
     saved = dict(state["config"])
     saved.pop("data_dim")
-    cfg = dataclasses.replace(GMMConfig(**saved), data_root=data_root or saved["data_root"])
+    cfg = dataclasses.replace(GMMConfig(**saved), data_root=data_root or saved["data_root"],
+                              progress=progress).resolved()
     data = _load_data(cfg, None)
-    pca = state["pca"]
-    xtrain = torch.as_tensor(pca.transform(data.train.double().numpy()), dtype=torch.float32)
-    xtest = torch.as_tensor(pca.transform(data.test.double().numpy()), dtype=torch.float32)
+    xtrain = apply_pca(data.train, state["pca_mean"], state["pca_components"])
+    xtest = apply_pca(data.test, state["pca_mean"], state["pca_components"])
     model = GaussianMixture.from_data(xtrain, cfg.components, cfg.covariance)
     return evaluate(model, state["params"], xtrain, xtest, data.test_labels)
+
+
+def evaluation_rows(metrics):
+    """The rows ``pyrolvm evaluate`` prints for a mixture run."""
+    return [
+        ("test log-likelihood", f"{metrics['test_log_likelihood']:.3f} ± "
+                                f"{metrics['test_log_likelihood_stderr']:.3f} nats per point"),
+        ("BIC (train)", f"{metrics['bic']:.1f}"),
+        ("test ARI vs labels", f"{metrics['test_ari']:.3f}"),
+    ]
 
 
 def summary(metrics, cfg, folder):
@@ -430,3 +323,8 @@ def summary(metrics, cfg, folder):
              f"{cfg.covariance} covariances, {cfg.guide} guide, init={cfg.init} x{cfg.n_init}, "
              f"{metrics['epochs']} epochs ({batch}), seed={cfg.seed}")
     return format_summary(title, rows)
+
+
+KIND = register(RunKind(
+    "gmm", GMMConfig, lambda cfg: train_gmm(cfg), evaluate_gmm, summary, evaluation_rows,
+    description="a Gaussian mixture, assignment enumerated, beside scikit-learn's EM"))

@@ -1,84 +1,152 @@
-"""Unsupervised clustering with a mixture-prior VAE (VaDE-style): train with the component
-enumerated, initialize the prior with a Gaussian mixture fitted to the encoder's means, train
-on, and score the clusters against the labels."""
+"""One mixture-prior VAE clustering run: config -> data -> :func:`pyrolvm.fitting.fit_mixture_vae`
+-> cluster accuracy and ARI -> run folder. ``train_mixture_vae(...)`` is
+``pyrolvm train mixture-vae`` in one call."""
 
-import time
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pyro
 import torch
-from pyro.infer import TraceEnum_ELBO
 
+from .. import plots
+from ..data import check_data, load
+from ..errors import ConfigError
+from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from ..guides import AmortizedNormal
-from ..inference import make_optim, train
 from ..models.mixture_vae import MixturePriorVAE
-from .gmm import fit_mixture
+from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .config import Count, PositiveFloat, RunConfig, Sizes
+from .registry import RunKind, register
+
+__all__ = ["MixtureVAEConfig", "cluster", "cluster_accuracy", "evaluate_mixture_vae",
+           "fit_mixture_vae", "train_mixture_vae"]
 
 
-def cluster_accuracy(labels, clusters):
-    """Accuracy under the best one-to-one mapping of clusters to labels (Hungarian algorithm,
-    ``scipy.optimize.linear_sum_assignment``), as in Xie et al. (2016) and Jiang et al. (2017)."""
-    from scipy.optimize import linear_sum_assignment
+@dataclass
+class MixtureVAEConfig(RunConfig):
+    """Cluster images with a VAE whose prior is a learned Gaussian mixture (VaDE's generative
+    model, the component enumerated): pre-train, fit the prior to draws from q(z | x), train
+    on, and score the test images' MAP clusters against the labels (cluster accuracy under the
+    best one-to-one mapping, adjusted Rand index). The flags of ``pyrolvm train mixture-vae``;
+    ``None`` means the dataset's default."""
 
-    k = int(max(labels.max(), clusters.max())) + 1
-    counts = torch.zeros(k, k, dtype=torch.int64)
-    counts.index_put_((clusters, labels), torch.ones_like(labels), accumulate=True)
-    rows, cols = linear_sum_assignment(-counts.numpy())
-    return counts[rows, cols].sum().item() / len(labels)
+    DATASET_DEFAULTS: ClassVar[dict] = {
+        "digits": dict(latent_dim=5, hidden=(128,), warmup_epochs=10, epochs=10, batch_size=50),
+        "mnist": dict(latent_dim=10, hidden=(500, 500), warmup_epochs=3, epochs=5,
+                      batch_size=100),
+    }
+
+    out: str = "runs/mixture-vae"
+    """the run folder"""
+    components: Count = 10
+    """K, mixture components of the prior (clusters)"""
+    latent_dim: Count | None = None
+    """latent dimensions (default: 5 digits, 10 mnist)"""
+    hidden: Sizes | None = None
+    """hidden sizes of encoder and decoder (default: 128 digits, 500,500 mnist)"""
+    warmup_epochs: Count | None = None
+    """epochs before the prior is fitted (default: 10 digits, 3 mnist)"""
+    epochs: Count | None = None
+    """epochs after the prior is fitted (default: 10 digits, 5 mnist)"""
+    batch_size: Count | None = None
+    """images per step (default: 50 digits, 100 mnist)"""
+    lr: PositiveFloat = 1e-3
+    """Adam learning rate of the pre-training"""
+    finetune_lr_ratio: PositiveFloat = 0.1
+    """learning rate after the prior's initialization, relative to --lr"""
 
 
-@torch.no_grad()
-def cluster(model, guide, x):
-    """MAP cluster of each row of x: argmax_c p(c | z = encoder mean), shape (N,)."""
-    return model.cluster_posterior(guide.encode(x)[0]).argmax(-1)
+def _load_data(cfg):
+    data = load(cfg.dataset, root=cfg.data_root, binarize="dynamic", seed=cfg.seed)
+    check_data(data.train, "the training data")
+    check_data(data.test, "the test data")
+    return data
 
 
-def fit_mixture_vae(data, num_components=10, latent_dim=10, hidden=(500, 500),
-                    warmup_epochs=5, epochs=20, batch_size=100, lr=1e-3, finetune_lr_ratio=0.1,
-                    seed=0, progress=False):
-    """Train a :class:`MixturePriorVAE` with an :class:`AmortizedNormal` guide under
-    ``TraceEnum_ELBO`` on dynamically binarized ``data.train``: ``warmup_epochs`` epochs, then
-    the prior is set to a diagonal Gaussian mixture fitted (:func:`fit_mixture`) to one draw
-    from q(z | x) of every training image, then ``epochs`` more epochs with a fresh Adam at
-    ``lr * finetune_lr_ratio``.
+def train_mixture_vae(config=None, **overrides):
+    """Train a mixture-prior VAE (:func:`pyrolvm.fitting.fit_mixture_vae`) and write the run
+    folder: ``config.json``, ``metrics.json`` (``test_cluster_accuracy``, ``test_ari``, the
+    same right after the prior's initialization with prefix ``init_``, ``train_elbo`` curve,
+    ``seconds``), ``checkpoint.pt``, ``component_means.png`` and ``elbo_curve.png``.
 
     Returns:
-        (model, guide, metrics): ``test_cluster_accuracy``, ``test_ari`` (adjusted Rand index,
-        ``sklearn.metrics.adjusted_rand_score``) of the test images' MAP clusters, the same right
-        after the prior's initialization (``init_``), ``train_elbo`` curve and ``seconds``.
+        dict: the metrics.
+
+    Raises:
+        ConfigError, DataError: bad settings or data (nothing is written).
+        TrainingDiverged: the loss became NaN or infinite.
     """
-    from sklearn.metrics import adjusted_rand_score
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
-    t0 = time.perf_counter()
-    model = MixturePriorVAE(data.data_dim, latent_dim, num_components, hidden)
-    guide = AmortizedNormal(data.data_dim, latent_dim, hidden, "relu")
-    loss = TraceEnum_ELBO(max_plate_nesting=1)
-    optim = make_optim(lr)
-    history = train(model, guide, data.train, loss, optim, epochs=warmup_epochs,
-                    batch_size=batch_size, transform=data.train_transform, progress=progress)
-
-    def scores(prefix):
-        c = cluster(model, guide, data.test)
-        return {f"{prefix}test_cluster_accuracy": cluster_accuracy(data.test_labels, c),
-                f"{prefix}test_ari": float(adjusted_rand_score(data.test_labels.numpy(),
-                                                               c.numpy()))}
-
+    cfg = dataclasses.replace(config or MixtureVAEConfig(), **overrides).resolved()
+    data = _load_data(cfg)
+    folder = run_dir(cfg.out)
+    config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
+    write_json(os.path.join(folder, "config.json"), config_dict)
+    model, guide, fitted = fit_mixture_vae(
+        data, cfg.components, cfg.latent_dim, cfg.hidden, cfg.warmup_epochs, cfg.epochs,
+        cfg.batch_size, cfg.lr, cfg.finetune_lr_ratio, cfg.seed, cfg.progress)
+    save_checkpoint(os.path.join(folder, CHECKPOINT), {
+        "kind": "mixture-vae", "config": config_dict, "history": fitted["train_elbo"],
+        "model": model.state_dict(), "guide": guide.state_dict()})
     with torch.no_grad():
-        # draws from q(z | x), not the means: the prior must cover the aggregate posterior,
-        # whose spread includes the encoder's scales
-        loc, scale = guide.encode(data.train)
-        draws = loc + scale * torch.randn_like(loc)
-    store = pyro.get_param_store().get_state()
-    gmm = fit_mixture(draws, num_components, "diag", epochs=100, seed=seed)
-    pyro.get_param_store().set_state(store)  # fit_mixture used the param store
-    model.set_prior(gmm.params["weights"], gmm.params["locs"], gmm.params["scales"])
-    metrics = scores("init_")
-    # a fresh optimizer (the old moments belong to the random prior) at a lower rate
-    optim = make_optim(lr * finetune_lr_ratio)
-    history = train(model, guide, data.train, loss, optim, epochs=epochs, batch_size=batch_size,
-                    transform=data.train_transform, progress=progress, history=history)
-    metrics.update(scores(""))
-    metrics["train_elbo"] = history["train_elbo"]
-    metrics["seconds"] = time.perf_counter() - t0
-    return model, guide, metrics
+        order = model.prior_logits.argsort(descending=True)
+        means = torch.sigmoid(model.decoder(model.prior_locs[order]))
+    plots.image_grid(os.path.join(folder, "component_means.png"), means, data.image_shape,
+                     "decoded component means, by decreasing weight", ncols=min(10, len(means)))
+    plots.curves(os.path.join(folder, "elbo_curve.png"), {"train_elbo": fitted["train_elbo"]},
+                 ["train_elbo"], "ELBO per datapoint (nats)", "ELBO")
+    metrics = {"status": "ok", **fitted, "epochs": len(fitted["train_elbo"]),
+               "figures": ["component_means.png", "elbo_curve.png"]}
+    write_json(os.path.join(folder, "metrics.json"), metrics)
+    return metrics
+
+
+def evaluate_mixture_vae(folder, data_root=None, progress=True):
+    """Reload a mixture-VAE run folder and recompute its test cluster accuracy and ARI (equal
+    to those in its metrics.json).
+
+    Raises:
+        ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
+    """
+    state = load_checkpoint(folder)
+    if state["kind"] != "mixture-vae":
+        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a mixture-vae run")
+    saved = dict(state["config"])
+    data_dim = saved.pop("data_dim")
+    cfg = dataclasses.replace(MixtureVAEConfig(**saved), progress=progress,
+                              data_root=data_root or saved["data_root"]).resolved()
+    data = _load_data(cfg)
+    pyro.clear_param_store()
+    model = MixturePriorVAE(data_dim, cfg.latent_dim, cfg.components, cfg.hidden)
+    guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, "relu")
+    model.load_state_dict(state["model"])
+    guide.load_state_dict(state["guide"])
+    return cluster_scores(model, guide, data.test, data.test_labels)
+
+
+def evaluation_rows(metrics):
+    """The rows ``pyrolvm evaluate`` and the training summary print for a mixture-VAE run."""
+    return [("test cluster accuracy", f"{100 * metrics['test_cluster_accuracy']:.2f} %"),
+            ("test ARI vs labels", f"{metrics['test_ari']:.3f}")]
+
+
+def summary(metrics, cfg, folder):
+    """The summary table printed at the end of ``pyrolvm train mixture-vae``."""
+    cfg = cfg.resolved()
+    title = (f"mixture-prior VAE on {cfg.dataset}: K={cfg.components}, "
+             f"latent_dim={cfg.latent_dim}, hidden={cfg.hidden}, {cfg.warmup_epochs} + "
+             f"{cfg.epochs} epochs, seed={cfg.seed}")
+    return format_summary(title, evaluation_rows(metrics) + [
+        ("after the prior's init", f"{100 * metrics['init_test_cluster_accuracy']:.2f} %, "
+                                   f"ARI {metrics['init_test_ari']:.3f}"),
+        ("seconds", f"{metrics['seconds']:.1f}"),
+        ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT}, "
+                       f"{', '.join(metrics['figures'])})"),
+    ])
+
+
+KIND = register(RunKind(
+    "mixture-vae", MixtureVAEConfig, lambda cfg: train_mixture_vae(cfg), evaluate_mixture_vae,
+    summary, evaluation_rows,
+    description="clustering with a mixture-prior VAE (VaDE-style), component enumerated"))

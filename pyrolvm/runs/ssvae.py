@@ -1,172 +1,71 @@
-"""Semi-supervised training of M2 (Kingma et al. 2014): a few labelled images, many unlabelled
-ones, the label enumerated in the unlabelled bound, and the auxiliary classification loss."""
+"""One M2 run (Kingma et al. 2014): config -> data -> :func:`pyrolvm.fitting.fit_m2` -> test
+accuracy -> run folder. ``train_m2(...)`` is ``pyrolvm train m2`` in one call."""
 
 import dataclasses
-import math
 import os
-import time
 from dataclasses import dataclass
+from typing import Annotated, ClassVar
 
 import pyro
-import torch
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
-from tqdm.auto import tqdm
+import tyro
 
 from ..data import check_data, load
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError
+from ..fitting import accuracy, fit_m2, split_labels
 from ..guides.ssvae import SSVAEGuide
-from ..inference import make_optim
 from ..models.ssvae import SSVAE
-from .common import (
-    CHECKPOINT,
-    format_summary,
-    run_dir,
-    save_checkpoint,
-    with_dataset_defaults,
-    write_json,
-)
+from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .config import Count, PositiveFloat, RunConfig, Sizes
+from .registry import RunKind, register
 
-
-def split_labels(labels, num_labelled, num_classes=10, seed=0):
-    """Indices of ``num_labelled`` images balanced over the classes (``num_labelled / C`` each,
-    as Kingma et al.) and of the rest, drawn with ``seed``.
-
-    Returns:
-        (labelled (num_labelled,), unlabelled (N - num_labelled,)) int64 index tensors.
-
-    Raises:
-        ConfigError: ``num_labelled`` not a positive multiple of C, or more than a class holds.
-    """
-    if num_labelled < num_classes or num_labelled % num_classes:
-        raise ConfigError(
-            f"the number of labels must be a positive multiple of {num_classes} (balanced "
-            f"classes), got {num_labelled}")
-    gen = torch.Generator().manual_seed(seed)
-    per_class = num_labelled // num_classes
-    chosen = []
-    for c in range(num_classes):
-        idx = (labels == c).nonzero().flatten()
-        if len(idx) < per_class:
-            raise ConfigError(f"class {c} has {len(idx)} images, fewer than {per_class} labels")
-        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
-    labelled = torch.cat(chosen)
-    mask = torch.ones(len(labels), dtype=torch.bool)
-    mask[labelled] = False
-    return labelled, mask.nonzero().flatten()
-
-
-@torch.no_grad()
-def accuracy(guide, x, labels):
-    """Fraction of x whose classifier argmax q(y | x) equals the label."""
-    return (guide.classify(x).argmax(-1) == labels).double().mean().item()
-
-
-def fit_m2(train, train_labels, num_labelled, test=None, test_labels=None, latent_dim=50,
-           hidden=(500,), epochs=10, batch_size=100, lr=1e-3, aux_loss=True,
-           aux_loss_multiplier=None, enumerate=True, transform=torch.bernoulli, seed=0,
-           progress=False):
-    """Train M2 on ``num_labelled`` balanced labelled images and the rest unlabelled.
-
-    Every step takes one unlabelled minibatch (bound U(x) of eq. (7), the label enumerated under
-    ``TraceEnum_ELBO`` or sampled under ``Trace_ELBO``) and one labelled minibatch (bound
-    L(x, y) of eq. (6), plus ``aux_loss_multiplier * -log q(y | x)`` of eq. (9) when
-    ``aux_loss``). The multiplier defaults to ``0.1 * N`` as in Kingma et al., section 4.
-
-    Args:
-        train (torch.Tensor): (N, D) images in [0, 1]; ``transform`` binarizes each minibatch.
-        train_labels (torch.Tensor): (N,) int64 classes (only ``num_labelled`` are used).
-        test, test_labels: held-out images and classes for the per-epoch accuracy.
-        progress (bool): show a progress bar over steps with the running loss and the last
-            epoch's test accuracy.
-
-    Returns:
-        (model, guide, history) with per-epoch ``"loss"`` (mean per step) and
-        ``"test_accuracy"``.
-
-    Raises:
-        ConfigError: see :func:`split_labels`.
-        TrainingDiverged: the loss became NaN or infinite.
-    """
-    pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
-    num_classes = int(train_labels.max()) + 1
-    lab, unlab = split_labels(train_labels, num_labelled, num_classes, seed)
-    d = train.shape[-1]
-    model = SSVAE(d, num_classes, latent_dim, hidden)
-    guide = SSVAEGuide(d, num_classes, latent_dim, hidden, enumerate=enumerate)
-    optim = make_optim(lr)
-    unsup_loss = TraceEnum_ELBO(max_plate_nesting=1) if enumerate else Trace_ELBO()
-    svi_unsup = SVI(model, guide, optim, unsup_loss)
-    svi_sup = SVI(model, guide, optim, Trace_ELBO())
-    alpha = 0.1 * len(train) if aux_loss_multiplier is None else aux_loss_multiplier
-    svi_aux = SVI(lambda x, y: guide.classifier_model(x, y, alpha), lambda x, y: None, optim,
-                  Trace_ELBO()) if aux_loss else None
-    onehot = torch.nn.functional.one_hot(train_labels, num_classes).to(train.dtype)
-    tf = transform or (lambda v: v)
-    history = {"loss": [], "test_accuracy": [], "seconds": []}
-    steps = math.ceil(len(unlab) / batch_size)
-    lab_batch = min(batch_size, len(lab))
-    bar = tqdm(total=epochs * steps, disable=not progress, unit="step", dynamic_ncols=True)
-    for epoch in range(1, epochs + 1):
-        t0, total = time.perf_counter(), 0.0
-        perm = unlab[torch.randperm(len(unlab))]
-        for step in range(steps):
-            xu = tf(train[perm[step * batch_size:(step + 1) * batch_size]])
-            li = lab[torch.randperm(len(lab))[:lab_batch]]
-            xl, yl = tf(train[li]), onehot[li]
-            value = svi_unsup.step(xu) + svi_sup.step(xl, yl)
-            if svi_aux is not None:
-                value += svi_aux.step(xl, yl)
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, step {step + 1}",
-                                       epoch=epoch, step=(epoch - 1) * steps + step + 1)
-            total += value
-            bar.update(1)
-            if step % 10 == 0:
-                acc = history["test_accuracy"][-1] if history["test_accuracy"] else float("nan")
-                bar.set_postfix_str(f"epoch {epoch} loss {total / (step + 1):.1f} "
-                                    f"test acc {acc:.3f}", refresh=False)
-        history["loss"].append(total / steps)
-        history["seconds"].append(time.perf_counter() - t0)
-        if test is not None:
-            history["test_accuracy"].append(accuracy(guide, test, test_labels))
-    bar.close()
-    return model, guide, history
-
-
-#: Per-dataset defaults for settings left as ``None``: MNIST follows Kingma et al. (2014),
-#: section 4 (one hidden layer of 500 softplus units, 50 latent dimensions).
-DATASET_DEFAULTS = {
-    "digits": dict(latent_dim=8, hidden=(128,), epochs=20, lr=3e-3),
-    "mnist": dict(latent_dim=50, hidden=(500,), epochs=10, lr=1e-3),
-}
+__all__ = ["M2Config", "evaluate_m2", "fit_m2", "split_labels", "train_m2"]
 
 
 @dataclass
-class M2Config:
-    """Settings of one M2 run (the flags of ``pyrolvm train m2``); ``None`` means the
-    dataset's default (:data:`DATASET_DEFAULTS`)."""
+class M2Config(RunConfig):
+    """Train M2 on dynamically binarized images with --labels balanced labels, the label
+    enumerated in the unlabelled bound (TraceEnum_ELBO), and report the classifier's test
+    accuracy. The flags of ``pyrolvm train m2``; ``None`` means the dataset's default (MNIST
+    follows Kingma et al. 2014, section 4: one hidden layer of 500 softplus units, 50 latent
+    dimensions)."""
 
-    dataset: str = "digits"
-    data_root: str = None
-    labels: int = 100
-    latent_dim: int = None
-    hidden: tuple = None
-    epochs: int = None
-    batch_size: int = 100
-    lr: float = None
-    aux_loss: bool = True
-    aux_loss_multiplier: float = None
-    enumerate: bool = True
-    seed: int = 0
+    DATASET_DEFAULTS: ClassVar[dict] = {
+        "digits": dict(latent_dim=8, hidden=(128,), epochs=20, lr=3e-3),
+        "mnist": dict(latent_dim=50, hidden=(500,), epochs=10, lr=1e-3),
+    }
+
     out: str = "runs/m2"
-    progress: bool = True
+    """the run folder"""
+    labels: Count = 100
+    """labelled images, balanced over the classes (a multiple of 10)"""
+    latent_dim: Count | None = None
+    """latent dimensions (default: 8 digits, 50 mnist)"""
+    hidden: Sizes | None = None
+    """hidden sizes (default: 128 digits, 500 mnist)"""
+    epochs: Count | None = None
+    """passes over the unlabelled images (default: 20 digits, 10 mnist)"""
+    batch_size: Count = 100
+    """images per minibatch, labelled and unlabelled"""
+    lr: PositiveFloat | None = None
+    """Adam learning rate (default: 3e-3 digits, 1e-3 mnist)"""
+    aux_loss: bool = True
+    """the auxiliary classification loss (eq. 9); --no-aux-loss drops it"""
+    aux_loss_multiplier: PositiveFloat | None = None
+    """weight of the classification loss (default: 0.1 N, Kingma et al.)"""
+    enumerate: Annotated[bool, tyro.conf.arg(aliases=("--sample-labels",)),
+                         tyro.conf.FlagCreatePairsOff] = True
+    """--sample-labels samples the unobserved label (score function) instead of enumerating"""
 
-    def resolved(self):
-        """A copy with every ``None`` replaced by its default."""
-        values = with_dataset_defaults(self, DATASET_DEFAULTS)
-        values["hidden"] = tuple(int(h) for h in values["hidden"])
-        return M2Config(**values)
+
+#: Per-dataset defaults of :class:`M2Config`.
+DATASET_DEFAULTS = M2Config.DATASET_DEFAULTS
+
+
+def _load_data(cfg):
+    data = load(cfg.dataset, root=cfg.data_root, binarize="dynamic", seed=cfg.seed)
+    check_data(data.train, "the training data")
+    check_data(data.test, "the test data")
+    return data
 
 
 def train_m2(config=None, **overrides):
@@ -175,20 +74,18 @@ def train_m2(config=None, **overrides):
     ``test_accuracy``, ``checkpoint.pt``); ``pyrolvm train m2`` in one call.
 
     Returns:
-        dict: the metrics.
+        dict: the metrics (``test_accuracy``, ``test_error``, ``epochs``,
+        ``seconds_per_epoch``, ``curves``).
 
     Raises:
         ConfigError, DataError: bad settings or data (nothing is written).
+        TrainingDiverged: the loss became NaN or infinite.
     """
     cfg = dataclasses.replace(config or M2Config(), **overrides).resolved()
-    if int(cfg.epochs) < 1 or int(cfg.batch_size) < 1:
-        raise ConfigError(f"--epochs and --batch-size must be >= 1, got {cfg.epochs}, "
-                          f"{cfg.batch_size}")
-    data = load(cfg.dataset, root=cfg.data_root, binarize="dynamic", seed=cfg.seed)
-    check_data(data.train, "the training data")
+    data = _load_data(cfg)
     split_labels(data.train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
     folder = run_dir(cfg.out)
-    config_dict = dataclasses.asdict(cfg)
+    config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
     write_json(os.path.join(folder, "config.json"), config_dict)
     model, guide, history = fit_m2(
         data.train, data.train_labels, cfg.labels, data.test, data.test_labels,
@@ -199,12 +96,47 @@ def train_m2(config=None, **overrides):
     save_checkpoint(os.path.join(folder, CHECKPOINT), {
         "kind": "m2", "config": config_dict, "history": history,
         "model": model.state_dict(), "guide": guide.state_dict()})
-    metrics = {"status": "ok", "test_accuracy": history["test_accuracy"][-1],
-               "test_error": 1 - history["test_accuracy"][-1], "epochs": len(history["loss"]),
+    acc = history["test_accuracy"][-1]
+    metrics = {"status": "ok", "test_accuracy": acc, "test_error": 1 - acc,
+               "epochs": len(history["train_elbo"]),
                "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
                "curves": history}
     write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
+
+
+def evaluate_m2(folder, data_root=None, progress=True):
+    """Reload the checkpoint of an M2 run folder and recompute its test accuracy (equal to
+    the one in its metrics.json).
+
+    Returns:
+        dict: ``test_accuracy``, ``test_error``.
+
+    Raises:
+        ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
+    """
+    state = load_checkpoint(folder)
+    if state["kind"] != "m2":
+        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not an m2 run")
+    saved = dict(state["config"])
+    data_dim = saved.pop("data_dim")
+    cfg = dataclasses.replace(M2Config(**saved), data_root=data_root or saved["data_root"],
+                              progress=progress).resolved()
+    data = _load_data(cfg)
+    pyro.clear_param_store()
+    num_classes = int(data.train_labels.max()) + 1
+    model = SSVAE(data_dim, num_classes, cfg.latent_dim, cfg.hidden)
+    guide = SSVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden,
+                       enumerate=cfg.enumerate)
+    model.load_state_dict(state["model"])
+    guide.load_state_dict(state["guide"])
+    acc = accuracy(guide, data.test, data.test_labels)
+    return {"test_accuracy": acc, "test_error": 1 - acc}
+
+
+def evaluation_rows(metrics):
+    """The rows ``pyrolvm evaluate`` prints for an M2 run."""
+    return [("test accuracy", f"{100 * metrics['test_accuracy']:.2f} %")]
 
 
 def summary(metrics, cfg, folder):
@@ -219,3 +151,8 @@ def summary(metrics, cfg, folder):
         ("seconds per epoch", f"{metrics['seconds_per_epoch']:.1f}"),
         ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT})"),
     ])
+
+
+KIND = register(RunKind(
+    "m2", M2Config, lambda cfg: train_m2(cfg), evaluate_m2, summary, evaluation_rows,
+    description="the semi-supervised VAE M2 (Kingma et al. 2014)"))

@@ -7,97 +7,107 @@
 import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 import pyro
 import torch
+import tyro
 
 from .. import plots
-from ..data import check_data, load
+from ..data import BINARIZATIONS, check_data, load
 from ..errors import ConfigError, TrainingDiverged
 from ..guides import (BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCategorical,
                       AmortizedNormal)
-from ..inference import importance_sample, make_elbo, make_optim, mean_and_stderr, train
-from ..models import LATENTS, VAE, SigmoidBeliefNet
-from .common import (
-    CHECKPOINT,
-    format_summary,
-    load_checkpoint,
-    run_dir,
-    save_checkpoint,
-    with_dataset_defaults,
-    write_json,
-)
+from ..inference import ELBOS, importance_sample, make_elbo, make_optim, mean_and_stderr, train
+from ..models import LATENTS, LIKELIHOODS, VAE, SigmoidBeliefNet
+from ..nets import ACTIVATIONS
+from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .config import Count, PositiveFloat, Range, RunConfig, Sizes
+from .registry import RunKind, register
 
-#: Per-dataset defaults for settings left as ``None``. MNIST follows Burda et al. (2016),
-#: section 5: 784-200-200-50 with tanh. Digits is sized to train in about two minutes on 2 cores.
-DATASET_DEFAULTS = {
-    "digits": dict(latent_dim=8, hidden=(128, 128), epochs=300, batch_size=100, lr=3e-3),
-    "mnist": dict(latent_dim=50, hidden=(200, 200), epochs=10, batch_size=100, lr=2e-3),
-}
+Beta = Annotated[float, Range(0, 1, high_open=True)]
 
 
 @dataclass
-class VAEConfig:
-    """Settings of one VAE run (the flags of ``pyrolvm train vae``). ``None`` means the
-    dataset's default (:data:`DATASET_DEFAULTS`); ``binarize=None`` means ``"dynamic"`` for a
-    Bernoulli likelihood and ``"none"`` for a Gaussian one."""
+class VAEConfig(RunConfig):
+    """Train a VAE (Kingma & Welling 2014) with SVI, evaluate the test log-likelihood by
+    importance sampling, and write the run folder. The flags of ``pyrolvm train vae``; a field
+    left ``None`` takes the dataset's default (``DATASET_DEFAULTS``: MNIST follows Burda et
+    al. 2016, section 5, 784-200-200-50 with tanh; digits is sized to train in about two
+    minutes on 2 cores)."""
 
-    dataset: str = "digits"
-    data_root: str = None
-    binarize: str = None
-    likelihood: str = "bernoulli"
-    elbo: str = "trace"
-    num_particles: int = 1
-    latent_dim: int = None
-    hidden: tuple = None
-    activation: str = "tanh"
-    epochs: int = None
-    batch_size: int = None
-    lr: float = None
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-8
-    seed: int = 0
+    DATASET_DEFAULTS: ClassVar[dict] = {
+        "digits": dict(latent_dim=8, hidden=(128, 128), epochs=300, batch_size=100, lr=3e-3),
+        "mnist": dict(latent_dim=50, hidden=(200, 200), epochs=10, batch_size=100, lr=2e-3),
+    }
+
     out: str = "runs/vae"
-    eval_samples: int = 1000
-    eval_batch_size: int = 100
-    progress: bool = True
-    latent: str = "gaussian"
-    num_categories: int = 10
-    reparameterized: bool = True
-    baseline: str = "none"
-    relaxation: str = "none"
-    temperature: float = 0.5
+    """the run folder"""
+    binarize: Literal[BINARIZATIONS] | None = None
+    """default: dynamic for bernoulli, none for gaussian"""
+    likelihood: Literal[LIKELIHOODS] = "bernoulli"
+    """p(x | z)"""
+    elbo: Literal[tuple(ELBOS)] = "trace"
+    """the objective"""
+    num_particles: Count = 1
+    """particles K of the objective"""
+    latent: Literal[("gaussian",) + LATENTS] = "gaussian"
+    """gaussian: the VAE; bernoulli / categorical: a sigmoid belief network with binary or
+    one-hot latents (--latent-dim units or variables)"""
+    num_categories: Annotated[int, Range(2)] = 10
+    """classes per variable of --latent categorical"""
+    reparameterized: Annotated[bool, tyro.conf.arg(name="reparam"),
+                               tyro.conf.FlagCreatePairsOff] = True
+    """--no-reparam samples the Gaussian guide without reparameterization, so that tracegraph
+    uses the score function (REINFORCE)"""
+    baseline: Literal[BASELINES] = "none"
+    """score-function baseline of tracegraph at non-reparameterized latents"""
+    relaxation: Literal[RELAXATIONS] = "none"
+    """discrete latents: Concrete / Gumbel-softmax relaxation, optionally straight-through"""
+    temperature: PositiveFloat = 0.5
+    """relaxation temperature"""
+    latent_dim: Count | None = None
+    """latent dimensions (default: 8 digits, 50 mnist)"""
+    hidden: Sizes | None = None
+    """hidden sizes of encoder and decoder, e.g. 200,200 (default: 128,128 digits, 200,200
+    mnist)"""
+    activation: Literal[tuple(ACTIVATIONS)] = "tanh"
+    """hidden-layer nonlinearity"""
+    epochs: Count | None = None
+    """passes over the training data (default: 300 digits, 10 mnist)"""
+    batch_size: Count | None = None
+    """datapoints per step (default: 100)"""
+    lr: PositiveFloat | None = None
+    """Adam learning rate (default: 3e-3 digits, 2e-3 mnist)"""
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    """Adam betas, each in [0, 1)"""
+    eps: PositiveFloat = 1e-8
+    """Adam eps"""
+    eval_samples: Count = 1000
+    """importance samples K for the test log-likelihood"""
+    eval_batch_size: Count = 100
+    """test datapoints per evaluation call"""
 
-    def resolved(self):
-        """A copy with every ``None`` replaced by its default."""
-        values = with_dataset_defaults(self, DATASET_DEFAULTS)
+    def resolve_defaults(self, values):
         if values["binarize"] is None:
-            values["binarize"] = "dynamic" if self.likelihood == "bernoulli" else "none"
-        values["hidden"] = tuple(int(h) for h in values["hidden"])
-        values["betas"] = tuple(values["betas"])
-        return VAEConfig(**values)
+            values["binarize"] = "dynamic" if values["likelihood"] == "bernoulli" else "none"
+
+    def check(self):
+        if self.latent == "gaussian" and self.relaxation != "none":
+            raise ConfigError("--relaxation is for discrete latents: add --latent bernoulli or "
+                              "--latent categorical")
+        if self.baseline != "none" and (self.relaxation != "none" or (
+                self.latent == "gaussian" and self.reparameterized)):
+            raise ConfigError("--baseline applies to score-function (non-reparameterized) "
+                              "latents: add --no-reparam, or use discrete latents without "
+                              "--relaxation")
+        if self.latent != "gaussian" and self.likelihood != "bernoulli":
+            raise ConfigError("discrete latents come with a Bernoulli likelihood: drop "
+                              "--likelihood")
 
 
-def _check_config(cfg):
-    if int(cfg.num_particles) < 1:
-        raise ConfigError(f"--num-particles must be >= 1, got {cfg.num_particles}")
-    for name in ("epochs", "batch_size", "eval_samples", "eval_batch_size"):
-        value = getattr(cfg, name)
-        if int(value) != value or value < (0 if name == "epochs" else 1):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    latents = ("gaussian",) + LATENTS
-    if cfg.latent not in latents:
-        raise ConfigError(f"unknown --latent {cfg.latent!r}: choose one of {', '.join(latents)}")
-    if cfg.baseline not in BASELINES or cfg.relaxation not in RELAXATIONS:
-        raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)} and --relaxation "
-                          f"one of {', '.join(RELAXATIONS)}")
-    if cfg.latent == "gaussian" and cfg.relaxation != "none":
-        raise ConfigError("--relaxation is for discrete latents: add --latent bernoulli or "
-                          "--latent categorical")
-    if cfg.baseline != "none" and (cfg.relaxation != "none" or (
-            cfg.latent == "gaussian" and cfg.reparameterized)):
-        raise ConfigError("--baseline applies to score-function (non-reparameterized) latents: "
-                          "add --no-reparam, or use discrete latents without --relaxation")
+#: Per-dataset defaults of :class:`VAEConfig` (kept for ``from pyrolvm.runs import ...``).
+DATASET_DEFAULTS = VAEConfig.DATASET_DEFAULTS
 
 
 def build(cfg, data_dim, data_mean=None):
@@ -111,8 +121,6 @@ def build(cfg, data_dim, data_mean=None):
         guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation,
                                 reparameterized=cfg.reparameterized, baseline=cfg.baseline)
         return model, guide
-    if cfg.likelihood != "bernoulli":
-        raise ConfigError("discrete latents come with a Bernoulli likelihood: drop --likelihood")
     relaxed_prior = cfg.temperature if cfg.relaxation == "concrete" else None
     model = SigmoidBeliefNet(data_dim, cfg.latent_dim, cfg.latent, cfg.num_categories,
                              cfg.hidden, cfg.activation, data_mean, temperature=relaxed_prior)
@@ -213,7 +221,6 @@ def train_vae(config=None, data=None, **overrides):
         metrics so far stay in the run folder.
     """
     cfg = dataclasses.replace(config or VAEConfig(), **overrides).resolved()
-    _check_config(cfg)
     data = _load_data(cfg, data)
     pyro.clear_param_store()
     pyro.set_rng_seed(cfg.seed)
@@ -280,12 +287,15 @@ def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True):
         ConfigError: no checkpoint in ``folder``.
     """
     state = load_checkpoint(folder)
+    if state["kind"] != "vae":
+        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a vae run")
     saved = dict(state["config"])
     data_dim = saved.pop("data_dim")
     cfg = VAEConfig(**saved)
     cfg = dataclasses.replace(cfg, progress=progress,
-                              eval_samples=eval_samples or cfg.eval_samples,
-                              data_root=data_root or cfg.data_root)
+                              eval_samples=cfg.eval_samples if eval_samples is None
+                              else eval_samples,
+                              data_root=data_root or cfg.data_root).resolved()
     data = _load_data(cfg, None)
     pyro.clear_param_store()
     model, guide = build(cfg, data_dim)
@@ -329,3 +339,19 @@ def _latent_label(cfg):
     if cfg.baseline != "none":
         parts.append(f"baseline={cfg.baseline}")
     return "".join(", " + p for p in parts)
+
+
+def evaluation_rows(metrics):
+    """The rows ``pyrolvm evaluate`` prints for a VAE run."""
+    k = metrics["eval_samples"]
+    return [
+        ("test ELBO", f"{metrics['test_elbo']:.2f} nats"),
+        (f"test NLL (K={k})", f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
+        ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {k}"),
+    ]
+
+
+KIND = register(RunKind(
+    "vae", VAEConfig, lambda cfg: train_vae(cfg), evaluate_vae, summary, evaluation_rows,
+    description="a VAE with an amortized Gaussian guide (or a sigmoid belief network)",
+    evaluate_options=("eval_samples",)))

@@ -7,6 +7,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from torch.distributions import constraints
 
+from pyrolvm.fitting import initial_params
 from pyrolvm.errors import ConfigError
 from pyrolvm.guides import MixtureMAP, MixtureMeanField
 from pyrolvm.models import GaussianMixture
@@ -17,7 +18,7 @@ def make_data(covariance, seed=0):
     model = GaussianMixture(3, 2, covariance, num_data=60)
     gen = torch.Generator().manual_seed(seed)
     x = torch.cat([torch.randn(20, 2, generator=gen) + 5 * i for i in range(3)])
-    return model, x, model.initial_params(x, "kmeans++", seed=0)
+    return model, x, initial_params(model, x, "kmeans++", seed=0)
 
 
 def log_prior(model, params):

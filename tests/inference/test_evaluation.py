@@ -131,17 +131,17 @@ def test_bad_arguments():
 
 
 def test_particles_are_chunked_so_memory_stays_bounded(monkeypatch):
-    from pyrolvm.inference import evaluation
+    from pyrolvm.inference import MultiSampleELBO
 
     model, x = linear_gaussian()
     calls = []
-    real = evaluation.vectorized_traces
+    real = MultiSampleELBO.importance_weights
 
-    def spy(model, guide, args, kwargs, num_particles, nesting):
-        calls.append((args[0].shape[0], num_particles))
-        return real(model, guide, args, kwargs, num_particles, nesting)
+    def spy(self, model, guide, *args, **kwargs):
+        calls.append((args[0].shape[0], self.num_particles))
+        return real(self, model, guide, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "vectorized_traces", spy)
+    monkeypatch.setattr(MultiSampleELBO, "importance_weights", spy)
     importance_sample(model, exact_guide(model), x, num_samples=5000, batch_size=8)
     # Default chunking keeps batch_size * chunk_size <= 10,000 model evaluations per call,
     # and every datapoint still gets all K = 5000 samples.

@@ -11,7 +11,7 @@ from pyrolvm.data import load
 from pyrolvm.errors import ConfigError
 from pyrolvm.guides import AmortizedNormal
 from pyrolvm.models.mixture_vae import MixturePriorVAE
-from pyrolvm.runs.mixture_vae import cluster_accuracy, fit_mixture_vae
+from pyrolvm.fitting import cluster_accuracy, fit_mixture_vae
 
 
 

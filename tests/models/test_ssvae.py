@@ -12,7 +12,7 @@ from pyrolvm.data import load
 from pyrolvm.errors import ConfigError
 from pyrolvm.guides.ssvae import SSVAEGuide
 from pyrolvm.models.ssvae import SSVAE
-from pyrolvm.runs.ssvae import fit_m2, split_labels
+from pyrolvm.fitting import fit_m2, split_labels
 
 
 

@@ -7,7 +7,7 @@ from scipy.optimize import linear_sum_assignment
 
 from pyrolvm.data import load
 from pyrolvm.errors import ConfigError
-from pyrolvm.runs.gmm import fit_mixture
+from pyrolvm.fitting import fit_mixture
 
 
 

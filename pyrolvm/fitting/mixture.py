@@ -1,0 +1,201 @@
+"""Fitting Gaussian mixtures by SVI with the assignment enumerated, from k-means starts."""
+
+import time
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+from ..errors import ConfigError
+from ..guides.mixture import MixtureMAP, MixtureMeanField
+from ..inference import train
+from ..models.mixture import GaussianMixture, check_num_components
+
+#: How :func:`initial_params` picks the starting centres.
+INITS = ("kmeans++", "kmeans", "random")
+#: The guides :func:`fit_mixture` can fit.
+GUIDES = ("map", "meanfield")
+
+
+def _moments(model, x, labels, reg):
+    k, d = model.num_components, model.data_dim
+    counts = torch.bincount(labels, minlength=k).double()
+    weights = (counts + 1) / (counts.sum() + k)
+    overall_mean = x.mean(0)
+    overall_cov = (torch.atleast_2d(torch.cov(x.T)) if len(x) > 1
+                   else torch.eye(d, dtype=x.dtype))
+    locs, covs = [], []
+    for j in range(k):
+        xj = x[labels == j]
+        locs.append(xj.mean(0) if len(xj) else overall_mean)
+        covs.append(torch.atleast_2d(torch.cov(xj.T)) if len(xj) > 1 else overall_cov)
+    locs, covs = torch.stack(locs), torch.stack(covs)
+    covs = covs + reg * torch.eye(d, dtype=x.dtype)
+    return model.params_from_moments(weights, locs, covs)
+
+
+@torch.no_grad()
+def initial_params(model, x, method="kmeans++", seed=0, reg=1e-6):
+    """Starting values of a mixture's global sites from the data, against the collapse of
+    components onto few points that random starts cause (pyro-ppl/pyro#635): pick K centres,
+    assign every point to its nearest centre, and set each component's weight, mean and
+    covariance to the moments of its points (plus ``reg`` on the variances; a component with
+    fewer than two points gets the whole data's covariance).
+
+    Args:
+        model (GaussianMixture): the mixture (its K, D and covariance type).
+        x (torch.Tensor): training data, shape (N, D).
+        method (str): how to pick the centres: ``"kmeans++"`` (the D^2-weighted seeding of
+            Arthur & Vassilvitskii 2007, ``sklearn.cluster.kmeans_plusplus``), ``"kmeans"``
+            (Lloyd's k-means from that seeding, ``sklearn.cluster.KMeans``: scikit-learn's
+            ``GaussianMixture`` default) or ``"random"`` (K distinct datapoints drawn
+            uniformly, Forgy's method).
+        seed (int): seed of the centre selection (restarts use different seeds).
+        reg (float): added to every variance, as scikit-learn's ``reg_covar``.
+
+    Returns:
+        dict: site name -> tensor, ``weights`` (K,), ``locs`` (K, D), ``scales`` (K, D) and
+        for full covariances ``corr`` (K, D, D).
+
+    Raises:
+        DataError: x is not a finite (N, D) float tensor of the model's dimension.
+        ConfigError: K > N or an unknown method.
+    """
+    model.check_x(x, "training data")
+    k = check_num_components(model.num_components, len(x))
+    if method not in INITS:
+        raise ConfigError(f"unknown initialization {method!r}: choose one of {', '.join(INITS)}")
+    xn = x.detach().double().numpy()
+    if method == "random":
+        gen = torch.Generator().manual_seed(int(seed))
+        centres = x[torch.randperm(len(x), generator=gen)[:k]].double()
+        labels = torch.cdist(x.double(), centres).argmin(-1)
+    elif method == "kmeans++":
+        from sklearn.cluster import kmeans_plusplus
+
+        centres, _ = kmeans_plusplus(xn, k, random_state=int(seed))
+        labels = torch.cdist(x.double(), torch.as_tensor(centres)).argmin(-1)
+    else:
+        from sklearn.cluster import KMeans
+
+        labels = KMeans(k, n_init=1, random_state=int(seed)).fit(xn).labels_
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+    return _moments(model, x.double(), labels, reg)
+
+
+@dataclass
+class MixtureFit:
+    """The result of :func:`fit_mixture`.
+
+    Attributes:
+        model (GaussianMixture): the mixture (priors set from the training data).
+        guide (MixtureMAP or MixtureMeanField): the trained guide of the best restart.
+        params (dict): its point estimates (``guide.median()``), the global site values.
+        history (dict): per-epoch curves of the best restart: ``"train_log_likelihood"``
+            (exact mean log p(x_n) over the training set, nats), ``"train_elbo"`` and
+            ``"seconds"`` (from :func:`pyrolvm.inference.train`; ``train_elbo`` is the
+            minibatch objective, scaled by N / B).
+        restarts (list of float): final mean training log-likelihood of every restart (nats);
+            the best one is kept, as scikit-learn's ``n_init``.
+        seconds (float): wall time of all restarts.
+    """
+
+    model: GaussianMixture
+    guide: object
+    params: dict
+    history: dict
+    restarts: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans", n_init=1,
+                epochs=300, batch_size=None, lr=0.05, lr_decay=0.01, warmup=0.1, num_particles=1,
+                seed=0, progress=False, **model_kwargs):
+    """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
+    exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
+    the epochs (full-size first steps in every coordinate would throw away the k-means start)
+    and decays geometrically to ``lr * lr_decay`` by the last epoch (Pyro's ``LambdaLR``,
+    stepped once per epoch by :func:`~pyrolvm.inference.train`), ``n_init`` times from
+    different starts; keeps the restart with the highest training log-likelihood.
+
+    Clears Pyro's param store before every restart; on return it holds the best restart's
+    parameters (the returned guide's).
+
+    Args:
+        x (torch.Tensor): training data, shape (N, D).
+        num_components (int): K, 1 <= K <= N.
+        covariance (str): ``"full"`` or ``"diag"``.
+        guide (str): ``"map"`` (:class:`MixtureMAP`, point estimates) or ``"meanfield"``
+            (:class:`MixtureMeanField`).
+        init (str): ``"kmeans"`` (Lloyd's k-means from a k-means++ seeding, scikit-learn's
+            default; on digits it reaches EM's optima where the bare seeding can stall in worse
+            ones), ``"kmeans++"`` or ``"random"`` (:func:`initial_params`).
+        n_init (int): restarts (seeds ``seed, seed + 1, ...``).
+        epochs (int): passes over the data per restart.
+        batch_size (int or None): minibatch size (the plate subsamples, scaling by N / B);
+            None for full-batch steps.
+        lr (float): starting learning rate of Adam.
+        lr_decay (float): ratio of the final to the peak learning rate, in (0, 1].
+        warmup (float): fraction of the epochs over which the learning rate rises to ``lr``.
+        num_particles (int): samples of the global sites per step (only matters for
+            ``"meanfield"``).
+        seed (int): seed of the first restart (initial centres, minibatch order, samples).
+        progress (bool): show progress bars.
+        **model_kwargs: prior settings passed to :meth:`GaussianMixture.from_data`.
+
+    Returns:
+        MixtureFit
+
+    Raises:
+        ConfigError: K < 1 or K > N, an unknown covariance type, guide or initialization,
+            n_init < 1, lr <= 0, lr_decay outside (0, 1].
+        DataError: x is not a finite (N, D) float tensor.
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    if guide not in GUIDES:
+        raise ConfigError(f"unknown guide {guide!r}: choose one of {', '.join(GUIDES)}")
+    if init not in INITS:
+        raise ConfigError(f"unknown initialization {init!r}: choose one of {', '.join(INITS)}")
+    if int(n_init) < 1:
+        raise ConfigError(f"n_init must be >= 1, got {n_init}")
+    if not lr > 0:
+        raise ConfigError(f"the learning rate must be positive, got {lr}")
+    if not 0 < lr_decay <= 1:
+        raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
+    model = GaussianMixture.from_data(x, num_components, covariance, **model_kwargs)
+    check_num_components(num_components, len(x))
+    n = len(x)
+    batch_size = n if batch_size is None else min(int(batch_size), n)
+    warm = max(1, round(warmup * int(epochs)))
+
+    def schedule(epoch):
+        """Factor of ``lr`` in epoch ``epoch`` (0-based): linear warm-up, geometric decay."""
+        return min(1.0, (epoch + 1) / warm) * lr_decay ** (epoch / max(1, int(epochs) - 1))
+
+    data = (x, torch.arange(n))
+    t0 = time.perf_counter()
+    best, restarts = None, []
+    for r in range(int(n_init)):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed + r)
+        start = initial_params(model, x, init, seed=seed + r)
+        g = MixtureMAP(model, start) if guide == "map" else MixtureMeanField(model, start)
+        optim = pyro.optim.LambdaLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
+                                     "lr_lambda": schedule})
+        loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=int(num_particles))
+
+        def callback(epoch, history, g=g):
+            return {"train_log_likelihood": model.log_likelihood(x, g.median()).mean().item()}
+
+        history = train(model, g, data, loss, optim, epochs=int(epochs), batch_size=batch_size,
+                        callback=callback, progress=progress)
+        final = (history["train_log_likelihood"][-1] if history.get("train_log_likelihood")
+                 else model.log_likelihood(x, g.median()).mean().item())
+        restarts.append(final)
+        if best is None or final > best[0]:
+            best = (final, g, history, pyro.get_param_store().get_state())
+    _, g, history, state = best
+    pyro.get_param_store().set_state(state)
+    return MixtureFit(model, g, {k: v.detach() for k, v in g.median().items()}, history,
+                      restarts, time.perf_counter() - t0)

@@ -1,0 +1,114 @@
+"""Semi-supervised training of M2 (Kingma et al. 2014): a few labelled images, many unlabelled
+ones, the label enumerated in the unlabelled bound, and the auxiliary classification loss."""
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+
+from ..errors import ConfigError
+from ..guides.ssvae import SSVAEGuide
+from ..inference import make_optim, train
+from ..models.ssvae import SSVAE
+
+
+def split_labels(labels, num_labelled, num_classes=10, seed=0):
+    """Indices of ``num_labelled`` images balanced over the classes (``num_labelled / C`` each,
+    as Kingma et al.) and of the rest, drawn with ``seed``.
+
+    Returns:
+        (labelled (num_labelled,), unlabelled (N - num_labelled,)) int64 index tensors.
+
+    Raises:
+        ConfigError: ``num_labelled`` not a positive multiple of C, or more than a class holds.
+    """
+    if num_labelled < num_classes or num_labelled % num_classes:
+        raise ConfigError(
+            f"the number of labels must be a positive multiple of {num_classes} (balanced "
+            f"classes), got {num_labelled}")
+    gen = torch.Generator().manual_seed(seed)
+    per_class = num_labelled // num_classes
+    chosen = []
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) < per_class:
+            raise ConfigError(f"class {c} has {len(idx)} images, fewer than {per_class} labels")
+        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    labelled = torch.cat(chosen)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[labelled] = False
+    return labelled, mask.nonzero().flatten()
+
+
+@torch.no_grad()
+def accuracy(guide, x, labels):
+    """Fraction of x (N, D) whose classifier argmax q(y | x) equals the label (N,), a float."""
+    return (guide.classify(x).argmax(-1) == labels).double().mean().item()
+
+
+def _empty_guide(*args):
+    """The guide of the classification term: it has no latent sites."""
+
+
+def fit_m2(train_x, train_labels, num_labelled, test=None, test_labels=None, latent_dim=50,
+           hidden=(500,), epochs=10, batch_size=100, lr=1e-3, aux_loss=True,
+           aux_loss_multiplier=None, enumerate=True, transform=torch.bernoulli, seed=0,
+           progress=False, model=None, guide=None, optim=None, history=None, callback=None):
+    """Train M2 on ``num_labelled`` balanced labelled images and the rest unlabelled, with
+    :func:`pyrolvm.inference.train` (one loop, progress bar and divergence check).
+
+    Every step takes one unlabelled minibatch (bound U(x) of eq. (7), the label enumerated under
+    ``TraceEnum_ELBO`` or sampled under ``Trace_ELBO``) and one labelled minibatch (bound
+    L(x, y) of eq. (6), plus ``aux_loss_multiplier * -log q(y | x)`` of eq. (9) when
+    ``aux_loss``). The multiplier defaults to ``0.1 * N`` as in Kingma et al., section 4.
+    The random state is seeded by ``seed`` only when no ``model`` is given (a fresh fit).
+
+    Args:
+        train_x (torch.Tensor): (N, D) images in [0, 1]; ``transform`` binarizes each minibatch.
+        train_labels (torch.Tensor): (N,) int64 classes (only ``num_labelled`` are used).
+        test, test_labels: held-out images and classes for the per-epoch accuracy.
+        progress (bool): show a progress bar over steps with the running loss.
+        model, guide, optim, history: continue training these (default: new ones, seeded).
+        callback (callable or None): as :func:`pyrolvm.inference.train`'s, after the accuracy.
+
+    Returns:
+        (model, guide, history): per-epoch ``"train_elbo"`` (the unlabelled bound per image,
+        nats), ``"train_loss"`` (mean per step of the three losses summed), ``"seconds"`` and,
+        with test data, ``"test_accuracy"``.
+
+    Raises:
+        ConfigError: see :func:`split_labels`.
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    num_classes = int(train_labels.max()) + 1
+    if model is None:
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+    lab, unlab = split_labels(train_labels, num_labelled, num_classes, seed)
+    d = train_x.shape[-1]
+    model = model or SSVAE(d, num_classes, latent_dim, hidden)
+    guide = guide or SSVAEGuide(d, num_classes, latent_dim, hidden, enumerate=enumerate)
+    optim = optim or make_optim(lr)
+    unsup_loss = TraceEnum_ELBO(max_plate_nesting=1) if enumerate else Trace_ELBO()
+    alpha = 0.1 * len(train_x) if aux_loss_multiplier is None else aux_loss_multiplier
+    extra = [(model, guide, Trace_ELBO())]
+    if aux_loss:
+        extra.append((lambda x, y: guide.classifier_model(x, y, alpha), _empty_guide,
+                      Trace_ELBO()))
+    onehot = torch.nn.functional.one_hot(train_labels, num_classes).to(train_x.dtype)
+    tf = transform or (lambda v: v)
+    lab_batch = min(batch_size, len(lab))
+
+    def labelled_batch():
+        li = lab[torch.randperm(len(lab))[:lab_batch]]
+        return tf(train_x[li]), onehot[li]
+
+    callbacks = []
+    if test is not None:
+        callbacks.append(lambda epoch, hist: {"test_accuracy": accuracy(guide, test, test_labels)})
+    if callback is not None:
+        callbacks.append(callback)
+    history = train(model, guide, train_x[unlab], unsup_loss, optim, epochs=epochs,
+                    batch_size=batch_size, transform=transform, callback=callbacks,
+                    progress=progress, history=history, extra_objectives=extra,
+                    extra_batch=labelled_batch)
+    return model, guide, history

@@ -1,0 +1,154 @@
+"""The base of every multi-sample objective: K vectorized particles, per-datapoint
+log-weights of shape (K, B), plate scaling and the reparameterization check."""
+
+import math
+from typing import NamedTuple
+
+import torch
+from pyro.distributions.util import detach
+from pyro.infer import ELBO
+from pyro.infer.enum import get_importance_trace
+from pyro.poutine import Trace
+
+from ...errors import ConfigError
+from ..importance import latent_sites, log_weights
+
+
+class ImportanceWeights(NamedTuple):
+    """One draw of K particles for a batch of B datapoints.
+
+    Attributes:
+        log_w (torch.Tensor): shape (K, B), ``log p(x_b, z_kb) - log q(z_kb | x_b)`` in nats,
+            unscaled.
+        scale (float): the sites' common likelihood scale (``N / B`` under a subsampled
+            plate, else 1), by which a per-datapoint bound summed over the batch is multiplied.
+        model_trace, guide_trace (pyro.poutine.Trace): the traces the weights come from.
+    """
+
+    log_w: torch.Tensor
+    scale: float
+    model_trace: Trace
+    guide_trace: Trace
+
+
+def _stop_guide_params(guide_trace):
+    """A copy of ``guide_trace`` whose latent sites' log-densities are evaluated with the
+    distribution's parameters detached but the sampled value attached, so that only the path
+    derivative through z reaches the guide's parameters (Roeder et al. 2017, eq. 8)."""
+    trace = Trace()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"]:
+            site = dict(site)
+            site["unscaled_log_prob"] = detach(site["fn"]).log_prob(site["value"])
+        trace.add_node(name, **site)
+    return trace
+
+
+class MultiSampleELBO(ELBO):
+    r"""Base class of the multi-sample objectives (IWAE, DReG, STL, VIMCO, ...): a
+    ``pyro.infer.ELBO`` whose K particles are vectorized in Pyro's outermost particle plate and
+    whose log-weights are kept **per datapoint**, shape (K, B), so that each subclass is the
+    few lines of its bound and surrogate.
+
+    A subclass sets
+
+    - :meth:`bound`: the per-datapoint bound from the (K, B) log-weights (default: the IWAE
+      bound :math:`\log \frac1K \sum_k w_k`); :meth:`loss` reports minus its batch sum times
+      the plate scale, in nats, like ``Trace_ELBO``;
+    - :meth:`surrogate`: the tensor whose gradient is the estimator (default: minus the bound,
+      differentiated by reparameterization);
+    - ``stop_guide_params``: evaluate log q with the guide's parameters detached in the
+      surrogate (path derivatives only: STL, DReG);
+    - ``needs_rsample``: refuse guides with non-reparameterized latent sites (``False`` for
+      score-function estimators such as VIMCO).
+
+    Under a subsampled plate (``pyro.plate(..., subsample_size=B)``, or ``poutine.scale``)
+    the scale multiplies the per-datapoint bound *outside* the log-sum-exp, which is the
+    unbiased estimate of the full-data bound. (Pyro's ``RenyiELBO`` with ``alpha=0`` equals
+    :class:`IWAE` on a plain batch, since it too keeps plate dimensions, but it applies the
+    scale inside the log-sum-exp.)
+
+    Args:
+        num_particles (int): K >= 1.
+        max_plate_nesting (int): plate dimensions of the model (guessed by one run if omitted,
+            by ``pyro.infer.ELBO``).
+        batch_plate (str or None): name of the batch plate; default the outermost plate around
+            the first observed site.
+
+    Raises:
+        ConfigError: K < 1; a non-reparameterizable guide site where ``needs_rsample``; a
+        latent site outside the batch plate; sites with different scales.
+    """
+
+    stop_guide_params = False
+    needs_rsample = True
+
+    def __init__(self, num_particles=5, max_plate_nesting=float("inf"), batch_plate=None):
+        if int(num_particles) < 1:
+            raise ConfigError(f"num_particles must be >= 1, got {num_particles}")
+        super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+        self.batch_plate = batch_plate
+
+    def _get_trace(self, model, guide, args, kwargs):
+        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+
+    def importance_weights(self, model, guide, *args, stop_guide_params=False,
+                           check_rsample=True, **kwargs):
+        """Run guide and model once with K vectorized particles.
+
+        Args:
+            model, guide: Pyro callables, called as ``model(*args, **kwargs)``.
+            stop_guide_params (bool): log q evaluated with the guide's parameters detached.
+            check_rsample (bool): refuse non-reparameterized guide sites where the objective
+                ``needs_rsample`` (``False`` for mere evaluation).
+
+        Returns:
+            ImportanceWeights
+        """
+        model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
+        if self.needs_rsample and check_rsample:
+            for site in latent_sites(guide_trace):
+                if not site["fn"].has_rsample:
+                    raise ConfigError(
+                        f"{type(self).__name__} needs reparameterized guide sites, but "
+                        f"{site['name']!r} ({type(site['fn']).__name__}) has no rsample: use "
+                        "VIMCO or a score-function estimator (TraceGraph_ELBO) instead"
+                    )
+        if stop_guide_params:
+            guide_trace = _stop_guide_params(guide_trace)
+        log_w, scale = log_weights(model_trace, guide_trace, self.max_plate_nesting,
+                                   self.batch_plate, particles=self.num_particles > 1)
+        return ImportanceWeights(log_w, scale, model_trace, guide_trace)
+
+    def bound(self, log_w):
+        """The per-datapoint bound, shape (B,), from log-weights of shape (K, B) (nats).
+        Default: the IWAE bound ``logsumexp_k(log w) - log K``."""
+        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+
+    def surrogate(self, weights):
+        """The 0-d tensor whose gradient is the estimator (default: minus the bound summed over
+        the batch, times the scale)."""
+        return -weights.scale * self.bound(weights.log_w).sum()
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The surrogate loss as a differentiable 0-d tensor (nats)."""
+        weights = self.importance_weights(model, guide, *args,
+                                          stop_guide_params=self.stop_guide_params, **kwargs)
+        return self.surrogate(weights)
+
+    def loss(self, model, guide, *args, **kwargs):
+        """Minus the bound summed over the batch, times the scale, as a float (nats)."""
+        with torch.no_grad():
+            weights = self.importance_weights(model, guide, *args, **kwargs)
+            return -weights.scale * self.bound(weights.log_w).sum().item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        """The loss as a float (nats); the estimator's gradient is accumulated into the
+        parameters' ``.grad``."""
+        weights = self.importance_weights(model, guide, *args,
+                                          stop_guide_params=self.stop_guide_params, **kwargs)
+        surrogate = self.surrogate(weights)
+        if surrogate.requires_grad:
+            surrogate.backward(retain_graph=self.retain_graph)
+        return -weights.scale * self.bound(weights.log_w.detach()).sum().item()

@@ -1,0 +1,134 @@
+"""DReG: doubly reparameterized gradients of the IWAE bound."""
+
+import torch
+
+from ...errors import ConfigError
+from ..importance import find_batch_plate, latent_sites
+from .base import MultiSampleELBO
+
+
+def _param_tensors(trace):
+    """Unconstrained leaf tensors of the ``param`` sites of a trace (what ``SVI`` updates)."""
+    return {
+        site["value"].unconstrained()
+        for site in trace.nodes.values()
+        if site["type"] == "param"
+    }
+
+
+def _accumulate(params, grads):
+    for p, g in zip(params, grads, strict=True):
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g.detach().clone()
+        else:
+            p.grad += g.detach()
+
+
+class DReG(MultiSampleELBO):
+    r"""Doubly reparameterized gradient estimator of the IWAE bound (Tucker, Lawson, Gu &
+    Maddison 2019, "Doubly Reparameterized Gradient Estimators for Monte Carlo Objectives",
+    eq. (5) for the guide, eq. (2) for the model).
+
+    With :math:`\tilde w_k = w_k / \sum_j w_j` and :math:`z_k = z(\epsilon_k, \phi)`:
+
+    .. math::
+        \hat\nabla_\phi = \sum_k \tilde w_k^2\,
+            \frac{\partial \log w_k}{\partial z_k}\frac{\partial z_k}{\partial \phi},
+        \qquad
+        \hat\nabla_\theta = \sum_k \tilde w_k\, \nabla_\theta \log p_\theta(x, z_k),
+
+    where in :math:`\log w_k = \log p(x, z_k) - \log q_\phi(z_k|x)` the guide's parameters are
+    held fixed (only the path through :math:`z_k` is differentiated). Both are **unbiased** for
+    :math:`\nabla \mathcal{L}_K` (the guide part because the score term's expectation is
+    rewritten by reparameterizing twice); unlike the plain IWAE gradient, the guide's
+    signal-to-noise ratio does not decay as :math:`1/\sqrt K` (Rainforth et al. 2018). At K = 1
+    the guide gradient equals STL's.
+
+    For a guide with one latent site (an amortized encoder) one backward pass suffices: the
+    gradient arriving at :math:`z_k` is multiplied by :math:`\tilde w_k` (a tensor hook).
+    Otherwise (a latent feeding another guide site) the model and guide gradients come from two
+    backward passes over one forward pass. A parameter used by both the model and the guide
+    is rejected, since its gradient would mix the two estimators. Works per datapoint under
+    the batch plate, like :class:`IWAE`. The loss is the negative IWAE bound;
+    :meth:`differentiable_loss` is IWAE's (its plain gradient is IWAE's, not DReG's: use
+    :meth:`loss_and_grads` for the DReG gradient).
+
+    Args: see :class:`~pyrolvm.inference.MultiSampleELBO` (``num_particles`` = K).
+        single_pass (bool): use the one-backward hook where the guide has one latent site
+            (default); ``False`` always takes the general two-pass computation.
+
+    Raises:
+        ConfigError: K < 1; a non-reparameterized guide site; a latent site outside the batch
+        plate; a parameter shared by model and guide.
+    """
+
+    def __init__(self, num_particles=5, max_plate_nesting=float("inf"), batch_plate=None,
+                 single_pass=True):
+        super().__init__(num_particles, max_plate_nesting, batch_plate)
+        self.single_pass = single_pass
+
+    def _one_pass(self, weights, site, normalized):
+        """One backward pass, for a guide with a single latent site z: its value feeds only
+        log p(x, z) and the detached log q(z), so multiplying the gradient arriving at z_k by
+        w~_k turns the IWAE surrogate's w~_k into w~_k^2 on the path into the guide, and
+        leaves the model's gradient w~_k grad_theta log p(x, z_k) as it is."""
+        surrogate = -weights.scale * (normalized * weights.log_w).sum()
+        if not surrogate.requires_grad:
+            return
+        if self.num_particles == 1:  # w~ = 1: the hook would multiply by one
+            surrogate.backward(retain_graph=self.retain_graph)
+            return
+        value = site["value"]
+        rank = self.max_plate_nesting
+        plate = find_batch_plate(weights.model_trace, self.batch_plate)
+        shape = [1] * rank
+        shape[0] = normalized.shape[0]
+        if plate is not None:
+            shape[rank + plate.dim] = normalized.shape[1]
+        event_dim = value.dim() - len(site["fn"].batch_shape)
+        w = normalized.reshape(shape + [1] * event_dim)
+        handle = value.register_hook(lambda g: g * w)
+        try:
+            surrogate.backward(retain_graph=self.retain_graph)
+        finally:
+            handle.remove()
+
+    def _two_passes(self, model_params, guide_params, weights, normalized):
+        """The general case: separate gradients of two surrogates for model and guide."""
+        log_w, scale = weights.log_w, weights.scale
+        # model: IWAE gradient sum_k w~_k grad log w_k (log q does not depend on theta)
+        surrogate_model = -scale * (normalized * log_w).sum()
+        # guide: squared normalized weights on the path derivative (q's params are detached)
+        surrogate_guide = -scale * (normalized.pow(2) * log_w).sum()
+        if model_params and surrogate_model.requires_grad:
+            grads = torch.autograd.grad(
+                surrogate_model, model_params, retain_graph=True, allow_unused=True
+            )
+            _accumulate(model_params, grads)
+        if guide_params and surrogate_guide.requires_grad:
+            grads = torch.autograd.grad(
+                surrogate_guide, guide_params, retain_graph=self.retain_graph,
+                allow_unused=True,
+            )
+            _accumulate(guide_params, grads)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        """The negative IWAE bound as a float (nats); DReG gradients are accumulated into the
+        ``.grad`` of the model's and the guide's parameters."""
+        weights = self.importance_weights(model, guide, *args, stop_guide_params=True, **kwargs)
+        model_params = _param_tensors(weights.model_trace)
+        guide_params = _param_tensors(weights.guide_trace)
+        if model_params & guide_params:
+            raise ConfigError(
+                "DReG needs disjoint model and guide parameters, but the model and the guide "
+                "share some: use IWAE for such a pair"
+            )
+        normalized = torch.softmax(weights.log_w, dim=0).detach()
+        latent = latent_sites(weights.guide_trace)
+        if len(latent) == 1 and latent[0]["value"].requires_grad and self.single_pass:
+            self._one_pass(weights, latent[0], normalized)
+        else:
+            self._two_passes(list(model_params), list(guide_params), weights, normalized)
+        return -weights.scale * self.bound(weights.log_w.detach()).sum().item()
