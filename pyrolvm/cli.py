@@ -14,7 +14,7 @@ from typing import Annotated, Union
 
 import tyro
 
-from .errors import PyroLVMError
+from .errors import Interrupted, PyroLVMError
 from .runs import RUNS, evaluate_run
 from .runs.common import format_summary
 
@@ -90,12 +90,15 @@ def main(argv=None):
     command = parse(argv)
     try:
         print(run(command))
+    except Interrupted as exc:
+        print(f"pyrolvm: {exc}", file=sys.stderr)
+        return 130
     except PyroLVMError as exc:
         print(f"pyrolvm: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pyrolvm: interrupted; the run folder keeps the last completed epoch's checkpoint",
-              file=sys.stderr)
+        print("pyrolvm: interrupted; the run folder keeps the last checkpoint: run the same "
+              "command with --resume to continue", file=sys.stderr)
         return 130
     return 0
 

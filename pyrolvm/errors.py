@@ -31,3 +31,19 @@ class TrainingDiverged(PyroLVMError, RuntimeError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+class Interrupted(PyroLVMError):
+    """Training stopped on SIGINT or SIGTERM after finishing its current step; the checkpoint
+    holds the state at that step, from which the run can be resumed.
+
+    Attributes:
+        epoch (int): the epoch (1-based) in progress.
+        step (int): the steps of that epoch completed.
+        history (dict): the curves of the completed epochs.
+    """
+
+    def __init__(self, message, epoch=None, step=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step

@@ -33,8 +33,9 @@ def test_train_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsys):
     assert metrics["test_nll"] < -metrics["test_elbo"] + 0.5
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["latent_dim"] == 2 and config["seed"] == 3
-    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
-    assert {"model", "guide", "optim", "config", "history"} <= set(state)
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert {"model", "guide", "config", "train", "epoch", "kind"} <= set(state)
+    assert {"optim", "params", "rng", "history", "epoch", "step"} <= set(state["train"])
     # `evaluate` reloads the checkpoint and reproduces the test figures exactly (same seed).
     again = evaluate_vae(out, progress=False)
     for key in ("test_elbo", "test_nll", "test_nll_stderr"):

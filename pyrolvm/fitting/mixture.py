@@ -9,7 +9,7 @@ from pyro.infer import TraceEnum_ELBO
 
 from ..errors import ConfigError
 from ..guides.mixture import MixtureMAP, MixtureMeanField
-from ..inference import train
+from ..inference import load_param_state, param_state, rng_state, set_rng_state, train
 from ..models.mixture import GaussianMixture, check_num_components
 
 #: How :func:`initial_params` picks the starting centres.
@@ -111,7 +111,7 @@ class MixtureFit:
 
 def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans", n_init=1,
                 epochs=300, batch_size=None, lr=0.05, lr_decay=0.01, warmup=0.1, num_particles=1,
-                seed=0, progress=False, **model_kwargs):
+                seed=0, progress=False, checkpoint=None, resume_from=None, **model_kwargs):
     """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
     exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
     the epochs (full-size first steps in every coordinate would throw away the k-means start)
@@ -142,6 +142,12 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
             ``"meanfield"``).
         seed (int): seed of the first restart (initial centres, minibatch order, samples).
         progress (bool): show progress bars.
+        checkpoint (callable or None): ``checkpoint(state)`` at the end of every epoch and of
+            every restart (and on interruption): a dict of tensors and plain values (the
+            restarts so far, the best one's parameters, :func:`~pyrolvm.inference.train`'s
+            state).
+        resume_from (dict or None): such a state; the fit continues from it and ends as the
+            uninterrupted fit would (bitwise on CPU).
         **model_kwargs: prior settings passed to :meth:`GaussianMixture.from_data`.
 
     Returns:
@@ -175,12 +181,17 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
 
     data = (x, torch.arange(n))
     t0 = time.perf_counter()
-    best, restarts = None, []
-    for r in range(int(n_init)):
+
+    def make_guide(r):
+        start = initial_params(model, x, init, seed=seed + r)
+        return MixtureMAP(model, start) if guide == "map" else MixtureMeanField(model, start)
+
+    state = resume_from or {"restart": 0, "restarts": [], "best": None, "train": None}
+    restarts, best = list(state["restarts"]), state["best"]
+    for r in range(state["restart"], int(n_init)):
         pyro.clear_param_store()
         pyro.set_rng_seed(seed + r)
-        start = initial_params(model, x, init, seed=seed + r)
-        g = MixtureMAP(model, start) if guide == "map" else MixtureMeanField(model, start)
+        g = make_guide(r)
         optim = pyro.optim.LambdaLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
                                      "lr_lambda": schedule})
         loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=int(num_particles))
@@ -188,14 +199,29 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
         def callback(epoch, history, g=g):
             return {"train_log_likelihood": model.log_likelihood(x, g.median()).mean().item()}
 
+        def save(train_state, r=r):
+            checkpoint({"restart": r, "restarts": list(restarts), "best": best,
+                        "train": train_state})
+
         history = train(model, g, data, loss, optim, epochs=int(epochs), batch_size=batch_size,
-                        callback=callback, progress=progress)
+                        callback=callback, progress=progress,
+                        checkpoint=save if checkpoint is not None else None,
+                        resume_from=state["train"] if r == state["restart"] else None)
         final = (history["train_log_likelihood"][-1] if history.get("train_log_likelihood")
                  else model.log_likelihood(x, g.median()).mean().item())
         restarts.append(final)
-        if best is None or final > best[0]:
-            best = (final, g, history, pyro.get_param_store().get_state())
-    _, g, history, state = best
-    pyro.get_param_store().set_state(state)
-    return MixtureFit(model, g, {k: v.detach() for k, v in g.median().items()}, history,
+        if best is None or final > best["final"]:
+            best = {"index": r, "final": final, "params": param_state(), "history": history}
+        if checkpoint is not None:
+            checkpoint({"restart": r + 1, "restarts": list(restarts), "best": best, "train": None})
+    # the best restart's guide, rebuilt with its parameters (the random state is left as the
+    # last restart left it)
+    saved_rng = rng_state()
+    pyro.clear_param_store()
+    g = make_guide(best["index"])
+    with torch.no_grad():
+        g(*data)
+    load_param_state(best["params"])
+    set_rng_state(saved_rng)
+    return MixtureFit(model, g, {k: v.detach() for k, v in g.median().items()}, best["history"],
                       restarts, time.perf_counter() - t0)

@@ -52,7 +52,8 @@ def _empty_guide(*args):
 def fit_m2(train_x, train_labels, num_labelled, test=None, test_labels=None, latent_dim=50,
            hidden=(500,), epochs=10, batch_size=100, lr=1e-3, aux_loss=True,
            aux_loss_multiplier=None, enumerate=True, transform=torch.bernoulli, seed=0,
-           progress=False, model=None, guide=None, optim=None, history=None, callback=None):
+           progress=False, model=None, guide=None, optim=None, history=None, callback=None,
+           checkpoint=None, resume_from=None):
     """Train M2 on ``num_labelled`` balanced labelled images and the rest unlabelled, with
     :func:`pyrolvm.inference.train` (one loop, progress bar and divergence check).
 
@@ -69,6 +70,8 @@ def fit_m2(train_x, train_labels, num_labelled, test=None, test_labels=None, lat
         progress (bool): show a progress bar over steps with the running loss.
         model, guide, optim, history: continue training these (default: new ones, seeded).
         callback (callable or None): as :func:`pyrolvm.inference.train`'s, after the accuracy.
+        checkpoint, resume_from: as :func:`pyrolvm.inference.train`'s (a resumed fit ends
+            bitwise equal to the uninterrupted one).
 
     Returns:
         (model, guide, history): per-epoch ``"train_elbo"`` (the unlabelled bound per image,
@@ -110,5 +113,6 @@ def fit_m2(train_x, train_labels, num_labelled, test=None, test_labels=None, lat
     history = train(model, guide, train_x[unlab], unsup_loss, optim, epochs=epochs,
                     batch_size=batch_size, transform=transform, callback=callbacks,
                     progress=progress, history=history, extra_objectives=extra,
-                    extra_batch=labelled_batch)
+                    extra_batch=labelled_batch, checkpoint=checkpoint,
+                    resume_from=resume_from)
     return model, guide, history

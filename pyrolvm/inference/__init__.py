@@ -10,6 +10,7 @@ from .evaluation import PROPOSALS, ImportanceResult, importance_sample, log_like
 from .importance import find_batch_plate, latent_sites, log_weights, prior_proposal, sum_to_batch
 from .objectives import (ELBOS, IWAE, STL, VIMCO, DReG, ImportanceWeights, MultiSampleELBO,
                          make_elbo)
+from .state import load_param_state, param_state, rng_state, set_rng_state
 from .training import make_optim, train
 
 __all__ = [
@@ -28,14 +29,18 @@ __all__ = [
     "gradient_snr",
     "importance_sample",
     "latent_sites",
+    "load_param_state",
     "log_likelihood",
     "log_weights",
     "make_elbo",
     "make_optim",
     "mean_and_stderr",
     "num_rows",
+    "param_state",
     "prior_proposal",
+    "rng_state",
     "rows",
+    "set_rng_state",
     "sum_to_batch",
     "train",
 ]

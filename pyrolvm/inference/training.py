@@ -1,6 +1,9 @@
 """The training loop: stochastic variational inference over minibatches held in memory."""
 
+import contextlib
 import math
+import signal
+import threading
 import time
 
 import pyro
@@ -9,9 +12,10 @@ from pyro.infer import SVI
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
 from .batches import as_tuple
 from .objectives import make_elbo
+from .state import load_param_state, param_state, rng_state, set_rng_state
 
 
 def make_optim(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
@@ -21,9 +25,40 @@ def make_optim(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
     return pyro.optim.Adam({"lr": lr, "betas": tuple(betas), "eps": eps})
 
 
+@contextlib.contextmanager
+def _stop_requests(enabled):
+    """While active, SIGINT and SIGTERM set ``flag["stop"]`` instead of stopping the process
+    (a second SIGINT stops at once); outside the main thread nothing is installed."""
+    flag = {"stop": None}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["stop"] = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _warm_up(objectives, batches):
+    """Evaluate each objective once without gradients, so that every parameter exists in the
+    param store and every ELBO has guessed its plate nesting, as after a first step."""
+    with torch.no_grad():
+        for (model, guide, loss), batch in zip(objectives, batches, strict=True):
+            loss.loss(model, guide, *batch)
+
+
 def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100,
           transform=None, callback=None, progress=True, history=None, check_every_step=False,
-          extra_objectives=(), extra_batch=None):
+          extra_objectives=(), extra_batch=None, checkpoint=None, resume_from=None,
+          handle_signals=True):
     """Fit ``model``/``guide`` with ``pyro.infer.SVI`` on minibatches of ``data``.
 
     Each epoch visits the N datapoints once in a fresh random order (``torch``'s global RNG,
@@ -39,6 +74,18 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
     called with ``extra_batch()`` (drawn once per step, e.g. a labelled minibatch) or, without
     it, with the main batch.
 
+    **Checkpoints and resume.** ``checkpoint(state)`` is called at the end of every epoch
+    (after the callbacks) and when the run is interrupted; ``state`` is a dict of tensors and
+    plain values (loadable with ``torch.load(weights_only=True)``): the position (``epoch``,
+    ``step`` within it, the epoch's data order ``perm`` and running sums), ``history``, the
+    param store's values, the optimizer's state and every RNG state. A new call with the same
+    arguments and ``resume_from=state`` continues from there and ends with parameters and
+    curves bitwise equal to the uninterrupted call's (on CPU; the ``seconds`` curve excepted).
+
+    **Interruption.** SIGINT (Ctrl-C) or SIGTERM during training finishes the current step,
+    calls ``checkpoint`` with the mid-epoch state (or, in an epoch's last step, finishes the
+    epoch and its checkpoint) and raises :class:`Interrupted`; a second SIGINT stops at once.
+
     Args:
         model, guide: Pyro callables following Pyro's rules (one batch plate).
         data (torch.Tensor or tuple of torch.Tensor): N datapoints along dim 0.
@@ -51,7 +98,8 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
             each epoch (1-based); may return a dict of further per-epoch metrics, appended to
             ``history`` before the next callback runs.
         progress (bool): show a progress bar with the running ELBO.
-        history (dict or None): curves to continue (e.g. from a checkpoint).
+        history (dict or None): curves to continue (e.g. from a checkpoint); epochs are
+            numbered after them.
         check_every_step (bool): run Pyro's validation (site shapes, model/guide match,
             distribution supports) on every step. By default it runs on the first step only,
             where a static model shows any such error; later steps skip it, which halves the
@@ -60,6 +108,10 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
             stepped after the main one in every step.
         extra_batch (callable or None): returns the tuple of tensors the extra objectives are
             called with, once per step (after the main batch is drawn).
+        checkpoint (callable or None): ``checkpoint(state)``, see above.
+        resume_from (dict or None): a ``state`` passed to ``checkpoint`` by an earlier call.
+        handle_signals (bool): turn SIGINT/SIGTERM into a checkpoint and :class:`Interrupted`
+            (main thread only).
 
     Returns:
         dict: per-epoch curves: ``"train_elbo"`` (mean over the epoch of the main objective's
@@ -68,11 +120,14 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
         losses summed), and whatever ``callback`` returned.
 
     Raises:
-        ConfigError: no data, ``batch_size < 1`` or ``epochs < 0``.
-        DataError: ``data`` is not a tensor or tuple of tensors with the same number of rows.
+        ConfigError: no data, ``batch_size < 1`` or ``epochs < 0``; a ``resume_from`` state
+            of another model or schedule.
+        DataError: ``data`` is not a tensor or tuple of tensors with the same number of rows,
+            or holds NaN or infinite values.
+        Interrupted: SIGINT or SIGTERM; ``checkpoint`` was called first.
         TrainingDiverged: the loss became NaN or infinite; ``exc.history`` holds the curves of
-        the epochs completed before it. The parameters may already be non-finite: a checkpoint
-        written by ``callback`` at the end of the last completed epoch is the last good state.
+            the epochs completed before it. The parameters may already be non-finite: the
+            checkpoint of the last completed epoch is the last good state.
     """
     loss = loss if loss is not None else make_elbo("trace")
     optim = optim if optim is not None else make_optim()
@@ -82,58 +137,113 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
         raise ConfigError("no training data")
     if int(batch_size) < 1 or int(epochs) < 0:
         raise ConfigError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}")
+    for i, t in enumerate(tensors):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DataError(f"the training data (tensor {i}) holds NaN or infinite values")
+    batch_size, epochs = int(batch_size), int(epochs)
     if callback is None:
         callbacks = []
     else:
         callbacks = list(callback) if isinstance(callback, (list, tuple)) else [callback]
-    svi = SVI(model, guide, optim, loss)
-    extras = [SVI(m, g, optim, lo) for m, g, lo in extra_objectives]
-    history = history if history is not None else {}
-    for key in ("train_elbo", "seconds") + (("train_loss",) if extras else ()):
-        history.setdefault(key, [])
+    objectives = [(model, guide, loss), *extra_objectives]
+    svis = [SVI(m, g, optim, lo) for m, g, lo in objectives]
     steps_per_epoch = math.ceil(n / batch_size)
-    start_epoch = len(history["train_elbo"])
-    validate, first = is_validation_enabled(), True
-    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, unit="step",
+    position = {"first_epoch": None, "epoch": None, "step": 0, "perm": None, "total": 0.0,
+                "total_all": 0.0, "seen": 0}
+    if resume_from is not None:
+        first = tensors[0][:batch_size]
+        first = transform(first) if transform is not None else first
+        batch0 = (first,) + tuple(t[:batch_size] for t in tensors[1:])
+        more0 = extra_batch() if extra_batch is not None else batch0
+        _warm_up(objectives, [batch0] + [more0] * len(extra_objectives))
+        if resume_from.get("steps_per_epoch") != steps_per_epoch:
+            raise ConfigError("the checkpoint comes from a run with another data size or batch "
+                              "size: it cannot be resumed with these settings")
+        load_param_state(resume_from["params"])
+        optim.set_state(resume_from["optim"])
+        history = {k: list(v) for k, v in resume_from["history"].items()}
+        for key in position:
+            position[key] = resume_from[key]
+        set_rng_state(resume_from["rng"])
+    history = history if history is not None else {}
+    for key in ("train_elbo", "seconds") + (("train_loss",) if extra_objectives else ()):
+        history.setdefault(key, [])
+    if position["first_epoch"] is None:
+        position["first_epoch"] = len(history["train_elbo"])
+    start = position["first_epoch"]
+    resume_epoch = position["epoch"]
+
+    def state():
+        return {**position, "steps_per_epoch": steps_per_epoch,
+                "history": {k: list(v) for k, v in history.items()}, "params": param_state(),
+                "optim": optim.get_state(), "rng": rng_state()}
+
+    validate, first_step = is_validation_enabled(), True
+    done = 0 if resume_epoch is None else (resume_epoch - start - 1) * steps_per_epoch + \
+        position["step"]
+    bar = tqdm(total=epochs * steps_per_epoch, initial=done, disable=not progress, unit="step",
                dynamic_ncols=True)
     try:
-        for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
-            t0 = time.perf_counter()
-            perm = torch.randperm(n)
-            total, total_all, seen = 0.0, 0.0, 0
-            for step in range(steps_per_epoch):
-                idx = perm[step * batch_size:(step + 1) * batch_size]
-                batch = tuple(d[idx] for d in tensors)
-                if transform is not None:
-                    batch = (transform(batch[0]),) + batch[1:]
-                more = extra_batch() if extra_batch is not None else batch
-                with pyro.validation_enabled(validate and (check_every_step or first)):
-                    main = svi.step(*batch)
-                    value = main + sum(e.step(*more) for e in extras)
-                first = False
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"the loss became {value} at epoch {epoch}, step {step + 1}: lower the "
-                        "learning rate (--lr), check the data for extreme values, or use more "
-                        "particles; the checkpoint of the last completed epoch is kept",
-                        epoch=epoch, step=(epoch - 1) * steps_per_epoch + step + 1,
-                    )
-                total += main
-                total_all += value
-                seen += len(idx)
-                bar.update(1)
-                if step % 10 == 0 or step == steps_per_epoch - 1:
-                    bar.set_postfix_str(f"epoch {epoch} elbo {-total / seen:.2f}", refresh=False)
-            history["train_elbo"].append(-total / seen)
-            if extras:
-                history["train_loss"].append(total_all / steps_per_epoch)
-            history["seconds"].append(time.perf_counter() - t0)
-            if isinstance(optim, pyro.optim.PyroLRScheduler):
-                optim.step()
-            for cb in callbacks:
-                for key, value in (cb(epoch, history) or {}).items():
-                    history.setdefault(key, []).append(value)
-    except TrainingDiverged as exc:
+        with _stop_requests(handle_signals) as stop:
+            for epoch in range(start + 1, start + epochs + 1):
+                if resume_epoch is not None and epoch < resume_epoch:
+                    continue
+                t0 = time.perf_counter()
+                if resume_epoch == epoch and position["step"] < steps_per_epoch:
+                    perm = position["perm"]  # continue this epoch where it stopped
+                elif resume_epoch == epoch:
+                    continue  # this epoch ended (callbacks and checkpoint included)
+                else:
+                    perm = torch.randperm(n)
+                    position.update(epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0,
+                                    seen=0)
+                for step in range(position["step"], steps_per_epoch):
+                    idx = perm[step * batch_size:(step + 1) * batch_size]
+                    batch = tuple(d[idx] for d in tensors)
+                    if transform is not None:
+                        batch = (transform(batch[0]),) + batch[1:]
+                    more = extra_batch() if extra_batch is not None else batch
+                    with pyro.validation_enabled(validate and (check_every_step or first_step)):
+                        main = svis[0].step(*batch)
+                        value = main + sum(e.step(*more) for e in svis[1:])
+                    first_step = False
+                    if not math.isfinite(value):
+                        raise TrainingDiverged(
+                            f"the loss became {value} at epoch {epoch}, step {step + 1}: lower "
+                            "the learning rate (--lr), check the data for extreme values, or "
+                            "use more particles; the checkpoint of the last completed epoch is "
+                            "kept", epoch=epoch, step=(epoch - 1) * steps_per_epoch + step + 1,
+                        )
+                    position["total"] += main
+                    position["total_all"] += value
+                    position["seen"] += len(idx)
+                    position["step"] = step + 1
+                    bar.update(1)
+                    if step % 10 == 0 or step == steps_per_epoch - 1:
+                        bar.set_postfix_str(
+                            f"epoch {epoch} elbo {-position['total'] / position['seen']:.2f}",
+                            refresh=False)
+                    if stop["stop"] and step + 1 < steps_per_epoch:
+                        if checkpoint is not None:
+                            checkpoint(state())
+                        raise Interrupted(f"{stop['stop']} at epoch {epoch}, step {step + 1} "
+                                          f"of {steps_per_epoch}", epoch=epoch, step=step + 1)
+                history["train_elbo"].append(-position["total"] / position["seen"])
+                if extra_objectives:
+                    history["train_loss"].append(position["total_all"] / steps_per_epoch)
+                history["seconds"].append(time.perf_counter() - t0)
+                if isinstance(optim, pyro.optim.PyroLRScheduler):
+                    optim.step()
+                for cb in callbacks:
+                    for key, value in (cb(epoch, history) or {}).items():
+                        history.setdefault(key, []).append(value)
+                position["perm"] = None
+                if checkpoint is not None:
+                    checkpoint(state())
+                if stop["stop"]:
+                    raise Interrupted(f"{stop['stop']} at the end of epoch {epoch}",
+                                      epoch=epoch, step=steps_per_epoch)
+    except (TrainingDiverged, Interrupted) as exc:
         exc.history = history
         raise
     finally:

@@ -1,22 +1,110 @@
-"""What every run shares: the run folder, JSON files, atomic checkpoints, the summary table."""
+"""What every run shares: the run folder (guarded, locked, cleared or resumed), JSON files,
+atomic checkpoints, the summary table."""
 
+import contextlib
+import glob
 import json
 import math
 import os
 
 import torch
+from filelock import FileLock, Timeout
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted, TrainingDiverged
 
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
+#: Settings that may differ between a run and its resumption.
+RESUMABLE_DIFFERENCES = ("progress", "data_root", "out", "resume", "overwrite")
 
 
-def run_dir(out):
-    """Create the run folder ``out`` (and parents) and return its path."""
-    if not out:
-        raise ConfigError("the run folder (--out) must be a non-empty path")
-    os.makedirs(out, exist_ok=True)
+def _is_run_file(name):
+    return name in ("config.json", "metrics.json", CHECKPOINT) or name.endswith((".png", ".tmp"))
+
+
+def config_differences(saved, current):
+    """The settings (other than :data:`RESUMABLE_DIFFERENCES`) whose values differ between two
+    config dicts, as ``["--lr: 0.003 in the run, 0.01 now", ...]``."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if key in RESUMABLE_DIFFERENCES:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            a, b = list(a), list(b)
+        if a != b:
+            out.append(f"--{key.replace('_', '-')}: {a!r} in the run, {b!r} now")
     return out
+
+
+@contextlib.contextmanager
+def run_folder(out, kind, config, resume=False, overwrite=False):
+    """Open the run folder ``out`` for a run of ``kind`` with settings ``config`` (a dict),
+    holding a lock on it while the block runs.
+
+    - A new folder is created (with parents); an existing empty one is used.
+    - A folder that holds files is refused unless ``overwrite`` (then its run files are
+      removed first; a folder holding anything else is never cleared) or ``resume``.
+    - With ``resume`` the folder's checkpoint must be of the same kind with the same settings
+      (up to :data:`RESUMABLE_DIFFERENCES`); it is yielded.
+    - Stale temporary files of interrupted writes are removed.
+
+    Yields:
+        (folder, checkpoint dict or None)
+
+    Raises:
+        ConfigError: the folder cannot be created or written, holds another run (without
+        ``overwrite``/``resume``), is locked by another process, or cannot be resumed (no or
+        invalid checkpoint, another kind, different settings).
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the folder and --overwrite deletes it: "
+                          "choose one")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"the run folder {out!r} is a file: choose another --out")
+    try:
+        os.makedirs(out, exist_ok=True)
+        lock = FileLock(os.path.join(out, LOCK))
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"another pyrolvm process is writing {out!r} (it holds "
+                          f"{os.path.join(out, LOCK)}): wait for it or choose another --out"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create or write the run folder {out!r}: {exc.strerror}; "
+                          "choose another --out") from None
+    try:
+        contents = sorted(n for n in os.listdir(out) if n != LOCK)
+        state = None
+        if resume:
+            if CHECKPOINT not in contents:
+                raise ConfigError(f"nothing to resume: {out!r} holds no {CHECKPOINT}; run the "
+                                  "command without --resume")
+            state = load_checkpoint(out)
+            if state["kind"] != kind:
+                raise ConfigError(f"{out!r} holds a {state['kind']!r} run, not a {kind!r} run: "
+                                  "choose another --out")
+            diff = config_differences(state["config"], config)
+            if diff:
+                raise ConfigError("--resume needs the settings of the run in the folder; these "
+                                  "differ: " + "; ".join(diff))
+        elif contents:
+            if not overwrite:
+                raise ConfigError(
+                    f"the run folder {out!r} already holds files ({', '.join(contents[:4])}"
+                    f"{', ...' if len(contents) > 4 else ''}): pass --overwrite to replace the "
+                    "run, --resume to continue it, or choose another --out")
+            others = [n for n in contents if not _is_run_file(n)]
+            if others:
+                raise ConfigError(f"--overwrite clears only run folders, but {out!r} also holds "
+                                  f"{', '.join(others[:4])}: choose another --out")
+            for name in contents:
+                os.remove(os.path.join(out, name))
+        for tmp in glob.glob(os.path.join(out, "*.tmp")):
+            os.remove(tmp)
+        yield out, state
+    finally:
+        lock.release()
 
 
 def _jsonable(obj):
@@ -78,6 +166,28 @@ def load_checkpoint(folder):
     if not isinstance(state, dict) or "kind" not in state or "config" not in state:
         raise ConfigError(f"{path!r} is not a pyro-lvm checkpoint (it has no run kind and config)")
     return state
+
+
+def record_stop(folder, exc):
+    """Write ``metrics.json`` for a run whose training stopped early (``status`` "diverged" or
+    "interrupted", ``complete`` false, the curves so far) and return the error to raise in
+    its place, whose message says what the checkpoint holds and how to go on."""
+    history = getattr(exc, "history", None) or {}
+    done = len(history.get("train_elbo", []))
+    if isinstance(exc, Interrupted):
+        status = "interrupted"
+        message = (f"interrupted ({exc}); {os.path.join(folder, CHECKPOINT)} holds the state "
+                   "at that step: run the same command with --resume to continue")
+        error = Interrupted(message, exc.epoch, exc.step)
+    else:
+        status = "diverged"
+        message = f"{exc} (run folder {folder}: checkpoint.pt holds epoch {done})"
+        error = TrainingDiverged(message, exc.epoch, exc.step)
+    error.history = history
+    write_json(os.path.join(folder, "metrics.json"),
+               {"status": status, "complete": False, "error": str(exc), "epochs": done,
+                "curves": history, **history})
+    return error
 
 
 def format_summary(title, rows):

@@ -161,6 +161,10 @@ class RunConfig:
     """the run folder (default: runs/KIND)"""
     progress: bool = True
     """show progress bars"""
+    resume: bool = False
+    """continue the interrupted run in --out from its checkpoint (same settings)"""
+    overwrite: bool = False
+    """replace the run already in --out"""
 
     def resolve_defaults(self, values):
         """Hook for defaults that depend on other fields; ``values`` is the dict of fields,

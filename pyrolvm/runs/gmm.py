@@ -17,11 +17,12 @@ import torch
 
 from .. import plots
 from ..data import check_data, load
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import GUIDES, INITS, MixtureFit, fit_mixture
 from ..inference import mean_and_stderr
 from ..models.mixture import COVARIANCES, GaussianMixture, check_num_components
-from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .common import (CHECKPOINT, format_summary, load_checkpoint, record_stop, run_folder,
+                     save_checkpoint, write_json)
 from .config import Count, PositiveFloat, Range, RunConfig
 from .registry import RunKind, register
 
@@ -224,43 +225,57 @@ def train_gmm(config=None, data=None, **overrides):
     data = _load_data(cfg, data)
     check_num_components(cfg.components, len(data.train))
     xtrain, xtest, pca = project(data, cfg.pca_dim, cfg.seed)
-    folder = run_dir(cfg.out)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    write_json(os.path.join(folder, "config.json"), config_dict)
-    fit = fit_mixture(xtrain, cfg.components, cfg.covariance, guide=cfg.guide, init=cfg.init,
-                      n_init=cfg.n_init, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      lr=cfg.lr, lr_decay=cfg.lr_decay, num_particles=cfg.num_particles,
-                      seed=cfg.seed, progress=cfg.progress)
-    save_checkpoint(os.path.join(folder, CHECKPOINT), {
-        "kind": "gmm", "config": config_dict, "epoch": len(fit.history["train_elbo"]),
-        "history": fit.history, "params": fit.params,
-        "guide": pyro.get_param_store().get_state()["params"],
-        "pca_mean": torch.as_tensor(pca.mean_), "pca_components": torch.as_tensor(pca.components_),
-    })
-    metrics = {"status": "ok",
-               **evaluate(fit.model, fit.params, xtrain, xtest, data.test_labels)}
-    reference, sk = sklearn_reference(xtrain, xtest, cfg)
-    from sklearn.metrics import adjusted_rand_score
+    with run_folder(cfg.out, "gmm", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
+        if saved is None:
+            write_json(os.path.join(folder, "config.json"), config_dict)
+        pca_state = {"pca_mean": torch.as_tensor(pca.mean_),
+                     "pca_components": torch.as_tensor(pca.components_)}
 
-    reference["sklearn_test_ari"] = float(
-        adjusted_rand_score(data.test_labels.numpy(), sk.predict(xtest.double().numpy())))
-    # paired over the same test points: ours minus EM, with the standard error of the mean
-    # per-point difference (the between-point spread cancels)
-    diff = (fit.model.log_likelihood(xtest, fit.params).double()
-            - torch.as_tensor(sk.score_samples(xtest.double().numpy())))
-    reference["test_log_likelihood_minus_sklearn"], reference[
-        "test_log_likelihood_minus_sklearn_stderr"] = mean_and_stderr(diff)
-    metrics.update(reference)
-    metrics.update({
-        "num_parameters": fit.model.num_parameters,
-        "restarts_train_log_likelihood": fit.restarts,
-        "seconds": fit.seconds,
-        "epochs": len(fit.history["train_elbo"]),
-        "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
-        "curves": fit.history,
-    })
-    metrics["figures"] = figures(folder, fit.model, fit.params, xtest, pca, data, fit.history, cfg)
-    write_json(os.path.join(folder, "metrics.json"), metrics)
+        last = {}
+
+        def save(fit_state, extra=None):
+            last["fit"] = fit_state
+            save_checkpoint(os.path.join(folder, CHECKPOINT), {
+                "kind": "gmm", "config": config_dict, "fit": fit_state, **pca_state,
+                **(extra or {})})
+
+        try:
+            fit = fit_mixture(xtrain, cfg.components, cfg.covariance, guide=cfg.guide,
+                              init=cfg.init, n_init=cfg.n_init, epochs=cfg.epochs,
+                              batch_size=cfg.batch_size, lr=cfg.lr, lr_decay=cfg.lr_decay,
+                              num_particles=cfg.num_particles, seed=cfg.seed,
+                              progress=cfg.progress, checkpoint=save,
+                              resume_from=saved and saved["fit"])
+        except (TrainingDiverged, Interrupted) as exc:
+            raise record_stop(folder, exc) from None
+        save(last["fit"], {"epoch": len(fit.history["train_elbo"]), "history": fit.history,
+              "params": fit.params})
+        metrics = {"status": "ok", "complete": True,
+                   **evaluate(fit.model, fit.params, xtrain, xtest, data.test_labels)}
+        reference, sk = sklearn_reference(xtrain, xtest, cfg)
+        from sklearn.metrics import adjusted_rand_score
+
+        reference["sklearn_test_ari"] = float(
+            adjusted_rand_score(data.test_labels.numpy(), sk.predict(xtest.double().numpy())))
+        # paired over the same test points: ours minus EM, with the standard error of the mean
+        # per-point difference (the between-point spread cancels)
+        diff = (fit.model.log_likelihood(xtest, fit.params).double()
+                - torch.as_tensor(sk.score_samples(xtest.double().numpy())))
+        reference["test_log_likelihood_minus_sklearn"], reference[
+            "test_log_likelihood_minus_sklearn_stderr"] = mean_and_stderr(diff)
+        metrics.update(reference)
+        metrics.update({
+            "num_parameters": fit.model.num_parameters,
+            "restarts_train_log_likelihood": fit.restarts,
+            "seconds": fit.seconds,
+            "epochs": len(fit.history["train_elbo"]),
+            "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
+            "curves": fit.history,
+        })
+        metrics["figures"] = figures(folder, fit.model, fit.params, xtest, pca, data,
+                                     fit.history, cfg)
+        write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
 

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from ..guides import AmortizedNormal
 from ..models.mixture_vae import MixturePriorVAE
-from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .common import CHECKPOINT, format_summary, load_checkpoint, run_folder, save_checkpoint, write_json
 from .config import Count, PositiveFloat, RunConfig, Sizes
 from .registry import RunKind, register
 
@@ -80,25 +80,30 @@ def train_mixture_vae(config=None, **overrides):
     """
     cfg = dataclasses.replace(config or MixtureVAEConfig(), **overrides).resolved()
     data = _load_data(cfg)
-    folder = run_dir(cfg.out)
+    if cfg.resume:
+        raise ConfigError("mixture-vae runs cannot be resumed yet (pre-training, the prior's fit "
+                          "and fine-tuning are separate phases): rerun with --overwrite")
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    write_json(os.path.join(folder, "config.json"), config_dict)
-    model, guide, fitted = fit_mixture_vae(
-        data, cfg.components, cfg.latent_dim, cfg.hidden, cfg.warmup_epochs, cfg.epochs,
-        cfg.batch_size, cfg.lr, cfg.finetune_lr_ratio, cfg.seed, cfg.progress)
-    save_checkpoint(os.path.join(folder, CHECKPOINT), {
-        "kind": "mixture-vae", "config": config_dict, "history": fitted["train_elbo"],
-        "model": model.state_dict(), "guide": guide.state_dict()})
-    with torch.no_grad():
-        order = model.prior_logits.argsort(descending=True)
-        means = torch.sigmoid(model.decoder(model.prior_locs[order]))
-    plots.image_grid(os.path.join(folder, "component_means.png"), means, data.image_shape,
-                     "decoded component means, by decreasing weight", ncols=min(10, len(means)))
-    plots.curves(os.path.join(folder, "elbo_curve.png"), {"train_elbo": fitted["train_elbo"]},
-                 ["train_elbo"], "ELBO per datapoint (nats)", "ELBO")
-    metrics = {"status": "ok", **fitted, "epochs": len(fitted["train_elbo"]),
-               "figures": ["component_means.png", "elbo_curve.png"]}
-    write_json(os.path.join(folder, "metrics.json"), metrics)
+    with run_folder(cfg.out, "mixture-vae", config_dict, overwrite=cfg.overwrite) as (folder, _):
+        write_json(os.path.join(folder, "config.json"), config_dict)
+        model, guide, fitted = fit_mixture_vae(
+            data, cfg.components, cfg.latent_dim, cfg.hidden, cfg.warmup_epochs, cfg.epochs,
+            cfg.batch_size, cfg.lr, cfg.finetune_lr_ratio, cfg.seed, cfg.progress)
+        save_checkpoint(os.path.join(folder, CHECKPOINT), {
+            "kind": "mixture-vae", "config": config_dict, "history": fitted["train_elbo"],
+            "model": model.state_dict(), "guide": guide.state_dict()})
+        with torch.no_grad():
+            order = model.prior_logits.argsort(descending=True)
+            means = torch.sigmoid(model.decoder(model.prior_locs[order]))
+        plots.image_grid(os.path.join(folder, "component_means.png"), means, data.image_shape,
+                         "decoded component means, by decreasing weight",
+                         ncols=min(10, len(means)))
+        plots.curves(os.path.join(folder, "elbo_curve.png"),
+                     {"train_elbo": fitted["train_elbo"]}, ["train_elbo"],
+                     "ELBO per datapoint (nats)", "ELBO")
+        metrics = {"status": "ok", "complete": True, **fitted, "epochs": len(fitted["train_elbo"]),
+                   "figures": ["component_means.png", "elbo_curve.png"]}
+        write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
 

@@ -10,11 +10,12 @@ import pyro
 import tyro
 
 from ..data import check_data, load
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import accuracy, fit_m2, split_labels
 from ..guides.ssvae import SSVAEGuide
 from ..models.ssvae import SSVAE
-from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .common import (CHECKPOINT, format_summary, load_checkpoint, record_stop, run_folder,
+                     save_checkpoint, write_json)
 from .config import Count, PositiveFloat, RunConfig, Sizes
 from .registry import RunKind, register
 
@@ -61,6 +62,14 @@ class M2Config(RunConfig):
 DATASET_DEFAULTS = M2Config.DATASET_DEFAULTS
 
 
+def build(cfg, data_dim, num_classes):
+    """The M2 model and guide of a resolved config."""
+    model = SSVAE(data_dim, num_classes, cfg.latent_dim, cfg.hidden)
+    guide = SSVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden,
+                       enumerate=cfg.enumerate)
+    return model, guide
+
+
 def _load_data(cfg):
     data = load(cfg.dataset, root=cfg.data_root, binarize="dynamic", seed=cfg.seed)
     check_data(data.train, "the training data")
@@ -84,24 +93,37 @@ def train_m2(config=None, **overrides):
     cfg = dataclasses.replace(config or M2Config(), **overrides).resolved()
     data = _load_data(cfg)
     split_labels(data.train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
-    folder = run_dir(cfg.out)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    write_json(os.path.join(folder, "config.json"), config_dict)
-    model, guide, history = fit_m2(
-        data.train, data.train_labels, cfg.labels, data.test, data.test_labels,
-        latent_dim=cfg.latent_dim, hidden=cfg.hidden, epochs=cfg.epochs,
-        batch_size=cfg.batch_size, lr=cfg.lr, aux_loss=cfg.aux_loss,
-        aux_loss_multiplier=cfg.aux_loss_multiplier, enumerate=cfg.enumerate,
-        transform=data.train_transform, seed=cfg.seed, progress=cfg.progress)
-    save_checkpoint(os.path.join(folder, CHECKPOINT), {
-        "kind": "m2", "config": config_dict, "history": history,
-        "model": model.state_dict(), "guide": guide.state_dict()})
-    acc = history["test_accuracy"][-1]
-    metrics = {"status": "ok", "test_accuracy": acc, "test_error": 1 - acc,
-               "epochs": len(history["train_elbo"]),
-               "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
-               "curves": history}
-    write_json(os.path.join(folder, "metrics.json"), metrics)
+    with run_folder(cfg.out, "m2", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
+        if saved is None:
+            write_json(os.path.join(folder, "config.json"), config_dict)
+        pyro.clear_param_store()
+        pyro.set_rng_seed(cfg.seed)
+        model, guide = build(cfg, data.data_dim, int(data.train_labels.max()) + 1)
+
+        def save(state):
+            save_checkpoint(os.path.join(folder, CHECKPOINT), {
+                "kind": "m2", "config": config_dict, "train": state,
+                "epoch": len(state["history"]["train_elbo"]),
+                "model": model.state_dict(), "guide": guide.state_dict()})
+
+        try:
+            model, guide, history = fit_m2(
+                data.train, data.train_labels, cfg.labels, data.test, data.test_labels,
+                latent_dim=cfg.latent_dim, hidden=cfg.hidden, epochs=cfg.epochs,
+                batch_size=cfg.batch_size, lr=cfg.lr, aux_loss=cfg.aux_loss,
+                aux_loss_multiplier=cfg.aux_loss_multiplier, enumerate=cfg.enumerate,
+                transform=data.train_transform, seed=cfg.seed, progress=cfg.progress,
+                model=model, guide=guide, checkpoint=save,
+                resume_from=saved and saved["train"])
+        except (TrainingDiverged, Interrupted) as exc:
+            raise record_stop(folder, exc) from None
+        acc = history["test_accuracy"][-1]
+        metrics = {"status": "ok", "complete": True, "test_accuracy": acc, "test_error": 1 - acc,
+                   "epochs": len(history["train_elbo"]),
+                   "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
+                   "curves": history}
+        write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
 
@@ -124,10 +146,7 @@ def evaluate_m2(folder, data_root=None, progress=True):
                               progress=progress).resolved()
     data = _load_data(cfg)
     pyro.clear_param_store()
-    num_classes = int(data.train_labels.max()) + 1
-    model = SSVAE(data_dim, num_classes, cfg.latent_dim, cfg.hidden)
-    guide = SSVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden,
-                       enumerate=cfg.enumerate)
+    model, guide = build(cfg, data_dim, int(data.train_labels.max()) + 1)
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     acc = accuracy(guide, data.test, data.test_labels)

@@ -15,13 +15,14 @@ import tyro
 
 from .. import plots
 from ..data import BINARIZATIONS, check_data, load
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..guides import (BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCategorical,
                       AmortizedNormal)
 from ..inference import ELBOS, importance_sample, make_elbo, make_optim, mean_and_stderr, train
 from ..models import LATENTS, LIKELIHOODS, VAE, SigmoidBeliefNet
 from ..nets import ACTIVATIONS
-from .common import CHECKPOINT, format_summary, load_checkpoint, run_dir, save_checkpoint, write_json
+from .common import (CHECKPOINT, format_summary, load_checkpoint, record_stop, run_folder,
+                     save_checkpoint, write_json)
 from .config import Count, PositiveFloat, Range, RunConfig, Sizes
 from .registry import RunKind, register
 
@@ -210,63 +211,66 @@ def train_vae(config=None, data=None, **overrides):
     Writes into ``config.out``: ``config.json``; ``metrics.json`` (per-epoch ``train_elbo``,
     ``test_elbo_curve``, ``seconds``; final ``train_elbo``, ``test_elbo``, ``test_nll``,
     ``test_nll_stderr``, ``test_ess``, ``seconds_per_epoch``; nats per datapoint); ``checkpoint.pt``
-    (model, guide and optimizer state, rewritten after every epoch); the PNG figures.
+    (model and guide state and the training state of :func:`pyrolvm.inference.train`:
+    optimizer, RNGs, position; rewritten after every epoch and on interruption); the PNG
+    figures. A folder holding another run is refused unless ``overwrite`` (cleared first) or
+    ``resume`` (continued from its checkpoint, ending as the uninterrupted run would).
 
     Returns:
         dict: the metrics written to ``metrics.json``.
 
     Raises:
-        ConfigError, DataError: bad settings or data (nothing is written).
+        ConfigError, DataError: bad settings or data, or an occupied run folder (nothing is
+            written).
         TrainingDiverged: the loss became NaN; the last good epoch's checkpoint and the
-        metrics so far stay in the run folder.
+            metrics so far stay in the run folder.
+        Interrupted: SIGINT/SIGTERM; the checkpoint holds the last step and metrics.json the
+            curves so far (``"complete": false``).
     """
     cfg = dataclasses.replace(config or VAEConfig(), **overrides).resolved()
     data = _load_data(cfg, data)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(cfg.seed)
-    model, guide = build(cfg, data.data_dim, data.train.mean(0))
-    elbo = make_elbo(cfg.elbo, cfg.num_particles)
-    optim = make_optim(cfg.lr, cfg.betas, cfg.eps)
-    folder = run_dir(cfg.out)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    write_json(os.path.join(folder, "config.json"), config_dict)
-    ckpt_path = os.path.join(folder, CHECKPOINT)
+    with run_folder(cfg.out, "vae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(cfg.seed)
+        model, guide = build(cfg, data.data_dim, data.train.mean(0))
+        elbo = make_elbo(cfg.elbo, cfg.num_particles)
+        optim = make_optim(cfg.lr, cfg.betas, cfg.eps)
+        if saved is None:
+            write_json(os.path.join(folder, "config.json"), config_dict)
 
-    def end_of_epoch(epoch, history):
-        with torch.no_grad(), _discrete(model, guide):
-            test_elbo = importance_sample(model, guide, data.test, num_samples=1,
-                                          batch_size=1000).elbo.mean().item()
-        save_checkpoint(ckpt_path, {
-            "kind": "vae", "config": config_dict, "epoch": epoch, "history": history,
-            "model": model.state_dict(), "guide": guide.state_dict(),
-            "optim": optim.get_state(),
-        })
-        return {"test_elbo_curve": test_elbo}
+        def end_of_epoch(epoch, history):
+            with torch.no_grad(), _discrete(model, guide):
+                test_elbo = importance_sample(model, guide, data.test, num_samples=1,
+                                              batch_size=1000).elbo.mean().item()
+            return {"test_elbo_curve": test_elbo}
 
-    try:
-        history = train(model, guide, data.train, elbo, optim, epochs=cfg.epochs,
-                        batch_size=cfg.batch_size, transform=data.train_transform,
-                        callback=end_of_epoch, progress=cfg.progress)
-    except TrainingDiverged as exc:
-        write_json(os.path.join(folder, "metrics.json"),
-                   {"status": "diverged", "error": str(exc), **exc.history})
-        raise TrainingDiverged(
-            f"{exc} (run folder {folder}: checkpoint.pt holds epoch {len(exc.history['train_elbo'])})",
-            exc.epoch, exc.step,
-        ) from None
-    history["test_elbo"] = history.pop("test_elbo_curve", [])
-    final = evaluate(model, guide, data.test, cfg)
-    seconds = history["seconds"]
-    metrics = {
-        "status": "ok",
-        "train_elbo": history["train_elbo"][-1] if history["train_elbo"] else None,
-        **final,
-        "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
-        "epochs": len(history["train_elbo"]),
-        "curves": history,
-    }
-    metrics["figures"] = figures(folder, model, guide, data, history)
-    write_json(os.path.join(folder, "metrics.json"), metrics)
+        def save(state):
+            save_checkpoint(os.path.join(folder, CHECKPOINT), {
+                "kind": "vae", "config": config_dict, "epoch": len(state["history"]["train_elbo"]),
+                "train": state, "model": model.state_dict(), "guide": guide.state_dict()})
+
+        try:
+            history = train(model, guide, data.train, elbo, optim, epochs=cfg.epochs,
+                            batch_size=cfg.batch_size, transform=data.train_transform,
+                            callback=end_of_epoch, progress=cfg.progress, checkpoint=save,
+                            resume_from=saved and saved["train"])
+        except (TrainingDiverged, Interrupted) as exc:
+            raise record_stop(folder, exc) from None
+        history["test_elbo"] = history.pop("test_elbo_curve", [])
+        final = evaluate(model, guide, data.test, cfg)
+        seconds = history["seconds"]
+        metrics = {
+            "status": "ok",
+            "complete": True,
+            "train_elbo": history["train_elbo"][-1] if history["train_elbo"] else None,
+            **final,
+            "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
+            "epochs": len(history["train_elbo"]),
+            "curves": history,
+        }
+        metrics["figures"] = figures(folder, model, guide, data, history)
+        write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
 

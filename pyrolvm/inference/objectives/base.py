@@ -1,6 +1,8 @@
 """The base of every multi-sample objective: K vectorized particles, per-datapoint
 log-weights of shape (K, B), plate scaling and the reparameterization check."""
 
+import contextlib
+import logging
 import math
 from typing import NamedTuple
 
@@ -12,6 +14,19 @@ from pyro.poutine import Trace
 
 from ...errors import ConfigError
 from ..importance import latent_sites, log_weights
+
+
+@contextlib.contextmanager
+def _quiet(logger_name):
+    """Raise a logger's level to WARNING for the block (Pyro logs its plate-nesting guess at
+    INFO, which the evaluator's several objectives would print once each)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class ImportanceWeights(NamedTuple):
@@ -106,7 +121,8 @@ class MultiSampleELBO(ELBO):
         Returns:
             ImportanceWeights
         """
-        model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
+        with _quiet("pyro.infer.elbo"):
+            model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
         if self.needs_rsample and check_rsample:
             for site in latent_sites(guide_trace):
                 if not site["fn"].has_rsample:
