@@ -6,6 +6,7 @@ import pyro.distributions as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_batch
 from ..nets import check_latent_dim, mlp
 from .baselines import Baseline
 
@@ -59,6 +60,7 @@ class AmortizedNormal(nn.Module):
         self.__dict__["baseline"] = Baseline(baseline, data_dim, baseline_beta,
                                              name=f"{name}_baseline")
         self.latent_dim = check_latent_dim(latent_dim)
+        self.data_dim = int(data_dim)
         self.encoder = mlp(data_dim, hidden, 2 * self.latent_dim, activation)
         self.latent_site = latent_site
         self.min_scale = min_scale
@@ -71,6 +73,7 @@ class AmortizedNormal(nn.Module):
 
     def forward(self, x, batch_size=None):
         pyro.module(self.name, self)
+        check_batch(x, self.data_dim)
         loc, scale = self.encode(x)
         q = dist.Normal(loc, scale)
         if not self.reparameterized:

@@ -12,6 +12,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..nets import check_latent_dim
 
 
@@ -28,6 +29,9 @@ class LinearGaussian(nn.Module):
         bias (torch.Tensor): b, shape (D,).
         noise_scale (float): sigma > 0 (stored as its log, ``log_noise_scale``).
         name (str): prefix in Pyro's param store.
+
+    Raises:
+        ConfigError: ``noise_scale <= 0``.
     """
 
     def __init__(self, weight, bias, noise_scale, name="linear_gaussian"):
@@ -36,6 +40,8 @@ class LinearGaussian(nn.Module):
         self.latent_dim = check_latent_dim(weight.shape[-1])
         self.weight = nn.Parameter(weight.clone())
         self.bias = nn.Parameter(torch.as_tensor(bias, dtype=weight.dtype).clone())
+        if not float(noise_scale) > 0:
+            raise ConfigError(f"noise_scale must be positive, got {noise_scale!r}")
         self.log_noise_scale = nn.Parameter(torch.tensor(float(noise_scale)).log())
         self.name = name
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..checks import check_batch
 from ..nets import check_latent_dim, mlp, set_output_bias
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -72,6 +73,8 @@ class VAE(nn.Module):
 
     def forward(self, x, batch_size=None):
         pyro.module(self.name, self)
+        if x is not None:
+            check_batch(x, self.data_dim, binary=self.likelihood == "bernoulli")
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
             z = pyro.sample(

@@ -1,0 +1,253 @@
+"""Reliability of runs: checkpoints that cannot run code, resume equal to the uninterrupted
+run at several kill points (SIGINT mid-epoch and at an epoch's end, SIGKILL), run folders
+that are never overwritten silently, a lock against two writers."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from helpers import cli_error
+from pyrolvm.cli import main
+from pyrolvm.data import load
+from pyrolvm.errors import ConfigError, Interrupted
+from pyrolvm.runs import evaluate_run, train_gmm, train_m2, train_vae
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+VAE = dict(epochs=3, hidden=(16,), eval_samples=20, progress=False)  # 15 steps per epoch
+
+
+class KillAt:
+    """A dynamically binarized digits dataset whose k-th training minibatch sends ``sig`` to
+    this process (a real signal, delivered while the step runs)."""
+
+    def __init__(self, step, sig=signal.SIGINT):
+        self.data = load("digits", binarize="dynamic", seed=0)
+        self.step, self.sig, self.calls = step, sig, 0
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)
+
+    @property
+    def train_transform(self):
+        def transform(x):
+            self.calls += 1
+            if self.calls == self.step:
+                os.kill(os.getpid(), self.sig)
+            return torch.bernoulli(x)
+
+        return transform
+
+
+def without_times(metrics):
+    out = {k: v for k, v in metrics.items() if k not in ("seconds_per_epoch", "seconds")}
+    out["curves"] = {k: v for k, v in metrics["curves"].items() if k != "seconds"}
+    return out
+
+
+def checkpoint(folder):
+    return torch.load(os.path.join(folder, "checkpoint.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("full") / "run")
+    return out, train_vae(out=out, **VAE)
+
+
+@pytest.mark.parametrize("kill_step", [5, 15, 38])  # mid-epoch 1, epoch 1's last step, epoch 3
+def test_resume_after_sigint_equals_the_uninterrupted_run(tmp_path, uninterrupted, kill_step):
+    full_out, full = uninterrupted
+    out = str(tmp_path / "run")
+    with pytest.raises(Interrupted, match="--resume"):
+        train_vae(out=out, data=KillAt(kill_step), **VAE)
+    stopped = json.load(open(os.path.join(out, "metrics.json")))
+    assert stopped["status"] == "interrupted" and stopped["complete"] is False
+    state = checkpoint(out)["train"]
+    assert (state["epoch"] - 1) * 15 + state["step"] == kill_step  # the step that was running
+    resumed = train_vae(out=out, resume=True, **VAE)
+    assert without_times(resumed) == without_times(full)
+    a, b = checkpoint(full_out), checkpoint(out)
+    for part in ("model", "guide"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    assert all(torch.equal(a["train"]["params"][k], b["train"]["params"][k])
+               for k in a["train"]["params"])
+
+
+def test_resume_after_sigkill_starts_from_the_last_epoch(tmp_path, uninterrupted):
+    _, full = uninterrupted
+    out = str(tmp_path / "run")
+    script = textwrap.dedent(f"""
+        import signal, sys
+        sys.path[:0] = [{str(REPO / 'tests')!r}, {str(REPO / 'tests' / 'runs')!r}]
+        import torch
+        torch.set_num_threads(1)
+        from test_reliability import KillAt, VAE
+        from pyrolvm.runs import train_vae
+        train_vae(out={out!r}, data=KillAt(24, signal.SIGKILL), **VAE)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert checkpoint(out)["epoch"] == 1  # killed in epoch 2: the epoch-1 checkpoint is kept
+    resumed = train_vae(out=out, resume=True, **VAE)
+    assert without_times(resumed) == without_times(full)
+
+
+def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    from pyrolvm.runs import ssvae
+
+    kw = dict(labels=50, epochs=2, hidden=(16,), progress=False)
+    full = train_m2(out=str(tmp_path / "full"), **kw)
+    monkeypatch.setattr(ssvae, "load", lambda *a, **k: KillAt(20))
+    with pytest.raises(Interrupted):
+        train_m2(out=str(tmp_path / "run"), **kw)
+    monkeypatch.undo()
+    resumed = train_m2(out=str(tmp_path / "run"), resume=True, **kw)
+    assert without_times(resumed) == without_times(full)
+
+
+def test_gmm_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    from pyrolvm.models import GaussianMixture
+
+    kw = dict(components=3, pca_dim=3, epochs=10, n_init=2, sklearn_n_init=1, progress=False)
+    full = train_gmm(out=str(tmp_path / "full"), **kw)
+    real, calls = GaussianMixture.log_likelihood, {"n": 0}
+
+    def interrupt_in_restart_2(self, *args, **kwargs):  # per-epoch callback of the fit
+        calls["n"] += 1
+        if calls["n"] == 14:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianMixture, "log_likelihood", interrupt_in_restart_2)
+    with pytest.raises(Interrupted):
+        train_gmm(out=str(tmp_path / "run"), **kw)
+    monkeypatch.undo()
+    state = checkpoint(str(tmp_path / "run"))["fit"]
+    assert state["restart"] == 1 and len(state["restarts"]) == 1
+    resumed = train_gmm(out=str(tmp_path / "run"), resume=True, **kw)
+    drop = ("seconds", "sklearn_seconds", "seconds_per_epoch")
+    assert ({k: v for k, v in without_times(resumed).items() if k not in drop}
+            == {k: v for k, v in without_times(full).items() if k not in drop})
+
+
+def test_interrupted_cli_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    from pyrolvm.runs import vae
+
+    monkeypatch.setattr(vae, "load", lambda *a, **k: KillAt(3))
+    out = str(tmp_path / "run")
+    assert main(["train", "vae", "--epochs", "2", "--hidden", "16", "--out", out,
+                 "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "SIGINT at epoch 1, step 3" in err and "--resume" in err and "Traceback" not in err
+
+
+# -- checkpoints that are not ours ---------------------------------------------------------
+
+class Crafted:
+    """A pickle that runs code when loaded without weights_only (it creates a file)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+@pytest.mark.parametrize("content", ["crafted", "truncated", "random", "empty", "foreign"])
+def test_bad_checkpoints_get_one_clear_error_and_run_nothing(tmp_path, capsys, uninterrupted,
+                                                            content):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path, marker = folder / "checkpoint.pt", tmp_path / "code-ran"
+    if content == "crafted":
+        torch.save({"kind": "vae", "config": {}, "payload": Crafted(marker)}, path)
+    elif content == "truncated":
+        data = (pathlib.Path(uninterrupted[0]) / "checkpoint.pt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif content == "random":
+        path.write_bytes(os.urandom(4096))
+    elif content == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+    err = cli_error(capsys, ["evaluate", str(folder)])
+    assert "checkpoint" in err and str(path) in err
+    assert not marker.exists()
+    with pytest.raises(ConfigError):
+        evaluate_run(str(folder))
+
+
+# -- run folders ---------------------------------------------------------------------------
+
+FAST = ["--epochs", "1", "--eval-samples", "5", "--hidden", "8", "--no-progress"]
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in pathlib.Path(folder).iterdir() if p.name != ".lock"}
+
+
+def test_a_folder_holding_a_run_is_never_written_silently(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "vae", "--latent-dim", "2", "--out", out, *FAST]) == 0
+    before = snapshot(out)
+    for argv in (["train", "vae", "--out", out, *FAST],
+                 ["train", "gmm", "--out", out, "--epochs", "2", "--no-progress"],
+                 ["train", "vae", "--out", out, "--epochs", "0"],  # fails validation
+                 ["train", "vae", "--out", out, "--resume", "--lr", "0.5", *FAST],
+                 ["train", "gmm", "--out", out, "--resume", "--no-progress"],
+                 ["train", "vae", "--out", out, "--resume", "--overwrite", *FAST]):
+        err = cli_error(capsys, argv)
+        assert "Traceback" not in err
+    assert snapshot(out) == before
+    err = cli_error(capsys, ["train", "vae", "--out", out, "--resume", "--lr", "0.5", *FAST])
+    assert ("these differ: --latent-dim: 2 in the run, 8 now; --lr: 0.003 in the run, 0.5 now"
+            in err)
+    err = cli_error(capsys, ["train", "vae", "--out", out, *FAST])
+    assert "--overwrite" in err and "--resume" in err
+    # --overwrite clears the old run first: the 2-D run's manifold does not survive
+    assert main(["train", "vae", "--latent-dim", "3", "--out", out, "--overwrite", *FAST]) == 0
+    assert "latent_manifold.png" not in os.listdir(out)
+    assert json.load(open(os.path.join(out, "config.json")))["latent_dim"] == 3
+
+
+def test_overwrite_never_clears_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("precious")
+    err = cli_error(capsys, ["train", "vae", "--out", str(tmp_path), "--overwrite", *FAST])
+    assert "--overwrite clears only run folders" in err and "notes.txt" in err
+    assert (tmp_path / "notes.txt").read_text() == "precious"
+
+
+def test_resume_needs_a_checkpoint_of_the_same_kind(tmp_path, capsys):
+    err = cli_error(capsys, ["train", "vae", "--out", str(tmp_path / "new"), "--resume", *FAST])
+    assert "nothing to resume" in err
+
+
+@pytest.mark.parametrize("where", ["under a file", "in /proc"])
+def test_an_unusable_out_gets_one_clear_error(tmp_path, capsys, where):
+    (tmp_path / "file").write_text("")
+    out = str(tmp_path / "file" / "run") if where == "under a file" else "/proc/pyrolvm-run"
+    err = cli_error(capsys, ["train", "vae", "--out", out, *FAST])
+    assert "run folder" in err and "choose another --out" in err
+
+
+def test_two_processes_cannot_write_one_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         f"lock = FileLock({str(out / '.lock')!r}); lock.acquire(); print('held', flush=True); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        err = cli_error(capsys, ["train", "vae", "--out", str(out), *FAST])
+        assert "another pyrolvm process is writing" in err
+    finally:
+        holder.communicate(b"")
+    assert main(["train", "vae", "--out", str(out), *FAST]) == 0  # the lock is released
