@@ -9,10 +9,10 @@ from pyro.infer.util import is_validation_enabled
 from .errors import DataError
 
 
-def check_batch(x, data_dim, name="x", binary=False):
+def check_batch(x, data_dim, name="x", binary=False, dtype=None):
     """Raise :class:`DataError` unless ``x`` is a (B, data_dim) floating tensor of finite values
-    (and, with ``binary``, of zeros and ones: a Bernoulli likelihood's support). Does nothing
-    while Pyro's validation is disabled."""
+    (of ``dtype``, the network's, where given; and, with ``binary``, of zeros and ones: a
+    Bernoulli likelihood's support). Does nothing while Pyro's validation is disabled."""
     if not is_validation_enabled():
         return
     if not isinstance(x, torch.Tensor):
@@ -27,6 +27,9 @@ def check_batch(x, data_dim, name="x", binary=False):
                         f"built for {data_dim}")
     if not x.is_floating_point():
         raise DataError(f"{name} must be a floating tensor (e.g. x.float()), got {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        raise DataError(f"{name} has dtype {x.dtype} but the networks use {dtype}: convert it "
+                        f"(x.to({dtype}))")
     if not torch.isfinite(x).all():
         raise DataError(f"{name} holds NaN or infinite values; remove or impute those rows")
     if binary and not ((x == 0) | (x == 1)).all():

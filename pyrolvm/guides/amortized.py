@@ -73,7 +73,7 @@ class AmortizedNormal(nn.Module):
 
     def forward(self, x, batch_size=None):
         pyro.module(self.name, self)
-        check_batch(x, self.data_dim)
+        check_batch(x, self.data_dim, dtype=self.encoder[0].weight.dtype)
         loc, scale = self.encode(x)
         q = dist.Normal(loc, scale)
         if not self.reparameterized:

@@ -16,8 +16,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from .batches import num_rows, rows
+from ..errors import ConfigError, DataError
+from .batches import as_tuple, num_rows, rows
 from .importance import prior_proposal
 from .objectives import MultiSampleELBO
 
@@ -79,8 +79,10 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
         ImportanceResult: per-datapoint log-likelihood, ELBO and ESS, each of shape (N,).
 
     Raises:
-        ConfigError: K < 1, batch or chunk size < 1, an unknown proposal, or a model whose
-        sites are not all inside the batch plate.
+        ConfigError: K < 1, batch or chunk size < 1, no data, an unknown proposal, or a model
+            whose sites are not all inside the batch plate.
+        DataError: data that is not a tensor (or tuple of tensors with N rows each) or holds
+            NaN or infinite values; data the model refuses (shape, dtype, support).
     """
     if int(num_samples) < 1:
         raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
@@ -93,6 +95,11 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
         raise ConfigError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
     batch_size = int(batch_size)
     n = num_rows(data)
+    if n == 0:
+        raise ConfigError("no datapoints to evaluate")
+    for t in as_tuple(data):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DataError("the data to evaluate holds NaN or infinite values")
     chunk_size = int(chunk_size or max(1, min(k_total, 10000 // batch_size)))
     # one objective per chunk size (a full chunk and the remainder) computes the (K, B)
     # log-weights of a chunk

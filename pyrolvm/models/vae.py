@@ -74,7 +74,8 @@ class VAE(nn.Module):
     def forward(self, x, batch_size=None):
         pyro.module(self.name, self)
         if x is not None:
-            check_batch(x, self.data_dim, binary=self.likelihood == "bernoulli")
+            check_batch(x, self.data_dim, binary=self.likelihood == "bernoulli",
+                        dtype=self.decoder[0].weight.dtype)
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
             z = pyro.sample(
