@@ -138,7 +138,6 @@ def test_every_config_field_is_a_flag_with_help(kind, capsys):
     # the CLI is generated from the run configs: each field of each kind is a flag of
     # `pyrolvm train KIND`, with the docstring under the field as its help
     import dataclasses
-    import typing
 
     from pyrolvm.cli import parse
     from pyrolvm.runs import RUNS

@@ -2,6 +2,7 @@
 atomic checkpoints, the summary table."""
 
 import contextlib
+import dataclasses
 import glob
 import json
 import math
@@ -10,6 +11,7 @@ import os
 import torch
 from filelock import FileLock, Timeout
 
+from ..data import check_data, load
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 
 CHECKPOINT = "checkpoint.pt"
@@ -168,6 +170,25 @@ def load_checkpoint(folder):
     return state
 
 
+def reload_run(folder, kind, config_class, data_root=None, progress=True, **overrides):
+    """Read a run folder's checkpoint for ``pyrolvm evaluate``: the checkpoint dict, the run's
+    resolved config (with a new ``data_root`` if the data moved, ``progress`` and
+    ``overrides``) and the data dimension it was trained on.
+
+    Raises:
+        ConfigError: no valid checkpoint, or one of another kind of run.
+    """
+    state = load_checkpoint(folder)
+    if state["kind"] != kind:
+        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a {kind!r} run")
+    saved = dict(state["config"])
+    data_dim = saved.pop("data_dim")
+    config = config_class(**saved)
+    config = dataclasses.replace(config, data_root=data_root or config.data_root,
+                                 progress=progress, **overrides).resolved()
+    return state, config, data_dim
+
+
 def record_stop(folder, exc):
     """Write ``metrics.json`` for a run whose training stopped early (``status`` "diverged" or
     "interrupted", ``complete`` false, the curves so far) and return the error to raise in
@@ -188,6 +209,22 @@ def record_stop(folder, exc):
                {"status": status, "complete": False, "error": str(exc), "epochs": done,
                 "curves": history, **history})
     return error
+
+
+def load_data(cfg, binarize, data=None, binary=False):
+    """The run's dataset (``data`` if given, else ``cfg.dataset`` loaded from ``cfg.data_root``
+    with ``binarize`` and ``cfg.seed``), both splits checked (:func:`pyrolvm.data.check_data`;
+    ``binary``: values in {0, 1}) before anything is written.
+
+    Raises:
+        ConfigError, DataError: as :func:`pyrolvm.data.load` and
+        :func:`pyrolvm.data.check_data`.
+    """
+    if data is None:
+        data = load(cfg.dataset, root=cfg.data_root, binarize=binarize, seed=cfg.seed)
+    check_data(data.train, "the training data", binary=binary)
+    check_data(data.test, "the test data", binary=binary)
+    return data
 
 
 def format_summary(title, rows):

@@ -12,17 +12,15 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-import pyro
 import torch
 
 from .. import plots
-from ..data import check_data, load
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import GUIDES, INITS, MixtureFit, fit_mixture
 from ..inference import mean_and_stderr
 from ..models.mixture import COVARIANCES, GaussianMixture, check_num_components
-from .common import (CHECKPOINT, format_summary, load_checkpoint, record_stop, run_folder,
-                     save_checkpoint, write_json)
+from .common import (CHECKPOINT, format_summary, load_data, record_stop,
+                     reload_run, run_folder, save_checkpoint, write_json)
 from .config import Count, PositiveFloat, Range, RunConfig
 from .registry import RunKind, register
 
@@ -185,14 +183,6 @@ def figures(folder, model, params, xtest, pca, data, history, cfg):
     return names
 
 
-def _load_data(cfg, data):
-    if data is None:
-        data = load(cfg.dataset, root=cfg.data_root, binarize="none", seed=cfg.seed)
-    check_data(data.train, "the training data")
-    check_data(data.test, "the test data")
-    return data
-
-
 def train_gmm(config=None, data=None, **overrides):
     """Fit a Gaussian mixture to PCA-projected images and write the run folder;
     ``pyrolvm train gmm`` in one call.
@@ -222,7 +212,7 @@ def train_gmm(config=None, data=None, **overrides):
         TrainingDiverged: the loss became NaN or infinite.
     """
     cfg = dataclasses.replace(config or GMMConfig(), **overrides).resolved()
-    data = _load_data(cfg, data)
+    data = load_data(cfg, "none", data)
     check_num_components(cfg.components, len(data.train))
     xtrain, xtest, pca = project(data, cfg.pca_dim, cfg.seed)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
@@ -290,14 +280,8 @@ def evaluate_gmm(folder, data_root=None, progress=True):
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or a checkpoint of another kind of run.
     """
-    state = load_checkpoint(folder)
-    if state["kind"] != "gmm":
-        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a gmm run")
-    saved = dict(state["config"])
-    saved.pop("data_dim")
-    cfg = dataclasses.replace(GMMConfig(**saved), data_root=data_root or saved["data_root"],
-                              progress=progress).resolved()
-    data = _load_data(cfg, None)
+    state, cfg, _ = reload_run(folder, "gmm", GMMConfig, data_root, progress)
+    data = load_data(cfg, "none")
     xtrain = apply_pca(data.train, state["pca_mean"], state["pca_components"])
     xtest = apply_pca(data.test, state["pca_mean"], state["pca_components"])
     model = GaussianMixture.from_data(xtrain, cfg.components, cfg.covariance)
@@ -341,5 +325,5 @@ def summary(metrics, cfg, folder):
 
 
 KIND = register(RunKind(
-    "gmm", GMMConfig, lambda cfg: train_gmm(cfg), evaluate_gmm, summary, evaluation_rows,
+    "gmm", GMMConfig, train_gmm, evaluate_gmm, summary, evaluation_rows,
     description="a Gaussian mixture, assignment enumerated, beside scikit-learn's EM"))

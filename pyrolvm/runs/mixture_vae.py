@@ -11,12 +11,12 @@ import pyro
 import torch
 
 from .. import plots
-from ..data import check_data, load
 from ..errors import ConfigError
 from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from ..guides import AmortizedNormal
 from ..models.mixture_vae import MixturePriorVAE
-from .common import CHECKPOINT, format_summary, load_checkpoint, run_folder, save_checkpoint, write_json
+from .common import (CHECKPOINT, format_summary, load_data, reload_run, run_folder,
+                     save_checkpoint, write_json)
 from .config import Count, PositiveFloat, RunConfig, Sizes
 from .registry import RunKind, register
 
@@ -58,13 +58,6 @@ class MixtureVAEConfig(RunConfig):
     """learning rate after the prior's initialization, relative to --lr"""
 
 
-def _load_data(cfg):
-    data = load(cfg.dataset, root=cfg.data_root, binarize="dynamic", seed=cfg.seed)
-    check_data(data.train, "the training data")
-    check_data(data.test, "the test data")
-    return data
-
-
 def train_mixture_vae(config=None, **overrides):
     """Train a mixture-prior VAE (:func:`pyrolvm.fitting.fit_mixture_vae`) and write the run
     folder: ``config.json``, ``metrics.json`` (``test_cluster_accuracy``, ``test_ari``, the
@@ -79,7 +72,7 @@ def train_mixture_vae(config=None, **overrides):
         TrainingDiverged: the loss became NaN or infinite.
     """
     cfg = dataclasses.replace(config or MixtureVAEConfig(), **overrides).resolved()
-    data = _load_data(cfg)
+    data = load_data(cfg, "dynamic")
     if cfg.resume:
         raise ConfigError("mixture-vae runs cannot be resumed yet (pre-training, the prior's fit "
                           "and fine-tuning are separate phases): rerun with --overwrite")
@@ -114,14 +107,9 @@ def evaluate_mixture_vae(folder, data_root=None, progress=True):
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
     """
-    state = load_checkpoint(folder)
-    if state["kind"] != "mixture-vae":
-        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a mixture-vae run")
-    saved = dict(state["config"])
-    data_dim = saved.pop("data_dim")
-    cfg = dataclasses.replace(MixtureVAEConfig(**saved), progress=progress,
-                              data_root=data_root or saved["data_root"]).resolved()
-    data = _load_data(cfg)
+    state, cfg, data_dim = reload_run(folder, "mixture-vae", MixtureVAEConfig, data_root,
+                                      progress)
+    data = load_data(cfg, "dynamic")
     pyro.clear_param_store()
     model = MixturePriorVAE(data_dim, cfg.latent_dim, cfg.components, cfg.hidden)
     guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, "relu")
@@ -152,6 +140,6 @@ def summary(metrics, cfg, folder):
 
 
 KIND = register(RunKind(
-    "mixture-vae", MixtureVAEConfig, lambda cfg: train_mixture_vae(cfg), evaluate_mixture_vae,
+    "mixture-vae", MixtureVAEConfig, train_mixture_vae, evaluate_mixture_vae,
     summary, evaluation_rows,
     description="clustering with a mixture-prior VAE (VaDE-style), component enumerated"))

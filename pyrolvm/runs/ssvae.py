@@ -9,13 +9,12 @@ from typing import Annotated, ClassVar
 import pyro
 import tyro
 
-from ..data import check_data, load
-from ..errors import ConfigError, Interrupted, TrainingDiverged
+from ..errors import Interrupted, TrainingDiverged
 from ..fitting import accuracy, fit_m2, split_labels
 from ..guides.ssvae import SSVAEGuide
 from ..models.ssvae import SSVAE
-from .common import (CHECKPOINT, format_summary, load_checkpoint, record_stop, run_folder,
-                     save_checkpoint, write_json)
+from .common import (CHECKPOINT, format_summary, load_data, record_stop,
+                     reload_run, run_folder, save_checkpoint, write_json)
 from .config import Count, PositiveFloat, RunConfig, Sizes
 from .registry import RunKind, register
 
@@ -70,13 +69,6 @@ def build(cfg, data_dim, num_classes):
     return model, guide
 
 
-def _load_data(cfg):
-    data = load(cfg.dataset, root=cfg.data_root, binarize="dynamic", seed=cfg.seed)
-    check_data(data.train, "the training data")
-    check_data(data.test, "the test data")
-    return data
-
-
 def train_m2(config=None, **overrides):
     """Train M2 with ``labels`` balanced labels on dynamically binarized images and write the
     run folder (``config.json``, ``metrics.json`` with the final and per-epoch
@@ -91,7 +83,7 @@ def train_m2(config=None, **overrides):
         TrainingDiverged: the loss became NaN or infinite.
     """
     cfg = dataclasses.replace(config or M2Config(), **overrides).resolved()
-    data = _load_data(cfg)
+    data = load_data(cfg, "dynamic")
     split_labels(data.train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
     with run_folder(cfg.out, "m2", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
@@ -137,14 +129,8 @@ def evaluate_m2(folder, data_root=None, progress=True):
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
     """
-    state = load_checkpoint(folder)
-    if state["kind"] != "m2":
-        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not an m2 run")
-    saved = dict(state["config"])
-    data_dim = saved.pop("data_dim")
-    cfg = dataclasses.replace(M2Config(**saved), data_root=data_root or saved["data_root"],
-                              progress=progress).resolved()
-    data = _load_data(cfg)
+    state, cfg, data_dim = reload_run(folder, "m2", M2Config, data_root, progress)
+    data = load_data(cfg, "dynamic")
     pyro.clear_param_store()
     model, guide = build(cfg, data_dim, int(data.train_labels.max()) + 1)
     model.load_state_dict(state["model"])
@@ -173,5 +159,5 @@ def summary(metrics, cfg, folder):
 
 
 KIND = register(RunKind(
-    "m2", M2Config, lambda cfg: train_m2(cfg), evaluate_m2, summary, evaluation_rows,
+    "m2", M2Config, train_m2, evaluate_m2, summary, evaluation_rows,
     description="the semi-supervised VAE M2 (Kingma et al. 2014)"))

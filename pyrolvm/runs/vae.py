@@ -14,15 +14,15 @@ import torch
 import tyro
 
 from .. import plots
-from ..data import BINARIZATIONS, check_data, load
+from ..data import BINARIZATIONS
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..guides import (BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCategorical,
                       AmortizedNormal)
 from ..inference import ELBOS, importance_sample, make_elbo, make_optim, mean_and_stderr, train
 from ..models import LATENTS, LIKELIHOODS, VAE, SigmoidBeliefNet
 from ..nets import ACTIVATIONS
-from .common import (CHECKPOINT, format_summary, load_checkpoint, record_stop, run_folder,
-                     save_checkpoint, write_json)
+from .common import (CHECKPOINT, format_summary, load_data, record_stop,
+                     reload_run, run_folder, save_checkpoint, write_json)
 from .config import Count, PositiveFloat, Range, RunConfig, Sizes
 from .registry import RunKind, register
 
@@ -187,11 +187,8 @@ def figures(folder, model, guide, data, history):
 
 
 def _load_data(cfg, data):
-    if data is None:
-        data = load(cfg.dataset, root=cfg.data_root, binarize=cfg.binarize, seed=cfg.seed)
     binary = cfg.likelihood == "bernoulli"
-    check_data(data.train, "the training data", binary=binary and cfg.binarize == "none")
-    check_data(data.test, "the test data", binary=binary and cfg.binarize == "none")
+    data = load_data(cfg, cfg.binarize, data, binary=binary and cfg.binarize == "none")
     if binary and not ((data.train >= 0) & (data.train <= 1)).all():
         raise ConfigError(
             "a Bernoulli likelihood with binarization needs pixel intensities in [0, 1]: "
@@ -290,16 +287,8 @@ def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True):
     Raises:
         ConfigError: no checkpoint in ``folder``.
     """
-    state = load_checkpoint(folder)
-    if state["kind"] != "vae":
-        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a vae run")
-    saved = dict(state["config"])
-    data_dim = saved.pop("data_dim")
-    cfg = VAEConfig(**saved)
-    cfg = dataclasses.replace(cfg, progress=progress,
-                              eval_samples=cfg.eval_samples if eval_samples is None
-                              else eval_samples,
-                              data_root=data_root or cfg.data_root).resolved()
+    overrides = {} if eval_samples is None else {"eval_samples": eval_samples}
+    state, cfg, data_dim = reload_run(folder, "vae", VAEConfig, data_root, progress, **overrides)
     data = _load_data(cfg, None)
     pyro.clear_param_store()
     model, guide = build(cfg, data_dim)
@@ -356,6 +345,6 @@ def evaluation_rows(metrics):
 
 
 KIND = register(RunKind(
-    "vae", VAEConfig, lambda cfg: train_vae(cfg), evaluate_vae, summary, evaluation_rows,
+    "vae", VAEConfig, train_vae, evaluate_vae, summary, evaluation_rows,
     description="a VAE with an amortized Gaussian guide (or a sigmoid belief network)",
     evaluate_options=("eval_samples",)))

@@ -100,11 +100,11 @@ def test_resume_after_sigkill_starts_from_the_last_epoch(tmp_path, uninterrupted
 
 
 def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
-    from pyrolvm.runs import ssvae
+    from pyrolvm.runs import common
 
     kw = dict(labels=50, epochs=2, hidden=(16,), progress=False)
     full = train_m2(out=str(tmp_path / "full"), **kw)
-    monkeypatch.setattr(ssvae, "load", lambda *a, **k: KillAt(20))
+    monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(20))
     with pytest.raises(Interrupted):
         train_m2(out=str(tmp_path / "run"), **kw)
     monkeypatch.undo()
@@ -138,9 +138,9 @@ def test_gmm_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_interrupted_cli_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    from pyrolvm.runs import vae
+    from pyrolvm.runs import common
 
-    monkeypatch.setattr(vae, "load", lambda *a, **k: KillAt(3))
+    monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(3))
     out = str(tmp_path / "run")
     assert main(["train", "vae", "--epochs", "2", "--hidden", "16", "--out", out,
                  "--no-progress"]) == 130
