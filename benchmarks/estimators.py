@@ -17,7 +17,7 @@ from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import make_elbo
 from pyrolvm.models import VAE
 
-from iwae_vs_renyi import time_steps  # noqa: E402 (this folder is on sys.path)
+from iwae_vs_renyi import time_steps  # this folder is on sys.path
 
 NAMES = ["trace", "tracegraph", "iwae", "dreg", "stl", "vimco"]
 

@@ -31,7 +31,7 @@ def mlp(in_dim, hidden, out_dim, activation="tanh"):
     if min(sizes) < 1:
         raise ConfigError(f"layer sizes must be positive integers, got {sizes}")
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())

@@ -62,7 +62,8 @@ def curves(path, history, keys, ylabel, title):
 
 def latent_manifold(path, decode, image_shape, n=15):
     """Save the learned 2-D manifold: images decoded on an n x n grid of latent points at the
-    standard-normal quantiles (Kingma & Welling 2014, figure 4). ``decode`` maps (M, 2) -> (M, D)."""
+    standard-normal quantiles (Kingma & Welling 2014, figure 4). ``decode`` maps (M, 2) to
+    (M, D)."""
     q = torch.linspace(0.5 / n, 1 - 0.5 / n, n)
     grid = torch.distributions.Normal(0.0, 1.0).icdf(q)
     z = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)

@@ -45,11 +45,18 @@ from pyro.distributions import constraints  # noqa: E402
 from pyro.infer import SVI, TraceGraph_ELBO  # noqa: E402
 
 from pyrolvm.data import load  # noqa: E402
-from pyrolvm.guides import (AmortizedBernoulli, AmortizedNormal,  # noqa: E402
-                            non_reparameterized)
-from pyrolvm.inference import (DReG, IWAE, gradient_snr, importance_sample,  # noqa: E402
-                               make_elbo, make_optim, mean_and_stderr, train)
 from pyrolvm.errors import TrainingDiverged  # noqa: E402
+from pyrolvm.guides import AmortizedBernoulli, AmortizedNormal, non_reparameterized  # noqa: E402
+from pyrolvm.inference import (  # noqa: E402
+    IWAE,
+    DReG,
+    gradient_snr,
+    importance_sample,
+    make_elbo,
+    make_optim,
+    mean_and_stderr,
+    train,
+)
 from pyrolvm.models import VAE, SigmoidBeliefNet  # noqa: E402
 
 torch.set_num_threads(1)

@@ -68,7 +68,7 @@ torch.set_num_threads(1)
 pyro.set_rng_seed(0)
 EPOCHS = 20 if FAST else 300
 SECTIONS = set(os.environ.get("PYROLVM_TUTORIAL_SECTIONS", "gmm,m2,clustering").split(","))
-if not SECTIONS <= {"gmm", "m2", "clustering"}:
+if not SECTIONS.issubset({"gmm", "m2", "clustering"}):
     raise ConfigError(f"PYROLVM_TUTORIAL_SECTIONS takes a comma-separated subset of gmm, m2, "
                       f"clustering; got {sorted(SECTIONS)}")
 DATA_ROOT = os.environ.get("PYROLVM_DATA_ROOT", "/work/shared/data")
@@ -114,8 +114,9 @@ if "gmm" in SECTIONS:
 #
 # `fit_mixture` starts from k-means clusters, as scikit-learn's EM does (random starts let
 # components collapse onto a few points, pyro-ppl/pyro#635), takes full-batch Adam steps with
-# a warmed-up, decaying learning rate, and records the exact training log-likelihood after every epoch. We also fit with minibatches of
-# 200 under the subsampled plate, as one would for data too large for full-batch EM.
+# a warmed-up, decaying learning rate, and records the exact training log-likelihood after
+# every epoch. We also fit with minibatches of 200 under the subsampled plate, as one would for
+# data too large for full-batch EM.
 
 # %%
 if "gmm" in SECTIONS:
@@ -307,7 +308,7 @@ if "m2" in SECTIONS:
     for r in m2_rows:
         ax.text(pos[r["labels"]], 100 * r["test_accuracy"] + 0.5,
                 f"{100 * r['test_accuracy']:.1f}", ha="center", fontsize=8)
-    for (name, anchors), marker in zip(M2_ANCHORS.items(), ("D", "x")):
+    for (name, anchors), marker in zip(M2_ANCHORS.items(), ("D", "x"), strict=True):
         ax.plot([pos[n] for n in anchors], list(anchors.values()), marker, color="black",
                 ls="none", label=f"{name} (MNIST, full training)")
     ax.set_xticks(range(len(counts)), [str(n) for n in counts])

@@ -76,8 +76,9 @@ def load(name="digits", root=None, binarize="none", seed=0, download=True):
         name (str): ``"digits"`` (embedded, no download), ``"mnist"``, or the path of an ``.npz``
             file with arrays ``train`` and ``test`` of shape (N, D) and values in [0, 1]
             (optional: ``train_labels``, ``test_labels``, ``image_shape``).
-        root (str or None): for ``"mnist"``, the folder that ``torchvision.datasets.MNIST(root=...)``
-            reads (it holds ``MNIST/raw/``); defaults to ``$PYROLVM_DATA_ROOT``.
+        root (str or None): for ``"mnist"``, the folder that
+            ``torchvision.datasets.MNIST(root=...)`` reads (it holds ``MNIST/raw/``); defaults to
+            ``$PYROLVM_DATA_ROOT``.
         binarize (str): ``"dynamic"`` (fresh Bernoulli draw of each training minibatch; the test
             set is binarized once with ``seed``), ``"static"`` (train and test binarized once with
             ``seed``) or ``"none"``.
@@ -146,11 +147,15 @@ def _load_npz(path):
     test = torch.as_tensor(arrays["test"]).float()
     for x, which in ((train, "train"), (test, "test")):
         if x.dim() != 2:
-            raise DataError(f"array {which!r} of {path!r} must have shape (N, D), got {tuple(x.shape)}")
+            raise DataError(
+                f"array {which!r} of {path!r} must have shape (N, D), got {tuple(x.shape)}"
+            )
     d = train.shape[-1]
 
     def labels(key, n):
-        return torch.as_tensor(arrays[key]).long() if key in arrays else torch.zeros(n, dtype=torch.int64)
+        if key in arrays:
+            return torch.as_tensor(arrays[key]).long()
+        return torch.zeros(n, dtype=torch.int64)
 
     side = int(round(d**0.5))
     shape = tuple(int(s) for s in arrays["image_shape"]) if "image_shape" in arrays else (
@@ -165,7 +170,8 @@ def mnist_help(root):
     return (
         f"MNIST files not found under data root {root!r}. Expected (uncompressed):\n{files}\n"
         "Get them on a machine with internet access with\n"
-        f"    python -c \"from torchvision.datasets import MNIST; MNIST({str(root)!r}, download=True)\"\n"
+        "    python -c \"from torchvision.datasets import MNIST; "
+        f"MNIST({str(root)!r}, download=True)\"\n"
         "(or copy the four files from http://yann.lecun.com/exdb/mnist/ there and gunzip them),\n"
         f"then pass --data-root {root} or set {DATA_ROOT_ENV}."
     )
@@ -188,7 +194,9 @@ def _load_mnist(root, download):
         train = MNIST(root, train=True, download=download and not present)
         test = MNIST(root, train=False, download=False)
     except Exception as exc:  # network errors, truncated files, permission errors
-        raise DataError(f"{mnist_help(root)}\n(the attempt to read or download failed: {exc})") from exc
+        raise DataError(
+            f"{mnist_help(root)}\n(the attempt to read or download failed: {exc})"
+        ) from exc
 
     def flat(ds):
         return ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0, ds.targets.long()

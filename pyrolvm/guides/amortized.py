@@ -65,7 +65,8 @@ class AmortizedNormal(nn.Module):
         self.name = name
 
     def encode(self, x):
-        """Posterior location and scale, each of shape (..., latent_dim), for x of shape (..., D)."""
+        """Posterior location and scale, each of shape (..., latent_dim), for x of shape
+        (..., D)."""
         loc, raw = self.encoder(x).split(self.latent_dim, dim=-1)
         return loc, F.softplus(raw) + self.min_scale
 
