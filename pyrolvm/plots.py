@@ -17,15 +17,22 @@ def _tile(images, image_shape, ncols):
     canvas = torch.full((nrows * (h + 1) - 1, ncols * (w + 1) - 1), 0.15)
     for i in range(n):
         r, c = divmod(i, ncols)
-        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = images[i].reshape(h, w)
+        canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = images[i].reshape(
+            h, w
+        )
     return canvas
 
 
 def image_grid(path, images, image_shape, title, ncols=8):
     """Save (N, D) images with values in [0, 1] as a grid of ``image_shape`` tiles."""
     fig, ax = plt.subplots(figsize=(ncols * 0.6 + 0.4, math.ceil(len(images) / ncols) * 0.6 + 0.6))
-    ax.imshow(_tile(images.detach().cpu().clamp(0, 1), image_shape, ncols), cmap="gray_r",
-              vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(
+        _tile(images.detach().cpu().clamp(0, 1), image_shape, ncols),
+        cmap="gray_r",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     fig.tight_layout()
@@ -37,9 +44,14 @@ def reconstructions(path, originals, recons, image_shape, ncols=8):
     """Save test images (odd rows) above their reconstructions (even rows)."""
     rows = []
     for i in range(0, len(originals), ncols):
-        rows += [originals[i:i + ncols], recons[i:i + ncols]]
-    image_grid(path, torch.cat(rows), image_shape,
-               "test images (rows 1, 3, ...) and reconstructions (rows 2, 4, ...)", ncols)
+        rows += [originals[i : i + ncols], recons[i : i + ncols]]
+    image_grid(
+        path,
+        torch.cat(rows),
+        image_shape,
+        "test images (rows 1, 3, ...) and reconstructions (rows 2, 4, ...)",
+        ncols,
+    )
 
 
 def curves(path, history, keys, ylabel, title):
@@ -48,8 +60,12 @@ def curves(path, history, keys, ylabel, title):
     for key in keys:
         values = history.get(key) or []
         if values:
-            ax.plot(range(1, len(values) + 1), values, marker="." if len(values) < 30 else None,
-                    label=key.replace("_", " "))
+            ax.plot(
+                range(1, len(values) + 1),
+                values,
+                marker="." if len(values) < 30 else None,
+                label=key.replace("_", " "),
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -81,15 +97,30 @@ def mixture_clusters(path, points, assignment, locs, covariances, title, max_poi
     k = len(locs)
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.scatter(points[:, 0], points[:, 1], c=[cmap(int(a) % cmap.N) for a in assignment],
-               s=6, alpha=0.5, linewidths=0)
+    ax.scatter(
+        points[:, 0],
+        points[:, 1],
+        c=[cmap(int(a) % cmap.N) for a in assignment],
+        s=6,
+        alpha=0.5,
+        linewidths=0,
+    )
     for j in range(k):
         evals, evecs = torch.linalg.eigh(covariances[j].double())
         angle = math.degrees(math.atan2(evecs[1, 1], evecs[0, 1]))
         for n_std in (1, 2):
             w, h = (2 * n_std * evals.clamp_min(0).sqrt().flip(0)).tolist()
-            ax.add_patch(Ellipse(locs[j].tolist(), w, h, angle=angle, fill=False,
-                                 color=cmap(j % cmap.N), lw=1.5 if n_std == 1 else 0.8))
+            ax.add_patch(
+                Ellipse(
+                    locs[j].tolist(),
+                    w,
+                    h,
+                    angle=angle,
+                    fill=False,
+                    color=cmap(j % cmap.N),
+                    lw=1.5 if n_std == 1 else 0.8,
+                )
+            )
         ax.plot(*locs[j].tolist(), "x", color="black", ms=5)
     ax.set_xlabel("projection 1")
     ax.set_ylabel("projection 2")

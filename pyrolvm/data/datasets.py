@@ -158,8 +158,11 @@ def _load_npz(path):
         return torch.zeros(n, dtype=torch.int64)
 
     side = int(round(d**0.5))
-    shape = tuple(int(s) for s in arrays["image_shape"]) if "image_shape" in arrays else (
-        (side, side) if side * side == d else (1, d))
+    shape = (
+        tuple(int(s) for s in arrays["image_shape"])
+        if "image_shape" in arrays
+        else ((side, side) if side * side == d else (1, d))
+    )
     return train, test, labels("train_labels", len(train)), labels("test_labels", len(test)), shape
 
 
@@ -170,8 +173,8 @@ def mnist_help(root):
     return (
         f"MNIST files not found under data root {root!r}. Expected (uncompressed):\n{files}\n"
         "Get them on a machine with internet access with\n"
-        "    python -c \"from torchvision.datasets import MNIST; "
-        f"MNIST({str(root)!r}, download=True)\"\n"
+        '    python -c "from torchvision.datasets import MNIST; '
+        f'MNIST({str(root)!r}, download=True)"\n'
         "(or copy the four files from http://yann.lecun.com/exdb/mnist/ there and gunzip them),\n"
         f"then pass --data-root {root} or set {DATA_ROOT_ENV}."
     )

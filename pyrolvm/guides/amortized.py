@@ -49,15 +49,26 @@ class AmortizedNormal(nn.Module):
         ConfigError: unknown activation or baseline, or a latent_dim < 1.
     """
 
-    def __init__(self, data_dim, latent_dim=50, hidden=(200, 200), activation="tanh",
-                 latent_site="z", min_scale=1e-4, name="encoder", reparameterized=True,
-                 baseline="none", baseline_beta=0.9):
+    def __init__(
+        self,
+        data_dim,
+        latent_dim=50,
+        hidden=(200, 200),
+        activation="tanh",
+        latent_site="z",
+        min_scale=1e-4,
+        name="encoder",
+        reparameterized=True,
+        baseline="none",
+        baseline_beta=0.9,
+    ):
         super().__init__()
         self.reparameterized = bool(reparameterized)
         # kept outside this module's children: its parameters are registered under their own
         # name (Pyro's nn_baseline), not with the encoder's
-        self.__dict__["baseline"] = Baseline(baseline, data_dim, baseline_beta,
-                                             name=f"{name}_baseline")
+        self.__dict__["baseline"] = Baseline(
+            baseline, data_dim, baseline_beta, name=f"{name}_baseline"
+        )
         self.latent_dim = check_latent_dim(latent_dim)
         self.encoder = mlp(data_dim, hidden, 2 * self.latent_dim, activation)
         self.latent_site = latent_site

@@ -17,8 +17,20 @@ RELAXATIONS = ("none", "concrete", "straight_through")
 
 
 class _AmortizedDiscrete(nn.Module):
-    def __init__(self, data_dim, latent_dim, out_dim, hidden, activation, relaxation,
-                 temperature, latent_site, baseline, baseline_beta, name):
+    def __init__(
+        self,
+        data_dim,
+        latent_dim,
+        out_dim,
+        hidden,
+        activation,
+        relaxation,
+        temperature,
+        latent_site,
+        baseline,
+        baseline_beta,
+        name,
+    ):
         super().__init__()
         relaxation = "none" if relaxation is None else relaxation
         if relaxation not in RELAXATIONS:
@@ -34,8 +46,9 @@ class _AmortizedDiscrete(nn.Module):
         self.latent_site = latent_site
         self.name = name
         # outside this module's children: registered under its own name (Pyro's nn_baseline)
-        self.__dict__["baseline"] = Baseline(baseline, data_dim, baseline_beta,
-                                             name=f"{name}_baseline")
+        self.__dict__["baseline"] = Baseline(
+            baseline, data_dim, baseline_beta, name=f"{name}_baseline"
+        )
 
     @torch.no_grad()
     def encode(self, x):
@@ -58,7 +71,7 @@ class _AmortizedDiscrete(nn.Module):
         infer = self.baseline.infer(self.latent_site, x) if self.relaxation == "none" else {}
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample(self.latent_site, q, infer=infer)
-        self.baseline.match(self.latent_site, infer, z.shape[:z.dim() - len(q.event_shape)])
+        self.baseline.match(self.latent_site, infer, z.shape[: z.dim() - len(q.event_shape)])
         return z
 
 
@@ -93,11 +106,32 @@ class AmortizedBernoulli(_AmortizedDiscrete):
         ConfigError: unknown relaxation, activation or baseline, temperature <= 0.
     """
 
-    def __init__(self, data_dim, latent_dim=200, hidden=(), activation="tanh",
-                 relaxation="none", temperature=0.5, latent_site="z", baseline="none",
-                 baseline_beta=0.9, name="encoder"):
-        super().__init__(data_dim, latent_dim, latent_dim, hidden, activation, relaxation,
-                         temperature, latent_site, baseline, baseline_beta, name)
+    def __init__(
+        self,
+        data_dim,
+        latent_dim=200,
+        hidden=(),
+        activation="tanh",
+        relaxation="none",
+        temperature=0.5,
+        latent_site="z",
+        baseline="none",
+        baseline_beta=0.9,
+        name="encoder",
+    ):
+        super().__init__(
+            data_dim,
+            latent_dim,
+            latent_dim,
+            hidden,
+            activation,
+            relaxation,
+            temperature,
+            latent_site,
+            baseline,
+            baseline_beta,
+            name,
+        )
 
     def logits(self, x):
         """Logits of q, shape (..., latent_dim), for x (..., D)."""
@@ -125,14 +159,35 @@ class AmortizedCategorical(_AmortizedDiscrete):
         ConfigError: as :class:`AmortizedBernoulli`, or num_categories < 2.
     """
 
-    def __init__(self, data_dim, latent_dim=20, num_categories=10, hidden=(200,),
-                 activation="tanh", relaxation="none", temperature=0.5, latent_site="z",
-                 baseline="none", baseline_beta=0.9, name="encoder"):
+    def __init__(
+        self,
+        data_dim,
+        latent_dim=20,
+        num_categories=10,
+        hidden=(200,),
+        activation="tanh",
+        relaxation="none",
+        temperature=0.5,
+        latent_site="z",
+        baseline="none",
+        baseline_beta=0.9,
+        name="encoder",
+    ):
         if int(num_categories) < 2:
             raise ConfigError(f"num_categories must be >= 2, got {num_categories}")
-        super().__init__(data_dim, latent_dim, latent_dim * int(num_categories), hidden,
-                         activation, relaxation, temperature, latent_site, baseline,
-                         baseline_beta, name)
+        super().__init__(
+            data_dim,
+            latent_dim,
+            latent_dim * int(num_categories),
+            hidden,
+            activation,
+            relaxation,
+            temperature,
+            latent_site,
+            baseline,
+            baseline_beta,
+            name,
+        )
         self.num_categories = int(num_categories)
 
     def logits(self, x):

@@ -48,8 +48,11 @@ class MixtureMAP(AutoDelta):
 
     def __init__(self, model, init_values=None):
         _check_init(model, init_values)
-        init = init_to_median if init_values is None else init_to_value(
-            values={k: v.detach().clone() for k, v in init_values.items()})
+        init = (
+            init_to_median
+            if init_values is None
+            else init_to_value(values={k: v.detach().clone() for k, v in init_values.items()})
+        )
         super().__init__(poutine.block(model, expose=list(model.global_sites)), init_loc_fn=init)
         # the global sites do not depend on the data: set the guide up now (one call on a
         # dummy datapoint, hidden from any enclosing handler) so that median() works at once
@@ -82,8 +85,9 @@ class MixtureMeanField(nn.Module):
         ConfigError: ``init_values`` lacks a global site, or ``init_scale <= 0``.
     """
 
-    def __init__(self, model, init_values, init_scale=0.01, init_concentration=None,
-                 name="mixture_guide"):
+    def __init__(
+        self, model, init_values, init_scale=0.01, init_concentration=None, name="mixture_guide"
+    ):
         super().__init__()
         _check_init(model, init_values)
         if init_values is None:
@@ -116,8 +120,9 @@ class MixtureMeanField(nn.Module):
         pyro.sample("weights", dist.Dirichlet(self.log_concentration.exp()))
         with pyro.plate("components", self.num_components):
             pyro.sample("locs", dist.Normal(self.locs_loc, self.locs_log_scale.exp()).to_event(1))
-            pyro.sample("scales", dist.LogNormal(self.scales_loc,
-                                                 self.scales_log_scale.exp()).to_event(1))
+            pyro.sample(
+                "scales", dist.LogNormal(self.scales_loc, self.scales_log_scale.exp()).to_event(1)
+            )
             if "corr" in self.model_sites:
                 pyro.sample("corr", self._corr_dist())
 
@@ -127,9 +132,11 @@ class MixtureMeanField(nn.Module):
         medians exp(u_k) and the transformed Normal medians of the correlation factors; a dict
         like :meth:`MixtureMAP.median`'s."""
         conc = self.log_concentration.exp()
-        out = {"weights": conc / conc.sum(), "locs": self.locs_loc.clone(),
-               "scales": self.scales_loc.exp()}
+        out = {
+            "weights": conc / conc.sum(),
+            "locs": self.locs_loc.clone(),
+            "scales": self.scales_loc.exp(),
+        }
         if "corr" in self.model_sites:
             out["corr"] = self.corr_transform(self.corr_loc)
         return out
-

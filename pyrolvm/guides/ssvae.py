@@ -31,8 +31,17 @@ class SSVAEGuide(nn.Module):
         name (str): prefix in Pyro's param store.
     """
 
-    def __init__(self, data_dim, num_classes=10, latent_dim=50, hidden=(500,),
-                 activation="softplus", enumerate=True, min_scale=1e-4, name="ssvae_guide"):
+    def __init__(
+        self,
+        data_dim,
+        num_classes=10,
+        latent_dim=50,
+        hidden=(500,),
+        activation="softplus",
+        enumerate=True,
+        min_scale=1e-4,
+        name="ssvae_guide",
+    ):
         super().__init__()
         self.num_classes, self.latent_dim = int(num_classes), check_latent_dim(latent_dim)
         self.classifier = mlp(data_dim, hidden, self.num_classes, activation)
@@ -50,8 +59,7 @@ class SSVAEGuide(nn.Module):
         with pyro.plate("data", x.shape[0]):
             if y is None:
                 infer = {"enumerate": "parallel"} if self.enumerate else {}
-                y = pyro.sample("y", dist.OneHotCategorical(logits=self.classify(x)),
-                                infer=infer)
+                y = pyro.sample("y", dist.OneHotCategorical(logits=self.classify(x)), infer=infer)
             loc, raw = self.encoder(concat_broadcast(x, y)).split(self.latent_dim, dim=-1)
             pyro.sample("z", dist.Normal(loc, F.softplus(raw) + self.min_scale).to_event(1))
 

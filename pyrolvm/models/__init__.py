@@ -8,5 +8,15 @@ from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
 
-__all__ = ["COVARIANCES", "GaussianMixture", "INITS", "LATENTS", "LIKELIHOODS", "LinearGaussian",
-           "MixturePriorVAE", "SSVAE", "SigmoidBeliefNet", "VAE"]
+__all__ = [
+    "COVARIANCES",
+    "GaussianMixture",
+    "INITS",
+    "LATENTS",
+    "LIKELIHOODS",
+    "LinearGaussian",
+    "MixturePriorVAE",
+    "SSVAE",
+    "SigmoidBeliefNet",
+    "VAE",
+]

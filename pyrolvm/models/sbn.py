@@ -47,9 +47,18 @@ class SigmoidBeliefNet(nn.Module):
         ConfigError: unknown latent type, num_categories < 2, non-positive temperature.
     """
 
-    def __init__(self, data_dim, latent_dim=200, latent="bernoulli", num_categories=10,
-                 hidden=(), activation="tanh", data_mean=None, temperature=None,
-                 name="decoder"):
+    def __init__(
+        self,
+        data_dim,
+        latent_dim=200,
+        latent="bernoulli",
+        num_categories=10,
+        hidden=(),
+        activation="tanh",
+        data_mean=None,
+        temperature=None,
+        name="decoder",
+    ):
         super().__init__()
         if latent not in LATENTS:
             raise ConfigError(f"unknown latent type {latent!r}: choose one of {', '.join(LATENTS)}")
@@ -63,11 +72,11 @@ class SigmoidBeliefNet(nn.Module):
         self.num_categories = int(num_categories) if latent == "categorical" else 1
         self.temperature = temperature
         self.name = name
-        shape = (self.latent_dim,) if latent == "bernoulli" else (self.latent_dim,
-                                                                  self.num_categories)
+        shape = (
+            (self.latent_dim,) if latent == "bernoulli" else (self.latent_dim, self.num_categories)
+        )
         self.prior_logits = nn.Parameter(torch.zeros(shape))
-        self.decoder = mlp(self.latent_dim * self.num_categories, hidden, self.data_dim,
-                           activation)
+        self.decoder = mlp(self.latent_dim * self.num_categories, hidden, self.data_dim, activation)
         if data_mean is not None:
             mean = torch.as_tensor(data_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
             set_output_bias(self.decoder, mean.log() - (-mean).log1p())
@@ -83,16 +92,18 @@ class SigmoidBeliefNet(nn.Module):
         if self.latent == "bernoulli":
             if self.temperature is None:
                 return dist.Bernoulli(logits=logits).to_event(1)
-            return dist.RelaxedBernoulli(torch.tensor(float(self.temperature)),
-                                         logits=logits).to_event(1)
+            return dist.RelaxedBernoulli(
+                torch.tensor(float(self.temperature)), logits=logits
+            ).to_event(1)
         if self.temperature is None:
             return dist.OneHotCategorical(logits=logits).to_event(1)
-        return dist.RelaxedOneHotCategorical(torch.tensor(float(self.temperature)),
-                                             logits=logits).to_event(1)
+        return dist.RelaxedOneHotCategorical(
+            torch.tensor(float(self.temperature)), logits=logits
+        ).to_event(1)
 
     def likelihood_dist(self, z):
         """p(x | z) for z of shape (..., *latent_shape); event shape (D,)."""
-        flat = z.reshape(z.shape[:z.dim() - len(self.latent_shape)] + (-1,))
+        flat = z.reshape(z.shape[: z.dim() - len(self.latent_shape)] + (-1,))
         return dist.Bernoulli(logits=self.decoder(flat)).to_event(1)
 
     def forward(self, x, batch_size=None):

@@ -42,8 +42,15 @@ class SSVAE(nn.Module):
         ConfigError: C < 2, L < 1, unknown activation.
     """
 
-    def __init__(self, data_dim, num_classes=10, latent_dim=50, hidden=(500,),
-                 activation="softplus", name="ssvae_decoder"):
+    def __init__(
+        self,
+        data_dim,
+        num_classes=10,
+        latent_dim=50,
+        hidden=(500,),
+        activation="softplus",
+        name="ssvae_decoder",
+    ):
         super().__init__()
         if int(num_classes) != num_classes or num_classes < 2:
             raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")

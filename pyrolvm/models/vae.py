@@ -42,8 +42,16 @@ class VAE(nn.Module):
         ConfigError: unknown likelihood or activation, or a latent_dim < 1.
     """
 
-    def __init__(self, data_dim, latent_dim=50, hidden=(200, 200), activation="tanh",
-                 likelihood="bernoulli", data_mean=None, name="decoder"):
+    def __init__(
+        self,
+        data_dim,
+        latent_dim=50,
+        hidden=(200, 200),
+        activation="tanh",
+        likelihood="bernoulli",
+        data_mean=None,
+        name="decoder",
+    ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ConfigError(
