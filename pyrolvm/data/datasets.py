@@ -11,15 +11,19 @@ Two sources:
   variable ``PYROLVM_DATA_ROOT``).
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError, DataError
 
-DATASETS = ("digits", "mnist")
-BINARIZATIONS = ("dynamic", "static", "none")
+DATASETS: tuple[str, ...] = ("digits", "mnist")
+BINARIZATIONS: tuple[str, ...] = ("dynamic", "static", "none")
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360
 DATA_ROOT_ENV = "PYROLVM_DATA_ROOT"
@@ -52,24 +56,30 @@ class Dataset:
     test: torch.Tensor
     train_labels: torch.Tensor
     test_labels: torch.Tensor
-    image_shape: tuple
+    image_shape: tuple[int, ...]
     binarize: str = "none"
     _seed: int = field(default=0, repr=False)
 
     @property
-    def data_dim(self):
+    def data_dim(self) -> int:
         """Number of pixels D of one flattened image."""
         return self.train.shape[-1]
 
     @property
-    def train_transform(self):
+    def train_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The per-minibatch transform for training: under ``"dynamic"`` binarization a fresh
         Bernoulli draw of every pixel each time a minibatch is drawn (Burda et al. 2016,
         section 5.1), else ``None``."""
         return torch.bernoulli if self.binarize == "dynamic" else None
 
 
-def load(name="digits", root=None, binarize="none", seed=0, download=True):
+def load(
+    name: str = "digits",
+    root: str | os.PathLike[str] | None = None,
+    binarize: str = "none",
+    seed: int = 0,
+    download: bool = True,
+) -> Dataset:
     """Load a dataset by name as flattened float tensors in [0, 1].
 
     Args:
@@ -118,7 +128,7 @@ def _load_digits():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
+    digits: Any = load_digits()  # a Bunch (typed as Bunch | tuple)
     x = torch.as_tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.as_tensor(digits.target, dtype=torch.int64)
     idx_train, idx_test = train_test_split(
@@ -166,7 +176,7 @@ def _load_npz(path):
     return train, test, labels("train_labels", len(train)), labels("test_labels", len(test)), shape
 
 
-def mnist_help(root):
+def mnist_help(root: str | os.PathLike[str] | None) -> str:
     """The message telling a user how to get the MNIST files into ``root``."""
     raw = os.path.join(str(root), "MNIST", "raw")
     files = "\n".join(f"    {raw}/{f}" for f in MNIST_FILES)
@@ -208,7 +218,7 @@ def _load_mnist(root, download):
     return xtr, xte, ytr, yte, (28, 28)
 
 
-def check_data(x, name="data", binary=False):
+def check_data(x: torch.Tensor, name: str = "data", binary: bool = False) -> None:
     """Check that ``x`` can be fed to a model: a 2-D floating tensor of finite values.
 
     Args:
