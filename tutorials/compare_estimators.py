@@ -203,6 +203,12 @@ fig.savefig(os.path.join(OUT, "estimators_curves.png"), dpi=120)
 plt.close(fig)
 
 # %% [markdown]
+# ![estimators curves](figures/estimators_curves.png)
+#
+# *Test ELBO (top) and test NLL (bottom) of the nine estimators against epochs (left) and training
+# seconds (right). Full run.*
+
+# %% [markdown]
 # ## 2. Gradient signal-to-noise ratio against K
 #
 # At the parameters reached by the pathwise run, we draw the gradient of the IWAE bound many
@@ -246,6 +252,12 @@ for ax, group, title in (
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "snr_vs_k.png"), dpi=120)
 plt.close(fig)
+
+# %% [markdown]
+# ![snr vs k](figures/snr_vs_k.png)
+#
+# *Average gradient signal-to-noise ratio of the encoder (left) and the decoder (right) against K,
+# IWAE and DReG. Full run.*
 
 # %% [markdown]
 # ## 3. Discrete latents: a sigmoid belief network
@@ -333,6 +345,11 @@ fig.savefig(os.path.join(OUT, "discrete.png"), dpi=120)
 plt.close(fig)
 
 # %% [markdown]
+# ![discrete](figures/discrete.png)
+#
+# *Test NLL of the sigmoid belief network by estimator. Full run.*
+
+# %% [markdown]
 # ## 4. Naive Monte Carlo against importance sampling of log p(x)
 #
 # `importance_sample(..., proposal="prior")` draws z from p(z) (naive Monte Carlo),
@@ -376,6 +393,12 @@ ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "naive_vs_is.png"), dpi=120)
 plt.close(fig)
+
+# %% [markdown]
+# ![naive vs is](figures/naive_vs_is.png)
+#
+# *Estimated mean log p(x) of 50 test images against the number of samples K, with the prior (naive
+# Monte Carlo) and the guide (importance sampling) as proposals. Full run.*
 
 # %% [markdown]
 # ## 5. Pyro's coin experiment (SVI part III)

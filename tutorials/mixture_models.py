@@ -168,6 +168,12 @@ if "gmm" in SECTIONS:
     fig.savefig(os.path.join(OUT, "mixture_svi_vs_em.png"), dpi=120)
 
 # %% [markdown]
+# ![mixture svi vs em](figures/mixture_svi_vs_em.png)
+#
+# *Training log-likelihood of SVI (full batch and minibatches) against optimizer steps, with EM's
+# converged value. Full run.*
+
+# %% [markdown]
 # ## Where SVI starts matters
 #
 # Gradient ascent, like EM, stops at a local optimum. Random starts (K datapoints as centres)
@@ -240,6 +246,12 @@ if "gmm" in SECTIONS:
     fig.savefig(os.path.join(OUT, "mixture_loglik_bic_vs_k.png"), dpi=120)
 
 # %% [markdown]
+# ![mixture loglik bic vs k](figures/mixture_loglik_bic_vs_k.png)
+#
+# *Test log-likelihood (left) and BIC (right) against the number of components K, SVI and EM. Full
+# run.*
+
+# %% [markdown]
 # ## Responsibilities on a 2-D projection
 #
 # On the first two principal components the clusters overlap, and the responsibilities
@@ -279,6 +291,17 @@ if "gmm" in SECTIONS:
     ax.set_title("responsibility of the MAP component", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, "mixture_responsibilities_2d.png"), dpi=120)
+
+# %% [markdown]
+# ![mixture clusters 2d](figures/mixture_clusters_2d.png)
+#
+# *Test points on the first two principal axes, coloured by their MAP component, with the
+# components' ellipses. Full run.*
+
+# %% [markdown]
+# ![mixture responsibilities 2d](figures/mixture_responsibilities_2d.png)
+#
+# *Responsibility of the MAP component for each test point, on the 2-D projection. Full run.*
 
 # %% [markdown]
 # ## Semi-supervised M2
@@ -399,6 +422,11 @@ if "m2" in SECTIONS:
     fig.savefig(os.path.join(OUT, "mixture_m2_accuracy.png"), dpi=120)
 
 # %% [markdown]
+# ![mixture m2 accuracy](figures/mixture_m2_accuracy.png)
+#
+# *M2 test accuracy by number of labels, beside the published figures. Full run.*
+
+# %% [markdown]
 # ## Clustering with a mixture prior
 #
 # A VAE whose prior is a learned Gaussian mixture, $c \sim \mathrm{Cat}(\pi)$,
@@ -494,3 +522,8 @@ if "clustering" in SECTIONS:
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, "mixture_vae_clusters.png"), dpi=120)
 print("figures written to", OUT)
+
+# %% [markdown]
+# ![mixture vae clusters](figures/mixture_vae_clusters.png)
+#
+# *The mixture-prior VAE: clusters against classes, and the decoded component means. Full run.*
