@@ -50,7 +50,7 @@ def mlp(
 
 
 def check_latent_dim(latent_dim: int) -> int:
-    """Raise :class:`ConfigError` unless ``latent_dim`` is a positive integer."""
+    """Raise :class:`~pyrolvm.ConfigError` unless ``latent_dim`` is a positive integer."""
     if int(latent_dim) != latent_dim or latent_dim < 1:
         raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim!r}")
     return int(latent_dim)

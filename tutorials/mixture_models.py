@@ -61,9 +61,9 @@ from pyrolvm.models import GaussianMixture  # noqa: E402
 from pyrolvm.runs.gmm import fit_mixture, project  # noqa: E402
 
 FAST = os.environ.get("PYROLVM_TUTORIAL_FAST") == "1"
-OUT = os.environ.get(
-    "PYROLVM_TUTORIAL_OUT", os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
-)
+# as a script, next to this file; as a notebook (no __file__), next to the notebook
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
+OUT = os.environ.get("PYROLVM_TUTORIAL_OUT", os.path.join(HERE, "figures"))
 os.makedirs(OUT, exist_ok=True)
 torch.set_num_threads(1)
 pyro.set_rng_seed(0)

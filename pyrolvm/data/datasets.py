@@ -67,7 +67,7 @@ class Dataset:
 
     @property
     def train_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """The per-minibatch transform for training: under ``"dynamic"`` binarization a fresh
+        """The per-minibatch transform for training. Under ``"dynamic"`` binarization a fresh
         Bernoulli draw of every pixel each time a minibatch is drawn (Burda et al. 2016,
         section 5.1), else ``None``."""
         return torch.bernoulli if self.binarize == "dynamic" else None

@@ -149,7 +149,7 @@ class MixtureMeanField(nn.Module):
     def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Point estimates of the global sites: the mean of q(pi), the means m_k, the LogNormal
         medians exp(u_k) and the transformed Normal medians of the correlation factors; a dict
-        like :meth:`MixtureMAP.median`'s."""
+        like ``MixtureMAP.median()``'s."""
         conc = self.log_concentration.exp()
         out = {
             "weights": conc / conc.sum(),

@@ -88,7 +88,7 @@ class SigmoidBeliefNet(nn.Module):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        """Event shape of z: (latent_dim,) or (latent_dim, num_categories)."""
+        """The event shape of z, (latent_dim,) or (latent_dim, num_categories)."""
         return tuple(self.prior_logits.shape)
 
     def prior(self) -> TorchDistribution:
@@ -107,7 +107,7 @@ class SigmoidBeliefNet(nn.Module):
         ).to_event(1)
 
     def likelihood_dist(self, z: torch.Tensor) -> TorchDistribution:
-        """p(x | z) for z of shape (..., *latent_shape); event shape (D,)."""
+        """p(x | z) for z of shape ``(..., *latent_shape)``; event shape (D,)."""
         flat = z.reshape(z.shape[: z.dim() - len(self.latent_shape)] + (-1,))
         return dist.Bernoulli(logits=self.decoder(flat)).to_event(1)
 
@@ -120,7 +120,7 @@ class SigmoidBeliefNet(nn.Module):
         return z
 
     def enumerate_latents(self, max_states: int = 2**16) -> torch.Tensor:
-        """All latent states, shape (S, *latent_shape), for exact sums over z.
+        """All latent states, shape ``(S, *latent_shape)``, for exact sums over z.
 
         Raises:
             ConfigError: more than ``max_states`` states.
@@ -160,7 +160,7 @@ class SigmoidBeliefNet(nn.Module):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, mean: bool = True) -> torch.Tensor:
-        """The Bernoulli means of p(x | z) (or a draw) for z of shape (..., *latent_shape);
+        """The Bernoulli means of p(x | z) (or a draw) for z of shape ``(..., *latent_shape)``;
         z may also be relaxed or a probability vector (the decoder is applied as is).
         Returns shape (..., D)."""
         d = self.likelihood_dist(z)

@@ -1,0 +1,151 @@
+"""Sphinx configuration of the pyro-lvm documentation.
+
+Build (from the repository root, after ``pip install -e ".[docs]"``)::
+
+    sphinx-build -W --keep-going -b html docs docs/_build/html
+
+The tutorials (``tutorials/*.py``, jupytext percent scripts) are copied into
+``docs/tutorials/`` (generated, not committed) and executed by myst-nb in their fast mode;
+the figures they show are the committed full-run PNGs of ``tutorials/figures/``.
+``PYROLVM_DOCS_EXECUTE=off`` renders them without executing (``cache``, the default,
+re-executes a tutorial only when its code changed).
+"""
+
+import os
+import shutil
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+DOCS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(DOCS)
+sys.path.insert(0, ROOT)  # document the source tree even when it is not installed
+
+# -- project -------------------------------------------------------------------------------
+project = "pyro-lvm"
+author = "the pyro-lvm developers"
+copyright = "2026, the pyro-lvm developers"
+try:
+    release = version("pyro-lvm")
+except PackageNotFoundError:
+    release = "0+unknown"
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "sphinxarg.ext",
+    "myst_nb",
+]
+# No intersphinx: it downloads the inventories of Python, PyTorch and Pyro at build time, which
+# fails offline (and with -W). References to torch / pyro names render as plain text.
+
+smartquotes = False  # keep "--flag" in the CLI reference (no en dashes)
+exclude_patterns = ["conf.py", "_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".py": "myst-nb"}
+
+# -- autodoc / napoleon ---------------------------------------------------------------------
+# undoc-members: the constants (LIKELIHOODS, ELBOS, ...) and the models' and guides' forward
+# signatures are part of the API even where they carry no docstring of their own.
+autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_ivar = True  # "Attributes:" as fields: no duplicate entries for dataclass fields
+napoleon_use_rtype = False
+
+# Broken cross-references inside the project fail the build; names from other projects
+# (no intersphinx, see above) are let through.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(torch|pyro|numpy|np|matplotlib|sklearn|argparse|collections|typing)(\..*)?"),
+    (r"py:.*", r"(Tensor|Sequence|Callable|Any|Path|PathLike|ndarray|Module|Parameter)"),
+    (r"py:.*", r"(TorchDistribution|InferDict|ExpandedDistribution|MultivariateNormal)"),
+    (r"py:.*", r"(TransformedDistribution|AutoDelta|ELBO|Trace_ELBO|Distribution)"),
+    (r"py:.*", r"(os\.PathLike|pathlib\..*|dataclasses\..*|abc\..*|enum\..*)"),
+    (r"py:.*", r"(Exception|ValueError|RuntimeError|KeyError|TypeError)"),
+    (r"py:.*", r"(optional|sequence|callable|dict|tuple|list|str|int|float|bool|None)"),
+    (r"py:class", r"pyrolvm(\.\w+)*\._\w+"),  # private base classes shown by show-inheritance
+    (r"py:.*", r"(.* or .*|.* of .*)"),  # napoleon's free-form types: "str or None", "dict of ..."
+]
+
+# -- myst / myst-nb -------------------------------------------------------------------------
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
+nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
+nb_execution_mode = os.environ.get("PYROLVM_DOCS_EXECUTE", "cache")
+nb_execution_timeout = 600
+nb_execution_raise_on_error = True
+nb_execution_cache_path = os.path.join(DOCS, "_build", ".jupyter_cache")
+nb_merge_streams = True
+nb_execution_show_tb = True
+
+# The tutorials run in their fast mode; the figures they write go to the build folder, never
+# over the committed full-run figures that the pages show.
+FAST_FIGURES = os.path.join(DOCS, "_build", "tutorial_fast_figures")
+os.makedirs(FAST_FIGURES, exist_ok=True)
+os.environ.update(
+    PYROLVM_FAST="1",
+    PYROLVM_TUTORIAL_FAST="1",
+    PYROLVM_FIGURES=FAST_FIGURES,
+    PYROLVM_TUTORIAL_OUT=FAST_FIGURES,
+    MPLBACKEND="Agg",
+    PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+)
+
+TUTORIALS = ("compare_estimators", "mixture_models")
+FAST_NOTE = """# %% [markdown]
+# ```{note}
+# This page is the tutorial `tutorials/NAME.py` executed in its fast mode while the
+# documentation was built (a few epochs: the printed numbers are those of that short run). The
+# figures are the committed ones of the full run; reproduce them with
+# `PYTHONPATH=. python tutorials/NAME.py`.
+# ```
+
+"""
+
+
+def _copy_tutorials():
+    """Copy the tutorial scripts and their figures into docs/tutorials/, adding the note."""
+    src, dst = os.path.join(ROOT, "tutorials"), os.path.join(DOCS, "tutorials")
+    os.makedirs(dst, exist_ok=True)
+    shutil.copytree(os.path.join(src, "figures"), os.path.join(dst, "figures"), dirs_exist_ok=True)
+    for name in TUTORIALS:
+        with open(os.path.join(src, f"{name}.py"), encoding="utf-8") as f:
+            text = f.read()
+        # after the first markdown cell (the title and introduction)
+        second = text.index("\n# %%", text.index("# %% [markdown]") + 1) + 1
+        text = text[:second] + FAST_NOTE.replace("NAME", name) + text[second:]
+        target = os.path.join(dst, f"{name}.py")
+        old = None
+        if os.path.exists(target):
+            with open(target, encoding="utf-8") as f:
+                old = f.read()
+        if old != text:  # rewrite only on change, so that Sphinx rebuilds only then
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(text)
+
+
+_copy_tutorials()
+
+
+def _drop_builtin_docstrings(app, what, name, obj, options, lines):
+    """A constant (a tuple, dict, str) has no docstring of its own: autodoc would show its
+    type's ("Built-in immutable sequence..."). Drop that; the pages describe the constants."""
+    own = (type(obj).__doc__ or "").strip().splitlines()
+    if what in ("data", "attribute") and lines and own and lines[0].strip() == own[0].strip():
+        lines.clear()
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _drop_builtin_docstrings)
+
+
+# -- HTML ------------------------------------------------------------------------------------
+html_theme = "furo"
+html_title = f"pyro-lvm {release}"
+html_static_path = []
