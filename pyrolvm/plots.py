@@ -1,6 +1,10 @@
 """Figures of a run, written as PNG files (matplotlib, Agg backend)."""
 
+from __future__ import annotations
+
 import math
+import os
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -9,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
-def _tile(images, image_shape, ncols):
+def _tile(images: torch.Tensor, image_shape: Sequence[int], ncols: int) -> torch.Tensor:
     """Arrange (N, D) images into one (rows*H, ncols*W) array with 1-pixel gaps."""
     h, w = image_shape
     n = images.shape[0]
@@ -23,7 +27,13 @@ def _tile(images, image_shape, ncols):
     return canvas
 
 
-def image_grid(path, images, image_shape, title, ncols=8):
+def image_grid(
+    path: str | os.PathLike[str],
+    images: torch.Tensor,
+    image_shape: Sequence[int],
+    title: str,
+    ncols: int = 8,
+) -> None:
     """Save (N, D) images with values in [0, 1] as a grid of ``image_shape`` tiles."""
     fig, ax = plt.subplots(figsize=(ncols * 0.6 + 0.4, math.ceil(len(images) / ncols) * 0.6 + 0.6))
     ax.imshow(
@@ -40,7 +50,13 @@ def image_grid(path, images, image_shape, title, ncols=8):
     plt.close(fig)
 
 
-def reconstructions(path, originals, recons, image_shape, ncols=8):
+def reconstructions(
+    path: str | os.PathLike[str],
+    originals: torch.Tensor,
+    recons: torch.Tensor,
+    image_shape: Sequence[int],
+    ncols: int = 8,
+) -> None:
     """Save test images (odd rows) above their reconstructions (even rows)."""
     rows = []
     for i in range(0, len(originals), ncols):
@@ -54,7 +70,13 @@ def reconstructions(path, originals, recons, image_shape, ncols=8):
     )
 
 
-def curves(path, history, keys, ylabel, title):
+def curves(
+    path: str | os.PathLike[str],
+    history: Mapping[str, Sequence[float]],
+    keys: Sequence[str],
+    ylabel: str,
+    title: str,
+) -> None:
     """Save per-epoch curves ``history[key]`` for each key against the epoch."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for key in keys:
@@ -76,7 +98,12 @@ def curves(path, history, keys, ylabel, title):
     plt.close(fig)
 
 
-def latent_manifold(path, decode, image_shape, n=15):
+def latent_manifold(
+    path: str | os.PathLike[str],
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    image_shape: Sequence[int],
+    n: int = 15,
+) -> None:
     """Save the learned 2-D manifold: images decoded on an n x n grid of latent points at the
     standard-normal quantiles (Kingma & Welling 2014, figure 4). ``decode`` maps (M, 2) to
     (M, D)."""
@@ -86,7 +113,15 @@ def latent_manifold(path, decode, image_shape, n=15):
     image_grid(path, decode(z), image_shape, "latent manifold (z at N(0, 1) quantiles)", ncols=n)
 
 
-def mixture_clusters(path, points, assignment, locs, covariances, title, max_points=3000):
+def mixture_clusters(
+    path: str | os.PathLike[str],
+    points: torch.Tensor,
+    assignment: torch.Tensor,
+    locs: torch.Tensor,
+    covariances: torch.Tensor,
+    title: str,
+    max_points: int = 3000,
+) -> None:
     """Save a 2-D scatter of ``points`` (N, 2) coloured by their component ``assignment`` (N,)
     with each component's ellipses at 1 and 2 standard deviations of its 2-D marginal
     N(locs[k], covariances[k]) (locs (K, 2), covariances (K, 2, 2)); at most ``max_points``
@@ -112,7 +147,7 @@ def mixture_clusters(path, points, assignment, locs, covariances, title, max_poi
             w, h = (2 * n_std * evals.clamp_min(0).sqrt().flip(0)).tolist()
             ax.add_patch(
                 Ellipse(
-                    locs[j].tolist(),
+                    (float(locs[j, 0]), float(locs[j, 1])),
                     w,
                     h,
                     angle=angle,
