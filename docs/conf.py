@@ -16,6 +16,8 @@ import shutil
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from sphinx.ext.napoleon.docstring import GoogleDocstring
+
 DOCS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(DOCS)
 sys.path.insert(0, ROOT)  # document the source tree even when it is not installed
@@ -62,8 +64,9 @@ napoleon_use_rtype = False
 # (no intersphinx, see above) are let through.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|pyro|numpy|np|matplotlib|sklearn|argparse|collections|typing)(\..*)?"),
+    (r"py:.*", r"(torch|pyro|numpy|np|matplotlib|sklearn|argparse|collections|typing|tyro)(\..*)?"),
     (r"py:.*", r"(Tensor|Sequence|Callable|Any|Path|PathLike|ndarray|Module|Parameter)"),
+    (r"py:.*", r"FlagCreatePairsOff"),  # tyro's marker in the run configs' annotations
     (r"py:.*", r"(TorchDistribution|InferDict|ExpandedDistribution|MultivariateNormal)"),
     (r"py:.*", r"(TransformedDistribution|AutoDelta|ELBO|Trace_ELBO|Distribution)"),
     (r"py:.*", r"(os\.PathLike|pathlib\..*|dataclasses\..*|abc\..*|enum\..*)"),
@@ -72,6 +75,18 @@ nitpick_ignore_regex = [
     (r"py:class", r"pyrolvm(\.\w+)*\._\w+"),  # private base classes shown by show-inheritance
     (r"py:.*", r"(.* or .*|.* of .*)"),  # napoleon's free-form types: "str or None", "dict of ..."
 ]
+
+
+def _attribute_docstring_as_prose(self):
+    """Napoleon reads the first line of an attribute's or property's docstring as
+    ``type: description`` whenever it holds a colon ("latent dimensions (default: 8 ...)"),
+    which turns prose into a broken type reference. Here attributes take their types from
+    their annotations, so their docstrings are read as prose."""
+    lines = self.__class__(self._dedent(self._consume_to_end()), self._config).lines()
+    return self._format_field("", "", lines)
+
+
+GoogleDocstring._parse_attribute_docstring = _attribute_docstring_as_prose
 
 # -- myst / myst-nb -------------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
@@ -136,7 +151,8 @@ _copy_tutorials()
 def _drop_builtin_docstrings(app, what, name, obj, options, lines):
     """A constant (a tuple, dict, str) has no docstring of its own: autodoc would show its
     type's ("Built-in immutable sequence..."). Drop that; the pages describe the constants."""
-    own = (type(obj).__doc__ or "").strip().splitlines()
+    doc = type(obj).__doc__
+    own = doc.strip().splitlines() if isinstance(doc, str) else []  # may be a slot descriptor
     if what in ("data", "attribute") and lines and own and lines[0].strip() == own[0].strip():
         lines.clear()
 
