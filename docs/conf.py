@@ -66,12 +66,12 @@ nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(torch|pyro|numpy|np|matplotlib|sklearn|argparse|collections|typing|tyro)(\..*)?"),
     (r"py:.*", r"(Tensor|Sequence|Callable|Any|Path|PathLike|ndarray|Module|Parameter)"),
-    (r"py:.*", r"FlagCreatePairsOff"),  # tyro's marker in the run configs' annotations
+    (r"py:.*", r"(FlagCreatePairsOff|reparam|lambda)"),  # tyro metadata in the configs' types
     (r"py:.*", r"(TorchDistribution|InferDict|ExpandedDistribution|MultivariateNormal)"),
     (r"py:.*", r"(TransformedDistribution|AutoDelta|ELBO|Trace_ELBO|Distribution)"),
     (r"py:.*", r"(os\.PathLike|pathlib\..*|dataclasses\..*|abc\..*|enum\..*)"),
     (r"py:.*", r"(Exception|ValueError|RuntimeError|KeyError|TypeError)"),
-    (r"py:.*", r"(optional|sequence|callable|dict|tuple|list|str|int|float|bool|None)"),
+    (r"py:.*", r"(optional|sequence|callables?|dict|tuple|list|str|int|float|bool|None)"),
     (r"py:class", r"pyrolvm(\.\w+)*\._\w+"),  # private base classes shown by show-inheritance
     (r"py:.*", r"(.* or .*|.* of .*)"),  # napoleon's free-form types: "str or None", "dict of ..."
 ]
