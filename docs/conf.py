@@ -4,6 +4,11 @@ Build (from the repository root, after ``pip install -e ".[docs]"``)::
 
     sphinx-build -W --keep-going -b html docs docs/_build/html
 
+The API reference (``docs/api/``, generated, not committed) has one page per subpackage of
+:data:`API`, written from each package's ``__all__``: classes and functions through
+``automodule :members:``, constants through ``autodata`` with their ``#:`` comments. A name
+re-exported from another documented package is documented there only.
+
 The tutorials (``tutorials/*.py``, jupytext percent scripts) are copied into
 ``docs/tutorials/`` (generated, not committed) and executed by myst-nb in their fast mode;
 the figures they show are the committed full-run PNGs of ``tutorials/figures/``.
@@ -11,12 +16,16 @@ the figures they show are the committed full-run PNGs of ``tutorials/figures/``.
 re-executes a tutorial only when its code changed).
 """
 
+import importlib
+import inspect
 import os
+import pkgutil
 import shutil
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from sphinx.ext.napoleon.docstring import GoogleDocstring
+from sphinx.pycode import ModuleAnalyzer
 
 DOCS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(DOCS)
@@ -124,6 +133,16 @@ FAST_NOTE = """# %% [markdown]
 """
 
 
+def _write_if_changed(path, text):
+    """Write ``text`` to ``path`` unless it holds it already (Sphinx rebuilds only then)."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _copy_tutorials():
     """Copy the tutorial scripts and their figures into docs/tutorials/, adding the note."""
     src, dst = os.path.join(ROOT, "tutorials"), os.path.join(DOCS, "tutorials")
@@ -135,17 +154,117 @@ def _copy_tutorials():
         # after the first markdown cell (the title and introduction)
         second = text.index("\n# %%", text.index("# %% [markdown]") + 1) + 1
         text = text[:second] + FAST_NOTE.replace("NAME", name) + text[second:]
-        target = os.path.join(dst, f"{name}.py")
-        old = None
-        if os.path.exists(target):
-            with open(target, encoding="utf-8") as f:
-                old = f.read()
-        if old != text:  # rewrite only on change, so that Sphinx rebuilds only then
-            with open(target, "w", encoding="utf-8") as f:
-                f.write(text)
+        _write_if_changed(os.path.join(dst, f"{name}.py"), text)
 
 
 _copy_tutorials()
+
+# -- API pages --------------------------------------------------------------------------------
+#: The subpackages with a page in the API reference, in the order of the index; a missing
+#: one is skipped.
+API = ("models", "guides", "inference", "fitting", "data", "runs")
+#: Further sections of a page (reST appended to it).
+API_EXTRA = {
+    "guides": """
+Score-function baselines
+------------------------
+
+.. automodule:: pyrolvm.guides.baselines
+   :no-members:
+""",
+}
+TOP_PAGE = """pyrolvm (errors and version)
+============================
+
+.. automodule:: pyrolvm
+   :members:
+
+.. autodata:: pyrolvm.__version__
+   :no-value:
+
+   The installed package's version, from its metadata.
+
+Network builders
+----------------
+
+.. automodule:: pyrolvm.nets
+   :members:
+"""
+
+
+def _attr_comment(package, name):
+    """The ``#:`` comment above ``name = ...`` in the module of ``package`` that defines the
+    object ``package.name`` (several modules may define constants of the same name)."""
+    mod = importlib.import_module(package)
+    obj = getattr(mod, name)
+    modules = [package]
+    if hasattr(mod, "__path__"):
+        modules += [m.name for m in pkgutil.walk_packages(mod.__path__, package + ".")]
+    for modname in modules:
+        try:
+            if getattr(importlib.import_module(modname), name, None) is not obj:
+                continue
+            docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+        except Exception:  # a module without source, or one that fails to import
+            continue
+        if ("", name) in docs:
+            return [line for line in docs[("", name)] if line.strip()]
+    return []
+
+
+def _is_constant(obj):
+    return not (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj))
+
+
+def _api_page(short, documented):
+    package = f"pyrolvm.{short}"
+    mod = importlib.import_module(package)
+    names = list(getattr(mod, "__all__", []))
+    constants, elsewhere = [], []
+    for name in names:
+        obj = getattr(mod, name)
+        home = getattr(obj, "__module__", None) if not _is_constant(obj) else None
+        owner = next((p for p in documented if home and (home + ".").startswith(p + ".")), None)
+        if owner and owner != package:
+            elsewhere.append((name, owner))
+        elif _is_constant(obj):
+            constants.append(name)
+    lines = [package, "=" * len(package), "", f".. automodule:: {package}", "   :members:"]
+    excluded = [n for n, _ in elsewhere] + constants
+    if excluded:
+        lines.append(f"   :exclude-members: {', '.join(excluded)}")
+    if elsewhere:
+        refs = ", ".join(f":obj:`~{owner}.{name}`" for name, owner in elsewhere)
+        lines += ["", f"Also importable from here, documented with their own package: {refs}."]
+    if constants:
+        lines += ["", "Constants", "---------"]
+        for name in constants:
+            obj = getattr(mod, name)
+            lines += ["", f".. autodata:: {package}.{name}"]
+            if len(repr(obj)) > 200:
+                lines.append("   :no-value:")
+            comment = _attr_comment(package, name)
+            if comment:
+                lines += [""] + [f"   {line}" for line in comment]
+    return "\n".join(lines) + "\n" + API_EXTRA.get(short, "")
+
+
+def _write_api_pages():
+    """docs/api/*.rst from the packages' __all__ (rewritten only on change)."""
+    out = os.path.join(DOCS, "api")
+    os.makedirs(out, exist_ok=True)
+    # the source tree's packages (an installed copy elsewhere may have others)
+    shorts = [s for s in API if os.path.exists(os.path.join(ROOT, "pyrolvm", s, "__init__.py"))]
+    documented = [f"pyrolvm.{s}" for s in shorts]
+    pages = {f"{i:02d}_{s}": _api_page(s, documented) for i, s in enumerate(shorts)}
+    pages[f"{len(shorts):02d}_pyrolvm"] = TOP_PAGE
+    for stale in set(os.listdir(out)) - {f"{name}.rst" for name in pages}:
+        os.remove(os.path.join(out, stale))
+    for name, text in pages.items():
+        _write_if_changed(os.path.join(out, f"{name}.rst"), text)
+
+
+_write_api_pages()
 
 
 def _drop_builtin_docstrings(app, what, name, obj, options, lines):

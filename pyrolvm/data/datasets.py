@@ -22,7 +22,9 @@ import torch
 
 from ..errors import ConfigError, DataError
 
+#: The dataset names :func:`load` knows (besides the path of an ``.npz`` file).
 DATASETS: tuple[str, ...] = ("digits", "mnist")
+#: The ``binarize`` choices of :func:`load`.
 BINARIZATIONS: tuple[str, ...] = ("dynamic", "static", "none")
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360

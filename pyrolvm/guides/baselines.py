@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nets import mlp
 
+#: The score-function ``baseline`` choices of the guides (see :mod:`pyrolvm.guides.baselines`).
 BASELINES: tuple[str, ...] = ("none", "decaying_avg", "neural")
 
 _AVG_PREFIX = "__baseline_avg_downstream_cost_"

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp
 from .baselines import Baseline
 
+#: The ``relaxation`` choices of :class:`AmortizedBernoulli` and :class:`AmortizedCategorical`.
 RELAXATIONS: tuple[str, ...] = ("none", "concrete", "straight_through")
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp, set_output_bias
 
+#: The ``latent`` types of :class:`SigmoidBeliefNet`.
 LATENTS: tuple[str, ...] = ("bernoulli", "categorical")
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp, set_output_bias
 
+#: The ``likelihood`` choices of :class:`VAE`.
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
 
 
