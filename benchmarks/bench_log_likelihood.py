@@ -23,7 +23,7 @@ def handwritten(model, guide, x, k, chunk):
     """log (1/K) sum_k p(x, z_k) / q(z_k | x) per datapoint, plain PyTorch."""
     out = []
     for i in range(0, len(x), 100):
-        xb = x[i:i + 100]
+        xb = x[i : i + 100]
         loc, scale = guide.encode(xb)
         lse = None
         for k0 in range(0, k, chunk):
@@ -34,7 +34,8 @@ def handwritten(model, guide, x, k, chunk):
             log_pz = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
             logits = model.decoder(z)
             log_px = -F.binary_cross_entropy_with_logits(
-                logits, xb.expand_as(logits), reduction="none").sum(-1)
+                logits, xb.expand_as(logits), reduction="none"
+            ).sum(-1)
             log_w = (log_px + log_pz - log_q).double()
             c_lse = torch.logsumexp(log_w, 0)
             lse = c_lse if lse is None else torch.logaddexp(lse, c_lse)

@@ -24,7 +24,7 @@ from pyrolvm.models import VAE
 def handwritten_epoch(model, guide, opt, x, batch_size):
     perm = torch.randperm(len(x))
     for i in range(0, len(x), batch_size):
-        xb = x[perm[i:i + batch_size]]
+        xb = x[perm[i : i + batch_size]]
         loc, scale = guide.encode(xb)
         eps = torch.randn_like(loc)
         z = loc + scale * eps
@@ -54,12 +54,21 @@ def main():
             t0 = time.perf_counter()
             if name == "hand-written":
                 params = list(model.parameters()) + list(guide.parameters())
-                handwritten_epoch(model, guide, torch.optim.Adam(params, lr=1e-3), x,
-                                  args.batch_size)
+                handwritten_epoch(
+                    model, guide, torch.optim.Adam(params, lr=1e-3), x, args.batch_size
+                )
             else:
                 loss = make_elbo("trace") if "Trace" in name else IWAE(num_particles=1)
-                train(model, guide, x, loss, make_optim(1e-3), epochs=1,
-                      batch_size=args.batch_size, progress=False)
+                train(
+                    model,
+                    guide,
+                    x,
+                    loss,
+                    make_optim(1e-3),
+                    epochs=1,
+                    batch_size=args.batch_size,
+                    progress=False,
+                )
             times[name].append(time.perf_counter() - t0)
     best = {name: min(t) for name, t in times.items()}
     steps = math.ceil(args.points / args.batch_size)

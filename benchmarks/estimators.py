@@ -17,7 +17,7 @@ from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import make_elbo
 from pyrolvm.models import VAE
 
-from iwae_vs_renyi import time_steps  # noqa: E402 (this folder is on sys.path)
+from iwae_vs_renyi import time_steps  # this folder is on sys.path
 
 NAMES = ["trace", "tracegraph", "iwae", "dreg", "stl", "vimco"]
 
@@ -30,8 +30,10 @@ def main(argv=None):
     pyro.set_rng_seed(0)
     data = load("digits", binarize="static")
     model = VAE(data.data_dim, 8, (128, 128), data_mean=data.train.mean(0))
-    guides = {True: AmortizedNormal(data.data_dim, 8, (128, 128)),
-              False: AmortizedNormal(data.data_dim, 8, (128, 128), reparameterized=False)}
+    guides = {
+        True: AmortizedNormal(data.data_dim, 8, (128, 128)),
+        False: AmortizedNormal(data.data_dim, 8, (128, 128), reparameterized=False),
+    }
     batches = [data.train[torch.randperm(len(data.train))[:100]] for _ in range(args.repeats)]
     for k in (5, 50):
         elbos = {name: make_elbo(name, k) for name in NAMES}

@@ -49,8 +49,7 @@ def main(argv=None):
     print(f"{'K':>4} {'IWAE s/step':>12} {'Renyi s/step':>13} {'Renyi/IWAE':>11}")
     for k in (5, 50):
         ours = IWAE(num_particles=k, max_plate_nesting=1)
-        theirs = RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True,
-                           max_plate_nesting=1)
+        theirs = RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True, max_plate_nesting=1)
         # warm up both, then alternate to share any drift in machine load
         time_steps(ours, model, guide, batches[:3])
         time_steps(theirs, model, guide, batches[:3])

@@ -1,6 +1,12 @@
 """pyro-lvm: deep latent-variable generative models as Pyro model/guide pairs."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .errors import ConfigError, DataError, PyroLVMError, TrainingDiverged
 
-__version__ = "0.1.0"
+try:
+    __version__: str = version("pyro-lvm")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = ["ConfigError", "DataError", "PyroLVMError", "TrainingDiverged", "__version__"]

@@ -5,6 +5,8 @@ a missing data root, a diverging run) is a :class:`PyroLVMError`; the command li
 its message and exits with status 2 instead of showing a traceback.
 """
 
+from __future__ import annotations
+
 
 class PyroLVMError(Exception):
     """Base class of the errors pyro-lvm raises for bad input or a failed run."""
@@ -25,9 +27,13 @@ class TrainingDiverged(PyroLVMError, RuntimeError):
     Attributes:
         epoch (int): the epoch (1-based) in which the loss became non-finite.
         step (int): the global optimization step (1-based) at which it happened.
+        history (dict): set by :func:`pyrolvm.inference.train` when it re-raises: the curves of
+            the epochs completed before the loss became non-finite.
     """
 
-    def __init__(self, message, epoch=None, step=None):
+    history: dict[str, list[float]]
+
+    def __init__(self, message: str, epoch: int | None = None, step: int | None = None) -> None:
         super().__init__(message)
         self.epoch = epoch
         self.step = step

@@ -1,14 +1,25 @@
 """Small network builders shared by models and guides."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from .errors import ConfigError
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+}
 
 
-def mlp(in_dim, hidden, out_dim, activation="tanh"):
+def mlp(
+    in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "tanh"
+) -> nn.Sequential:
     """A multilayer perceptron ``in_dim -> hidden[0] -> ... -> out_dim``.
 
     Args:
@@ -30,22 +41,22 @@ def mlp(in_dim, hidden, out_dim, activation="tanh"):
     sizes = [int(in_dim), *[int(h) for h in hidden], int(out_dim)]
     if min(sizes) < 1:
         raise ConfigError(f"layer sizes must be positive integers, got {sizes}")
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
-def check_latent_dim(latent_dim):
-    """Raise :class:`ConfigError` unless ``latent_dim`` is a positive integer."""
+def check_latent_dim(latent_dim: int) -> int:
+    """Raise :class:`~pyrolvm.ConfigError` unless ``latent_dim`` is a positive integer."""
     if int(latent_dim) != latent_dim or latent_dim < 1:
         raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim!r}")
     return int(latent_dim)
 
 
-def set_output_bias(layer, value):
+def set_output_bias(layer: nn.Module, value: torch.Tensor | float) -> None:
     """Set the bias of the last ``nn.Linear`` of ``layer`` to ``value`` (shape (out_dim,))."""
     last = [m for m in layer.modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():

@@ -1,6 +1,10 @@
 """Figures of a run, written as PNG files (matplotlib, Agg backend)."""
 
+from __future__ import annotations
+
 import math
+import os
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -9,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
-def _tile(images, image_shape, ncols):
+def _tile(images: torch.Tensor, image_shape: Sequence[int], ncols: int) -> torch.Tensor:
     """Arrange (N, D) images into one (rows*H, ncols*W) array with 1-pixel gaps."""
     h, w = image_shape
     n = images.shape[0]
@@ -17,15 +21,28 @@ def _tile(images, image_shape, ncols):
     canvas = torch.full((nrows * (h + 1) - 1, ncols * (w + 1) - 1), 0.15)
     for i in range(n):
         r, c = divmod(i, ncols)
-        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = images[i].reshape(h, w)
+        canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = images[i].reshape(
+            h, w
+        )
     return canvas
 
 
-def image_grid(path, images, image_shape, title, ncols=8):
+def image_grid(
+    path: str | os.PathLike[str],
+    images: torch.Tensor,
+    image_shape: Sequence[int],
+    title: str,
+    ncols: int = 8,
+) -> None:
     """Save (N, D) images with values in [0, 1] as a grid of ``image_shape`` tiles."""
     fig, ax = plt.subplots(figsize=(ncols * 0.6 + 0.4, math.ceil(len(images) / ncols) * 0.6 + 0.6))
-    ax.imshow(_tile(images.detach().cpu().clamp(0, 1), image_shape, ncols), cmap="gray_r",
-              vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(
+        _tile(images.detach().cpu().clamp(0, 1), image_shape, ncols),
+        cmap="gray_r",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     fig.tight_layout()
@@ -33,23 +50,44 @@ def image_grid(path, images, image_shape, title, ncols=8):
     plt.close(fig)
 
 
-def reconstructions(path, originals, recons, image_shape, ncols=8):
+def reconstructions(
+    path: str | os.PathLike[str],
+    originals: torch.Tensor,
+    recons: torch.Tensor,
+    image_shape: Sequence[int],
+    ncols: int = 8,
+) -> None:
     """Save test images (odd rows) above their reconstructions (even rows)."""
     rows = []
     for i in range(0, len(originals), ncols):
-        rows += [originals[i:i + ncols], recons[i:i + ncols]]
-    image_grid(path, torch.cat(rows), image_shape,
-               "test images (rows 1, 3, ...) and reconstructions (rows 2, 4, ...)", ncols)
+        rows += [originals[i : i + ncols], recons[i : i + ncols]]
+    image_grid(
+        path,
+        torch.cat(rows),
+        image_shape,
+        "test images (rows 1, 3, ...) and reconstructions (rows 2, 4, ...)",
+        ncols,
+    )
 
 
-def curves(path, history, keys, ylabel, title):
+def curves(
+    path: str | os.PathLike[str],
+    history: Mapping[str, Sequence[float]],
+    keys: Sequence[str],
+    ylabel: str,
+    title: str,
+) -> None:
     """Save per-epoch curves ``history[key]`` for each key against the epoch."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for key in keys:
         values = history.get(key) or []
         if values:
-            ax.plot(range(1, len(values) + 1), values, marker="." if len(values) < 30 else None,
-                    label=key.replace("_", " "))
+            ax.plot(
+                range(1, len(values) + 1),
+                values,
+                marker="." if len(values) < 30 else None,
+                label=key.replace("_", " "),
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -60,16 +98,30 @@ def curves(path, history, keys, ylabel, title):
     plt.close(fig)
 
 
-def latent_manifold(path, decode, image_shape, n=15):
+def latent_manifold(
+    path: str | os.PathLike[str],
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    image_shape: Sequence[int],
+    n: int = 15,
+) -> None:
     """Save the learned 2-D manifold: images decoded on an n x n grid of latent points at the
-    standard-normal quantiles (Kingma & Welling 2014, figure 4). ``decode`` maps (M, 2) -> (M, D)."""
+    standard-normal quantiles (Kingma & Welling 2014, figure 4). ``decode`` maps (M, 2) to
+    (M, D)."""
     q = torch.linspace(0.5 / n, 1 - 0.5 / n, n)
     grid = torch.distributions.Normal(0.0, 1.0).icdf(q)
     z = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)
     image_grid(path, decode(z), image_shape, "latent manifold (z at N(0, 1) quantiles)", ncols=n)
 
 
-def mixture_clusters(path, points, assignment, locs, covariances, title, max_points=3000):
+def mixture_clusters(
+    path: str | os.PathLike[str],
+    points: torch.Tensor,
+    assignment: torch.Tensor,
+    locs: torch.Tensor,
+    covariances: torch.Tensor,
+    title: str,
+    max_points: int = 3000,
+) -> None:
     """Save a 2-D scatter of ``points`` (N, 2) coloured by their component ``assignment`` (N,)
     with each component's ellipses at 1 and 2 standard deviations of its 2-D marginal
     N(locs[k], covariances[k]) (locs (K, 2), covariances (K, 2, 2)); at most ``max_points``
@@ -80,15 +132,30 @@ def mixture_clusters(path, points, assignment, locs, covariances, title, max_poi
     k = len(locs)
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.scatter(points[:, 0], points[:, 1], c=[cmap(int(a) % cmap.N) for a in assignment],
-               s=6, alpha=0.5, linewidths=0)
+    ax.scatter(
+        points[:, 0],
+        points[:, 1],
+        c=[cmap(int(a) % cmap.N) for a in assignment],
+        s=6,
+        alpha=0.5,
+        linewidths=0,
+    )
     for j in range(k):
         evals, evecs = torch.linalg.eigh(covariances[j].double())
         angle = math.degrees(math.atan2(evecs[1, 1], evecs[0, 1]))
         for n_std in (1, 2):
             w, h = (2 * n_std * evals.clamp_min(0).sqrt().flip(0)).tolist()
-            ax.add_patch(Ellipse(locs[j].tolist(), w, h, angle=angle, fill=False,
-                                 color=cmap(j % cmap.N), lw=1.5 if n_std == 1 else 0.8))
+            ax.add_patch(
+                Ellipse(
+                    (float(locs[j, 0]), float(locs[j, 1])),
+                    w,
+                    h,
+                    angle=angle,
+                    fill=False,
+                    color=cmap(j % cmap.N),
+                    lw=1.5 if n_std == 1 else 0.8,
+                )
+            )
         ax.plot(*locs[j].tolist(), "x", color="black", ms=5)
     ax.set_xlabel("projection 1")
     ax.set_ylabel("projection 2")

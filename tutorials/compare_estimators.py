@@ -45,11 +45,18 @@ from pyro.distributions import constraints  # noqa: E402
 from pyro.infer import SVI, TraceGraph_ELBO  # noqa: E402
 
 from pyrolvm.data import load  # noqa: E402
-from pyrolvm.guides import (AmortizedBernoulli, AmortizedNormal,  # noqa: E402
-                            non_reparameterized)
-from pyrolvm.inference import (DReG, IWAE, gradient_snr, importance_sample,  # noqa: E402
-                               make_elbo, make_optim, mean_and_stderr, train)
 from pyrolvm.errors import TrainingDiverged  # noqa: E402
+from pyrolvm.guides import AmortizedBernoulli, AmortizedNormal, non_reparameterized  # noqa: E402
+from pyrolvm.inference import (  # noqa: E402
+    IWAE,
+    DReG,
+    gradient_snr,
+    importance_sample,
+    make_elbo,
+    make_optim,
+    mean_and_stderr,
+    train,
+)
 from pyrolvm.models import VAE, SigmoidBeliefNet  # noqa: E402
 
 torch.set_num_threads(1)
@@ -57,17 +64,28 @@ FAST = os.environ.get("PYROLVM_FAST", "0") == "1"
 OUT = os.environ.get("PYROLVM_FIGURES", os.path.join("tutorials", "figures"))
 os.makedirs(OUT, exist_ok=True)
 S = dict(  # settings: full mode, and the fast mode run by the test suite
-    epochs=2 if FAST else 150, eval_every=1 if FAST else 10, eval_samples=10 if FAST else 200,
-    final_eval_samples=20 if FAST else 2000, latent_dim=8, hidden=(32,) if FAST else (128, 128),
-    lr=3e-3, snr_ks=(1, 5) if FAST else (1, 5, 50), snr_draws=3 if FAST else 200,
-    sbn_units=20 if FAST else 200, sbn_epochs=2 if FAST else 150,
-    is_ks=(1, 10) if FAST else (1, 10, 100, 1000, 10000), is_repeats=2 if FAST else 10,
-    coin_seeds=(0,) if FAST else (0, 1, 2, 3, 4), coin_steps=50 if FAST else 10000,
+    epochs=2 if FAST else 150,
+    eval_every=1 if FAST else 10,
+    eval_samples=10 if FAST else 200,
+    final_eval_samples=20 if FAST else 2000,
+    latent_dim=8,
+    hidden=(32,) if FAST else (128, 128),
+    lr=3e-3,
+    snr_ks=(1, 5) if FAST else (1, 5, 50),
+    snr_draws=3 if FAST else 200,
+    sbn_units=20 if FAST else 200,
+    sbn_epochs=2 if FAST else 150,
+    is_ks=(1, 10) if FAST else (1, 10, 100, 1000, 10000),
+    is_repeats=2 if FAST else 10,
+    coin_seeds=(0,) if FAST else (0, 1, 2, 3, 4),
+    coin_steps=50 if FAST else 10000,
 )
 results = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in S.items()}}
 data = load("digits", binarize="dynamic", seed=0)
-print(f"digits: {len(data.train)} train, {len(data.test)} test, D = {data.data_dim}; "
-      f"{'fast' if FAST else 'full'} mode")
+print(
+    f"digits: {len(data.train)} train, {len(data.test)} test, D = {data.data_dim}; "
+    f"{'fast' if FAST else 'full'} mode"
+)
 
 # %% [markdown]
 # ## 1. Continuous latents: nine estimators on one VAE
@@ -83,8 +101,11 @@ ESTIMATORS = {
     # name: (ELBO name, K, guide options)
     "pathwise": ("trace", 5, {}),
     "score, no baseline": ("tracegraph", 5, {"reparameterized": False}),
-    "score, decaying avg": ("tracegraph", 5, {"reparameterized": False,
-                                              "baseline": "decaying_avg"}),
+    "score, decaying avg": (
+        "tracegraph",
+        5,
+        {"reparameterized": False, "baseline": "decaying_avg"},
+    ),
     "score, neural": ("tracegraph", 5, {"reparameterized": False, "baseline": "neural"}),
     "IWAE K=5": ("iwae", 5, {}),
     "IWAE K=50": ("iwae", 50, {}),
@@ -119,17 +140,35 @@ def fit(name, elbo_name, k, guide_options, seed=0):
 
     status = "ok"
     try:
-        history = train(model, guide, data.train, make_elbo(elbo_name, k), make_optim(S["lr"]),
-                        epochs=S["epochs"], batch_size=100, transform=data.train_transform,
-                        callback=callback, progress=False)
+        history = train(
+            model,
+            guide,
+            data.train,
+            make_elbo(elbo_name, k),
+            make_optim(S["lr"]),
+            epochs=S["epochs"],
+            batch_size=100,
+            transform=data.train_transform,
+            callback=callback,
+            progress=False,
+        )
     except TrainingDiverged as exc:
         history, status = exc.history, "diverged"
     elbo, nll, nll_se = evaluate(model, guide, S["final_eval_samples"])
     seconds = history["seconds"]
-    row = {"K": k, "status": status, "test_elbo": elbo, "test_nll": nll, "test_nll_se": nll_se,
-           "seconds_per_epoch": sum(seconds) / max(1, len(seconds)), "curve": curve}
-    print(f"{name:>20}: test ELBO {elbo:8.2f}  test NLL {nll:7.2f} ± {nll_se:.2f}  "
-          f"{row['seconds_per_epoch']:.3f} s/epoch  ({status})")
+    row = {
+        "K": k,
+        "status": status,
+        "test_elbo": elbo,
+        "test_nll": nll,
+        "test_nll_se": nll_se,
+        "seconds_per_epoch": sum(seconds) / max(1, len(seconds)),
+        "curve": curve,
+    }
+    print(
+        f"{name:>20}: test ELBO {elbo:8.2f}  test NLL {nll:7.2f} ± {nll_se:.2f}  "
+        f"{row['seconds_per_epoch']:.3f} s/epoch  ({status})"
+    )
     return model, guide, row
 
 
@@ -164,6 +203,12 @@ fig.savefig(os.path.join(OUT, "estimators_curves.png"), dpi=120)
 plt.close(fig)
 
 # %% [markdown]
+# ![estimators curves](figures/estimators_curves.png)
+#
+# *Test ELBO (top) and test NLL (bottom) of the nine estimators against epochs (left) and training
+# seconds (right). Full run.*
+
+# %% [markdown]
 # ## 2. Gradient signal-to-noise ratio against K
 #
 # At the parameters reached by the pathwise run, we draw the gradient of the IWAE bound many
@@ -184,13 +229,17 @@ for k in S["snr_ks"]:
         pyro.set_rng_seed(k)
         stats = gradient_snr(model, guide, cls(k), x_snr, num_draws=S["snr_draws"])
         snr[label][k] = {g: stats[g].average_snr for g in ("model", "guide")}
-        print(f"{label} K={k:>3}: encoder SNR {snr[label][k]['guide']:.3f}, "
-              f"decoder SNR {snr[label][k]['model']:.3f}")
+        print(
+            f"{label} K={k:>3}: encoder SNR {snr[label][k]['guide']:.3f}, "
+            f"decoder SNR {snr[label][k]['model']:.3f}"
+        )
 results["snr"] = snr
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-for ax, group, title in ((axes[0], "guide", "encoder (guide)"),
-                         (axes[1], "model", "decoder (model)")):
+for ax, group, title in (
+    (axes[0], "guide", "encoder (guide)"),
+    (axes[1], "model", "decoder (model)"),
+):
     for label, marker in (("IWAE", "o"), ("DReG", "s")):
         ks = sorted(snr[label])
         ax.plot(ks, [snr[label][k][group] for k in ks], marker=marker, label=label)
@@ -205,6 +254,12 @@ fig.savefig(os.path.join(OUT, "snr_vs_k.png"), dpi=120)
 plt.close(fig)
 
 # %% [markdown]
+# ![snr vs k](figures/snr_vs_k.png)
+#
+# *Average gradient signal-to-noise ratio of the encoder (left) and the decoder (right) against K,
+# IWAE and DReG. Full run.*
+
+# %% [markdown]
 # ## 3. Discrete latents: a sigmoid belief network
 #
 # A layer of binary latents (as in NVIL and VIMCO) with a linear decoder and a linear encoder.
@@ -216,20 +271,30 @@ plt.close(fig)
 
 # %%
 DISCRETE = {
-    "score, neural": (lambda: TraceGraph_ELBO(num_particles=5, vectorize_particles=True),
-                      {"baseline": "neural"}, None),
+    "score, neural": (
+        lambda: TraceGraph_ELBO(num_particles=5, vectorize_particles=True),
+        {"baseline": "neural"},
+        None,
+    ),
     "VIMCO K=5": (lambda: make_elbo("vimco", 5), {}, None),
-    "Concrete": (lambda: make_elbo("trace", 5), {"relaxation": "concrete",
-                                                 "temperature": 0.5}, 0.5),
-    "straight-through": (lambda: make_elbo("trace", 5),
-                         {"relaxation": "straight_through", "temperature": 1.0}, None),
+    "Concrete": (
+        lambda: make_elbo("trace", 5),
+        {"relaxation": "concrete", "temperature": 0.5},
+        0.5,
+    ),
+    "straight-through": (
+        lambda: make_elbo("trace", 5),
+        {"relaxation": "straight_through", "temperature": 1.0},
+        None,
+    ),
 }
 results["discrete"] = {}
 for name, (make, options, model_temperature) in DISCRETE.items():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    sbn = SigmoidBeliefNet(data.data_dim, S["sbn_units"], data_mean=data.train.mean(0),
-                           temperature=model_temperature)
+    sbn = SigmoidBeliefNet(
+        data.data_dim, S["sbn_units"], data_mean=data.train.mean(0), temperature=model_temperature
+    )
     q = AmortizedBernoulli(data.data_dim, S["sbn_units"], **options)
     curve = {"epoch": [], "test_nll": []}
 
@@ -241,16 +306,31 @@ for name, (make, options, model_temperature) in DISCRETE.items():
             curve["epoch"].append(epoch)
             curve["test_nll"].append(nll)
 
-    history = train(sbn, q, data.train, make(), make_optim(S["lr"]), epochs=S["sbn_epochs"],
-                    batch_size=100, transform=data.train_transform, callback=sbn_callback,
-                    progress=False)
+    history = train(
+        sbn,
+        q,
+        data.train,
+        make(),
+        make_optim(S["lr"]),
+        epochs=S["sbn_epochs"],
+        batch_size=100,
+        transform=data.train_transform,
+        callback=sbn_callback,
+        progress=False,
+    )
     sbn.temperature, q.relaxation = None, "none"
     elbo, nll, nll_se = evaluate(sbn, q, S["final_eval_samples"])
     sec = sum(history["seconds"]) / len(history["seconds"])
-    results["discrete"][name] = {"test_elbo": elbo, "test_nll": nll, "test_nll_se": nll_se,
-                                 "seconds_per_epoch": sec, "curve": curve}
-    print(f"{name:>18}: test ELBO {elbo:8.2f}  test NLL {nll:7.2f} ± {nll_se:.2f}  "
-          f"{sec:.3f} s/epoch")
+    results["discrete"][name] = {
+        "test_elbo": elbo,
+        "test_nll": nll,
+        "test_nll_se": nll_se,
+        "seconds_per_epoch": sec,
+        "curve": curve,
+    }
+    print(
+        f"{name:>18}: test ELBO {elbo:8.2f}  test NLL {nll:7.2f} ± {nll_se:.2f}  {sec:.3f} s/epoch"
+    )
 
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 for name, row in results["discrete"].items():
@@ -263,6 +343,11 @@ ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "discrete.png"), dpi=120)
 plt.close(fig)
+
+# %% [markdown]
+# ![discrete](figures/discrete.png)
+#
+# *Test NLL of the sigmoid belief network by estimator. Full run.*
 
 # %% [markdown]
 # ## 4. Naive Monte Carlo against importance sampling of log p(x)
@@ -282,14 +367,16 @@ for proposal in ("prior", "guide"):
         values = []
         for rep in range(S["is_repeats"]):
             pyro.set_rng_seed(1000 + rep)
-            r = importance_sample(model, guide, x_eval, num_samples=k, batch_size=50,
-                                  proposal=proposal)
+            r = importance_sample(
+                model, guide, x_eval, num_samples=k, batch_size=50, proposal=proposal
+            )
             values.append(r.log_likelihood.mean().item())
         v = torch.tensor(values)
-        naive[proposal][k] = {"mean": v.mean().item(), "std": v.std().item() if len(v) > 1
-                              else 0.0}
-        print(f"{proposal:>5} K={k:>6}: mean log p(x) {v.mean():8.3f}  spread (std over "
-              f"{len(v)} repeats) {naive[proposal][k]['std']:.3f}")
+        naive[proposal][k] = {"mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0}
+        print(
+            f"{proposal:>5} K={k:>6}: mean log p(x) {v.mean():8.3f}  spread (std over "
+            f"{len(v)} repeats) {naive[proposal][k]['std']:.3f}"
+        )
 results["naive_vs_is"] = naive
 
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -306,6 +393,12 @@ ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "naive_vs_is.png"), dpi=120)
 plt.close(fig)
+
+# %% [markdown]
+# ![naive vs is](figures/naive_vs_is.png)
+#
+# *Estimated mean log p(x) of 50 test images against the number of samples K, with the prior (naive
+# Monte Carlo) and the guide (importance sampling) as proposals. Full run.*
 
 # %% [markdown]
 # ## 5. Pyro's coin experiment (SVI part III)
@@ -332,19 +425,26 @@ def coin_guide(use_baseline):
     a = pyro.param("alpha_q", torch.tensor(15.0), constraint=constraints.positive)
     b = pyro.param("beta_q", torch.tensor(15.0), constraint=constraints.positive)
     baseline = {"use_decaying_avg_baseline": use_baseline, "baseline_beta": 0.90}
-    pyro.sample("latent_fairness", non_reparameterized(dist.Beta(a, b)),
-                infer={"baseline": baseline})
+    pyro.sample(
+        "latent_fairness", non_reparameterized(dist.Beta(a, b)), infer={"baseline": baseline}
+    )
 
 
 def steps_to_tolerance(use_baseline, seed, tolerance=0.8):
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    svi = SVI(coin_model, coin_guide, pyro.optim.Adam({"lr": 0.0005, "betas": (0.93, 0.999)}),
-              TraceGraph_ELBO())
+    svi = SVI(
+        coin_model,
+        coin_guide,
+        pyro.optim.Adam({"lr": 0.0005, "betas": (0.93, 0.999)}),
+        TraceGraph_ELBO(),
+    )
     for step in range(1, S["coin_steps"] + 1):
         svi.step(use_baseline)
-        if (abs(pyro.param("alpha_q").item() - alpha_n) < tolerance
-                and abs(pyro.param("beta_q").item() - beta_n) < tolerance):
+        if (
+            abs(pyro.param("alpha_q").item() - alpha_n) < tolerance
+            and abs(pyro.param("beta_q").item() - beta_n) < tolerance
+        ):
             return step
     return None  # not reached within the step budget
 
@@ -355,8 +455,7 @@ for use_baseline in (False, True):
     steps = [steps_to_tolerance(use_baseline, seed) for seed in S["coin_seeds"]]
     key = "decaying avg baseline" if use_baseline else "no baseline"
     coin[key] = steps
-    print(f"{key:>22}: steps to tolerance per seed {steps} "
-          f"({time.perf_counter() - t0:.1f} s)")
+    print(f"{key:>22}: steps to tolerance per seed {steps} ({time.perf_counter() - t0:.1f} s)")
 results["coin"] = coin
 
 # %% [markdown]
@@ -365,11 +464,15 @@ results["coin"] = coin
 # %%
 print(f"\n{'estimator':>22} {'K':>3} {'test ELBO':>10} {'test NLL':>16} {'s/epoch':>8}")
 for name, row in results["continuous"].items():
-    print(f"{name:>22} {row['K']:>3} {row['test_elbo']:>10.2f} "
-          f"{row['test_nll']:>9.2f} ± {row['test_nll_se']:.2f} {row['seconds_per_epoch']:>8.3f}")
+    print(
+        f"{name:>22} {row['K']:>3} {row['test_elbo']:>10.2f} "
+        f"{row['test_nll']:>9.2f} ± {row['test_nll_se']:.2f} {row['seconds_per_epoch']:>8.3f}"
+    )
 for name, row in results["discrete"].items():
-    print(f"{'SBN ' + name:>22} {'':>3} {row['test_elbo']:>10.2f} "
-          f"{row['test_nll']:>9.2f} ± {row['test_nll_se']:.2f} {row['seconds_per_epoch']:>8.3f}")
+    print(
+        f"{'SBN ' + name:>22} {'':>3} {row['test_elbo']:>10.2f} "
+        f"{row['test_nll']:>9.2f} ± {row['test_nll_se']:.2f} {row['seconds_per_epoch']:>8.3f}"
+    )
 with open(os.path.join(OUT, "compare_estimators.json"), "w") as f:
     json.dump(results, f, indent=1, default=lambda o: None if o is None else str(o))
 print(f"figures and compare_estimators.json in {OUT}")

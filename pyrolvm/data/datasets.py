@@ -11,15 +11,21 @@ Two sources:
   variable ``PYROLVM_DATA_ROOT``).
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError, DataError
 
-DATASETS = ("digits", "mnist")
-BINARIZATIONS = ("dynamic", "static", "none")
+#: The dataset names :func:`load` knows (besides the path of an ``.npz`` file).
+DATASETS: tuple[str, ...] = ("digits", "mnist")
+#: The ``binarize`` choices of :func:`load`.
+BINARIZATIONS: tuple[str, ...] = ("dynamic", "static", "none")
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360
 DATA_ROOT_ENV = "PYROLVM_DATA_ROOT"
@@ -52,32 +58,39 @@ class Dataset:
     test: torch.Tensor
     train_labels: torch.Tensor
     test_labels: torch.Tensor
-    image_shape: tuple
+    image_shape: tuple[int, ...]
     binarize: str = "none"
     _seed: int = field(default=0, repr=False)
 
     @property
-    def data_dim(self):
+    def data_dim(self) -> int:
         """Number of pixels D of one flattened image."""
         return self.train.shape[-1]
 
     @property
-    def train_transform(self):
-        """The per-minibatch transform for training: under ``"dynamic"`` binarization a fresh
+    def train_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The per-minibatch transform for training. Under ``"dynamic"`` binarization a fresh
         Bernoulli draw of every pixel each time a minibatch is drawn (Burda et al. 2016,
         section 5.1), else ``None``."""
         return torch.bernoulli if self.binarize == "dynamic" else None
 
 
-def load(name="digits", root=None, binarize="none", seed=0, download=True):
+def load(
+    name: str = "digits",
+    root: str | os.PathLike[str] | None = None,
+    binarize: str = "none",
+    seed: int = 0,
+    download: bool = True,
+) -> Dataset:
     """Load a dataset by name as flattened float tensors in [0, 1].
 
     Args:
         name (str): ``"digits"`` (embedded, no download), ``"mnist"``, or the path of an ``.npz``
             file with arrays ``train`` and ``test`` of shape (N, D) and values in [0, 1]
             (optional: ``train_labels``, ``test_labels``, ``image_shape``).
-        root (str or None): for ``"mnist"``, the folder that ``torchvision.datasets.MNIST(root=...)``
-            reads (it holds ``MNIST/raw/``); defaults to ``$PYROLVM_DATA_ROOT``.
+        root (str or None): for ``"mnist"``, the folder that
+            ``torchvision.datasets.MNIST(root=...)`` reads (it holds ``MNIST/raw/``); defaults to
+            ``$PYROLVM_DATA_ROOT``.
         binarize (str): ``"dynamic"`` (fresh Bernoulli draw of each training minibatch; the test
             set is binarized once with ``seed``), ``"static"`` (train and test binarized once with
             ``seed``) or ``"none"``.
@@ -117,7 +130,7 @@ def _load_digits():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
+    digits: Any = load_digits()  # a Bunch (typed as Bunch | tuple)
     x = torch.as_tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.as_tensor(digits.target, dtype=torch.int64)
     idx_train, idx_test = train_test_split(
@@ -171,19 +184,23 @@ def _load_npz(path):
         return torch.as_tensor(y).long()
 
     side = int(round(d**0.5))
-    shape = tuple(int(s) for s in arrays["image_shape"]) if "image_shape" in arrays else (
-        (side, side) if side * side == d else (1, d))
+    shape = (
+        tuple(int(s) for s in arrays["image_shape"])
+        if "image_shape" in arrays
+        else ((side, side) if side * side == d else (1, d))
+    )
     return train, test, labels("train_labels", len(train)), labels("test_labels", len(test)), shape
 
 
-def mnist_help(root):
+def mnist_help(root: str | os.PathLike[str] | None) -> str:
     """The message telling a user how to get the MNIST files into ``root``."""
     raw = os.path.join(str(root), "MNIST", "raw")
     files = "\n".join(f"    {raw}/{f}" for f in MNIST_FILES)
     return (
         f"MNIST files not found under data root {root!r}. Expected (uncompressed):\n{files}\n"
         "Get them on a machine with internet access with\n"
-        f"    python -c \"from torchvision.datasets import MNIST; MNIST({str(root)!r}, download=True)\"\n"
+        '    python -c "from torchvision.datasets import MNIST; '
+        f'MNIST({str(root)!r}, download=True)"\n'
         "(or copy the four files from http://yann.lecun.com/exdb/mnist/ there and gunzip them),\n"
         f"then pass --data-root {root} or set {DATA_ROOT_ENV}."
     )
@@ -206,7 +223,9 @@ def _load_mnist(root, download):
         train = MNIST(root, train=True, download=download and not present)
         test = MNIST(root, train=False, download=False)
     except Exception as exc:  # network errors, truncated files, permission errors
-        raise DataError(f"{mnist_help(root)}\n(the attempt to read or download failed: {exc})") from exc
+        raise DataError(
+            f"{mnist_help(root)}\n(the attempt to read or download failed: {exc})"
+        ) from exc
 
     def flat(ds):
         return ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0, ds.targets.long()
@@ -215,7 +234,7 @@ def _load_mnist(root, download):
     return xtr, xte, ytr, yte, (28, 28)
 
 
-def check_data(x, name="data", binary=False):
+def check_data(x: torch.Tensor, name: str = "data", binary: bool = False) -> None:
     """Check that ``x`` can be fed to a model: a 2-D floating tensor of finite values.
 
     Args:

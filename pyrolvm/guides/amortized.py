@@ -1,9 +1,17 @@
 """Amortized guides q(z | x): an encoder network maps each datapoint to its posterior
 approximation (Kingma & Welling 2014, section 2.4 and appendix C.2)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
 import pyro
 import pyro.distributions as dist
+import torch
 import torch.nn.functional as F
+from pyro.distributions import TorchDistribution
+from pyro.poutine.runtime import InferDict
 from torch import nn
 
 from ..checks import check_batch
@@ -11,7 +19,7 @@ from ..nets import check_latent_dim, mlp
 from .baselines import Baseline
 
 
-def non_reparameterized(d):
+def non_reparameterized(d: TorchDistribution) -> dist.ExpandedDistribution:
     """``d`` with ``rsample`` switched off (Pyro's ``has_rsample_(False)``), wrapped in an
     ``ExpandedDistribution`` so that the switch survives the ``expand`` that ``pyro.plate``
     applies (``Independent`` re-creates its base distribution on ``expand`` and loses it)."""
@@ -50,15 +58,28 @@ class AmortizedNormal(nn.Module):
         ConfigError: unknown activation or baseline, or a latent_dim < 1.
     """
 
-    def __init__(self, data_dim, latent_dim=50, hidden=(200, 200), activation="tanh",
-                 latent_site="z", min_scale=1e-4, name="encoder", reparameterized=True,
-                 baseline="none", baseline_beta=0.9):
+    baseline: Baseline  # in __dict__, not a submodule (see __init__)
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 50,
+        hidden: Sequence[int] = (200, 200),
+        activation: str = "tanh",
+        latent_site: str = "z",
+        min_scale: float = 1e-4,
+        name: str = "encoder",
+        reparameterized: bool = True,
+        baseline: str = "none",
+        baseline_beta: float = 0.9,
+    ) -> None:
         super().__init__()
         self.reparameterized = bool(reparameterized)
         # kept outside this module's children: its parameters are registered under their own
         # name (Pyro's nn_baseline), not with the encoder's
-        self.__dict__["baseline"] = Baseline(baseline, data_dim, baseline_beta,
-                                             name=f"{name}_baseline")
+        self.__dict__["baseline"] = Baseline(
+            baseline, data_dim, baseline_beta, name=f"{name}_baseline"
+        )
         self.latent_dim = check_latent_dim(latent_dim)
         self.data_dim = int(data_dim)
         self.encoder = mlp(data_dim, hidden, 2 * self.latent_dim, activation)
@@ -66,21 +87,22 @@ class AmortizedNormal(nn.Module):
         self.min_scale = min_scale
         self.name = name
 
-    def encode(self, x):
-        """Posterior location and scale, each of shape (..., latent_dim), for x of shape (..., D)."""
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior location and scale, each of shape (..., latent_dim), for x of shape
+        (..., D)."""
         loc, raw = self.encoder(x).split(self.latent_dim, dim=-1)
         return loc, F.softplus(raw) + self.min_scale
 
-    def forward(self, x, batch_size=None):
+    def forward(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)
         check_batch(x, self.data_dim, dtype=self.encoder[0].weight.dtype)
         loc, scale = self.encode(x)
-        q = dist.Normal(loc, scale)
+        q: TorchDistribution = dist.Normal(loc, scale)
         if not self.reparameterized:
             q = non_reparameterized(q)
         q = q.to_event(1)
         infer = self.baseline.infer(self.latent_site, x)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample(self.latent_site, q, infer=infer)
+            z = pyro.sample(self.latent_site, q, infer=cast(InferDict, infer))
         self.baseline.match(self.latent_site, infer, z.shape[:-1])
         return z

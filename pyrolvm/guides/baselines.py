@@ -11,6 +11,11 @@ options so that every guide in :mod:`pyrolvm.guides` exposes the same three choi
   datapoint trained by Pyro to regress the downstream cost (Mnih & Gregor 2014, NVIL, section 3.2).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import pyro
 import torch
 from torch import nn
@@ -18,7 +23,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..nets import mlp
 
-BASELINES = ("none", "decaying_avg", "neural")
+#: The score-function ``baseline`` choices of the guides (see :mod:`pyrolvm.guides.baselines`).
+BASELINES: tuple[str, ...] = ("none", "decaying_avg", "neural")
 
 _AVG_PREFIX = "__baseline_avg_downstream_cost_"
 
@@ -26,11 +32,13 @@ _AVG_PREFIX = "__baseline_avg_downstream_cost_"
 class NeuralBaseline(nn.Module):
     """``b_psi(x)``: an MLP from a datapoint (..., D) to one scalar per datapoint (...,)."""
 
-    def __init__(self, data_dim, hidden=(100,), activation="tanh"):
+    def __init__(
+        self, data_dim: int, hidden: Sequence[int] = (100,), activation: str = "tanh"
+    ) -> None:
         super().__init__()
         self.net = mlp(data_dim, hidden, 1, activation)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
 
 
@@ -48,7 +56,14 @@ class Baseline(nn.Module):
         ConfigError: unknown kind or beta outside [0, 1).
     """
 
-    def __init__(self, kind="none", data_dim=None, beta=0.9, hidden=(100,), name="baseline"):
+    def __init__(
+        self,
+        kind: str | None = "none",
+        data_dim: int | None = None,
+        beta: float = 0.9,
+        hidden: Sequence[int] = (100,),
+        name: str = "baseline",
+    ) -> None:
         super().__init__()
         kind = "none" if kind is None else kind
         if kind not in BASELINES:
@@ -58,18 +73,23 @@ class Baseline(nn.Module):
         self.kind = kind
         self.beta = float(beta)
         self.name = name
-        self.net = NeuralBaseline(data_dim, hidden) if kind == "neural" else None
+        net = None
+        if kind == "neural":
+            if data_dim is None:
+                raise ConfigError("the neural baseline needs data_dim, the size D of its input")
+            net = NeuralBaseline(data_dim, hidden)
+        self.net = net
 
-    def infer(self, site, x):
+    def infer(self, site: str, x: torch.Tensor) -> dict[str, Any]:
         """The ``infer`` dict for the guide's sample site ``site`` given the batch x (B, D)."""
         if self.kind == "none":
             return {}
-        if self.kind == "neural":
+        if self.net is not None:  # kind == "neural"
             pyro.module(self.name, self.net)
             return {"baseline": {"nn_baseline": self.net, "nn_baseline_input": x}}
         return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": self.beta}}
 
-    def match(self, site, infer, batch_shape):
+    def match(self, site: str, infer: dict[str, Any], batch_shape: Sequence[int]) -> None:
         """After sampling, fit the baseline to the site's batch shape (e.g. (K, B) under
         vectorized particles), which Pyro requires of the baseline:
 

@@ -4,21 +4,43 @@ Maddison, Mnih & Teh 2017, Jang, Gu & Poole 2017) with or without the straight-t
 estimator (Bengio et al. 2013; Jang et al. 2017, section 2.2), all from Pyro's distributions.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions import TorchDistribution
+from pyro.poutine.runtime import InferDict
 from torch import nn
 
 from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp
 from .baselines import Baseline
 
-RELAXATIONS = ("none", "concrete", "straight_through")
+#: The ``relaxation`` choices of :class:`AmortizedBernoulli` and :class:`AmortizedCategorical`.
+RELAXATIONS: tuple[str, ...] = ("none", "concrete", "straight_through")
 
 
 class _AmortizedDiscrete(nn.Module):
-    def __init__(self, data_dim, latent_dim, out_dim, hidden, activation, relaxation,
-                 temperature, latent_site, baseline, baseline_beta, name):
+    baseline: Baseline  # in __dict__, not a submodule (see __init__)
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int,
+        out_dim: int,
+        hidden: Sequence[int],
+        activation: str,
+        relaxation: str | None,
+        temperature: float,
+        latent_site: str,
+        baseline: str,
+        baseline_beta: float,
+        name: str,
+    ) -> None:
         super().__init__()
         relaxation = "none" if relaxation is None else relaxation
         if relaxation not in RELAXATIONS:
@@ -34,17 +56,22 @@ class _AmortizedDiscrete(nn.Module):
         self.latent_site = latent_site
         self.name = name
         # outside this module's children: registered under its own name (Pyro's nn_baseline)
-        self.__dict__["baseline"] = Baseline(baseline, data_dim, baseline_beta,
-                                             name=f"{name}_baseline")
+        self.__dict__["baseline"] = Baseline(
+            baseline, data_dim, baseline_beta, name=f"{name}_baseline"
+        )
+
+    def posterior(self, x: torch.Tensor) -> TorchDistribution:
+        """The distribution q(z | x) under the current relaxation."""
+        raise NotImplementedError
 
     @torch.no_grad()
-    def encode(self, x):
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         """``(probs,)``: the posterior's probabilities, shape (..., latent_dim) or
         (..., latent_dim, num_categories), for x of shape (..., D); a tuple like
         :meth:`pyrolvm.guides.AmortizedNormal.encode`'s, so ``encode(x)[0]`` is the mean."""
         return (self.posterior_discrete(x).mean,)
 
-    def posterior_discrete(self, x):
+    def posterior_discrete(self, x: torch.Tensor) -> TorchDistribution:
         """q(z | x) without relaxation."""
         relaxation, self.relaxation = self.relaxation, "none"
         try:
@@ -52,13 +79,15 @@ class _AmortizedDiscrete(nn.Module):
         finally:
             self.relaxation = relaxation
 
-    def forward(self, x, batch_size=None):
+    def forward(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)
         q = self.posterior(x)
-        infer = self.baseline.infer(self.latent_site, x) if self.relaxation == "none" else {}
+        infer: dict[str, Any] = (
+            self.baseline.infer(self.latent_site, x) if self.relaxation == "none" else {}
+        )
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample(self.latent_site, q, infer=infer)
-        self.baseline.match(self.latent_site, infer, z.shape[:z.dim() - len(q.event_shape)])
+            z = pyro.sample(self.latent_site, q, infer=cast(InferDict, infer))
+        self.baseline.match(self.latent_site, infer, z.shape[: z.dim() - len(q.event_shape)])
         return z
 
 
@@ -93,17 +122,38 @@ class AmortizedBernoulli(_AmortizedDiscrete):
         ConfigError: unknown relaxation, activation or baseline, temperature <= 0.
     """
 
-    def __init__(self, data_dim, latent_dim=200, hidden=(), activation="tanh",
-                 relaxation="none", temperature=0.5, latent_site="z", baseline="none",
-                 baseline_beta=0.9, name="encoder"):
-        super().__init__(data_dim, latent_dim, latent_dim, hidden, activation, relaxation,
-                         temperature, latent_site, baseline, baseline_beta, name)
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 200,
+        hidden: Sequence[int] = (),
+        activation: str = "tanh",
+        relaxation: str = "none",
+        temperature: float = 0.5,
+        latent_site: str = "z",
+        baseline: str = "none",
+        baseline_beta: float = 0.9,
+        name: str = "encoder",
+    ) -> None:
+        super().__init__(
+            data_dim,
+            latent_dim,
+            latent_dim,
+            hidden,
+            activation,
+            relaxation,
+            temperature,
+            latent_site,
+            baseline,
+            baseline_beta,
+            name,
+        )
 
-    def logits(self, x):
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q, shape (..., latent_dim), for x (..., D)."""
         return self.encoder(x)
 
-    def posterior(self, x):
+    def posterior(self, x: torch.Tensor) -> TorchDistribution:
         """The distribution q(z | x), event shape (latent_dim,)."""
         logits = self.logits(x)
         t = torch.tensor(self.temperature)
@@ -125,22 +175,43 @@ class AmortizedCategorical(_AmortizedDiscrete):
         ConfigError: as :class:`AmortizedBernoulli`, or num_categories < 2.
     """
 
-    def __init__(self, data_dim, latent_dim=20, num_categories=10, hidden=(200,),
-                 activation="tanh", relaxation="none", temperature=0.5, latent_site="z",
-                 baseline="none", baseline_beta=0.9, name="encoder"):
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 20,
+        num_categories: int = 10,
+        hidden: Sequence[int] = (200,),
+        activation: str = "tanh",
+        relaxation: str = "none",
+        temperature: float = 0.5,
+        latent_site: str = "z",
+        baseline: str = "none",
+        baseline_beta: float = 0.9,
+        name: str = "encoder",
+    ) -> None:
         if int(num_categories) < 2:
             raise ConfigError(f"num_categories must be >= 2, got {num_categories}")
-        super().__init__(data_dim, latent_dim, latent_dim * int(num_categories), hidden,
-                         activation, relaxation, temperature, latent_site, baseline,
-                         baseline_beta, name)
+        super().__init__(
+            data_dim,
+            latent_dim,
+            latent_dim * int(num_categories),
+            hidden,
+            activation,
+            relaxation,
+            temperature,
+            latent_site,
+            baseline,
+            baseline_beta,
+            name,
+        )
         self.num_categories = int(num_categories)
 
-    def logits(self, x):
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q, shape (..., latent_dim, num_categories), for x (..., D)."""
         out = self.encoder(x)
         return out.reshape(out.shape[:-1] + (self.latent_dim, self.num_categories))
 
-    def posterior(self, x):
+    def posterior(self, x: torch.Tensor) -> TorchDistribution:
         """The distribution q(z | x), event shape (latent_dim, num_categories)."""
         logits = self.logits(x)
         t = torch.tensor(self.temperature)

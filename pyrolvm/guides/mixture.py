@@ -3,6 +3,10 @@
 summed out by ``TraceEnum_ELBO``, so these guides pair with the mixture under that loss.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -14,8 +18,11 @@ from torch import nn
 
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    from ..models.mixture import GaussianMixture
 
-def _check_init(model, init_values):
+
+def _check_init(model: GaussianMixture, init_values: dict[str, torch.Tensor] | None) -> None:
     if init_values is None:
         return
     missing = [s for s in model.global_sites if s not in init_values]
@@ -46,10 +53,15 @@ class MixtureMAP(AutoDelta):
         ConfigError: ``init_values`` lacks a global site.
     """
 
-    def __init__(self, model, init_values=None):
+    def __init__(
+        self, model: GaussianMixture, init_values: dict[str, torch.Tensor] | None = None
+    ) -> None:
         _check_init(model, init_values)
-        init = init_to_median if init_values is None else init_to_value(
-            values={k: v.detach().clone() for k, v in init_values.items()})
+        init = (
+            init_to_median
+            if init_values is None
+            else init_to_value(values={k: v.detach().clone() for k, v in init_values.items()})
+        )
         super().__init__(poutine.block(model, expose=list(model.global_sites)), init_loc_fn=init)
         # the global sites do not depend on the data: set the guide up now (one call on a
         # dummy datapoint, hidden from any enclosing handler) so that median() works at once
@@ -83,8 +95,14 @@ class MixtureMeanField(nn.Module):
         ConfigError: ``init_values`` lacks a global site, or ``init_scale <= 0``.
     """
 
-    def __init__(self, model, init_values, init_scale=0.01, init_concentration=None,
-                 name="mixture_guide"):
+    def __init__(
+        self,
+        model: GaussianMixture,
+        init_values: dict[str, torch.Tensor],
+        init_scale: float = 0.01,
+        init_concentration: float | None = None,
+        name: str = "mixture_guide",
+    ) -> None:
         super().__init__()
         _check_init(model, init_values)
         if init_values is None:
@@ -96,7 +114,7 @@ class MixtureMeanField(nn.Module):
         self.num_components = model.num_components
         self.name = name
         total = init_concentration or model.num_data or 100.0
-        log_s = torch.tensor(float(init_scale)).log()
+        log_s = torch.tensor(float(init_scale)).log().item()
         v = {k: t.detach().to(torch.get_default_dtype()) for k, t in init_values.items()}
         self.log_concentration = nn.Parameter((v["weights"] * total).log())
         self.locs_loc = nn.Parameter(v["locs"].clone())
@@ -105,33 +123,41 @@ class MixtureMeanField(nn.Module):
         self.scales_log_scale = nn.Parameter(torch.full_like(v["scales"], log_s))
         self.corr_transform = CorrCholeskyTransform(cache_size=1)
         if "corr" in self.model_sites:
-            unconstrained = self.corr_transform.inv(v["corr"])
+            unconstrained = cast(torch.Tensor, self.corr_transform.inv(v["corr"]))
             self.corr_loc = nn.Parameter(unconstrained)
             self.corr_log_scale = nn.Parameter(torch.full_like(unconstrained, log_s))
 
-    def _corr_dist(self):
+    def _corr_dist(self) -> dist.TransformedDistribution:
         base = dist.Normal(self.corr_loc, self.corr_log_scale.exp()).to_event(1)
         return dist.TransformedDistribution(base, [self.corr_transform])
 
-    def forward(self, x=None, index=None, subsample_size=None):
+    def forward(
+        self,
+        x: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+        subsample_size: int | None = None,
+    ) -> None:
         pyro.module(self.name, self)
         pyro.sample("weights", dist.Dirichlet(self.log_concentration.exp()))
         with pyro.plate("components", self.num_components):
             pyro.sample("locs", dist.Normal(self.locs_loc, self.locs_log_scale.exp()).to_event(1))
-            pyro.sample("scales", dist.LogNormal(self.scales_loc,
-                                                 self.scales_log_scale.exp()).to_event(1))
+            pyro.sample(
+                "scales", dist.LogNormal(self.scales_loc, self.scales_log_scale.exp()).to_event(1)
+            )
             if "corr" in self.model_sites:
                 pyro.sample("corr", self._corr_dist())
 
     @torch.no_grad()
-    def median(self, *args, **kwargs):
+    def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Point estimates of the global sites: the mean of q(pi), the means m_k, the LogNormal
         medians exp(u_k) and the transformed Normal medians of the correlation factors; a dict
-        like :meth:`MixtureMAP.median`'s."""
+        like ``MixtureMAP.median()``'s."""
         conc = self.log_concentration.exp()
-        out = {"weights": conc / conc.sum(), "locs": self.locs_loc.clone(),
-               "scales": self.scales_loc.exp()}
+        out = {
+            "weights": conc / conc.sum(),
+            "locs": self.locs_loc.clone(),
+            "scales": self.scales_loc.exp(),
+        }
         if "corr" in self.model_sites:
-            out["corr"] = self.corr_transform(self.corr_loc)
+            out["corr"] = cast(torch.Tensor, self.corr_transform(self.corr_loc))
         return out
-

@@ -8,5 +8,14 @@ from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
 
-__all__ = ["COVARIANCES", "GaussianMixture", "LATENTS", "LIKELIHOODS", "LinearGaussian",
-           "MixturePriorVAE", "SSVAE", "SigmoidBeliefNet", "VAE"]
+__all__ = [
+    "COVARIANCES",
+    "GaussianMixture",
+    "LATENTS",
+    "LIKELIHOODS",
+    "LinearGaussian",
+    "MixturePriorVAE",
+    "SSVAE",
+    "SigmoidBeliefNet",
+    "VAE",
+]

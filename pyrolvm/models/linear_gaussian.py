@@ -7,6 +7,8 @@ Tipping & Bishop (1999), "Probabilistic principal component analysis", eqs. (2)-
 ELBOs, gradient estimators and importance-sampled log-likelihoods against exact answers.
 """
 
+from __future__ import annotations
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -34,7 +36,13 @@ class LinearGaussian(nn.Module):
         ConfigError: ``noise_scale <= 0``.
     """
 
-    def __init__(self, weight, bias, noise_scale, name="linear_gaussian"):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        noise_scale: float,
+        name: str = "linear_gaussian",
+    ) -> None:
         super().__init__()
         weight = torch.as_tensor(weight, dtype=torch.get_default_dtype())
         self.latent_dim = check_latent_dim(weight.shape[-1])
@@ -46,32 +54,30 @@ class LinearGaussian(nn.Module):
         self.name = name
 
     @property
-    def noise_scale(self):
+    def noise_scale(self) -> torch.Tensor:
         """sigma, a 0-d tensor."""
         return self.log_noise_scale.exp()
 
-    def forward(self, x, batch_size=None):
+    def forward(self, x: torch.Tensor | None, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
-            z = pyro.sample(
-                "z", dist.Normal(torch.zeros(self.latent_dim), 1.0).to_event(1)
-            )
+            z = pyro.sample("z", dist.Normal(torch.zeros(self.latent_dim), 1.0).to_event(1))
             loc = z @ self.weight.T + self.bias
             pyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
         return z
 
-    def marginal(self):
+    def marginal(self) -> dist.MultivariateNormal:
         """The exact marginal p(x) = N(b, W W^T + sigma^2 I), event shape (D,)."""
         d = self.weight.shape[0]
         cov = self.weight @ self.weight.T + self.noise_scale**2 * torch.eye(d)
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov)
 
-    def log_marginal(self, x):
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) in nats for x of shape (B, D); returns shape (B,)."""
         return self.marginal().log_prob(x)
 
-    def posterior(self, x):
+    def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
         """The exact posterior p(z | x) for x of shape (B, D): a MultivariateNormal with loc of
         shape (B, L) and a shared covariance (L, L)."""
         s2 = self.noise_scale**2

@@ -8,15 +8,21 @@ vectors of ``num_categories`` classes (Jang, Gu & Poole 2017, section 4.2). With
 eqs. (20)-(21)), the objective they optimize with relaxed (non-straight-through) guides.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions import TorchDistribution
 from torch import nn
 
 from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp, set_output_bias
 
-LATENTS = ("bernoulli", "categorical")
+#: The ``latent`` types of :class:`SigmoidBeliefNet`.
+LATENTS: tuple[str, ...] = ("bernoulli", "categorical")
 
 
 class SigmoidBeliefNet(nn.Module):
@@ -47,9 +53,18 @@ class SigmoidBeliefNet(nn.Module):
         ConfigError: unknown latent type, num_categories < 2, non-positive temperature.
     """
 
-    def __init__(self, data_dim, latent_dim=200, latent="bernoulli", num_categories=10,
-                 hidden=(), activation="tanh", data_mean=None, temperature=None,
-                 name="decoder"):
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 200,
+        latent: str = "bernoulli",
+        num_categories: int = 10,
+        hidden: Sequence[int] = (),
+        activation: str = "tanh",
+        data_mean: torch.Tensor | None = None,
+        temperature: float | None = None,
+        name: str = "decoder",
+    ) -> None:
         super().__init__()
         if latent not in LATENTS:
             raise ConfigError(f"unknown latent type {latent!r}: choose one of {', '.join(LATENTS)}")
@@ -63,39 +78,41 @@ class SigmoidBeliefNet(nn.Module):
         self.num_categories = int(num_categories) if latent == "categorical" else 1
         self.temperature = temperature
         self.name = name
-        shape = (self.latent_dim,) if latent == "bernoulli" else (self.latent_dim,
-                                                                  self.num_categories)
+        shape = (
+            (self.latent_dim,) if latent == "bernoulli" else (self.latent_dim, self.num_categories)
+        )
         self.prior_logits = nn.Parameter(torch.zeros(shape))
-        self.decoder = mlp(self.latent_dim * self.num_categories, hidden, self.data_dim,
-                           activation)
+        self.decoder = mlp(self.latent_dim * self.num_categories, hidden, self.data_dim, activation)
         if data_mean is not None:
             mean = torch.as_tensor(data_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
             set_output_bias(self.decoder, mean.log() - (-mean).log1p())
 
     @property
-    def latent_shape(self):
-        """Event shape of z: (latent_dim,) or (latent_dim, num_categories)."""
+    def latent_shape(self) -> tuple[int, ...]:
+        """The event shape of z, (latent_dim,) or (latent_dim, num_categories)."""
         return tuple(self.prior_logits.shape)
 
-    def prior(self):
+    def prior(self) -> TorchDistribution:
         """p(z) (or its Concrete relaxation), event shape :attr:`latent_shape`."""
         logits = self.prior_logits
         if self.latent == "bernoulli":
             if self.temperature is None:
                 return dist.Bernoulli(logits=logits).to_event(1)
-            return dist.RelaxedBernoulli(torch.tensor(float(self.temperature)),
-                                         logits=logits).to_event(1)
+            return dist.RelaxedBernoulli(
+                torch.tensor(float(self.temperature)), logits=logits
+            ).to_event(1)
         if self.temperature is None:
             return dist.OneHotCategorical(logits=logits).to_event(1)
-        return dist.RelaxedOneHotCategorical(torch.tensor(float(self.temperature)),
-                                             logits=logits).to_event(1)
+        return dist.RelaxedOneHotCategorical(
+            torch.tensor(float(self.temperature)), logits=logits
+        ).to_event(1)
 
-    def likelihood_dist(self, z):
-        """p(x | z) for z of shape (..., *latent_shape); event shape (D,)."""
-        flat = z.reshape(z.shape[:z.dim() - len(self.latent_shape)] + (-1,))
+    def likelihood_dist(self, z: torch.Tensor) -> TorchDistribution:
+        """p(x | z) for z of shape ``(..., *latent_shape)``; event shape (D,)."""
+        flat = z.reshape(z.shape[: z.dim() - len(self.latent_shape)] + (-1,))
         return dist.Bernoulli(logits=self.decoder(flat)).to_event(1)
 
-    def forward(self, x, batch_size=None):
+    def forward(self, x: torch.Tensor | None, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
@@ -103,8 +120,8 @@ class SigmoidBeliefNet(nn.Module):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
         return z
 
-    def enumerate_latents(self, max_states=2**16):
-        """All latent states, shape (S, *latent_shape), for exact sums over z.
+    def enumerate_latents(self, max_states: int = 2**16) -> torch.Tensor:
+        """All latent states, shape ``(S, *latent_shape)``, for exact sums over z.
 
         Raises:
             ConfigError: more than ``max_states`` states.
@@ -122,7 +139,7 @@ class SigmoidBeliefNet(nn.Module):
         return nn.functional.one_hot(idx, c).to(self.prior_logits.dtype)
 
     @torch.no_grad()
-    def log_marginal(self, x, max_states=2**16):
+    def log_marginal(self, x: torch.Tensor, max_states: int = 2**16) -> torch.Tensor:
         """Exact log p(x) in nats by summing over every latent state, for x (B, D); returns
         (B,). Only for small models (see :meth:`enumerate_latents`); discrete prior only.
 
@@ -137,14 +154,14 @@ class SigmoidBeliefNet(nn.Module):
         return torch.logsumexp(log_prior.unsqueeze(1) + log_lik, dim=0)
 
     @torch.no_grad()
-    def sample(self, num_samples, mean=True):
+    def sample(self, num_samples: int, mean: bool = True) -> torch.Tensor:
         """Images from the model: z from the prior, then the Bernoulli means (``mean=True``)
         or a draw; shape (num_samples, D)."""
         return self.decode(self.prior().sample((num_samples,)), mean=mean)
 
     @torch.no_grad()
-    def decode(self, z, mean=True):
-        """The Bernoulli means of p(x | z) (or a draw) for z of shape (..., *latent_shape);
+    def decode(self, z: torch.Tensor, mean: bool = True) -> torch.Tensor:
+        """The Bernoulli means of p(x | z) (or a draw) for z of shape ``(..., *latent_shape)``;
         z may also be relaxed or a probability vector (the decoder is applied as is).
         Returns shape (..., D)."""
         d = self.likelihood_dist(z)

@@ -8,6 +8,10 @@ The label y is observed for labelled images and a latent variable for the others
 the C classes exactly under ``TraceEnum_ELBO``.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -17,7 +21,7 @@ from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp
 
 
-def concat_broadcast(*tensors):
+def concat_broadcast(*tensors: torch.Tensor) -> torch.Tensor:
     """Concatenate along the last dim after broadcasting all leading (batch) dims: the label
     may carry enumeration and particle dims that the other inputs lack."""
     shape = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
@@ -42,8 +46,15 @@ class SSVAE(nn.Module):
         ConfigError: C < 2, L < 1, unknown activation.
     """
 
-    def __init__(self, data_dim, num_classes=10, latent_dim=50, hidden=(500,),
-                 activation="softplus", name="ssvae_decoder"):
+    def __init__(
+        self,
+        data_dim: int,
+        num_classes: int = 10,
+        latent_dim: int = 50,
+        hidden: Sequence[int] = (500,),
+        activation: str = "softplus",
+        name: str = "ssvae_decoder",
+    ) -> None:
         super().__init__()
         if int(num_classes) != num_classes or num_classes < 2:
             raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
@@ -52,11 +63,11 @@ class SSVAE(nn.Module):
         self.decoder = mlp(self.latent_dim + self.num_classes, hidden, self.data_dim, activation)
         self.name = name
 
-    def forward(self, x, y=None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         pyro.module(self.name, self)
-        c, l = self.num_classes, self.latent_dim
+        c, d = self.num_classes, self.latent_dim
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(l), 1.0).to_event(1))
+            z = pyro.sample("z", dist.Normal(torch.zeros(d), 1.0).to_event(1))
             y = pyro.sample("y", dist.OneHotCategorical(logits=torch.zeros(c)), obs=y)
             logits = self.decoder(concat_broadcast(z, y))
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)

@@ -5,18 +5,23 @@ architecture defaults follow Burda, Grosse & Salakhutdinov (2016), "Importance W
 Autoencoders", section 5 (784-200-200-50, tanh, output bias at the logit of the mean pixel).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions import TorchDistribution
 from torch import nn
 
 from ..errors import ConfigError
 from ..checks import check_batch
 from ..nets import check_latent_dim, mlp, set_output_bias
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+#: The ``likelihood`` choices of :class:`VAE`.
+LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
 
 
 class VAE(nn.Module):
@@ -43,8 +48,16 @@ class VAE(nn.Module):
         ConfigError: unknown likelihood or activation, or a latent_dim < 1.
     """
 
-    def __init__(self, data_dim, latent_dim=50, hidden=(200, 200), activation="tanh",
-                 likelihood="bernoulli", data_mean=None, name="decoder"):
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 50,
+        hidden: Sequence[int] = (200, 200),
+        activation: str = "tanh",
+        likelihood: str = "bernoulli",
+        data_mean: torch.Tensor | None = None,
+        name: str = "decoder",
+    ) -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ConfigError(
@@ -64,14 +77,14 @@ class VAE(nn.Module):
                 mean = mean.log() - (-mean).log1p()
             set_output_bias(self.decoder, mean)
 
-    def likelihood_dist(self, z):
+    def likelihood_dist(self, z: torch.Tensor) -> TorchDistribution:
         """The distribution p(x | z) for z of shape (..., latent_dim); event shape (D,)."""
         out = self.decoder(z)
         if self.likelihood == "bernoulli":
             return dist.Bernoulli(logits=out).to_event(1)
         return dist.Normal(out, self.log_scale.exp()).to_event(1)
 
-    def forward(self, x, batch_size=None):
+    def forward(self, x: torch.Tensor | None, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)
         if x is not None:
             check_batch(x, self.data_dim, binary=self.likelihood == "bernoulli",
@@ -86,7 +99,7 @@ class VAE(nn.Module):
         return z
 
     @torch.no_grad()
-    def sample(self, num_samples, mean=True):
+    def sample(self, num_samples: int, mean: bool = True) -> torch.Tensor:
         """Draw images from the model: z from the prior, then the mean of p(x | z)
         (``mean=True``) or a draw from it.
 
@@ -97,7 +110,7 @@ class VAE(nn.Module):
         return self.decode(z, mean=mean)
 
     @torch.no_grad()
-    def decode(self, z, mean=True):
+    def decode(self, z: torch.Tensor, mean: bool = True) -> torch.Tensor:
         """The mean of p(x | z) (Bernoulli probabilities or Gaussian means) or a draw from it,
         for z of shape (..., latent_dim); returns shape (..., D)."""
         d = self.likelihood_dist(z)
