@@ -2,11 +2,18 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import ConfigError, DataError, PyroLVMError, TrainingDiverged
+from .errors import ConfigError, DataError, Interrupted, PyroLVMError, TrainingDiverged
 
 try:
     __version__: str = version("pyro-lvm")
 except PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["ConfigError", "DataError", "PyroLVMError", "TrainingDiverged", "__version__"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "Interrupted",
+    "PyroLVMError",
+    "TrainingDiverged",
+    "__version__",
+]

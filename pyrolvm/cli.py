@@ -61,7 +61,7 @@ def parse(argv=None):
 
     Raises:
         SystemExit: status 2 with tyro's message for a malformed command line; 0 after
-        ``--help``.
+            ``--help``.
     """
     command = tyro.cli(command_type(), args=argv, prog="pyrolvm", config=_CONFIG)
     return getattr(command, "config", command)

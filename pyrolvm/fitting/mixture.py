@@ -126,8 +126,8 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
         x (torch.Tensor): training data, shape (N, D).
         num_components (int): K, 1 <= K <= N.
         covariance (str): ``"full"`` or ``"diag"``.
-        guide (str): ``"map"`` (:class:`MixtureMAP`, point estimates) or ``"meanfield"``
-            (:class:`MixtureMeanField`).
+        guide (str): ``"map"`` (:class:`~pyrolvm.guides.MixtureMAP`, point estimates) or
+            ``"meanfield"`` (:class:`~pyrolvm.guides.MixtureMeanField`).
         init (str): ``"kmeans"`` (Lloyd's k-means from a k-means++ seeding, scikit-learn's
             default; on digits it reaches EM's optima where the bare seeding can stall in worse
             ones), ``"kmeans++"`` or ``"random"`` (:func:`initial_params`).
@@ -148,7 +148,7 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
             state).
         resume_from (dict or None): such a state; the fit continues from it and ends as the
             uninterrupted fit would (bitwise on CPU).
-        **model_kwargs: prior settings passed to :meth:`GaussianMixture.from_data`.
+        **model_kwargs: prior settings passed to :meth:`~pyrolvm.models.GaussianMixture.from_data`.
 
     Returns:
         MixtureFit

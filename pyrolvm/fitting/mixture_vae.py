@@ -52,7 +52,8 @@ def cluster_scores(model, guide, x, labels, prefix=""):
 def fit_mixture_vae(data, num_components=10, latent_dim=10, hidden=(500, 500),
                     warmup_epochs=5, epochs=20, batch_size=100, lr=1e-3, finetune_lr_ratio=0.1,
                     seed=0, progress=False):
-    """Train a :class:`MixturePriorVAE` with an :class:`AmortizedNormal` guide under
+    """Train a :class:`~pyrolvm.models.MixturePriorVAE` with an
+    :class:`~pyrolvm.guides.AmortizedNormal` guide under
     ``TraceEnum_ELBO`` on dynamically binarized ``data.train``: ``warmup_epochs`` epochs, then
     the prior is set to a diagonal Gaussian mixture fitted (:func:`fit_mixture`) to one draw
     from q(z | x) of every training image, then ``epochs`` more epochs with a fresh Adam at

@@ -71,7 +71,8 @@ def gradient_snr(model, guide, elbo, *args, num_draws=100, param_groups=None, **
     optimizer step); their ``.grad`` is reset before each draw and cleared at the end.
 
     Args:
-        model, guide: Pyro callables, called as ``model(*args, **kwargs)``.
+        model (callable): the Pyro model, called as ``model(*args, **kwargs)``.
+        guide (callable): its guide, with the model's signature.
         elbo (pyro.infer.ELBO): the estimator (e.g. ``IWAE(K)``, ``DReG(K)``).
         num_draws (int): independent draws, >= 2.
         param_groups (dict or None): group name -> list of param-store names. Default:

@@ -64,7 +64,8 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
     images and labels). They must follow Pyro's rules: every sample site inside one batch plate.
 
     Args:
-        model, guide: Pyro callables.
+        model (callable): the Pyro model.
+        guide (callable): its guide, with the model's signature.
         data (torch.Tensor or tuple of torch.Tensor): N datapoints along dim 0.
         num_samples (int): K >= 1 importance samples per datapoint.
         batch_size (int): datapoints per model call.

@@ -74,7 +74,7 @@ def sum_to_batch(log_p, site, rank, plate, particles=True):
 
     Raises:
         ConfigError: more dimensions than plates (enumerated or unplated batch dimensions), or
-        a site outside the batch plate.
+            a site outside the batch plate.
     """
     log_p = torch.as_tensor(log_p)
     if log_p.dim() > rank:
@@ -101,8 +101,9 @@ def log_weights(model_trace, guide_trace, max_plate_nesting, batch_plate=None, p
     """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
 
     Args:
-        model_trace, guide_trace: traces with computed log-densities (from
+        model_trace (pyro.poutine.Trace): the model's trace with computed log-densities (from
             ``pyro.infer.enum.get_importance_trace``), the particles in an outermost plate.
+        guide_trace (pyro.poutine.Trace): the guide's, alike.
         max_plate_nesting (int): plate dimensions of the traces, the particle plate included.
         batch_plate (str or None): name of the batch plate (default: see :func:`find_batch_plate`).
         particles (bool): whether the traces have a particle plate (``False`` for K = 1,

@@ -51,7 +51,7 @@ def load_param_state(values):
 
     Raises:
         ConfigError: the saved names are not exactly those in the store, or a shape differs
-        (a checkpoint of another model).
+            (a checkpoint of another model).
     """
     store = pyro.get_param_store()
     names = set(store.keys())

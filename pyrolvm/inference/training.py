@@ -84,10 +84,12 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
 
     **Interruption.** SIGINT (Ctrl-C) or SIGTERM during training finishes the current step,
     calls ``checkpoint`` with the mid-epoch state (or, in an epoch's last step, finishes the
-    epoch and its checkpoint) and raises :class:`Interrupted`; a second SIGINT stops at once.
+    epoch and its checkpoint) and raises :class:`~pyrolvm.Interrupted`; a second SIGINT stops
+    at once.
 
     Args:
-        model, guide: Pyro callables following Pyro's rules (one batch plate).
+        model (callable): the Pyro model, following Pyro's rules (one batch plate).
+        guide (callable): its guide, with the model's signature.
         data (torch.Tensor or tuple of torch.Tensor): N datapoints along dim 0.
         loss (pyro.infer.ELBO or None): the objective; default ``Trace_ELBO()``.
         optim (pyro.optim.PyroOptim or None): default :func:`make_optim` ().
@@ -104,14 +106,14 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
             distribution supports) on every step. By default it runs on the first step only,
             where a static model shows any such error; later steps skip it, which halves the
             step time of small models. Has no effect when Pyro's validation is disabled.
-        extra_objectives (sequence of (model, guide, pyro.infer.ELBO)): further objectives
+        extra_objectives (sequence of tuple): further objectives, ``(model, guide, elbo)``
             stepped after the main one in every step.
         extra_batch (callable or None): returns the tuple of tensors the extra objectives are
             called with, once per step (after the main batch is drawn).
         checkpoint (callable or None): ``checkpoint(state)``, see above.
         resume_from (dict or None): a ``state`` passed to ``checkpoint`` by an earlier call.
-        handle_signals (bool): turn SIGINT/SIGTERM into a checkpoint and :class:`Interrupted`
-            (main thread only).
+        handle_signals (bool): turn SIGINT/SIGTERM into a checkpoint and
+            :class:`~pyrolvm.Interrupted` (main thread only).
 
     Returns:
         dict: per-epoch curves: ``"train_elbo"`` (mean over the epoch of the main objective's

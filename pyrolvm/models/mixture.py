@@ -35,7 +35,7 @@ GLOBAL_SITES = ("weights", "locs", "scales", "corr")
 
 
 def check_num_components(num_components, num_data=None):
-    """Raise :class:`ConfigError` unless ``1 <= num_components <= num_data``; returns K."""
+    """Raise :class:`~pyrolvm.ConfigError` unless ``1 <= num_components <= num_data``; returns K."""
     if int(num_components) != num_components or num_components < 1:
         raise ConfigError(
             f"the number of components K must be a positive integer, got {num_components!r}"
@@ -169,7 +169,7 @@ class GaussianMixture:
         return tril @ tril.transpose(-1, -2)
 
     def check_x(self, x, name="data"):
-        """Raise :class:`DataError` unless x is a finite (N, D) float tensor of the model's
+        """Raise :class:`~pyrolvm.DataError` unless x is a finite (N, D) float tensor of the model's
         dimension D."""
         check_data(x, name)
         if x.shape[-1] != self.data_dim:
@@ -267,7 +267,7 @@ class GaussianMixture:
 
         Raises:
             DataError, ConfigError: as :meth:`log_joint`; ConfigError for a temperature other
-            than 0 or 1.
+                than 0 or 1.
         """
         if temperature not in (0, 1):
             raise ConfigError(f"temperature must be 0 (MAP) or 1 (sample), got {temperature!r}")

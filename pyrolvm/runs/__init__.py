@@ -1,10 +1,10 @@
 """Runs compose the parts: config -> data -> model + guide -> fit -> evaluate -> run folder
 (config.json, metrics.json, checkpoint.pt, PNG figures). Each run kind declares its config
-once (:mod:`pyrolvm.runs.config`) and registers itself (:data:`RUNS`); the ``pyrolvm``
+once (``pyrolvm.runs.config``) and registers itself (:data:`RUNS`); the ``pyrolvm``
 command is generated from the registry, and each command is one Python call here."""
 
 from ..fitting import MixtureFit, fit_mixture
-from .config import RunConfig, validate
+from .config import Range, RunConfig, validate
 from .gmm import GMMConfig, evaluate_gmm, train_gmm
 from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_vae
 from .registry import RUNS, RunKind, evaluate_run, register
@@ -12,6 +12,6 @@ from .ssvae import M2Config, evaluate_m2, train_m2
 from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
 
 __all__ = ["DATASET_DEFAULTS", "GMMConfig", "M2Config", "MixtureFit", "MixtureVAEConfig", "RUNS",
-           "RunConfig", "RunKind", "VAEConfig", "evaluate_gmm", "evaluate_m2",
+           "Range", "RunConfig", "RunKind", "VAEConfig", "evaluate_gmm", "evaluate_m2",
            "evaluate_mixture_vae", "evaluate_run", "evaluate_vae", "fit_mixture", "register",
            "train_gmm", "train_m2", "train_mixture_vae", "train_vae", "validate"]

@@ -56,8 +56,8 @@ def run_folder(out, kind, config, resume=False, overwrite=False):
 
     Raises:
         ConfigError: the folder cannot be created or written, holds another run (without
-        ``overwrite``/``resume``), is locked by another process, or cannot be resumed (no or
-        invalid checkpoint, another kind, different settings).
+            ``overwrite``/``resume``), is locked by another process, or cannot be resumed (no or
+            invalid checkpoint, another kind, different settings).
     """
     if resume and overwrite:
         raise ConfigError("--resume continues the run in the folder and --overwrite deletes it: "
@@ -150,7 +150,7 @@ def load_checkpoint(folder):
 
     Raises:
         ConfigError: the folder or its checkpoint does not exist, or the file is not a
-        pyro-lvm checkpoint (empty, truncated, random bytes, a pickle of other objects).
+            pyro-lvm checkpoint (empty, truncated, random bytes, a pickle of other objects).
     """
     path = os.path.join(folder, CHECKPOINT)
     if not os.path.exists(path):

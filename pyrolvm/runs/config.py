@@ -171,7 +171,7 @@ class RunConfig:
         changed in place."""
 
     def check(self):
-        """Hook for rules that join several fields; raises :class:`ConfigError`."""
+        """Hook for rules that join several fields; raises :class:`~pyrolvm.ConfigError`."""
 
     def resolved(self):
         """A validated copy with every ``None`` replaced by the dataset's default.

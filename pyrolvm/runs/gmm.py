@@ -188,9 +188,9 @@ def train_gmm(config=None, data=None, **overrides):
     ``pyrolvm train gmm`` in one call.
 
     The images are projected to ``pca_dim`` dimensions by PCA fitted on the training split;
-    the mixture is fitted by :func:`fit_mixture` (SVI, assignment enumerated); scikit-learn's
-    EM with the same K, covariance type, split and projection (``n_init=sklearn_n_init``) is
-    fitted and scored in the same run.
+    the mixture is fitted by :func:`~pyrolvm.fitting.fit_mixture` (SVI, assignment enumerated);
+    scikit-learn's EM with the same K, covariance type, split and projection
+    (``n_init=sklearn_n_init``) is fitted and scored in the same run.
 
     Args:
         config (GMMConfig or None): settings; keyword ``overrides`` replace its fields.
@@ -202,7 +202,7 @@ def train_gmm(config=None, data=None, **overrides):
     ``test_log_likelihood_minus_sklearn`` (paired mean difference per test point) and its
     standard error, the
     restarts' training log-likelihoods, seconds, per-epoch curves); ``checkpoint.pt`` (the
-    global site values, the PCA, the config and curves); the PNG figures of :func:`figures`.
+    global site values, the PCA, the config and curves); the PNG figures of ``figures()``.
 
     Returns:
         dict: the metrics written to ``metrics.json``.

@@ -60,7 +60,7 @@ def evaluate_run(folder, data_root=None, progress=True, **options):
 
     Raises:
         ConfigError: no (valid) checkpoint in ``folder``, an unknown kind, or an option the
-        kind does not take.
+            kind does not take.
     """
     state = load_checkpoint(folder)
     name = state.get("kind")

@@ -92,7 +92,7 @@ class MultiSampleELBO(ELBO):
 
     Raises:
         ConfigError: K < 1; a non-reparameterizable guide site where ``needs_rsample``; a
-        latent site outside the batch plate; sites with different scales.
+            latent site outside the batch plate; sites with different scales.
     """
 
     stop_guide_params = False
@@ -113,7 +113,8 @@ class MultiSampleELBO(ELBO):
         """Run guide and model once with K vectorized particles.
 
         Args:
-            model, guide: Pyro callables, called as ``model(*args, **kwargs)``.
+            model (callable): the Pyro model, called as ``model(*args, **kwargs)``.
+            guide (callable): its guide, with the model's signature.
             stop_guide_params (bool): log q evaluated with the guide's parameters detached.
             check_rsample (bool): refuse non-reparameterized guide sites where the objective
                 ``needs_rsample`` (``False`` for mere evaluation).

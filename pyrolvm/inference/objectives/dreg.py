@@ -52,8 +52,8 @@ class DReG(MultiSampleELBO):
     backward passes over one forward pass. A parameter used by both the model and the guide
     is rejected, since its gradient would mix the two estimators. Works per datapoint under
     the batch plate, like :class:`IWAE`. The loss is the negative IWAE bound;
-    :meth:`differentiable_loss` is IWAE's (its plain gradient is IWAE's, not DReG's: use
-    :meth:`loss_and_grads` for the DReG gradient).
+    :meth:`~pyrolvm.inference.MultiSampleELBO.differentiable_loss` is IWAE's (its plain
+    gradient is IWAE's, not DReG's: use :meth:`loss_and_grads` for the DReG gradient).
 
     Args: see :class:`~pyrolvm.inference.MultiSampleELBO` (``num_particles`` = K).
         single_pass (bool): use the one-backward hook where the guide has one latent site
@@ -61,7 +61,7 @@ class DReG(MultiSampleELBO):
 
     Raises:
         ConfigError: K < 1; a non-reparameterized guide site; a latent site outside the batch
-        plate; a parameter shared by model and guide.
+            plate; a parameter shared by model and guide.
     """
 
     def __init__(self, num_particles=5, max_plate_nesting=float("inf"), batch_plate=None,
