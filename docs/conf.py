@@ -54,7 +54,7 @@ extensions = [
 # fails offline (and with -W). References to torch / pyro names render as plain text.
 
 smartquotes = False  # keep "--flag" in the CLI reference (no en dashes)
-exclude_patterns = ["conf.py", "_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+exclude_patterns = ["conf.py", "cli_commands.rst", "_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".py": "myst-nb"}
 
 # -- autodoc / napoleon ---------------------------------------------------------------------
@@ -265,6 +265,40 @@ def _write_api_pages():
 
 
 _write_api_pages()
+
+
+def _write_cli_pages():
+    """``docs/cli_commands.rst`` (generated, not committed): the ``--help`` of ``pyrolvm
+    evaluate`` and of ``pyrolvm train KIND`` for every registered run kind, as the command
+    prints it (tyro's parser nests the commands, which sphinx-argparse does not descend)."""
+    import contextlib
+    import io
+
+    from pyrolvm.cli import parse
+    from pyrolvm.runs import RUNS
+
+    def help_text(argv):
+        out = io.StringIO()
+        env = os.environ.get("COLUMNS")
+        os.environ["COLUMNS"] = "96"
+        try:
+            with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+                parse([*argv, "--help"])
+        finally:
+            if env is None:
+                del os.environ["COLUMNS"]
+            else:
+                os.environ["COLUMNS"] = env
+        return "\n".join("   " + line for line in out.getvalue().rstrip().splitlines())
+
+    parts = []
+    for argv in [["train", name] for name in RUNS] + [["evaluate"]]:
+        title = "pyrolvm " + " ".join(argv)
+        parts.append(f"{title}\n{'-' * len(title)}\n\n.. code-block:: text\n\n{help_text(argv)}\n")
+    _write_if_changed(os.path.join(DOCS, "cli_commands.rst"), "\n".join(parts))
+
+
+_write_cli_pages()
 
 
 def _drop_builtin_docstrings(app, what, name, obj, options, lines):
