@@ -9,7 +9,8 @@ from pyro.infer.util import is_validation_enabled
 from .errors import DataError
 
 
-def check_batch(x, data_dim, name="x", binary=False, dtype=None):
+def check_batch(x: object, data_dim: int, name: str = "x", binary: bool = False,
+                dtype: torch.dtype | None = None) -> None:
     """Raise :class:`DataError` unless ``x`` is a (B, data_dim) floating tensor of finite values
     (of ``dtype``, the network's, where given; and, with ``binary``, of zeros and ones: a
     Bernoulli likelihood's support). Does nothing while Pyro's validation is disabled."""

@@ -10,7 +10,7 @@ status 2 (``pyrolvm: error: ...`` for settings and data, tyro's message for a ma
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
 import tyro
 
@@ -37,9 +37,10 @@ def _kinds():
     return sorted(RUNS.values(), key=lambda k: (k.name != "vae", k.name))
 
 
-def command_type():
+def command_type() -> Any:
     """The type tyro parses ``pyrolvm ...`` into: a ``train`` subcommand per run kind, whose
-    value is that kind's config, or :class:`Evaluate`."""
+    value is that kind's config, or :class:`Evaluate` (built at run time from
+    :data:`pyrolvm.runs.RUNS`, so static type checkers see ``Any``)."""
     configs = tuple(Annotated[k.config, tyro.conf.subcommand(k.name, description=k.description)]
                     for k in _kinds())
 
@@ -47,7 +48,7 @@ def command_type():
     class Train:
         """Train a model and write a run folder."""
 
-        config: Annotated[Union[configs], tyro.conf.arg(name="")]
+        config: Annotated[Union[configs], tyro.conf.arg(name="")]  # pyright: ignore
 
     return Union[Annotated[Train, tyro.conf.subcommand("train")],
                  Annotated[Evaluate, tyro.conf.subcommand("evaluate")]]
@@ -56,7 +57,7 @@ def command_type():
 _CONFIG = (tyro.conf.OmitSubcommandPrefixes,)
 
 
-def parse(argv=None):
+def parse(argv: list[str] | None = None) -> Any:
     """Parse a ``pyrolvm`` command line: a run config (``train``) or :class:`Evaluate`.
 
     Raises:
@@ -67,14 +68,15 @@ def parse(argv=None):
     return getattr(command, "config", command)
 
 
-def parser():
-    """The ``argparse.ArgumentParser`` of the ``pyrolvm`` command (for documentation)."""
+def parser() -> Any:
+    """The argument parser of the ``pyrolvm`` command (for documentation): an
+    ``argparse.ArgumentParser`` of tyro's own argparse."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return tyro.extras.get_parser(command_type(), prog="pyrolvm", config=_CONFIG)
 
 
-def run(command):
+def run(command: Any) -> str:
     """Carry out a parsed command and return what it prints."""
     if isinstance(command, Evaluate):
         kind, metrics = evaluate_run(command.folder, command.data_root, command.progress,
@@ -85,7 +87,7 @@ def run(command):
     return kind.summary(metrics, command, command.out)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pyrolvm`` console script; returns the exit status."""
     command = parse(argv)
     try:

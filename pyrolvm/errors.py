@@ -49,6 +49,8 @@ class Interrupted(PyroLVMError):
         history (dict): the curves of the completed epochs.
     """
 
+    history: dict[str, list[float]]
+
     def __init__(self, message, epoch=None, step=None):
         super().__init__(message)
         self.epoch = epoch

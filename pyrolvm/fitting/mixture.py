@@ -1,9 +1,12 @@
 """Fitting Gaussian mixtures by SVI with the assignment enumerated, from k-means starts."""
 
 import time
+from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import pyro
+import pyro.optim
 import torch
 from pyro.infer import TraceEnum_ELBO
 
@@ -36,7 +39,8 @@ def _moments(model, x, labels, reg):
 
 
 @torch.no_grad()
-def initial_params(model, x, method="kmeans++", seed=0, reg=1e-6):
+def initial_params(model: GaussianMixture, x: torch.Tensor, method: str = "kmeans++",
+                   seed: int = 0, reg: float = 1e-6) -> dict[str, torch.Tensor]:
     """Starting values of a mixture's global sites from the data, against the collapse of
     components onto few points that random starts cause (pyro-ppl/pyro#635): pick K centres,
     assign every point to its nearest centre, and set each component's weight, mean and
@@ -79,7 +83,8 @@ def initial_params(model, x, method="kmeans++", seed=0, reg=1e-6):
     else:
         from sklearn.cluster import KMeans
 
-        labels = KMeans(k, n_init=1, random_state=int(seed)).fit(xn).labels_
+        kmeans = KMeans(k, n_init=1, random_state=int(seed))  # pyright: ignore[reportArgumentType]
+        labels = kmeans.fit(xn).labels_
         labels = torch.as_tensor(labels, dtype=torch.int64)
     return _moments(model, x.double(), labels, reg)
 
@@ -109,9 +114,12 @@ class MixtureFit:
     seconds: float = 0.0
 
 
-def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans", n_init=1,
-                epochs=300, batch_size=None, lr=0.05, lr_decay=0.01, warmup=0.1, num_particles=1,
-                seed=0, progress=False, checkpoint=None, resume_from=None, **model_kwargs):
+def fit_mixture(x: torch.Tensor, num_components: int, covariance: str = "full",
+                guide: str = "map", init: str = "kmeans", n_init: int = 1, epochs: int = 300,
+                batch_size: int | None = None, lr: float = 0.05, lr_decay: float = 0.01,
+                warmup: float = 0.1, num_particles: int = 1, seed: int = 0,
+                progress: bool = False, checkpoint: Callable[[dict], None] | None = None,
+                resume_from: dict | None = None, **model_kwargs: Any) -> MixtureFit:
     """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
     exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
     the epochs (full-size first steps in every coordinate would throw away the k-means start)
@@ -192,14 +200,15 @@ def fit_mixture(x, num_components, covariance="full", guide="map", init="kmeans"
         pyro.clear_param_store()
         pyro.set_rng_seed(seed + r)
         g = make_guide(r)
-        optim = pyro.optim.LambdaLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
-                                     "lr_lambda": schedule})
+        optim = pyro.optim.LambdaLR(  # pyright: ignore[reportAttributeAccessIssue]
+            {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "lr_lambda": schedule})
         loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=int(num_particles))
 
         def callback(epoch, history, g=g):
             return {"train_log_likelihood": model.log_likelihood(x, g.median()).mean().item()}
 
-        def save(train_state, r=r):
+        def save(train_state, r=r, checkpoint=checkpoint):
+            assert checkpoint is not None
             checkpoint({"restart": r, "restarts": list(restarts), "best": best,
                         "train": train_state})
 

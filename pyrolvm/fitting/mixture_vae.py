@@ -3,18 +3,21 @@ enumerated, initialize the prior with a Gaussian mixture fitted to draws from q(
 on, and score the clusters against the labels."""
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import pyro
 import torch
 from pyro.infer import TraceEnum_ELBO
 
+from ..data import Dataset
 from ..guides import AmortizedNormal
 from ..inference import make_optim, train
 from ..models.mixture_vae import MixturePriorVAE
 from .mixture import fit_mixture
 
 
-def cluster_accuracy(labels, clusters):
+def cluster_accuracy(labels: torch.Tensor, clusters: torch.Tensor) -> float:
     """Accuracy under the best one-to-one mapping of clusters to labels (Hungarian algorithm,
     ``scipy.optimize.linear_sum_assignment``), as in Xie et al. (2016) and Jiang et al. (2017).
 
@@ -34,12 +37,13 @@ def cluster_accuracy(labels, clusters):
 
 
 @torch.no_grad()
-def cluster(model, guide, x):
+def cluster(model: MixturePriorVAE, guide: AmortizedNormal, x: torch.Tensor) -> torch.Tensor:
     """MAP cluster of each row of x: argmax_c p(c | z = encoder mean), shape (N,)."""
     return model.cluster_posterior(guide.encode(x)[0]).argmax(-1)
 
 
-def cluster_scores(model, guide, x, labels, prefix=""):
+def cluster_scores(model: MixturePriorVAE, guide: AmortizedNormal, x: torch.Tensor,
+                   labels: torch.Tensor, prefix: str = "") -> dict[str, float]:
     """``{prefix}test_cluster_accuracy`` (:func:`cluster_accuracy`) and ``{prefix}test_ari``
     (adjusted Rand index, ``sklearn.metrics.adjusted_rand_score``) of the MAP clusters of x."""
     from sklearn.metrics import adjusted_rand_score
@@ -49,9 +53,11 @@ def cluster_scores(model, guide, x, labels, prefix=""):
             f"{prefix}test_ari": float(adjusted_rand_score(labels.numpy(), c.numpy()))}
 
 
-def fit_mixture_vae(data, num_components=10, latent_dim=10, hidden=(500, 500),
-                    warmup_epochs=5, epochs=20, batch_size=100, lr=1e-3, finetune_lr_ratio=0.1,
-                    seed=0, progress=False):
+def fit_mixture_vae(data: Dataset, num_components: int = 10, latent_dim: int = 10,
+                    hidden: Sequence[int] = (500, 500), warmup_epochs: int = 5, epochs: int = 20,
+                    batch_size: int = 100, lr: float = 1e-3, finetune_lr_ratio: float = 0.1,
+                    seed: int = 0,
+                    progress: bool = False) -> tuple[MixturePriorVAE, AmortizedNormal, dict]:
     """Train a :class:`~pyrolvm.models.MixturePriorVAE` with an
     :class:`~pyrolvm.guides.AmortizedNormal` guide under
     ``TraceEnum_ELBO`` on dynamically binarized ``data.train``: ``warmup_epochs`` epochs, then
@@ -85,7 +91,7 @@ def fit_mixture_vae(data, num_components=10, latent_dim=10, hidden=(500, 500),
     gmm = fit_mixture(draws, num_components, "diag", epochs=100, seed=seed)
     pyro.get_param_store().set_state(store)  # fit_mixture used the param store
     model.set_prior(gmm.params["weights"], gmm.params["locs"], gmm.params["scales"])
-    metrics = cluster_scores(model, guide, data.test, data.test_labels, "init_")
+    metrics: dict[str, Any] = cluster_scores(model, guide, data.test, data.test_labels, "init_")
     # a fresh optimizer (the old moments belong to the random prior) at a lower rate
     optim = make_optim(lr * finetune_lr_ratio)
     history = train(model, guide, data.train, loss, optim, epochs=epochs, batch_size=batch_size,

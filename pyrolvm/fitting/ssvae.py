@@ -1,9 +1,12 @@
 """Semi-supervised training of M2 (Kingma et al. 2014): a few labelled images, many unlabelled
 ones, the label enumerated in the unlabelled bound, and the auxiliary classification loss."""
 
+from collections.abc import Callable, Sequence
+
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO
+from pyro.optim import PyroOptim
 
 from ..errors import ConfigError
 from ..guides.ssvae import SSVAEGuide
@@ -11,7 +14,8 @@ from ..inference import make_optim, train
 from ..models.ssvae import SSVAE
 
 
-def split_labels(labels, num_labelled, num_classes=10, seed=0):
+def split_labels(labels: torch.Tensor, num_labelled: int, num_classes: int = 10,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of ``num_labelled`` images balanced over the classes (``num_labelled / C`` each,
     as Kingma et al.) and of the rest, drawn with ``seed``.
 
@@ -40,7 +44,7 @@ def split_labels(labels, num_labelled, num_classes=10, seed=0):
 
 
 @torch.no_grad()
-def accuracy(guide, x, labels):
+def accuracy(guide: SSVAEGuide, x: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of x (N, D) whose classifier argmax q(y | x) equals the label (N,), a float."""
     return (guide.classify(x).argmax(-1) == labels).double().mean().item()
 
@@ -49,11 +53,16 @@ def _empty_guide(*args):
     """The guide of the classification term: it has no latent sites."""
 
 
-def fit_m2(train_x, train_labels, num_labelled, test=None, test_labels=None, latent_dim=50,
-           hidden=(500,), epochs=10, batch_size=100, lr=1e-3, aux_loss=True,
-           aux_loss_multiplier=None, enumerate=True, transform=torch.bernoulli, seed=0,
-           progress=False, model=None, guide=None, optim=None, history=None, callback=None,
-           checkpoint=None, resume_from=None):
+def fit_m2(train_x: torch.Tensor, train_labels: torch.Tensor, num_labelled: int,
+           test: torch.Tensor | None = None, test_labels: torch.Tensor | None = None,
+           latent_dim: int = 50, hidden: Sequence[int] = (500,), epochs: int = 10,
+           batch_size: int = 100, lr: float = 1e-3, aux_loss: bool = True,
+           aux_loss_multiplier: float | None = None, enumerate: bool = True,
+           transform: Callable | None = torch.bernoulli, seed: int = 0, progress: bool = False,
+           model: SSVAE | None = None, guide: SSVAEGuide | None = None,
+           optim: PyroOptim | None = None, history: dict | None = None,
+           callback: Callable | None = None, checkpoint: Callable | None = None,
+           resume_from: dict | None = None) -> tuple[SSVAE, SSVAEGuide, dict]:
     """Train M2 on ``num_labelled`` balanced labelled images and the rest unlabelled, with
     :func:`pyrolvm.inference.train` (one loop, progress bar and divergence check).
 
@@ -93,7 +102,7 @@ def fit_m2(train_x, train_labels, num_labelled, test=None, test_labels=None, lat
     optim = optim or make_optim(lr)
     unsup_loss = TraceEnum_ELBO(max_plate_nesting=1) if enumerate else Trace_ELBO()
     alpha = 0.1 * len(train_x) if aux_loss_multiplier is None else aux_loss_multiplier
-    extra = [(model, guide, Trace_ELBO())]
+    extra: list[tuple[Callable, Callable, ELBO]] = [(model, guide, Trace_ELBO())]
     if aux_loss:
         extra.append((lambda x, y: guide.classifier_model(x, y, alpha), _empty_guide,
                       Trace_ELBO()))
@@ -105,8 +114,8 @@ def fit_m2(train_x, train_labels, num_labelled, test=None, test_labels=None, lat
         li = lab[torch.randperm(len(lab))[:lab_batch]]
         return tf(train_x[li]), onehot[li]
 
-    callbacks = []
-    if test is not None:
+    callbacks: list[Callable] = []
+    if test is not None and test_labels is not None:
         callbacks.append(lambda epoch, hist: {"test_accuracy": accuracy(guide, test, test_labels)})
     if callback is not None:
         callbacks.append(callback)

@@ -3,10 +3,12 @@
 
 import torch
 
+Data = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
+
 from ..errors import DataError
 
 
-def as_tuple(data):
+def as_tuple(data: Data) -> tuple[torch.Tensor, ...]:
     """``data`` as a tuple of tensors (a lone tensor becomes a 1-tuple).
 
     Raises:
@@ -23,12 +25,12 @@ def as_tuple(data):
     return tensors
 
 
-def num_rows(data):
+def num_rows(data: Data) -> int:
     """N, the number of datapoints of ``data`` (a tensor or a tuple of tensors)."""
     return len(as_tuple(data)[0])
 
 
-def rows(data, index):
+def rows(data: Data, index: slice | torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The rows ``index`` (a slice or an index tensor) of every tensor of ``data``, as a
     tuple."""
     return tuple(t[index] for t in as_tuple(data))

@@ -9,6 +9,8 @@ so that memory is bounded by ``batch_size * chunk_size`` model evaluations whate
 """
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import pyro
@@ -17,7 +19,7 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
-from .batches import as_tuple, num_rows, rows
+from .batches import Data, as_tuple, num_rows, rows
 from .importance import prior_proposal
 from .objectives import MultiSampleELBO
 
@@ -45,7 +47,7 @@ class ImportanceResult:
     num_samples: int
 
 
-def mean_and_stderr(values):
+def mean_and_stderr(values: torch.Tensor | Sequence[float]) -> tuple[float, float]:
     """Mean of a 1-d tensor and its standard error ``std / sqrt(N)`` (0 for N = 1), as floats."""
     values = torch.as_tensor(values, dtype=torch.float64).flatten()
     n = values.numel()
@@ -54,9 +56,11 @@ def mean_and_stderr(values):
 
 
 @torch.no_grad()
-def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=100,
-                      chunk_size=None, proposal="guide", batch_plate=None, progress=False,
-                      **kwargs):
+def importance_sample(model: Callable, guide: Callable, data: Data, *args: Any,
+                      num_samples: int = 1000, batch_size: int = 100,
+                      chunk_size: int | None = None, proposal: str = "guide",
+                      batch_plate: str | None = None, progress: bool = False,
+                      **kwargs: Any) -> ImportanceResult:
     """Importance-sample p(x_n) for every datapoint with K samples from a proposal.
 
     ``model`` and ``guide`` are called as ``model(*batch, *args, **kwargs)`` where ``batch``
@@ -109,7 +113,8 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
     batches = range(0, n, batch_size)
     for i in tqdm(batches, desc="log-likelihood", disable=not progress, leave=False):
         batch = rows(data, slice(i, i + batch_size)) + tuple(args)
-        lse_w = lse_w2 = None
+        lse_w: torch.Tensor | None = None
+        lse_w2: torch.Tensor | None = None
         sum_log_w = 0.0
         for k0 in range(0, k_total, chunk_size):
             k = min(chunk_size, k_total - k0)
@@ -127,13 +132,15 @@ def importance_sample(model, guide, data, *args, num_samples=1000, batch_size=10
             lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)
             lse_w2 = c_w2 if lse_w2 is None else torch.logaddexp(lse_w2, c_w2)
             sum_log_w = sum_log_w + log_w.sum(0)
+        assert lse_w is not None and lse_w2 is not None  # K >= 1: at least one chunk
         out_ll.append(lse_w - math.log(k_total))
         out_elbo.append(sum_log_w / k_total)
         out_ess.append((2 * lse_w - lse_w2).exp())
     return ImportanceResult(torch.cat(out_ll), torch.cat(out_elbo), torch.cat(out_ess), k_total)
 
 
-def log_likelihood(model, guide, data, *args, **kwargs):
+def log_likelihood(model: Callable, guide: Callable, data: Data, *args: Any,
+                   **kwargs: Any) -> torch.Tensor:
     """Per-datapoint importance-sampled log p(x_n) in nats, shape (N,); see
     :func:`importance_sample` for the arguments."""
     return importance_sample(model, guide, data, *args, **kwargs).log_likelihood

@@ -8,6 +8,9 @@ themselves come from Pyro (``pyro.infer.ELBO``'s vectorized particles and
 ``pyro.infer.enum.get_importance_trace``).
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
@@ -18,18 +21,18 @@ from ..errors import ConfigError
 PARTICLE_PLATE = "num_particles_vectorized"
 
 
-def prior_proposal(model):
+def prior_proposal(model: Callable) -> Callable:
     """The model's prior as a proposal: ``model`` with its observed sites hidden, so that its
     trace holds the latent sites drawn from p(z). Used for naive Monte Carlo estimates of p(x)."""
     return poutine.block(model, hide_fn=lambda msg: msg.get("is_observed", False))
 
 
-def latent_sites(trace):
+def latent_sites(trace: Any) -> list[Any]:
     """The unobserved sample sites of a trace, in execution order (a list of site dicts)."""
     return [s for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
 
 
-def find_batch_plate(model_trace, name=None):
+def find_batch_plate(model_trace: Any, name: str | None = None) -> Any:
     """The batch plate's frame: the plate named ``name``, else the outermost vectorized plate
     (particles excluded) around the first observed site; ``None`` when there is none.
 
@@ -60,7 +63,8 @@ def find_batch_plate(model_trace, name=None):
     return None
 
 
-def sum_to_batch(log_p, site, rank, plate, particles=True):
+def sum_to_batch(log_p: torch.Tensor, site: Any, rank: int, plate: Any,
+                 particles: bool = True) -> torch.Tensor:
     """Sum the log-density ``log_p`` of one site down to shape (K, B) (or (K, 1) outside any
     batch plate).
 
@@ -97,7 +101,9 @@ def sum_to_batch(log_p, site, rank, plate, particles=True):
     return log_p if particles else log_p.unsqueeze(0)
 
 
-def log_weights(model_trace, guide_trace, max_plate_nesting, batch_plate=None, particles=True):
+def log_weights(model_trace: Any, guide_trace: Any, max_plate_nesting: int,
+                batch_plate: str | None = None,
+                particles: bool = True) -> tuple[torch.Tensor, float]:
     """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
 
     Args:

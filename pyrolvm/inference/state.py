@@ -3,6 +3,7 @@ Python values only (so that ``torch.load(weights_only=True)`` reads it back): ev
 number generator, the values in Pyro's param store, and the optimizer's moments."""
 
 import random
+from typing import Any, cast
 
 import numpy as np
 import pyro
@@ -11,10 +12,10 @@ import torch
 from ..errors import ConfigError
 
 
-def rng_state():
+def rng_state() -> dict[str, Any]:
     """The states of torch's (CPU and, where used, CUDA), Python's and numpy's global random
     number generators, as a dict of tensors and tuples."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple, np.random.get_state())
     state = {
         "torch": torch.get_rng_state(),
         "random": random.getstate(),
@@ -26,7 +27,7 @@ def rng_state():
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the generators from :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["random"]
@@ -37,15 +38,17 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def param_state():
+def param_state() -> dict[str, torch.Tensor]:
     """The unconstrained values of every parameter in Pyro's param store, ``{name: tensor}``
     (detached copies)."""
     store = pyro.get_param_store()
-    return {name: store.get_param(name).unconstrained().detach().clone() for name in store}
+    # Pyro gives each constrained value an ``unconstrained()`` accessor to its leaf tensor
+    return {name: cast(Any, store.get_param(name)).unconstrained().detach().clone()
+            for name in store}
 
 
 @torch.no_grad()
-def load_param_state(values):
+def load_param_state(values: dict[str, torch.Tensor]) -> None:
     """Copy saved unconstrained values into the parameters already in Pyro's param store, in
     place (so that modules, optimizers and guides holding them see the new values).
 
@@ -64,7 +67,7 @@ def load_param_state(values):
             f"{'not in the checkpoint: ' + str(extra) if extra else ''}"
         )
     for name, value in values.items():
-        target = store.get_param(name).unconstrained()
+        target = cast(Any, store.get_param(name)).unconstrained()
         if target.shape != value.shape:
             raise ConfigError(f"parameter {name!r} has shape {tuple(target.shape)} but the "
                               f"checkpoint holds {tuple(value.shape)}")

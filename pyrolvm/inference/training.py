@@ -5,31 +5,37 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import pyro
+import pyro.optim
 import torch
-from pyro.infer import SVI
+from pyro.infer import ELBO, SVI
+from pyro.optim import PyroOptim
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
-from .batches import as_tuple
+from .batches import Data, as_tuple
 from .objectives import make_elbo
 from .state import load_param_state, param_state, rng_state, set_rng_state
 
 
-def make_optim(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+def make_optim(lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999),
+               eps: float = 1e-8) -> PyroOptim:
     """Pyro's Adam (Kingma & Ba 2015) with the given learning rate, betas and eps."""
     if not lr > 0:
         raise ConfigError(f"the learning rate must be positive, got {lr}")
-    return pyro.optim.Adam({"lr": lr, "betas": tuple(betas), "eps": eps})
+    adam = pyro.optim.Adam  # pyright: ignore[reportAttributeAccessIssue]
+    return adam({"lr": lr, "betas": tuple(betas), "eps": eps})
 
 
 @contextlib.contextmanager
 def _stop_requests(enabled):
     """While active, SIGINT and SIGTERM set ``flag["stop"]`` instead of stopping the process
     (a second SIGINT stops at once); outside the main thread nothing is installed."""
-    flag = {"stop": None}
+    flag: dict[str, str | None] = {"stop": None}
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
@@ -55,10 +61,16 @@ def _warm_up(objectives, batches):
             loss.loss(model, guide, *batch)
 
 
-def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100,
-          transform=None, callback=None, progress=True, history=None, check_every_step=False,
-          extra_objectives=(), extra_batch=None, checkpoint=None, resume_from=None,
-          handle_signals=True):
+def train(model: Callable, guide: Callable, data: Data, loss: ELBO | None = None,
+          optim: PyroOptim | None = None, *, epochs: int = 1, batch_size: int = 100,
+          transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          callback: Callable | Sequence[Callable] | None = None, progress: bool = True,
+          history: dict[str, list] | None = None, check_every_step: bool = False,
+          extra_objectives: Sequence[tuple[Callable, Callable, ELBO]] = (),
+          extra_batch: Callable[[], tuple[torch.Tensor, ...]] | None = None,
+          checkpoint: Callable[[dict[str, Any]], None] | None = None,
+          resume_from: dict[str, Any] | None = None,
+          handle_signals: bool = True) -> dict[str, list]:
     """Fit ``model``/``guide`` with ``pyro.infer.SVI`` on minibatches of ``data``.
 
     Each epoch visits the N datapoints once in a fresh random order (``torch``'s global RNG,
@@ -143,14 +155,13 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise DataError(f"the training data (tensor {i}) holds NaN or infinite values")
     batch_size, epochs = int(batch_size), int(epochs)
-    if callback is None:
-        callbacks = []
-    else:
-        callbacks = list(callback) if isinstance(callback, (list, tuple)) else [callback]
+    callbacks: list[Callable] = (
+        [] if callback is None else list(callback) if isinstance(callback, (list, tuple))
+        else [cast(Callable, callback)])
     objectives = [(model, guide, loss), *extra_objectives]
     svis = [SVI(m, g, optim, lo) for m, g, lo in objectives]
     steps_per_epoch = math.ceil(n / batch_size)
-    position = {"first_epoch": None, "epoch": None, "step": 0, "perm": None, "total": 0.0,
+    position: dict = {"first_epoch": None, "epoch": None, "step": 0, "perm": None, "total": 0.0,
                 "total_all": 0.0, "seen": 0}
     if resume_from is not None:
         first = tensors[0][:batch_size]
@@ -199,6 +210,7 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
                     perm = torch.randperm(n)
                     position.update(epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0,
                                     seen=0)
+                assert perm is not None
                 for step in range(position["step"], steps_per_epoch):
                     idx = perm[step * batch_size:(step + 1) * batch_size]
                     batch = tuple(d[idx] for d in tensors)
@@ -206,8 +218,9 @@ def train(model, guide, data, loss=None, optim=None, *, epochs=1, batch_size=100
                         batch = (transform(batch[0]),) + batch[1:]
                     more = extra_batch() if extra_batch is not None else batch
                     with pyro.validation_enabled(validate and (check_every_step or first_step)):
-                        main = svis[0].step(*batch)
-                        value = main + sum(e.step(*more) for e in svis[1:])
+                        main = float(cast(float, svis[0].step(*batch)))
+                        value = main + sum(float(cast(float, e.step(*more)))
+                                           for e in svis[1:])
                     first_step = False
                     if not math.isfinite(value):
                         raise TrainingDiverged(

@@ -88,7 +88,7 @@ class VAE(nn.Module):
         pyro.module(self.name, self)
         if x is not None:
             check_batch(x, self.data_dim, binary=self.likelihood == "bernoulli",
-                        dtype=self.decoder[0].weight.dtype)
+                        dtype=next(self.decoder.parameters()).dtype)
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
             z = pyro.sample(

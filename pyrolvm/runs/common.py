@@ -2,6 +2,8 @@
 atomic checkpoints, the summary table."""
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 import dataclasses
 import glob
 import json
@@ -11,8 +13,8 @@ import os
 import torch
 from filelock import FileLock, Timeout
 
-from ..data import check_data, load
-from ..errors import ConfigError, Interrupted, TrainingDiverged
+from ..data import Dataset, check_data, load
+from ..errors import ConfigError, Interrupted, PyroLVMError, TrainingDiverged
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
@@ -24,7 +26,7 @@ def _is_run_file(name):
     return name in ("config.json", "metrics.json", CHECKPOINT) or name.endswith((".png", ".tmp"))
 
 
-def config_differences(saved, current):
+def config_differences(saved: dict, current: dict) -> list[str]:
     """The settings (other than :data:`RESUMABLE_DIFFERENCES`) whose values differ between two
     config dicts, as ``["--lr: 0.003 in the run, 0.01 now", ...]``."""
     out = []
@@ -40,7 +42,8 @@ def config_differences(saved, current):
 
 
 @contextlib.contextmanager
-def run_folder(out, kind, config, resume=False, overwrite=False):
+def run_folder(out: str, kind: str, config: dict, resume: bool = False,
+               overwrite: bool = False) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` for a run of ``kind`` with settings ``config`` (a dict),
     holding a lock on it while the block runs.
 
@@ -121,7 +124,7 @@ def _jsonable(obj):
     return obj
 
 
-def write_json(path, obj):
+def write_json(path: str, obj: Any) -> None:
     """Write ``obj`` as indented JSON (tensors as lists, NaN/inf as null), atomically."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -130,13 +133,13 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def read_json(path):
+def read_json(path: str) -> Any:
     """The object stored in the JSON file ``path``."""
     with open(path) as f:
         return json.load(f)
 
 
-def save_checkpoint(path, state):
+def save_checkpoint(path: str, state: dict) -> None:
     """``torch.save(state)`` to a temporary file, then rename it over ``path``: an interrupted
     save never destroys the previous checkpoint."""
     tmp = f"{path}.tmp"
@@ -144,7 +147,7 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
-def load_checkpoint(folder):
+def load_checkpoint(folder: str) -> dict:
     """Load ``folder/checkpoint.pt`` safely: ``torch.load(weights_only=True)`` unpickles only
     tensors and plain containers, so a crafted file cannot run code.
 
@@ -170,7 +173,8 @@ def load_checkpoint(folder):
     return state
 
 
-def reload_run(folder, kind, config_class, data_root=None, progress=True, **overrides):
+def reload_run(folder: str, kind: str, config_class: type, data_root: str | None = None,
+               progress: bool = True, **overrides: Any) -> tuple[dict, Any, int]:
     """Read a run folder's checkpoint for ``pyrolvm evaluate``: the checkpoint dict, the run's
     resolved config (with a new ``data_root`` if the data moved, ``progress`` and
     ``overrides``) and the data dimension it was trained on.
@@ -189,7 +193,7 @@ def reload_run(folder, kind, config_class, data_root=None, progress=True, **over
     return state, config, data_dim
 
 
-def record_stop(folder, exc):
+def record_stop(folder: str, exc: Interrupted | TrainingDiverged) -> PyroLVMError:
     """Write ``metrics.json`` for a run whose training stopped early (``status`` "diverged" or
     "interrupted", ``complete`` false, the curves so far) and return the error to raise in
     its place, whose message says what the checkpoint holds and how to go on."""
@@ -211,7 +215,8 @@ def record_stop(folder, exc):
     return error
 
 
-def load_data(cfg, binarize, data=None, binary=False):
+def load_data(cfg: Any, binarize: str, data: Dataset | None = None,
+              binary: bool = False) -> Dataset:
     """The run's dataset (``data`` if given, else ``cfg.dataset`` loaded from ``cfg.data_root``
     with ``binarize`` and ``cfg.seed``), both splits checked (:func:`pyrolvm.data.check_data`;
     ``binary``: values in {0, 1}) before anything is written.
@@ -227,7 +232,7 @@ def load_data(cfg, binarize, data=None, binary=False):
     return data
 
 
-def format_summary(title, rows):
+def format_summary(title: str, rows: list[tuple[str, str]]) -> str:
     """A two-column text table: ``rows`` is a list of (label, value string)."""
     width = max(len(label) for label, _ in rows)
     lines = [title, "-" * max(len(title), width + 20)]

@@ -8,7 +8,9 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from typing_extensions import Self
 
 import tyro
 
@@ -20,12 +22,12 @@ class Range:
     """Bounds of a numeric field, as ``Annotated`` metadata: ``low <= value <= high`` (strict
     where ``low_open`` / ``high_open``); ``None`` is unbounded."""
 
-    low: float = None
-    high: float = None
+    low: float | None = None
+    high: float | None = None
     low_open: bool = False
     high_open: bool = False
 
-    def check(self, value):
+    def check(self, value: float) -> bool:
         """Whether ``value`` lies in the range."""
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
@@ -62,7 +64,7 @@ Count = Annotated[int, Range(1)]
 PositiveFloat = Annotated[float, Range(0, low_open=True)]
 
 
-def flag(name):
+def flag(name: str) -> str:
     """The command-line flag of a config field: ``data_root`` -> ``--data-root``."""
     return "--" + name.replace("_", "-")
 
@@ -130,7 +132,7 @@ def _check_field(name, tp, value):
     return value
 
 
-def validate(config):
+def validate(config: Any) -> Any:
     """Check every field of a run config against its declaration (type, choices, bounds) and
     return a copy with values normalized (ints as ``int``, sequences as tuples).
 
@@ -166,14 +168,14 @@ class RunConfig:
     overwrite: bool = False
     """replace the run already in --out"""
 
-    def resolve_defaults(self, values):
+    def resolve_defaults(self, values: dict) -> None:
         """Hook for defaults that depend on other fields; ``values`` is the dict of fields,
         changed in place."""
 
-    def check(self):
+    def check(self) -> None:
         """Hook for rules that join several fields; raises :class:`~pyrolvm.ConfigError`."""
 
-    def resolved(self):
+    def resolved(self) -> Self:
         """A validated copy with every ``None`` replaced by the dataset's default.
 
         Raises:

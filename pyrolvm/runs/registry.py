@@ -2,7 +2,7 @@
 kind come from it, and a checkpoint's ``kind`` finds its evaluation."""
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import ConfigError
 from .common import load_checkpoint
@@ -41,13 +41,14 @@ class RunKind:
 RUNS = {}
 
 
-def register(kind):
+def register(kind: RunKind) -> RunKind:
     """Add a :class:`RunKind` to :data:`RUNS` (done by each run module); returns it."""
     RUNS[kind.name] = kind
     return kind
 
 
-def evaluate_run(folder, data_root=None, progress=True, **options):
+def evaluate_run(folder: str, data_root: str | None = None, progress: bool = True,
+                 **options: Any) -> tuple[RunKind, dict]:
     """Reload a run folder of any kind and recompute its test figures.
 
     Args:

@@ -8,7 +8,7 @@ vectorized particles and the per-datapoint log-weights of shape (K, B); each of
 different.
 """
 
-from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from ...errors import ConfigError
 from .base import ImportanceWeights, MultiSampleELBO
@@ -38,7 +38,7 @@ ELBOS = {
 }
 
 
-def make_elbo(name, num_particles=1):
+def make_elbo(name: str, num_particles: int = 1) -> ELBO:
     """Build an objective by name (see :data:`ELBOS`): ``trace`` (``Trace_ELBO``), ``meanfield``
     (``TraceMeanField_ELBO``, analytic KL where available), ``tracegraph`` (``TraceGraph_ELBO``,
     score function with Rao-Blackwellization and the guide's baselines), ``iwae``

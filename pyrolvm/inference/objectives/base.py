@@ -4,7 +4,8 @@ log-weights of shape (K, B), plate scaling and the reparameterization check."""
 import contextlib
 import logging
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from pyro.distributions.util import detach
@@ -98,7 +99,8 @@ class MultiSampleELBO(ELBO):
     stop_guide_params = False
     needs_rsample = True
 
-    def __init__(self, num_particles=5, max_plate_nesting=float("inf"), batch_plate=None):
+    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf"),
+                 batch_plate: str | None = None) -> None:
         if int(num_particles) < 1:
             raise ConfigError(f"num_particles must be >= 1, got {num_particles}")
         super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting,
@@ -108,8 +110,9 @@ class MultiSampleELBO(ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
 
-    def importance_weights(self, model, guide, *args, stop_guide_params=False,
-                           check_rsample=True, **kwargs):
+    def importance_weights(self, model: Callable, guide: Callable, *args: Any,
+                           stop_guide_params: bool = False, check_rsample: bool = True,
+                           **kwargs: Any) -> ImportanceWeights:
         """Run guide and model once with K vectorized particles.
 
         Args:
@@ -134,33 +137,35 @@ class MultiSampleELBO(ELBO):
                     )
         if stop_guide_params:
             guide_trace = _stop_guide_params(guide_trace)
-        log_w, scale = log_weights(model_trace, guide_trace, self.max_plate_nesting,
+        log_w, scale = log_weights(model_trace, guide_trace, int(self.max_plate_nesting),
                                    self.batch_plate, particles=self.num_particles > 1)
         return ImportanceWeights(log_w, scale, model_trace, guide_trace)
 
-    def bound(self, log_w):
+    def bound(self, log_w: torch.Tensor) -> torch.Tensor:
         """The per-datapoint bound, shape (B,), from log-weights of shape (K, B) (nats).
         Default: the IWAE bound ``logsumexp_k(log w) - log K``."""
         return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
 
-    def surrogate(self, weights):
+    def surrogate(self, weights: ImportanceWeights) -> torch.Tensor:
         """The 0-d tensor whose gradient is the estimator (default: minus the bound summed over
         the batch, times the scale)."""
         return -weights.scale * self.bound(weights.log_w).sum()
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any,
+                            **kwargs: Any) -> torch.Tensor:
         """The surrogate loss as a differentiable 0-d tensor (nats)."""
         weights = self.importance_weights(model, guide, *args,
                                           stop_guide_params=self.stop_guide_params, **kwargs)
         return self.surrogate(weights)
 
-    def loss(self, model, guide, *args, **kwargs):
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """Minus the bound summed over the batch, times the scale, as a float (nats)."""
         with torch.no_grad():
             weights = self.importance_weights(model, guide, *args, **kwargs)
             return -weights.scale * self.bound(weights.log_w).sum().item()
 
-    def loss_and_grads(self, model, guide, *args, **kwargs):
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any,
+                       **kwargs: Any) -> float:
         """The loss as a float (nats); the estimator's gradient is accumulated into the
         parameters' ``.grad``."""
         weights = self.importance_weights(model, guide, *args,

@@ -1,5 +1,8 @@
 """DReG: doubly reparameterized gradients of the IWAE bound."""
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ...errors import ConfigError
@@ -64,8 +67,8 @@ class DReG(MultiSampleELBO):
             plate; a parameter shared by model and guide.
     """
 
-    def __init__(self, num_particles=5, max_plate_nesting=float("inf"), batch_plate=None,
-                 single_pass=True):
+    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf"),
+                 batch_plate: str | None = None, single_pass: bool = True) -> None:
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         self.single_pass = single_pass
 
@@ -81,7 +84,7 @@ class DReG(MultiSampleELBO):
             surrogate.backward(retain_graph=self.retain_graph)
             return
         value = site["value"]
-        rank = self.max_plate_nesting
+        rank = int(self.max_plate_nesting)
         plate = find_batch_plate(weights.model_trace, self.batch_plate)
         shape = [1] * rank
         shape[0] = normalized.shape[0]
@@ -114,7 +117,8 @@ class DReG(MultiSampleELBO):
             )
             _accumulate(guide_params, grads)
 
-    def loss_and_grads(self, model, guide, *args, **kwargs):
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any,
+                       **kwargs: Any) -> float:
         """The negative IWAE bound as a float (nats); DReG gradients are accumulated into the
         ``.grad`` of the model's and the guide's parameters."""
         weights = self.importance_weights(model, guide, *args, stop_guide_params=True, **kwargs)

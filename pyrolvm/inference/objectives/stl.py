@@ -1,5 +1,7 @@
 """STL: the path-derivative ("sticking the landing") ELBO gradient."""
 
+import torch
+
 from .base import MultiSampleELBO
 
 
@@ -25,6 +27,6 @@ class STL(MultiSampleELBO):
 
     stop_guide_params = True
 
-    def bound(self, log_w):
+    def bound(self, log_w: torch.Tensor) -> torch.Tensor:
         """The per-datapoint ELBO estimate ``mean_k log w_k``, shape (B,) (nats)."""
         return log_w.mean(0)

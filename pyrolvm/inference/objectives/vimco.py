@@ -7,7 +7,7 @@ from pyro.distributions.util import scale_and_mask
 
 from ...errors import ConfigError
 from ..importance import find_batch_plate, latent_sites, sum_to_batch
-from .base import MultiSampleELBO
+from .base import ImportanceWeights, MultiSampleELBO
 
 
 class VIMCO(MultiSampleELBO):
@@ -43,8 +43,8 @@ class VIMCO(MultiSampleELBO):
 
     needs_rsample = False
 
-    def __init__(self, num_particles=5, max_plate_nesting=float("inf"), batch_plate=None,
-                 leave_one_out=True):
+    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf"),
+                 batch_plate: str | None = None, leave_one_out: bool = True) -> None:
         if leave_one_out and int(num_particles) < 2:
             raise ConfigError(
                 f"VIMCO's leave-one-out baselines need num_particles >= 2, got {num_particles}"
@@ -52,7 +52,7 @@ class VIMCO(MultiSampleELBO):
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         self.leave_one_out = leave_one_out
 
-    def learning_signal(self, log_w):
+    def learning_signal(self, log_w: torch.Tensor) -> torch.Tensor:
         """The per-particle learning signal of the score term, shape (K, B), detached:
         ``L - L_{-k}`` (leave-one-out) or ``L`` (plain score function)."""
         lw = log_w.detach()
@@ -68,7 +68,7 @@ class VIMCO(MultiSampleELBO):
         loo_bound = torch.logsumexp(replaced, dim=1) - math.log(k)  # (K, B)
         return bound.unsqueeze(0) - loo_bound
 
-    def surrogate(self, weights):
+    def surrogate(self, weights: ImportanceWeights) -> torch.Tensor:
         """Minus (the IWAE bound plus a zero-valued score term whose gradient is VIMCO's)."""
         bound = self.bound(weights.log_w)
         log_q = self._score_log_q(weights)
@@ -77,7 +77,7 @@ class VIMCO(MultiSampleELBO):
 
     def _score_log_q(self, weights):
         """Sum of log q over the guide's non-reparameterized sites, shape (K, B) (or 0.)."""
-        rank = self.max_plate_nesting
+        rank = int(self.max_plate_nesting)
         plate = find_batch_plate(weights.model_trace, self.batch_plate)
         total = 0.0
         for site in latent_sites(weights.guide_trace):
