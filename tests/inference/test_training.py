@@ -83,3 +83,48 @@ def test_pyro_validation_runs_on_the_first_step_only_by_default():
     train(model, guide, x, epochs=1, batch_size=10, progress=False, check_every_step=True)
     assert seen == [True] * 3
     assert is_validation_enabled()
+
+
+@pytest.mark.parametrize("n, batch_size", [(53, 10), (40, 10), (7, 100)])
+def test_every_datapoint_is_seen_exactly_once_per_epoch(n, batch_size):
+    # Rows carry their own index, so the model sees which datapoints each step holds.
+    seen = []
+    net = VAE(2, 1, (2,))
+    guide_net = AmortizedNormal(2, 1, (2,))
+
+    def model(x, index):
+        seen.append(index.clone())
+        return net(x)
+
+    x = torch.bernoulli(torch.full((n, 2), 0.5))
+    epochs = 3
+    train(model, lambda x, index: guide_net(x), (x, torch.arange(n)), epochs=epochs,
+          batch_size=batch_size, progress=False)
+    steps = math.ceil(n / batch_size)
+    # SVI runs the model once per step (Trace_ELBO, one particle)
+    assert len(seen) == epochs * steps
+    for epoch in range(epochs):
+        batches = seen[epoch * steps:(epoch + 1) * steps]
+        assert [len(b) for b in batches] == [batch_size] * (steps - 1) + [n - batch_size * (steps - 1)]
+        assert torch.cat(batches).sort().values.tolist() == list(range(n))
+    # a fresh order every epoch (when there is more than one batch)
+    if steps > 1:
+        assert not torch.equal(torch.cat(seen[:steps]), torch.cat(seen[steps:2 * steps]))
+
+
+def test_reported_train_elbo_is_the_epoch_mean_of_the_exact_elbo():
+    # With the exact posterior as guide every ELBO estimate equals log p(x) (no Monte Carlo
+    # error), and with a zero learning rate the parameters stay put: the reported per-epoch
+    # ELBO is then exactly the mean of log p(x_n) over the N datapoints, whatever the batches.
+    import pyro
+
+    from helpers import exact_guide, linear_gaussian
+
+    model, _ = linear_gaussian()
+    with torch.no_grad():
+        x = model.marginal().sample((53,))
+    exact = model.log_marginal(x).mean().item()
+    history = train(model, exact_guide(model), x, Trace_ELBO(), pyro.optim.SGD({"lr": 0.0}),
+                    epochs=2, batch_size=10, progress=False)
+    assert history["train_elbo"] == pytest.approx([exact, exact], abs=1e-4)
+    assert len(history["seconds"]) == 2 and all(s > 0 for s in history["seconds"])
