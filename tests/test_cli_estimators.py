@@ -29,6 +29,50 @@ def test_score_function_with_each_baseline(tmp_path, baseline):
     assert config["baseline"] == baseline and config["reparameterized"] is False
 
 
+@pytest.fixture(scope="module")
+def none_baseline_variance():
+    return _encoder_gradient_variance("none")
+
+
+def _encoder_gradient_variance(baseline):
+    """Total variance of TraceGraph_ELBO's encoder gradient (REINFORCE, guide not
+    reparameterized) on 100 digits, at the seeded initial encoder and decoder, after 60
+    steps that train only the baseline (lr 0 for every other parameter)."""
+    import pyro
+    from pyro.infer import SVI, TraceGraph_ELBO
+
+    from pyrolvm.data import load
+    from pyrolvm.guides import AmortizedNormal
+    from pyrolvm.inference import gradient_snr
+    from pyrolvm.models import VAE
+
+    ds = load("digits", binarize="static")
+    x = ds.train[:100]
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = VAE(64, 4, (32,), data_mean=ds.train.mean(0))
+    guide = AmortizedNormal(64, 4, (32,), reparameterized=False, baseline=baseline)
+    elbo = TraceGraph_ELBO()
+    optim = pyro.optim.Adam(lambda name: {"lr": 1e-2 if "baseline" in name else 0.0})
+    svi = SVI(model, guide, optim, elbo)
+    for _ in range(60):
+        svi.step(x)
+    names = [n for n in pyro.get_param_store() if n.startswith("encoder") and "baseline" not in n]
+    assert names
+    stats = gradient_snr(model, guide, elbo, x, num_draws=50, param_groups={"encoder": names})
+    return stats["encoder"].variance.sum().item()
+
+
+@pytest.mark.parametrize("baseline", ["decaying_avg", "neural"])
+def test_each_baseline_lowers_the_score_function_gradient_variance(baseline,
+                                                                   none_baseline_variance):
+    # Measured (seed 0): total encoder-gradient variance 8.9e6 without a baseline, 1.9e4 with
+    # the decaying average, 1.4e5 with the neural baseline. Each variance is estimated from
+    # 50 draws (relative standard error ~sqrt(2 / 49) = 0.2 per coordinate), so "at most
+    # half" is a margin of many standard errors that still fails if a baseline is ignored.
+    assert _encoder_gradient_variance(baseline) < 0.5 * none_baseline_variance
+
+
 @pytest.mark.parametrize("flags", [
     ["--latent", "bernoulli", "--elbo", "vimco", "--num-particles", "3"],
     ["--latent", "bernoulli", "--elbo", "tracegraph", "--baseline", "neural"],
