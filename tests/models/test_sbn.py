@@ -103,3 +103,8 @@ def test_short_training_improves_exact_log_likelihood(digits, latent, guide_cls,
     model.temperature = None
     after = model.log_marginal(digits).mean().item()
     assert after > before + gain, (before, after)
+    if latent == "bernoulli" and isinstance(elbo, VIMCO):
+        # Pinned: seeds 0-3 measured after 150 steps -23.73, -23.74, -23.65, -23.77 nats
+        # (from -27.44, -27.46, -27.41, -27.54); seed-to-seed sd 0.05, tolerance 5 sds.
+        assert after == pytest.approx(-23.72, abs=0.25)
+        assert before == pytest.approx(-27.46, abs=0.25)
