@@ -135,3 +135,15 @@ def test_reported_train_elbo_is_the_epoch_mean_of_the_exact_elbo():
                     epochs=2, batch_size=10, progress=False)
     assert history["train_elbo"] == pytest.approx([exact, exact], abs=1e-4)
     assert len(history["seconds"]) == 2 and all(s > 0 for s in history["seconds"])
+
+
+def test_make_optim_is_adam_with_the_given_settings_and_refuses_a_non_positive_rate():
+    from pyrolvm.errors import ConfigError
+
+    optim = make_optim(0.25, (0.5, 0.75), 1e-4)
+    assert optim.pt_optim_constructor is torch.optim.Adam
+    assert optim.pt_optim_args == {"lr": 0.25, "betas": (0.5, 0.75), "eps": 1e-4}
+    assert make_optim().pt_optim_args == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
+    for lr in (0.0, -1e-3):
+        with pytest.raises(ConfigError, match=f"the learning rate must be positive, got {lr}"):
+            make_optim(lr)
