@@ -243,3 +243,4 @@ def test_mean_and_stderr_is_the_mean_and_the_standard_error_of_the_mean():
     assert mean == pytest.approx(3.5, abs=1e-12)
     assert stderr == pytest.approx(math.sqrt(7 / 4), abs=1e-12)
     assert mean_and_stderr(torch.tensor([2.5])) == (2.5, 0.0)
+    assert mean_and_stderr([1.0, 3.0]) == (2.0, pytest.approx(1.0, abs=1e-12))  # sd sqrt(2)
