@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -147,3 +148,42 @@ def test_make_optim_is_adam_with_the_given_settings_and_refuses_a_non_positive_r
     for lr in (0.0, -1e-3):
         with pytest.raises(ConfigError, match=f"the learning rate must be positive, got {lr}"):
             make_optim(lr)
+
+
+def _tiny(n=6):
+    net, guide_net = VAE(2, 1, (2,)), AmortizedNormal(2, 1, (2,))
+    return net, guide_net, torch.bernoulli(torch.full((n, 2), 0.5))
+
+
+def test_bad_arguments_and_edge_cases():
+    from pyrolvm.errors import ConfigError
+
+    model, guide, x = _tiny()
+    with pytest.raises(ConfigError, match="^no training data$"):
+        train(model, guide, x[:0], progress=False)
+    for kw in ({"batch_size": 0}, {"epochs": -1}):
+        with pytest.raises(ConfigError, match="batch_size must be >= 1 and epochs >= 0, got"):
+            train(model, guide, x, progress=False, **kw)
+    # the smallest valid cases: one datapoint, batches of one, zero epochs
+    assert len(train(model, guide, x[:1], progress=False)["train_elbo"]) == 1
+    assert len(train(model, guide, x, batch_size=1, progress=False)["train_elbo"]) == 1
+    assert train(model, guide, x, epochs=0, progress=False) == {"train_elbo": [], "seconds": []}
+
+
+def test_history_is_continued_and_the_callback_numbers_epochs_after_it():
+    model, guide, x = _tiny()
+    history = train(model, guide, x, epochs=2, batch_size=4, progress=False)
+    seen = []
+    again = train(model, guide, x, epochs=2, batch_size=4, progress=False, history=history,
+                  callback=lambda epoch, h: seen.append((epoch, len(h["train_elbo"]))))
+    assert again is history and len(history["train_elbo"]) == 4 and len(history["seconds"]) == 4
+    assert seen == [(3, 3), (4, 4)]
+
+
+def test_progress_bar_counts_steps_and_shows_the_running_elbo(capsys):
+    model, guide, x = _tiny(30)
+    train(model, guide, x, epochs=2, batch_size=10, progress=False)
+    assert capsys.readouterr().err == ""
+    train(model, guide, x, epochs=2, batch_size=10)  # progress=True is the default
+    err = capsys.readouterr().err
+    assert "6/6" in err and "step" in err and re.search(r"epoch 2 elbo -\d+\.\d\d", err)
