@@ -115,3 +115,63 @@ def test_extra_arguments_reach_model_and_guide():
     calls.clear()
     log_likelihood(model_, guide_, x, "pos", num_samples=3, flag="kw")
     assert calls and set(calls) == {("model", "pos", "kw"), ("guide", "pos", "kw")}
+
+
+@pytest.mark.parametrize("leave_one_out", [True, False])
+def test_vimco_guide_gradient_on_the_same_draws(leave_one_out):
+    # VIMCO's guide gradient written out for the draws it made (Mnih & Rezende 2016, eqs. 8-10):
+    #   sum_k (L - L_-k) grad log q(z_k) + sum_k w~_k grad log w_k,
+    #   L = log (1/K) sum_j w_j,  L_-k = log (1/K) (sum_{j != k} w_j + exp(mean_{j != k} log w_j)),
+    # (L_-k = 0 without leave-one-out baselines), z_k held fixed (not reparameterized).
+    # Any baseline independent of z_k keeps the estimator unbiased, so the unbiasedness tests
+    # in test_estimators.py cannot see a wrong baseline; this one can.
+    from pyrolvm.guides.amortized import non_reparameterized
+    from pyrolvm.inference import VIMCO
+
+    model, x = linear_gaussian()
+    k = 4
+    x = x[:3]
+    draws = []
+
+    def guide(x):
+        loc = pyro.param("q_loc", torch.zeros(3, 2) + 0.3)
+        log_scale = pyro.param("q_log_scale", torch.full((3, 2), -0.2))
+        q = non_reparameterized(dist.Normal(loc, log_scale.exp())).to_event(1)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", q)
+        draws.append(z.detach())
+
+    guide(x)
+    elbo = VIMCO(k, max_plate_nesting=1, leave_one_out=leave_one_out)
+    store = pyro.get_param_store()
+    params = [store.get_param(n).unconstrained() for n in ("q_loc", "q_log_scale")]
+    for p in params:
+        p.grad = None
+    draws.clear()
+    elbo.loss_and_grads(model, guide, x)
+    got = [-p.grad.clone() for p in params]  # gradient of the bound
+    (z,) = draws
+    assert z.shape == (k, 3, 2)
+    loc, log_scale = params
+    log_q = dist.Normal(loc, log_scale.exp()).log_prob(z).sum(-1)  # (K, B), differentiable
+    with torch.no_grad():
+        log_p = (dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+                 + dist.Normal(z @ model.weight.T + model.bias, model.noise_scale)
+                 .log_prob(x).sum(-1))
+    log_w = log_p - log_q
+    lw = log_w.detach()
+    bound = lw.logsumexp(0) - math.log(k)
+    if leave_one_out:
+        loo = []
+        for j in range(k):
+            others = torch.cat([lw[:j], lw[j + 1:]])
+            loo.append(torch.cat([others, others.mean(0, keepdim=True)]).logsumexp(0)
+                       - math.log(k))
+        signal = bound - torch.stack(loo)
+    else:
+        signal = bound.expand(k, -1)
+    surrogate = (signal * log_q).sum() + (log_w.logsumexp(0) - math.log(k)).sum()
+    expected = torch.autograd.grad(surrogate, params)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+        assert e.abs().sum() > 0
