@@ -175,3 +175,46 @@ def test_vimco_guide_gradient_on_the_same_draws(leave_one_out):
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
         assert e.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["dreg", "stl", "vimco", "iwae"])
+def test_gradients_accumulate_into_existing_grads(name):
+    # loss_and_grads adds its gradient to whatever .grad holds, as Pyro's ELBOs do (SVI zeroes
+    # the grads between steps, so a zero tensor, not None, is the usual starting point). A
+    # guide with two latent sites takes DReG's general two-pass path.
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(0.0, 1.0))
+            z2 = pyro.sample("z2", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z1 + z2 * pyro.param("w", torch.tensor(0.7)), 1.0),
+                        obs=x)
+
+    def guide(x):
+        a = pyro.param("a", torch.full((x.shape[0],), 0.2))
+        b = pyro.param("b", torch.full((x.shape[0],), -0.1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z1", dist.Normal(a, 0.8))
+            pyro.sample("z2", dist.Normal(b + 0.0, 0.9))
+
+    x = torch.tensor([0.5, -1.0, 2.0])
+    elbo = make_elbo(name, 3)
+    guide(x)
+    model(x)
+    params = [pyro.param(n).unconstrained() for n in ("w", "a", "b")]
+
+    def grads(start):
+        for p, s in zip(params, start):
+            p.grad = None if s is None else s.clone()
+        pyro.set_rng_seed(11)
+        elbo.loss_and_grads(model, guide, x)
+        return [p.grad.clone() for p in params]
+
+    elbo.loss(model, guide, x)  # guesses the plate nesting before the seeded calls
+    fresh = grads([None] * 3)
+    assert all(g.abs().sum() > 0 for g in fresh)
+    zeros = grads([torch.zeros_like(p) for p in params])
+    offset = [torch.full_like(p, 0.25) for p in params]
+    shifted = grads(offset)
+    for f, z, s, o in zip(fresh, zeros, shifted, offset):
+        torch.testing.assert_close(z, f)
+        torch.testing.assert_close(s, f + o)
