@@ -186,4 +186,17 @@ def test_progress_bar_counts_steps_and_shows_the_running_elbo(capsys):
     assert capsys.readouterr().err == ""
     train(model, guide, x, epochs=2, batch_size=10)  # progress=True is the default
     err = capsys.readouterr().err
-    assert "6/6" in err and "step" in err and re.search(r"epoch 2 elbo -\d+\.\d\d", err)
+    assert "6/6" in err and re.search(r"[ \d](step/s|s/step)", err)
+    assert re.search(r"epoch 2 elbo -\d+\.\d\d", err)
+
+
+def test_default_batches_hold_100_datapoints():
+    seen = []
+    net, guide_net, x = _tiny(250)
+
+    def model(x):
+        seen.append(len(x))
+        return net(x)
+
+    train(model, guide_net, x, progress=False)
+    assert seen == [100, 100, 50]
