@@ -148,7 +148,7 @@ def test_vimco_guide_gradient_on_the_same_draws(leave_one_out):
     for p in params:
         p.grad = None
     draws.clear()
-    elbo.loss_and_grads(model, guide, x)
+    value = elbo.loss_and_grads(model, guide, x)
     got = [-p.grad.clone() for p in params]  # gradient of the bound
     (z,) = draws
     assert z.shape == (k, 3, 2)
@@ -172,6 +172,7 @@ def test_vimco_guide_gradient_on_the_same_draws(leave_one_out):
         signal = bound.expand(k, -1)
     surrogate = (signal * log_q).sum() + (log_w.logsumexp(0) - math.log(k)).sum()
     expected = torch.autograd.grad(surrogate, params)
+    assert value == pytest.approx(-bound.sum().item(), abs=1e-4)  # the score term adds 0
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
         assert e.abs().sum() > 0
@@ -218,3 +219,16 @@ def test_gradients_accumulate_into_existing_grads(name):
     for f, z, s, o in zip(fresh, zeros, shifted, offset):
         torch.testing.assert_close(z, f)
         torch.testing.assert_close(s, f + o)
+
+
+@pytest.mark.parametrize("name", ["iwae", "dreg", "stl", "vimco"])
+def test_a_named_batch_plate_must_exist(name):
+    from pyrolvm.errors import ConfigError
+    from pyrolvm.inference import ELBOS
+
+    model, x = linear_gaussian()
+    guide, _ = recording_guide(model)
+    cls = type(ELBOS[name](2))
+    assert math.isfinite(cls(2, batch_plate="data").loss(model, guide, x))
+    with pytest.raises(ConfigError, match="no plate named 'nope'"):
+        cls(2, batch_plate="nope").loss(model, guide, x)
