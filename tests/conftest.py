@@ -5,18 +5,41 @@ import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST_ROOT = os.environ.get("PYROLVM_DATA_ROOT", os.path.join(REPO, "..", "shared", "data"))
+
+
+def _has_mnist(root):
+    return os.path.exists(os.path.join(root, "MNIST", "raw", "t10k-images-idx3-ubyte"))
+
+
+def _find_mnist_root():
+    """``PYROLVM_DATA_ROOT`` if set; else the first ``shared/data`` or ``data`` folder holding
+    MNIST in the checkout or any folder above it (so that a worktree or a copy of the
+    repository, e.g. mutmut's ``mutants/``, finds the same files as the main checkout)."""
+    if os.environ.get("PYROLVM_DATA_ROOT"):
+        return os.environ["PYROLVM_DATA_ROOT"]
+    folder = REPO
+    while True:
+        for candidate in (os.path.join(folder, "shared", "data"), os.path.join(folder, "data")):
+            if _has_mnist(candidate):
+                return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return os.path.join(os.path.dirname(REPO), "shared", "data")
+        folder = parent
+
+
+MNIST_ROOT = _find_mnist_root()
 
 
 def mnist_available():
-    raw = os.path.join(MNIST_ROOT, "MNIST", "raw")
-    return os.path.exists(os.path.join(raw, "t10k-images-idx3-ubyte"))
+    return _has_mnist(MNIST_ROOT)
 
 
 needs_mnist = pytest.mark.skipif(
     not mnist_available(),
-    reason=f"MNIST files not found under {MNIST_ROOT!r}/MNIST/raw; set PYROLVM_DATA_ROOT to a "
-    "folder holding them (see README, 'Training on MNIST')",
+    reason=f"MNIST files not found under {MNIST_ROOT!r}/MNIST/raw (nor under a shared/data or "
+    "data folder above the checkout); set PYROLVM_DATA_ROOT to a folder holding them (see "
+    "README, 'Training on MNIST')",
 )
 
 

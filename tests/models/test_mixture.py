@@ -184,6 +184,36 @@ def test_initial_params_are_valid_and_seeded(method):
     assert a["weights"].sum().item() == pytest.approx(1.0, abs=1e-6)
     assert (a["scales"] > 0).all()
     assert torch.isfinite(model.log_likelihood(x, a)).all()
+    if method == "random":
+        return
+    # Against scikit-learn: the centres of sklearn.cluster.kmeans_plusplus (or the labels of
+    # KMeans(n_init=1)) with the same seed, every point assigned to its nearest centre, and
+    # each component's smoothed weight (n_j + 1) / (N + K), mean and covariance (np.cov plus
+    # 1e-6 on the diagonal) of its points; the mixture these define scores the data, by scipy,
+    # exactly as the initial parameters do.
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+    from sklearn.cluster import KMeans, kmeans_plusplus
+
+    xn = x.double().numpy()
+    if method == "kmeans++":
+        centres, _ = kmeans_plusplus(xn, 4, random_state=1)
+        labels = ((xn[:, None, :] - centres[None]) ** 2).sum(-1).argmin(-1)
+    else:
+        labels = KMeans(4, n_init=1, random_state=1).fit(xn).labels_
+    log_terms = []
+    for j in range(4):
+        xj = xn[labels == j]
+        assert len(xj) > 1
+        weight = (len(xj) + 1) / (len(xn) + 4)
+        cov = np.cov(xj.T) + 1e-6 * np.eye(3)
+        log_terms.append(np.log(weight) + multivariate_normal(xj.mean(0), cov).logpdf(xn))
+    expected = logsumexp(np.stack(log_terms), axis=0)
+    np.testing.assert_allclose(model.log_likelihood(x, a).double().numpy(), expected, rtol=1e-4)
+    # the means are the clusters' means, in scikit-learn's order
+    np.testing.assert_allclose(
+        a["locs"].double().numpy(), np.stack([xn[labels == j].mean(0) for j in range(4)]),
+        atol=1e-5)
 
 
 def test_full_covariance_in_one_dimension_is_diagonal():

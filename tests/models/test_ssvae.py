@@ -44,15 +44,35 @@ def test_labelled_bound_has_no_label_site_in_the_guide():
     y = torch.nn.functional.one_hot(torch.arange(5), 10).float()
     trace = pyro.poutine.trace(guide).get_trace(x, y)
     assert "y" not in trace.nodes and "z" in trace.nodes
-    assert math.isfinite(Trace_ELBO().loss(model, guide, x, y))
+    # The labelled bound of Kingma et al. (2014), eq. (6), on the guide's draw z ~ q(z | x, y):
+    # log p(x | y, z) + log p(y) + log p(z) - log q(z | x, y) with the uniform label prior
+    # log p(y) = -log C, written out here; Trace_ELBO's one-particle loss is minus its sum.
+    pyro.set_rng_seed(3)
+    loss = Trace_ELBO().loss(model, guide, x, y)
+    pyro.set_rng_seed(3)
+    site = pyro.poutine.trace(guide).get_trace(x, y).nodes["z"]
+    z = site["value"]
+    with torch.no_grad():
+        log_lik = torch.distributions.Bernoulli(
+            logits=model.decoder(torch.cat([z, y], -1))).log_prob(x).sum(-1)
+        log_prior_z = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_q = torch.distributions.Normal(site["fn"].base_dist.loc,
+                                           site["fn"].base_dist.scale).log_prob(z).sum(-1)
+        bound = log_lik - math.log(10) + log_prior_z - log_q
+    assert loss == pytest.approx(-bound.sum().item(), rel=1e-5)
 
 
 def test_m2_with_100_labels_beats_chance_by_far():
     data = load("digits", binarize="dynamic")
     _, guide, history = fit_m2(data.train, data.train_labels, 100, data.test, data.test_labels,
                                latent_dim=8, hidden=(128,), epochs=5, lr=3e-3, seed=0)
-    # chance is 10%; a classifier trained only on 100 labels of digits reaches ~80%
-    assert history["test_accuracy"][-1] > 0.6, history["test_accuracy"]
+    # chance is 10%; a classifier trained only on 100 labels of digits reaches ~80%. Pinned:
+    # seeds 0-3 reach 0.803, 0.778, 0.767, 0.811 (sd 0.02); tolerance 4 sds.
+    assert history["test_accuracy"][-1] == pytest.approx(0.79, abs=0.08), history["test_accuracy"]
+    # the per-epoch figure is the share of test digits classified right by argmax q(y | x)
+    with torch.no_grad():
+        correct = (guide.classify(data.test).argmax(-1) == data.test_labels).sum().item()
+    assert history["test_accuracy"][-1] == correct / len(data.test_labels)
 
 
 def test_split_labels_is_balanced_and_disjoint():

@@ -17,6 +17,22 @@ def test_sites_shapes_and_plate():
     assert obs["is_observed"] and obs["fn"].event_shape == (64,)
     assert [f.name for f in obs["cond_indep_stack"]] == ["data"]
     assert any(name.startswith("decoder$$$") for name in pyro.get_param_store().keys())
+    # the model's log joint, written out: N(z; 0, I) and Bernoulli(x; sigmoid(f(z)))
+    trace.compute_log_prob()
+    with torch.no_grad():
+        logits = model.decoder(z["value"])
+        ref_z = torch.distributions.Normal(0.0, 1.0).log_prob(z["value"]).sum(-1)
+        ref_x = (x * torch.nn.functional.logsigmoid(logits)
+                 + (1 - x) * torch.nn.functional.logsigmoid(-logits)).sum(-1)
+    torch.testing.assert_close(z["log_prob"], ref_z)
+    torch.testing.assert_close(obs["log_prob"], ref_x)
+    # decode is the Bernoulli mean sigmoid(f(z)); sample(n) decodes n prior draws
+    torch.testing.assert_close(model.decode(z["value"]), torch.sigmoid(logits))
+    pyro.set_rng_seed(4)
+    means = model.sample(7)
+    pyro.set_rng_seed(4)
+    prior_draws = torch.randn(7, 3)
+    torch.testing.assert_close(means, torch.sigmoid(model.decoder(prior_draws)).detach())
 
 
 def test_output_bias_starts_at_logit_of_mean_pixel():
@@ -53,5 +69,12 @@ def test_amortized_guide():
     assert site["value"].shape == (5, 3) and site["fn"].has_rsample
     loc, scale = guide.encode(x)
     assert loc.shape == scale.shape == (5, 3) and (scale > 0).all()
+    # the site's distribution is N(loc, scale) of encode(x), and its draw loc + scale * eps
+    torch.testing.assert_close(site["fn"].base_dist.loc, loc)
+    torch.testing.assert_close(site["fn"].base_dist.scale, scale)
+    pyro.set_rng_seed(2)
+    z = poutine.trace(guide).get_trace(x).nodes["z"]["value"]
+    pyro.set_rng_seed(2)
+    torch.testing.assert_close(z, loc + scale * torch.randn(5, 3))
     with pytest.raises(ConfigError):
         AmortizedNormal(64, latent_dim=0)

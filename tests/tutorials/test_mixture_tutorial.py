@@ -4,6 +4,7 @@ import json
 import os
 import runpy
 
+import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,13 +24,19 @@ def test_mixture_tutorial_fast_mode(tmp_path, monkeypatch, capsys):
 
     m2 = json.loads((tmp_path / "mixture_m2_accuracy.json").read_text())
     assert [r["labels"] for r in m2["rows"]] == [10, 50]
-    for r in m2["rows"]:
-        assert 0 <= r["test_accuracy"] <= 1
+    # Pinned fast-mode figures (seed 0 as the script sets it; 2 epochs of M2, 10 + 10 of the
+    # mixture-prior VAE). The script fixes its seeds, so the tolerances come from the same
+    # runs under seeds 0-3 elsewhere in the suite: one-epoch M2 accuracy sd 0.033
+    # (tests/test_cli_m2.py), mixture-VAE accuracy sd 0.053 and ARI sd 0.047
+    # (tests/models/test_mixture_vae.py): about 4 sds.
+    accuracy = {r["labels"]: r["test_accuracy"] for r in m2["rows"]}
+    assert accuracy[10] == pytest.approx(0.558, abs=0.15)
+    assert accuracy[50] == pytest.approx(0.717, abs=0.15)
     assert m2["anchors_mnist_percent"]["Pyro ss-vae example"]["3000"] == 95.8
     clustering = json.loads((tmp_path / "mixture_vae_clustering.json").read_text())
-    for key in ("test_cluster_accuracy", "init_test_cluster_accuracy"):
-        assert 0 <= clustering[key] <= 1
-    assert -1 <= clustering["test_ari"] <= 1
+    assert clustering["test_cluster_accuracy"] == pytest.approx(0.444, abs=0.21)
+    assert clustering["init_test_cluster_accuracy"] == pytest.approx(0.408, abs=0.21)
+    assert clustering["test_ari"] == pytest.approx(0.224, abs=0.19)
     # the mapped contingency matrix counts every test image once, its diagonal the accuracy
     table = torch.tensor(clustering["contingency_mapped"])
     assert table.sum() == 360
