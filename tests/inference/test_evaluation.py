@@ -152,17 +152,19 @@ def test_particles_are_chunked_so_memory_stays_bounded(monkeypatch):
 
 
 def _recording_guide(model, shift=0.5, inflate=1.5):
-    """``shifted_guide`` that also records every particle draw z of shape (k, B, L) (the
-    vectorized calls; the one unvectorized structure-guessing call is not recorded)."""
-    draws = []
+    """``shifted_guide`` that also records every draw z as shape (k, B, L). The first call is
+    the evaluator's one structure-guessing run (Pyro's plate-nesting guess), not a chunk: it is
+    dropped; a chunk of one particle has no particle dimension (Pyro vectorizes K > 1 only)."""
+    draws, calls = [], [0]
 
     def guide(x):
         post = model.posterior(x)
         scale = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt() * inflate
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(post.loc + shift, scale).to_event(1))
-        if z.dim() == 3:
-            draws.append((x, z, post.loc + shift, scale))
+        calls[0] += 1
+        if calls[0] > 1:
+            draws.append((x, z if z.dim() == 3 else z.unsqueeze(0), post.loc + shift, scale))
 
     return guide, draws
 
