@@ -54,7 +54,14 @@ extensions = [
 # fails offline (and with -W). References to torch / pyro names render as plain text.
 
 smartquotes = False  # keep "--flag" in the CLI reference (no en dashes)
-exclude_patterns = ["conf.py", "cli_commands.rst", "_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+exclude_patterns = [
+    "conf.py",
+    "cli_commands.rst",
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "**.ipynb_checkpoints",
+]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".py": "myst-nb"}
 
 # -- autodoc / napoleon ---------------------------------------------------------------------

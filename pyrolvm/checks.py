@@ -9,31 +9,44 @@ from pyro.infer.util import is_validation_enabled
 from .errors import DataError
 
 
-def check_batch(x: object, data_dim: int, name: str = "x", binary: bool = False,
-                dtype: torch.dtype | None = None) -> None:
+def check_batch(
+    x: object,
+    data_dim: int,
+    name: str = "x",
+    binary: bool = False,
+    dtype: torch.dtype | None = None,
+) -> None:
     """Raise :class:`DataError` unless ``x`` is a (B, data_dim) floating tensor of finite values
     (of ``dtype``, the network's, where given; and, with ``binary``, of zeros and ones: a
     Bernoulli likelihood's support). Does nothing while Pyro's validation is disabled."""
     if not is_validation_enabled():
         return
     if not isinstance(x, torch.Tensor):
-        raise DataError(f"{name} must be a torch.Tensor of shape (B, {data_dim}), got "
-                        f"{type(x).__name__}")
+        raise DataError(
+            f"{name} must be a torch.Tensor of shape (B, {data_dim}), got {type(x).__name__}"
+        )
     if x.dim() != 2:
         hint = " (one datapoint: x.unsqueeze(0))" if x.dim() == 1 else ""
-        raise DataError(f"{name} must have shape (B, {data_dim}), a batch of flattened "
-                        f"datapoints, got {tuple(x.shape)}{hint}")
+        raise DataError(
+            f"{name} must have shape (B, {data_dim}), a batch of flattened "
+            f"datapoints, got {tuple(x.shape)}{hint}"
+        )
     if x.shape[-1] != data_dim:
-        raise DataError(f"{name} has {x.shape[-1]} dimensions per datapoint but the model was "
-                        f"built for {data_dim}")
+        raise DataError(
+            f"{name} has {x.shape[-1]} dimensions per datapoint but the model was "
+            f"built for {data_dim}"
+        )
     if not x.is_floating_point():
         raise DataError(f"{name} must be a floating tensor (e.g. x.float()), got {x.dtype}")
     if dtype is not None and x.dtype != dtype:
-        raise DataError(f"{name} has dtype {x.dtype} but the networks use {dtype}: convert it "
-                        f"(x.to({dtype}))")
+        raise DataError(
+            f"{name} has dtype {x.dtype} but the networks use {dtype}: convert it (x.to({dtype}))"
+        )
     if not torch.isfinite(x).all():
         raise DataError(f"{name} holds NaN or infinite values; remove or impute those rows")
     if binary and not ((x == 0) | (x == 1)).all():
-        raise DataError(f"{name} is not binary, but a Bernoulli likelihood needs values in "
-                        "{0, 1}: binarize it (torch.bernoulli, or --binarize dynamic/static) or "
-                        "use a Gaussian likelihood")
+        raise DataError(
+            f"{name} is not binary, but a Bernoulli likelihood needs values in "
+            "{0, 1}: binarize it (torch.bernoulli, or --binarize dynamic/static) or "
+            "use a Gaussian likelihood"
+        )

@@ -1,8 +1,8 @@
 """Shared test fixtures: a linear-Gaussian model with guides of known quality."""
 
 import pyro
-import pytest
 import pyro.distributions as dist
+import pytest
 import torch
 
 from pyrolvm.models import LinearGaussian

@@ -1,17 +1,17 @@
 """The `pyrolvm` command end to end on digits, and its errors for bad input."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 import torch
-
 from helpers import cli_error
+
 from pyrolvm.cli import main
 from pyrolvm.inference import ELBOS
 from pyrolvm.runs import evaluate_vae, train_vae
 from pyrolvm.runs import vae as vae_run
+from pyrolvm.runs.common import read_json
 
 FAST = ["--epochs", "1", "--eval-samples", "20", "--no-progress", "--hidden", "32"]
 
@@ -23,15 +23,22 @@ def test_train_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsys):
     for label in ("train ELBO", "test ELBO", "test NLL (K=20)", "seconds per epoch"):
         assert label in printed
     files = set(os.listdir(out))
-    assert {"config.json", "metrics.json", "checkpoint.pt", "samples.png", "reconstructions.png",
-            "elbo_curve.png", "latent_manifold.png"} <= files
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert {
+        "config.json",
+        "metrics.json",
+        "checkpoint.pt",
+        "samples.png",
+        "reconstructions.png",
+        "elbo_curve.png",
+        "latent_manifold.png",
+    } <= files
+    metrics = read_json(os.path.join(out, "metrics.json"))
     for key in ("train_elbo", "test_elbo", "test_nll", "test_nll_stderr", "seconds_per_epoch"):
         assert isinstance(metrics[key], float)
     assert len(metrics["curves"]["train_elbo"]) == 1 and len(metrics["curves"]["test_elbo"]) == 1
     # NLL >= -ELBO on average is not guaranteed per estimate, but the bound holds in expectation:
     assert metrics["test_nll"] < -metrics["test_elbo"] + 0.5
-    config = json.load(open(os.path.join(out, "config.json")))
+    config = read_json(os.path.join(out, "config.json"))
     assert config["latent_dim"] == 2 and config["seed"] == 3
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert {"model", "guide", "config", "train", "epoch", "kind"} <= set(state)
@@ -41,7 +48,9 @@ def test_train_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsys):
     for key in ("test_elbo", "test_nll", "test_nll_stderr"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-9)
     assert main(["evaluate", out, "--no-progress"]) == 0
-    assert f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f}" in capsys.readouterr().out
+    assert (
+        f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f}" in capsys.readouterr().out
+    )
     # ... and the figures are what they say: from the checkpoint's model and guide, with the
     # run's seed and K, the mean of -log p^(x), its standard error (sample sd / sqrt(N)), the
     # mean ELBO and the mean ESS over the 360 test digits, computed here.
@@ -63,7 +72,8 @@ def test_train_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsys):
     assert nll.shape == (360,)
     assert metrics["test_nll"] == pytest.approx(nll.mean().item(), abs=1e-9)
     assert metrics["test_nll_stderr"] == pytest.approx(
-        (((nll - nll.mean()) ** 2).sum() / 359).sqrt().item() / 360 ** 0.5, abs=1e-9)
+        (((nll - nll.mean()) ** 2).sum() / 359).sqrt().item() / 360**0.5, abs=1e-9
+    )
     assert metrics["test_elbo"] == pytest.approx(result.elbo.mean().item(), abs=1e-9)
     assert metrics["test_ess"] == pytest.approx(result.ess.mean().item(), abs=1e-9)
     assert 1 <= metrics["test_ess"] <= 20
@@ -72,8 +82,9 @@ def test_train_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsys):
 def test_same_seed_same_run(tmp_path):
     a = train_vae(out=str(tmp_path / "a"), epochs=2, hidden=(16,), eval_samples=10, progress=False)
     b = train_vae(out=str(tmp_path / "b"), epochs=2, hidden=(16,), eval_samples=10, progress=False)
-    c = train_vae(out=str(tmp_path / "c"), epochs=2, hidden=(16,), eval_samples=10, progress=False,
-                  seed=1)
+    c = train_vae(
+        out=str(tmp_path / "c"), epochs=2, hidden=(16,), eval_samples=10, progress=False, seed=1
+    )
     # Everything but the wall-clock times is identical under the same seed.
     assert a["test_nll"] == b["test_nll"] and a["test_elbo"] == b["test_elbo"]
     assert a["curves"]["train_elbo"] == b["curves"]["train_elbo"]
@@ -89,7 +100,7 @@ def test_each_objective_trains_one_epoch(tmp_path, elbo):
     # tolerances are 4 such sds, far tighter than a step in the wrong direction would land.
     out = str(tmp_path / elbo)
     assert main(["train", "vae", "--elbo", elbo, "--num-particles", "2", "--out", out, *FAST]) == 0
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    metrics = read_json(os.path.join(out, "metrics.json"))
     assert metrics["status"] == "ok"
     assert metrics["train_elbo"] == pytest.approx(-27.5, abs=0.4)
     assert metrics["test_nll"] == pytest.approx(27.15, abs=0.5)
@@ -98,25 +109,30 @@ def test_each_objective_trains_one_epoch(tmp_path, elbo):
     assert metrics["train_elbo"] == metrics["curves"]["train_elbo"][-1]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dataset", "cifar"], "unknown dataset 'cifar'"),
-    (["--likelihood", "poisson"], "invalid choice 'poisson'"),
-    (["--elbo", "renyi2"], "invalid choice 'renyi2'"),
-    (["--latent-dim", "0"], "--latent-dim must be >= 1, got 0"),
-    (["--binarize", "none"], "not binary, but a Bernoulli likelihood needs values in {0, 1}"),
-    (["--num-particles", "0"], "--num-particles must be >= 1"),
-    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
-    (["--betas", "1.5", "0.9"], "--betas must be >= 0 and < 1, got 1.5"),
-    (["--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["--likelihood", "poisson"], "invalid choice 'poisson'"),
+        (["--elbo", "renyi2"], "invalid choice 'renyi2'"),
+        (["--latent-dim", "0"], "--latent-dim must be >= 1, got 0"),
+        (["--binarize", "none"], "not binary, but a Bernoulli likelihood needs values in {0, 1}"),
+        (["--num-particles", "0"], "--num-particles must be >= 1"),
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--betas", "1.5", "0.9"], "--betas must be >= 0 and < 1, got 1.5"),
+        (["--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
+    ],
+)
 def test_bad_input_gives_one_clear_error(tmp_path, capsys, argv, message):
     err = cli_error(capsys, ["train", "vae", "--out", str(tmp_path / "r"), *FAST, *argv])
     assert message in err
 
 
 def test_missing_data_root(tmp_path, capsys):
-    err = cli_error(capsys, ["train", "vae", "--dataset", "mnist", "--data-root",
-                          str(tmp_path / "nothing"), *FAST])
+    err = cli_error(
+        capsys,
+        ["train", "vae", "--dataset", "mnist", "--data-root", str(tmp_path / "nothing"), *FAST],
+    )
     assert "MNIST files not found" in err and "train-images-idx3-ubyte" in err
 
 
@@ -124,8 +140,20 @@ def test_nan_data(tmp_path, capsys):
     train = np.random.rand(40, 4)
     train[7, 2] = np.nan
     np.savez(tmp_path / "d.npz", train=train, test=np.random.rand(10, 4))
-    err = cli_error(capsys, ["train", "vae", "--dataset", str(tmp_path / "d.npz"),
-                          "--likelihood", "gaussian", "--out", str(tmp_path / "r"), *FAST])
+    err = cli_error(
+        capsys,
+        [
+            "train",
+            "vae",
+            "--dataset",
+            str(tmp_path / "d.npz"),
+            "--likelihood",
+            "gaussian",
+            "--out",
+            str(tmp_path / "r"),
+            *FAST,
+        ],
+    )
     assert "NaN or infinite values (first in row 7)" in err
 
 
@@ -146,13 +174,14 @@ def test_nan_loss_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(vae_run, "make_elbo", lambda name, k: NaNInEpochThree())
     out = str(tmp_path / "run")
-    err = cli_error(capsys, ["train", "vae", "--out", out, "--epochs", "5", "--hidden", "16",
-                          "--no-progress"])
+    err = cli_error(
+        capsys, ["train", "vae", "--out", out, "--epochs", "5", "--hidden", "16", "--no-progress"]
+    )
     assert "the loss became nan at epoch 3, step 5" in err and "holds epoch 2" in err
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
     assert state["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    metrics = read_json(os.path.join(out, "metrics.json"))
     assert metrics["status"] == "diverged" and len(metrics["train_elbo"]) == 2
 
 
@@ -160,13 +189,38 @@ def test_every_flag_reaches_the_run_config():
     from pyrolvm.cli import parse
     from pyrolvm.runs import VAEConfig
 
-    cfg = parse([
-        "train", "vae", "--dataset", "mnist", "--data-root", "/d", "--lr", "0.5", "--no-reparam",
-        "--betas", "0.8", "0.9", "--no-progress", "--hidden", "10,20", "--eval-samples", "7"])
+    cfg = parse(
+        [
+            "train",
+            "vae",
+            "--dataset",
+            "mnist",
+            "--data-root",
+            "/d",
+            "--lr",
+            "0.5",
+            "--no-reparam",
+            "--betas",
+            "0.8",
+            "0.9",
+            "--no-progress",
+            "--hidden",
+            "10,20",
+            "--eval-samples",
+            "7",
+        ]
+    )
     assert isinstance(cfg, VAEConfig)
-    assert (cfg.dataset, cfg.data_root, cfg.lr, cfg.reparameterized, cfg.betas, cfg.progress,
-            cfg.hidden, cfg.eval_samples) == ("mnist", "/d", 0.5, False, (0.8, 0.9), False,
-                                              (10, 20), 7)
+    assert (
+        cfg.dataset,
+        cfg.data_root,
+        cfg.lr,
+        cfg.reparameterized,
+        cfg.betas,
+        cfg.progress,
+        cfg.hidden,
+        cfg.eval_samples,
+    ) == ("mnist", "/d", 0.5, False, (0.8, 0.9), False, (10, 20), 7)
 
 
 @pytest.mark.parametrize("kind", ["vae", "gmm", "m2", "mixture-vae"])

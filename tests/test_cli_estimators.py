@@ -1,13 +1,13 @@
 """Every baseline and latent type is selectable from the `pyrolvm` command and trains the
 digits VAE for one epoch (every --elbo: tests/test_cli.py)."""
 
-import json
 import os
 
 import pytest
 
 from pyrolvm.cli import main
 from pyrolvm.runs import evaluate_vae
+from pyrolvm.runs.common import read_json
 
 FAST = ["--epochs", "1", "--eval-samples", "10", "--no-progress", "--hidden", "16"]
 
@@ -15,7 +15,7 @@ FAST = ["--epochs", "1", "--eval-samples", "10", "--no-progress", "--hidden", "1
 def run(tmp_path, name, *flags):
     out = str(tmp_path / name)
     code = main(["train", "vae", "--out", out, *FAST, *flags])
-    metrics = json.load(open(os.path.join(out, "metrics.json"))) if code == 0 else None
+    metrics = read_json(os.path.join(out, "metrics.json")) if code == 0 else None
     return code, metrics, out
 
 
@@ -23,10 +23,11 @@ def run(tmp_path, name, *flags):
 def test_score_function_with_each_baseline(tmp_path, baseline):
     # --no-reparam makes tracegraph use REINFORCE; 1437 digits end in a smaller last batch,
     # which the decaying average has to survive
-    code, metrics, out = run(tmp_path, baseline, "--elbo", "tracegraph", "--no-reparam",
-                             "--baseline", baseline)
+    code, metrics, out = run(
+        tmp_path, baseline, "--elbo", "tracegraph", "--no-reparam", "--baseline", baseline
+    )
     assert code == 0 and metrics["status"] == "ok"
-    config = json.load(open(os.path.join(out, "config.json")))
+    config = read_json(os.path.join(out, "config.json"))
     assert config["baseline"] == baseline and config["reparameterized"] is False
 
 
@@ -65,8 +66,9 @@ def _encoder_gradient_variance(baseline):
 
 
 @pytest.mark.parametrize("baseline", ["decaying_avg", "neural"])
-def test_each_baseline_lowers_the_score_function_gradient_variance(baseline,
-                                                                   none_baseline_variance):
+def test_each_baseline_lowers_the_score_function_gradient_variance(
+    baseline, none_baseline_variance
+):
     # Measured (seed 0): total encoder-gradient variance 8.9e6 without a baseline, 1.9e4 with
     # the decaying average, 1.4e5 with the neural baseline. Each variance is estimated from
     # 50 draws (relative standard error ~sqrt(2 / 49) = 0.2 per coordinate), so "at most
@@ -74,14 +76,38 @@ def test_each_baseline_lowers_the_score_function_gradient_variance(baseline,
     assert _encoder_gradient_variance(baseline) < 0.5 * none_baseline_variance
 
 
-@pytest.mark.parametrize("flags", [
-    ["--latent", "bernoulli", "--elbo", "vimco", "--num-particles", "3"],
-    ["--latent", "bernoulli", "--elbo", "tracegraph", "--baseline", "neural"],
-    ["--latent", "categorical", "--num-categories", "3", "--elbo", "iwae",
-     "--num-particles", "2", "--relaxation", "straight_through", "--temperature", "1.0"],
-    ["--latent", "categorical", "--num-categories", "3", "--elbo", "trace",
-     "--relaxation", "concrete"],
-], ids=["bern-vimco", "bern-neural", "cat-st-iwae", "cat-concrete"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--latent", "bernoulli", "--elbo", "vimco", "--num-particles", "3"],
+        ["--latent", "bernoulli", "--elbo", "tracegraph", "--baseline", "neural"],
+        [
+            "--latent",
+            "categorical",
+            "--num-categories",
+            "3",
+            "--elbo",
+            "iwae",
+            "--num-particles",
+            "2",
+            "--relaxation",
+            "straight_through",
+            "--temperature",
+            "1.0",
+        ],
+        [
+            "--latent",
+            "categorical",
+            "--num-categories",
+            "3",
+            "--elbo",
+            "trace",
+            "--relaxation",
+            "concrete",
+        ],
+    ],
+    ids=["bern-vimco", "bern-neural", "cat-st-iwae", "cat-concrete"],
+)
 def test_discrete_latents(tmp_path, flags, capsys):
     code, metrics, out = run(tmp_path, "run", "--latent-dim", "4", *flags)
     assert code == 0 and metrics["status"] == "ok", capsys.readouterr().err
@@ -96,7 +122,8 @@ def test_discrete_latents(tmp_path, flags, capsys):
     exact = _enumerated_test_nll(out)
     assert exact - 0.01 < metrics["test_nll"] < exact + 0.06
     assert evaluate_vae(out, eval_samples=500, progress=False)["test_nll"] == pytest.approx(
-        exact, abs=0.01)
+        exact, abs=0.01
+    )
 
 
 def _enumerated_test_nll(out):
@@ -112,8 +139,14 @@ def _enumerated_test_nll(out):
 
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
     cfg = state["config"]
-    net = SigmoidBeliefNet(cfg["data_dim"], cfg["latent_dim"], cfg["latent"],
-                           cfg["num_categories"], tuple(cfg["hidden"]), cfg["activation"])
+    net = SigmoidBeliefNet(
+        cfg["data_dim"],
+        cfg["latent_dim"],
+        cfg["latent"],
+        cfg["num_categories"],
+        tuple(cfg["hidden"]),
+        cfg["activation"],
+    )
     net.load_state_dict(state["model"])
     logits = net.prior_logits.detach()
     c = 2 if cfg["latent"] == "bernoulli" else cfg["num_categories"]
@@ -131,14 +164,19 @@ def _enumerated_test_nll(out):
     return -(log_lik + log_prior).logsumexp(-1).mean().item()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--baseline", "neural"], "--no-reparam"),
-    (["--relaxation", "concrete"], "--latent bernoulli"),
-    (["--latent", "bernoulli", "--relaxation", "concrete", "--baseline", "neural"],
-     "--no-reparam"),
-    (["--elbo", "vimco"], "num_particles >= 2"),
-    (["--elbo", "dreg", "--num-particles", "2", "--latent", "bernoulli"], "rsample"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--baseline", "neural"], "--no-reparam"),
+        (["--relaxation", "concrete"], "--latent bernoulli"),
+        (
+            ["--latent", "bernoulli", "--relaxation", "concrete", "--baseline", "neural"],
+            "--no-reparam",
+        ),
+        (["--elbo", "vimco"], "num_particles >= 2"),
+        (["--elbo", "dreg", "--num-particles", "2", "--latent", "bernoulli"], "rsample"),
+    ],
+)
 def test_bad_combinations_give_one_line(tmp_path, capsys, flags, message):
     code, _, _ = run(tmp_path, "bad", *flags)
     assert code == 2

@@ -1,22 +1,45 @@
 """`pyrolvm train mixture-vae` end to end on digits: the run folder, and `evaluate`
 reproducing its figures from the checkpoint."""
 
-import json
 import os
 
 from pyrolvm.cli import main
 from pyrolvm.runs import evaluate_run
+from pyrolvm.runs.common import read_json
 
 
 def test_train_mixture_vae_and_evaluate_reproduces(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(["train", "mixture-vae", "--warmup-epochs", "1", "--epochs", "1", "--hidden",
-                 "32", "--components", "5", "--out", out, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "mixture-vae",
+                "--warmup-epochs",
+                "1",
+                "--epochs",
+                "1",
+                "--hidden",
+                "32",
+                "--components",
+                "5",
+                "--out",
+                out,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "test cluster accuracy" in printed
-    assert {"config.json", "metrics.json", "checkpoint.pt", "component_means.png",
-            "elbo_curve.png"} <= set(os.listdir(out))
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert {
+        "config.json",
+        "metrics.json",
+        "checkpoint.pt",
+        "component_means.png",
+        "elbo_curve.png",
+    } <= set(os.listdir(out))
+    metrics = read_json(os.path.join(out, "metrics.json"))
     assert len(metrics["train_elbo"]) == 2
     kind, again = evaluate_run(out, progress=False)
     assert kind.name == "mixture-vae"

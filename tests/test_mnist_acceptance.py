@@ -7,8 +7,8 @@ Slow (about 8 minutes on 2 CPU cores): run with `pytest -m slow`. The data is fo
 PYROLVM_DATA_ROOT or a shared/data folder above the checkout (see conftest.py)."""
 
 import pytest
-
 from conftest import MNIST_ROOT, needs_mnist
+
 from pyrolvm.runs import evaluate_vae, train_vae
 
 
@@ -16,8 +16,7 @@ from pyrolvm.runs import evaluate_vae, train_vae
 @needs_mnist
 def test_mnist_vae_ten_epochs(tmp_path):
     out = str(tmp_path / "mnist")
-    metrics = train_vae(dataset="mnist", data_root=MNIST_ROOT, epochs=10, out=out,
-                        progress=False)
+    metrics = train_vae(dataset="mnist", data_root=MNIST_ROOT, epochs=10, out=out, progress=False)
     assert metrics["eval_samples"] == 1000 and metrics["epochs"] == 10
     # Two-sided, around the README's seed-0 run: a 10-epoch VAE's test NLL varies by a few
     # tenths of a nat with the seed and the order of random draws (its standard error over

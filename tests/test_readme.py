@@ -2,20 +2,21 @@
 figure it promises."""
 
 import math
-import os
+import pathlib
 import re
 
 import pytest
-
 from conftest import REPO
 
 
 def test_readme_model_guide_example(capsys):
-    text = open(os.path.join(REPO, "README.md")).read()
+    text = pathlib.Path(REPO, "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     example = next(b for b in blocks if "class LaplaceVAE" in b)
     assert "epochs=100" in example and "num_samples=1000" in example
-    example = example.replace("epochs=100", "epochs=3").replace("num_samples=1000", "num_samples=20")
+    example = example.replace("epochs=100", "epochs=3").replace(
+        "num_samples=1000", "num_samples=20"
+    )
     namespace = {}
     exec(compile(example, "README.md", "exec"), namespace)
     printed = re.search(r"test NLL (\d+\.\d\d) ± (\d+\.\d\d) nats", capsys.readouterr().out)

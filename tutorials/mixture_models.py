@@ -56,9 +56,9 @@ from sklearn.mixture import GaussianMixture as SKGaussianMixture  # noqa: E402
 from pyrolvm import plots  # noqa: E402
 from pyrolvm.data import load  # noqa: E402
 from pyrolvm.errors import ConfigError  # noqa: E402
+from pyrolvm.fitting import fit_mixture  # noqa: E402
 from pyrolvm.guides import MixtureMAP  # noqa: E402
 from pyrolvm.models import GaussianMixture  # noqa: E402
-from pyrolvm.fitting import fit_mixture  # noqa: E402
 from pyrolvm.runs.gmm import project  # noqa: E402
 
 FAST = os.environ.get("PYROLVM_TUTORIAL_FAST") == "1"
@@ -434,9 +434,10 @@ if "m2" in SECTIONS:
 # $z \mid c \sim \mathcal N(\mu_c, \sigma_c^2)$, $x \mid z \sim$ Bernoulli (VaDE's generative
 # model, Jiang et al. 2017): the component is enumerated in the model, so `TraceEnum_ELBO`
 # uses the exact $\log p(z) = \log \sum_c \pi_c \mathcal N(z; \mu_c, \sigma_c^2)$.
-# `pyrolvm.fitting.fit_mixture_vae` (what `pyrolvm train mixture-vae` runs) trains a few epochs, sets the prior to a Gaussian
-# mixture fitted to draws from $q(z \mid x)$, and trains on. Each test image goes to its MAP
-# cluster $\arg\max_c p(c \mid z = \text{encoder mean})$; we score the clusters without labels
+# `pyrolvm.fitting.fit_mixture_vae` (what `pyrolvm train mixture-vae` runs) trains a few
+# epochs, sets the prior to a Gaussian mixture fitted to draws from $q(z \mid x)$, and trains
+# on. Each test image goes to its MAP cluster $\arg\max_c p(c \mid z = \text{encoder mean})$;
+# we score the clusters without labels
 # used in training: accuracy under the best one-to-one mapping of clusters to classes
 # (Hungarian algorithm) and the adjusted Rand index. The figure shows the contingency matrix
 # with clusters reordered by that mapping (the diagonal holds the correctly clustered images),

@@ -152,8 +152,10 @@ def _load_npz(path):
         with np.load(path, allow_pickle=False) as f:
             arrays = dict(f)
     except Exception as exc:  # not a zip, truncated, object arrays: one clear error
-        raise DataError(f"{path!r} is not a readable .npz file of numeric arrays "
-                        f"({type(exc).__name__}); write it with numpy.savez") from None
+        raise DataError(
+            f"{path!r} is not a readable .npz file of numeric arrays "
+            f"({type(exc).__name__}); write it with numpy.savez"
+        ) from None
     if "train" not in arrays or "test" not in arrays:
         raise DataError(
             f"{path!r} must hold arrays named 'train' and 'test' of shape (N, D); it has "
@@ -161,17 +163,22 @@ def _load_npz(path):
         )
     for which in ("train", "test"):
         if arrays[which].dtype.kind not in "biuf":
-            raise DataError(f"array {which!r} of {path!r} must be numeric, got dtype "
-                            f"{arrays[which].dtype}")
+            raise DataError(
+                f"array {which!r} of {path!r} must be numeric, got dtype {arrays[which].dtype}"
+            )
     train = torch.as_tensor(arrays["train"]).float()
     test = torch.as_tensor(arrays["test"]).float()
     for x, which in ((train, "train"), (test, "test")):
         if x.dim() != 2 or 0 in x.shape:
-            raise DataError(f"array {which!r} of {path!r} must have shape (N, D) with N, D >= 1, "
-                            f"got {tuple(x.shape)}")
+            raise DataError(
+                f"array {which!r} of {path!r} must have shape (N, D) with N, D >= 1, "
+                f"got {tuple(x.shape)}"
+            )
     if train.shape[-1] != test.shape[-1]:
-        raise DataError(f"the train and test arrays of {path!r} must have the same width D, got "
-                        f"{train.shape[-1]} and {test.shape[-1]}")
+        raise DataError(
+            f"the train and test arrays of {path!r} must have the same width D, got "
+            f"{train.shape[-1]} and {test.shape[-1]}"
+        )
     d = train.shape[-1]
 
     def labels(key, n):
@@ -179,8 +186,10 @@ def _load_npz(path):
             return torch.zeros(n, dtype=torch.int64)
         y = arrays[key]
         if y.dtype.kind not in "biu" or y.shape != (n,) or (n and y.min() < 0):
-            raise DataError(f"array {key!r} of {path!r} must hold {n} non-negative integer "
-                            f"labels, got dtype {y.dtype} and shape {y.shape}")
+            raise DataError(
+                f"array {key!r} of {path!r} must hold {n} non-negative integer "
+                f"labels, got dtype {y.dtype} and shape {y.shape}"
+            )
         return torch.as_tensor(y).long()
 
     side = int(round(d**0.5))

@@ -7,6 +7,17 @@ from .mixture import GUIDES, INITS, MixtureFit, fit_mixture, initial_params
 from .mixture_vae import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from .ssvae import accuracy, fit_m2, split_labels
 
-__all__ = ["GUIDES", "INITS", "MixtureFit", "accuracy", "cluster", "cluster_accuracy",
-           "cluster_scores", "fit_m2", "fit_mixture", "fit_mixture_vae", "initial_params",
-           "split_labels"]
+__all__ = [
+    "GUIDES",
+    "INITS",
+    "MixtureFit",
+    "accuracy",
+    "cluster",
+    "cluster_accuracy",
+    "cluster_scores",
+    "fit_m2",
+    "fit_mixture",
+    "fit_mixture_vae",
+    "initial_params",
+    "split_labels",
+]

@@ -2,8 +2,8 @@
 
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyro
 import pyro.optim
@@ -26,8 +26,7 @@ def _moments(model, x, labels, reg):
     counts = torch.bincount(labels, minlength=k).double()
     weights = (counts + 1) / (counts.sum() + k)
     overall_mean = x.mean(0)
-    overall_cov = (torch.atleast_2d(torch.cov(x.T)) if len(x) > 1
-                   else torch.eye(d, dtype=x.dtype))
+    overall_cov = torch.atleast_2d(torch.cov(x.T)) if len(x) > 1 else torch.eye(d, dtype=x.dtype)
     locs, covs = [], []
     for j in range(k):
         xj = x[labels == j]
@@ -39,8 +38,13 @@ def _moments(model, x, labels, reg):
 
 
 @torch.no_grad()
-def initial_params(model: GaussianMixture, x: torch.Tensor, method: str = "kmeans++",
-                   seed: int = 0, reg: float = 1e-6) -> dict[str, torch.Tensor]:
+def initial_params(
+    model: GaussianMixture,
+    x: torch.Tensor,
+    method: str = "kmeans++",
+    seed: int = 0,
+    reg: float = 1e-6,
+) -> dict[str, torch.Tensor]:
     """Starting values of a mixture's global sites from the data, against the collapse of
     components onto few points that random starts cause (pyro-ppl/pyro#635): pick K centres,
     assign every point to its nearest centre, and set each component's weight, mean and
@@ -114,12 +118,25 @@ class MixtureFit:
     seconds: float = 0.0
 
 
-def fit_mixture(x: torch.Tensor, num_components: int, covariance: str = "full",
-                guide: str = "map", init: str = "kmeans", n_init: int = 1, epochs: int = 300,
-                batch_size: int | None = None, lr: float = 0.05, lr_decay: float = 0.01,
-                warmup: float = 0.1, num_particles: int = 1, seed: int = 0,
-                progress: bool = False, checkpoint: Callable[[dict], None] | None = None,
-                resume_from: dict | None = None, **model_kwargs: Any) -> MixtureFit:
+def fit_mixture(
+    x: torch.Tensor,
+    num_components: int,
+    covariance: str = "full",
+    guide: str = "map",
+    init: str = "kmeans",
+    n_init: int = 1,
+    epochs: int = 300,
+    batch_size: int | None = None,
+    lr: float = 0.05,
+    lr_decay: float = 0.01,
+    warmup: float = 0.1,
+    num_particles: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+    checkpoint: Callable[[dict], None] | None = None,
+    resume_from: dict | None = None,
+    **model_kwargs: Any,
+) -> MixtureFit:
     """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
     exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
     the epochs (full-size first steps in every coordinate would throw away the k-means start)
@@ -201,7 +218,8 @@ def fit_mixture(x: torch.Tensor, num_components: int, covariance: str = "full",
         pyro.set_rng_seed(seed + r)
         g = make_guide(r)
         optim = pyro.optim.LambdaLR(  # pyright: ignore[reportAttributeAccessIssue]
-            {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "lr_lambda": schedule})
+            {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "lr_lambda": schedule}
+        )
         loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=int(num_particles))
 
         def callback(epoch, history, g=g):
@@ -209,15 +227,28 @@ def fit_mixture(x: torch.Tensor, num_components: int, covariance: str = "full",
 
         def save(train_state, r=r, checkpoint=checkpoint):
             assert checkpoint is not None
-            checkpoint({"restart": r, "restarts": list(restarts), "best": best,
-                        "train": train_state})
+            # the restarts and the best so far when the checkpoint is taken, by design
+            state = {"restart": r, "restarts": list(restarts), "best": best}  # noqa: B023
+            checkpoint({**state, "train": train_state})
 
-        history = train(model, g, data, loss, optim, epochs=int(epochs), batch_size=batch_size,
-                        callback=callback, progress=progress,
-                        checkpoint=save if checkpoint is not None else None,
-                        resume_from=state["train"] if r == state["restart"] else None)
-        final = (history["train_log_likelihood"][-1] if history.get("train_log_likelihood")
-                 else model.log_likelihood(x, g.median()).mean().item())
+        history = train(
+            model,
+            g,
+            data,
+            loss,
+            optim,
+            epochs=int(epochs),
+            batch_size=batch_size,
+            callback=callback,
+            progress=progress,
+            checkpoint=save if checkpoint is not None else None,
+            resume_from=state["train"] if r == state["restart"] else None,
+        )
+        final = (
+            history["train_log_likelihood"][-1]
+            if history.get("train_log_likelihood")
+            else model.log_likelihood(x, g.median()).mean().item()
+        )
         restarts.append(final)
         if best is None or final > best["final"]:
             best = {"index": r, "final": final, "params": param_state(), "history": history}
@@ -232,5 +263,11 @@ def fit_mixture(x: torch.Tensor, num_components: int, covariance: str = "full",
         g(*data)
     load_param_state(best["params"])
     set_rng_state(saved_rng)
-    return MixtureFit(model, g, {k: v.detach() for k, v in g.median().items()}, best["history"],
-                      restarts, time.perf_counter() - t0)
+    return MixtureFit(
+        model,
+        g,
+        {k: v.detach() for k, v in g.median().items()},
+        best["history"],
+        restarts,
+        time.perf_counter() - t0,
+    )

@@ -42,22 +42,37 @@ def cluster(model: MixturePriorVAE, guide: AmortizedNormal, x: torch.Tensor) -> 
     return model.cluster_posterior(guide.encode(x)[0]).argmax(-1)
 
 
-def cluster_scores(model: MixturePriorVAE, guide: AmortizedNormal, x: torch.Tensor,
-                   labels: torch.Tensor, prefix: str = "") -> dict[str, float]:
+def cluster_scores(
+    model: MixturePriorVAE,
+    guide: AmortizedNormal,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    prefix: str = "",
+) -> dict[str, float]:
     """``{prefix}test_cluster_accuracy`` (:func:`cluster_accuracy`) and ``{prefix}test_ari``
     (adjusted Rand index, ``sklearn.metrics.adjusted_rand_score``) of the MAP clusters of x."""
     from sklearn.metrics import adjusted_rand_score
 
     c = cluster(model, guide, x)
-    return {f"{prefix}test_cluster_accuracy": cluster_accuracy(labels, c),
-            f"{prefix}test_ari": float(adjusted_rand_score(labels.numpy(), c.numpy()))}
+    return {
+        f"{prefix}test_cluster_accuracy": cluster_accuracy(labels, c),
+        f"{prefix}test_ari": float(adjusted_rand_score(labels.numpy(), c.numpy())),
+    }
 
 
-def fit_mixture_vae(data: Dataset, num_components: int = 10, latent_dim: int = 10,
-                    hidden: Sequence[int] = (500, 500), warmup_epochs: int = 5, epochs: int = 20,
-                    batch_size: int = 100, lr: float = 1e-3, finetune_lr_ratio: float = 0.1,
-                    seed: int = 0,
-                    progress: bool = False) -> tuple[MixturePriorVAE, AmortizedNormal, dict]:
+def fit_mixture_vae(
+    data: Dataset,
+    num_components: int = 10,
+    latent_dim: int = 10,
+    hidden: Sequence[int] = (500, 500),
+    warmup_epochs: int = 5,
+    epochs: int = 20,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    finetune_lr_ratio: float = 0.1,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[MixturePriorVAE, AmortizedNormal, dict]:
     """Train a :class:`~pyrolvm.models.MixturePriorVAE` with an
     :class:`~pyrolvm.guides.AmortizedNormal` guide under
     ``TraceEnum_ELBO`` on dynamically binarized ``data.train``: ``warmup_epochs`` epochs, then
@@ -80,8 +95,17 @@ def fit_mixture_vae(data: Dataset, num_components: int = 10, latent_dim: int = 1
     guide = AmortizedNormal(data.data_dim, latent_dim, hidden, "relu")
     loss = TraceEnum_ELBO(max_plate_nesting=1)
     optim = make_optim(lr)
-    history = train(model, guide, data.train, loss, optim, epochs=warmup_epochs,
-                    batch_size=batch_size, transform=data.train_transform, progress=progress)
+    history = train(
+        model,
+        guide,
+        data.train,
+        loss,
+        optim,
+        epochs=warmup_epochs,
+        batch_size=batch_size,
+        transform=data.train_transform,
+        progress=progress,
+    )
     with torch.no_grad():
         # draws from q(z | x), not the means: the prior must cover the aggregate posterior,
         # whose spread includes the encoder's scales
@@ -94,8 +118,18 @@ def fit_mixture_vae(data: Dataset, num_components: int = 10, latent_dim: int = 1
     metrics: dict[str, Any] = cluster_scores(model, guide, data.test, data.test_labels, "init_")
     # a fresh optimizer (the old moments belong to the random prior) at a lower rate
     optim = make_optim(lr * finetune_lr_ratio)
-    history = train(model, guide, data.train, loss, optim, epochs=epochs, batch_size=batch_size,
-                    transform=data.train_transform, progress=progress, history=history)
+    history = train(
+        model,
+        guide,
+        data.train,
+        loss,
+        optim,
+        epochs=epochs,
+        batch_size=batch_size,
+        transform=data.train_transform,
+        progress=progress,
+        history=history,
+    )
     metrics.update(cluster_scores(model, guide, data.test, data.test_labels))
     metrics["train_elbo"] = history["train_elbo"]
     metrics["seconds"] = time.perf_counter() - t0

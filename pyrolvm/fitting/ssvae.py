@@ -14,8 +14,9 @@ from ..inference import make_optim, train
 from ..models.ssvae import SSVAE
 
 
-def split_labels(labels: torch.Tensor, num_labelled: int, num_classes: int = 10,
-                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_labels(
+    labels: torch.Tensor, num_labelled: int, num_classes: int = 10, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of ``num_labelled`` images balanced over the classes (``num_labelled / C`` each,
     as Kingma et al.) and of the rest, drawn with ``seed``.
 
@@ -28,7 +29,8 @@ def split_labels(labels: torch.Tensor, num_labelled: int, num_classes: int = 10,
     if num_labelled < num_classes or num_labelled % num_classes:
         raise ConfigError(
             f"the number of labels must be a positive multiple of {num_classes} (balanced "
-            f"classes), got {num_labelled}")
+            f"classes), got {num_labelled}"
+        )
     gen = torch.Generator().manual_seed(seed)
     per_class = num_labelled // num_classes
     chosen = []
@@ -53,16 +55,31 @@ def _empty_guide(*args):
     """The guide of the classification term: it has no latent sites."""
 
 
-def fit_m2(train_x: torch.Tensor, train_labels: torch.Tensor, num_labelled: int,
-           test: torch.Tensor | None = None, test_labels: torch.Tensor | None = None,
-           latent_dim: int = 50, hidden: Sequence[int] = (500,), epochs: int = 10,
-           batch_size: int = 100, lr: float = 1e-3, aux_loss: bool = True,
-           aux_loss_multiplier: float | None = None, enumerate: bool = True,
-           transform: Callable | None = torch.bernoulli, seed: int = 0, progress: bool = False,
-           model: SSVAE | None = None, guide: SSVAEGuide | None = None,
-           optim: PyroOptim | None = None, history: dict | None = None,
-           callback: Callable | None = None, checkpoint: Callable | None = None,
-           resume_from: dict | None = None) -> tuple[SSVAE, SSVAEGuide, dict]:
+def fit_m2(
+    train_x: torch.Tensor,
+    train_labels: torch.Tensor,
+    num_labelled: int,
+    test: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None,
+    latent_dim: int = 50,
+    hidden: Sequence[int] = (500,),
+    epochs: int = 10,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    aux_loss: bool = True,
+    aux_loss_multiplier: float | None = None,
+    enumerate: bool = True,
+    transform: Callable | None = torch.bernoulli,
+    seed: int = 0,
+    progress: bool = False,
+    model: SSVAE | None = None,
+    guide: SSVAEGuide | None = None,
+    optim: PyroOptim | None = None,
+    history: dict | None = None,
+    callback: Callable | None = None,
+    checkpoint: Callable | None = None,
+    resume_from: dict | None = None,
+) -> tuple[SSVAE, SSVAEGuide, dict]:
     """Train M2 on ``num_labelled`` balanced labelled images and the rest unlabelled, with
     :func:`pyrolvm.inference.train` (one loop, progress bar and divergence check).
 
@@ -104,8 +121,7 @@ def fit_m2(train_x: torch.Tensor, train_labels: torch.Tensor, num_labelled: int,
     alpha = 0.1 * len(train_x) if aux_loss_multiplier is None else aux_loss_multiplier
     extra: list[tuple[Callable, Callable, ELBO]] = [(model, guide, Trace_ELBO())]
     if aux_loss:
-        extra.append((lambda x, y: guide.classifier_model(x, y, alpha), _empty_guide,
-                      Trace_ELBO()))
+        extra.append((lambda x, y: guide.classifier_model(x, y, alpha), _empty_guide, Trace_ELBO()))
     onehot = torch.nn.functional.one_hot(train_labels, num_classes).to(train_x.dtype)
     tf = transform or (lambda v: v)
     lab_batch = min(batch_size, len(lab))
@@ -119,9 +135,21 @@ def fit_m2(train_x: torch.Tensor, train_labels: torch.Tensor, num_labelled: int,
         callbacks.append(lambda epoch, hist: {"test_accuracy": accuracy(guide, test, test_labels)})
     if callback is not None:
         callbacks.append(callback)
-    history = train(model, guide, train_x[unlab], unsup_loss, optim, epochs=epochs,
-                    batch_size=batch_size, transform=transform, callback=callbacks,
-                    progress=progress, history=history, extra_objectives=extra,
-                    extra_batch=labelled_batch, checkpoint=checkpoint,
-                    resume_from=resume_from)
+    history = train(
+        model,
+        guide,
+        train_x[unlab],
+        unsup_loss,
+        optim,
+        epochs=epochs,
+        batch_size=batch_size,
+        transform=transform,
+        callback=callbacks,
+        progress=progress,
+        history=history,
+        extra_objectives=extra,
+        extra_batch=labelled_batch,
+        checkpoint=checkpoint,
+        resume_from=resume_from,
+    )
     return model, guide, history

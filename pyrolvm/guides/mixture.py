@@ -106,8 +106,9 @@ class MixtureMeanField(nn.Module):
         super().__init__()
         _check_init(model, init_values)
         if init_values is None:
-            raise ConfigError("MixtureMeanField needs init_values, e.g. "
-                              "pyrolvm.fitting.initial_params(model, x)")
+            raise ConfigError(
+                "MixtureMeanField needs init_values, e.g. pyrolvm.fitting.initial_params(model, x)"
+            )
         if not init_scale > 0:
             raise ConfigError(f"init_scale must be positive, got {init_scale}")
         self.model_sites = tuple(model.global_sites)

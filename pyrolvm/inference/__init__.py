@@ -6,10 +6,15 @@ a guide.
 
 from .batches import as_tuple, num_rows, rows
 from .diagnostics import GradientStats, gradient_snr
-from .evaluation import PROPOSALS, ImportanceResult, importance_sample, log_likelihood, mean_and_stderr
+from .evaluation import (
+    PROPOSALS,
+    ImportanceResult,
+    importance_sample,
+    log_likelihood,
+    mean_and_stderr,
+)
 from .importance import find_batch_plate, latent_sites, log_weights, prior_proposal, sum_to_batch
-from .objectives import (ELBOS, IWAE, STL, VIMCO, DReG, ImportanceWeights, MultiSampleELBO,
-                         make_elbo)
+from .objectives import ELBOS, IWAE, STL, VIMCO, DReG, ImportanceWeights, MultiSampleELBO, make_elbo
 from .state import load_param_state, param_state, rng_state, set_rng_state
 from .training import make_optim, train
 

@@ -3,9 +3,10 @@
 
 import torch
 
-Data = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
-
 from ..errors import DataError
+
+#: A dataset: a tensor, or tensors with the same number of rows N.
+Data = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
 
 
 def as_tuple(data: Data) -> tuple[torch.Tensor, ...]:

@@ -10,8 +10,8 @@ so that memory is bounded by ``batch_size * chunk_size`` model evaluations whate
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import pyro
 import torch
@@ -56,11 +56,19 @@ def mean_and_stderr(values: torch.Tensor | Sequence[float]) -> tuple[float, floa
 
 
 @torch.no_grad()
-def importance_sample(model: Callable, guide: Callable, data: Data, *args: Any,
-                      num_samples: int = 1000, batch_size: int = 100,
-                      chunk_size: int | None = None, proposal: str = "guide",
-                      batch_plate: str | None = None, progress: bool = False,
-                      **kwargs: Any) -> ImportanceResult:
+def importance_sample(
+    model: Callable,
+    guide: Callable,
+    data: Data,
+    *args: Any,
+    num_samples: int = 1000,
+    batch_size: int = 100,
+    chunk_size: int | None = None,
+    proposal: str = "guide",
+    batch_plate: str | None = None,
+    progress: bool = False,
+    **kwargs: Any,
+) -> ImportanceResult:
     """Importance-sample p(x_n) for every datapoint with K samples from a proposal.
 
     ``model`` and ``guide`` are called as ``model(*batch, *args, **kwargs)`` where ``batch``
@@ -125,8 +133,11 @@ def importance_sample(model: Callable, guide: Callable, data: Data, *args: Any,
                 chunks[k] = MultiSampleELBO(k, max_plate_nesting=nesting, batch_plate=batch_plate)
             # Pyro's shape and support checks run on the first chunk only: the rest repeat it.
             with pyro.validation_enabled(validate and i == 0 and k0 == 0):
-                log_w = chunks[k].importance_weights(model, q, *batch, check_rsample=False,
-                                                     **kwargs).log_w
+                log_w = (
+                    chunks[k]
+                    .importance_weights(model, q, *batch, check_rsample=False, **kwargs)
+                    .log_w
+                )
             log_w = log_w.double()
             c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
             lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)
@@ -139,8 +150,9 @@ def importance_sample(model: Callable, guide: Callable, data: Data, *args: Any,
     return ImportanceResult(torch.cat(out_ll), torch.cat(out_elbo), torch.cat(out_ess), k_total)
 
 
-def log_likelihood(model: Callable, guide: Callable, data: Data, *args: Any,
-                   **kwargs: Any) -> torch.Tensor:
+def log_likelihood(
+    model: Callable, guide: Callable, data: Data, *args: Any, **kwargs: Any
+) -> torch.Tensor:
     """Per-datapoint importance-sampled log p(x_n) in nats, shape (N,); see
     :func:`importance_sample` for the arguments."""
     return importance_sample(model, guide, data, *args, **kwargs).log_likelihood

@@ -63,8 +63,9 @@ def find_batch_plate(model_trace: Any, name: str | None = None) -> Any:
     return None
 
 
-def sum_to_batch(log_p: torch.Tensor, site: Any, rank: int, plate: Any,
-                 particles: bool = True) -> torch.Tensor:
+def sum_to_batch(
+    log_p: torch.Tensor, site: Any, rank: int, plate: Any, particles: bool = True
+) -> torch.Tensor:
     """Sum the log-density ``log_p`` of one site down to shape (K, B) (or (K, 1) outside any
     batch plate).
 
@@ -101,9 +102,13 @@ def sum_to_batch(log_p: torch.Tensor, site: Any, rank: int, plate: Any,
     return log_p if particles else log_p.unsqueeze(0)
 
 
-def log_weights(model_trace: Any, guide_trace: Any, max_plate_nesting: int,
-                batch_plate: str | None = None,
-                particles: bool = True) -> tuple[torch.Tensor, float]:
+def log_weights(
+    model_trace: Any,
+    guide_trace: Any,
+    max_plate_nesting: int,
+    batch_plate: str | None = None,
+    particles: bool = True,
+) -> tuple[torch.Tensor, float]:
     """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
 
     Args:

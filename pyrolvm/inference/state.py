@@ -19,8 +19,13 @@ def rng_state() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
         "random": random.getstate(),
-        "numpy": (kind, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss),
-                  float(cached)),
+        "numpy": (
+            kind,
+            torch.as_tensor(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -43,8 +48,9 @@ def param_state() -> dict[str, torch.Tensor]:
     (detached copies)."""
     store = pyro.get_param_store()
     # Pyro gives each constrained value an ``unconstrained()`` accessor to its leaf tensor
-    return {name: cast(Any, store.get_param(name)).unconstrained().detach().clone()
-            for name in store}
+    return {
+        name: cast(Any, store.get_param(name)).unconstrained().detach().clone() for name in store
+    }
 
 
 @torch.no_grad()
@@ -69,6 +75,8 @@ def load_param_state(values: dict[str, torch.Tensor]) -> None:
     for name, value in values.items():
         target = cast(Any, store.get_param(name)).unconstrained()
         if target.shape != value.shape:
-            raise ConfigError(f"parameter {name!r} has shape {tuple(target.shape)} but the "
-                              f"checkpoint holds {tuple(value.shape)}")
+            raise ConfigError(
+                f"parameter {name!r} has shape {tuple(target.shape)} but the "
+                f"checkpoint holds {tuple(value.shape)}"
+            )
         target.copy_(value)

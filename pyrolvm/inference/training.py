@@ -12,8 +12,8 @@ import pyro
 import pyro.optim
 import torch
 from pyro.infer import ELBO, SVI
-from pyro.optim import PyroOptim
 from pyro.infer.util import is_validation_enabled
+from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
@@ -22,8 +22,9 @@ from .objectives import make_elbo
 from .state import load_param_state, param_state, rng_state, set_rng_state
 
 
-def make_optim(lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999),
-               eps: float = 1e-8) -> PyroOptim:
+def make_optim(
+    lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8
+) -> PyroOptim:
     """Pyro's Adam (Kingma & Ba 2015) with the given learning rate, betas and eps."""
     if not lr > 0:
         raise ConfigError(f"the learning rate must be positive, got {lr}")
@@ -61,16 +62,26 @@ def _warm_up(objectives, batches):
             loss.loss(model, guide, *batch)
 
 
-def train(model: Callable, guide: Callable, data: Data, loss: ELBO | None = None,
-          optim: PyroOptim | None = None, *, epochs: int = 1, batch_size: int = 100,
-          transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-          callback: Callable | Sequence[Callable] | None = None, progress: bool = True,
-          history: dict[str, list] | None = None, check_every_step: bool = False,
-          extra_objectives: Sequence[tuple[Callable, Callable, ELBO]] = (),
-          extra_batch: Callable[[], tuple[torch.Tensor, ...]] | None = None,
-          checkpoint: Callable[[dict[str, Any]], None] | None = None,
-          resume_from: dict[str, Any] | None = None,
-          handle_signals: bool = True) -> dict[str, list]:
+def train(
+    model: Callable,
+    guide: Callable,
+    data: Data,
+    loss: ELBO | None = None,
+    optim: PyroOptim | None = None,
+    *,
+    epochs: int = 1,
+    batch_size: int = 100,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    callback: Callable | Sequence[Callable] | None = None,
+    progress: bool = True,
+    history: dict[str, list] | None = None,
+    check_every_step: bool = False,
+    extra_objectives: Sequence[tuple[Callable, Callable, ELBO]] = (),
+    extra_batch: Callable[[], tuple[torch.Tensor, ...]] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume_from: dict[str, Any] | None = None,
+    handle_signals: bool = True,
+) -> dict[str, list]:
     """Fit ``model``/``guide`` with ``pyro.infer.SVI`` on minibatches of ``data``.
 
     Each epoch visits the N datapoints once in a fresh random order (``torch``'s global RNG,
@@ -156,13 +167,24 @@ def train(model: Callable, guide: Callable, data: Data, loss: ELBO | None = None
             raise DataError(f"the training data (tensor {i}) holds NaN or infinite values")
     batch_size, epochs = int(batch_size), int(epochs)
     callbacks: list[Callable] = (
-        [] if callback is None else list(callback) if isinstance(callback, (list, tuple))
-        else [cast(Callable, callback)])
+        []
+        if callback is None
+        else list(callback)
+        if isinstance(callback, (list, tuple))
+        else [cast(Callable, callback)]
+    )
     objectives = [(model, guide, loss), *extra_objectives]
     svis = [SVI(m, g, optim, lo) for m, g, lo in objectives]
     steps_per_epoch = math.ceil(n / batch_size)
-    position: dict = {"first_epoch": None, "epoch": None, "step": 0, "perm": None, "total": 0.0,
-                "total_all": 0.0, "seen": 0}
+    position: dict = {
+        "first_epoch": None,
+        "epoch": None,
+        "step": 0,
+        "perm": None,
+        "total": 0.0,
+        "total_all": 0.0,
+        "seen": 0,
+    }
     if resume_from is not None:
         first = tensors[0][:batch_size]
         first = transform(first) if transform is not None else first
@@ -170,8 +192,10 @@ def train(model: Callable, guide: Callable, data: Data, loss: ELBO | None = None
         more0 = extra_batch() if extra_batch is not None else batch0
         _warm_up(objectives, [batch0] + [more0] * len(extra_objectives))
         if resume_from.get("steps_per_epoch") != steps_per_epoch:
-            raise ConfigError("the checkpoint comes from a run with another data size or batch "
-                              "size: it cannot be resumed with these settings")
+            raise ConfigError(
+                "the checkpoint comes from a run with another data size or batch "
+                "size: it cannot be resumed with these settings"
+            )
         load_param_state(resume_from["params"])
         optim.set_state(resume_from["optim"])
         history = {k: list(v) for k, v in resume_from["history"].items()}
@@ -187,15 +211,28 @@ def train(model: Callable, guide: Callable, data: Data, loss: ELBO | None = None
     resume_epoch = position["epoch"]
 
     def state():
-        return {**position, "steps_per_epoch": steps_per_epoch,
-                "history": {k: list(v) for k, v in history.items()}, "params": param_state(),
-                "optim": optim.get_state(), "rng": rng_state()}
+        return {
+            **position,
+            "steps_per_epoch": steps_per_epoch,
+            "history": {k: list(v) for k, v in history.items()},
+            "params": param_state(),
+            "optim": optim.get_state(),
+            "rng": rng_state(),
+        }
 
     validate, first_step = is_validation_enabled(), True
-    done = 0 if resume_epoch is None else (resume_epoch - start - 1) * steps_per_epoch + \
-        position["step"]
-    bar = tqdm(total=epochs * steps_per_epoch, initial=done, disable=not progress, unit="step",
-               dynamic_ncols=True)
+    done = (
+        0
+        if resume_epoch is None
+        else (resume_epoch - start - 1) * steps_per_epoch + position["step"]
+    )
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        initial=done,
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
     try:
         with _stop_requests(handle_signals) as stop:
             for epoch in range(start + 1, start + epochs + 1):
@@ -208,26 +245,28 @@ def train(model: Callable, guide: Callable, data: Data, loss: ELBO | None = None
                     continue  # this epoch ended (callbacks and checkpoint included)
                 else:
                     perm = torch.randperm(n)
-                    position.update(epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0,
-                                    seen=0)
+                    position.update(
+                        epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0, seen=0
+                    )
                 assert perm is not None
                 for step in range(position["step"], steps_per_epoch):
-                    idx = perm[step * batch_size:(step + 1) * batch_size]
+                    idx = perm[step * batch_size : (step + 1) * batch_size]
                     batch = tuple(d[idx] for d in tensors)
                     if transform is not None:
                         batch = (transform(batch[0]),) + batch[1:]
                     more = extra_batch() if extra_batch is not None else batch
                     with pyro.validation_enabled(validate and (check_every_step or first_step)):
                         main = float(cast(float, svis[0].step(*batch)))
-                        value = main + sum(float(cast(float, e.step(*more)))
-                                           for e in svis[1:])
+                        value = main + sum(float(cast(float, e.step(*more))) for e in svis[1:])
                     first_step = False
                     if not math.isfinite(value):
                         raise TrainingDiverged(
                             f"the loss became {value} at epoch {epoch}, step {step + 1}: lower "
                             "the learning rate (--lr), check the data for extreme values, or "
                             "use more particles; the checkpoint of the last completed epoch is "
-                            "kept", epoch=epoch, step=(epoch - 1) * steps_per_epoch + step + 1,
+                            "kept",
+                            epoch=epoch,
+                            step=(epoch - 1) * steps_per_epoch + step + 1,
                         )
                     position["total"] += main
                     position["total_all"] += value
@@ -237,12 +276,17 @@ def train(model: Callable, guide: Callable, data: Data, loss: ELBO | None = None
                     if step % 10 == 0 or step == steps_per_epoch - 1:
                         bar.set_postfix_str(
                             f"epoch {epoch} elbo {-position['total'] / position['seen']:.2f}",
-                            refresh=False)
+                            refresh=False,
+                        )
                     if stop["stop"] and step + 1 < steps_per_epoch:
                         if checkpoint is not None:
                             checkpoint(state())
-                        raise Interrupted(f"{stop['stop']} at epoch {epoch}, step {step + 1} "
-                                          f"of {steps_per_epoch}", epoch=epoch, step=step + 1)
+                        raise Interrupted(
+                            f"{stop['stop']} at epoch {epoch}, step {step + 1} "
+                            f"of {steps_per_epoch}",
+                            epoch=epoch,
+                            step=step + 1,
+                        )
                 history["train_elbo"].append(-position["total"] / position["seen"])
                 if extra_objectives:
                     history["train_loss"].append(position["total_all"] / steps_per_epoch)
@@ -256,8 +300,11 @@ def train(model: Callable, guide: Callable, data: Data, loss: ELBO | None = None
                 if checkpoint is not None:
                     checkpoint(state())
                 if stop["stop"]:
-                    raise Interrupted(f"{stop['stop']} at the end of epoch {epoch}",
-                                      epoch=epoch, step=steps_per_epoch)
+                    raise Interrupted(
+                        f"{stop['stop']} at the end of epoch {epoch}",
+                        epoch=epoch,
+                        step=steps_per_epoch,
+                    )
     except (TrainingDiverged, Interrupted) as exc:
         exc.history = history
         raise

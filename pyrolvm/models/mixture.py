@@ -90,9 +90,19 @@ class GaussianMixture:
     See :meth:`from_data` for priors set from the data's mean and spread.
     """
 
-    def __init__(self, num_components, data_dim, covariance="full", num_data=None,
-                 weight_concentration=1.0, loc_loc=0.0, loc_scale=10.0, scale_loc=0.0,
-                 scale_scale=2.0, corr_concentration=1.0):
+    def __init__(
+        self,
+        num_components,
+        data_dim,
+        covariance="full",
+        num_data=None,
+        weight_concentration=1.0,
+        loc_loc=0.0,
+        loc_scale=10.0,
+        scale_loc=0.0,
+        scale_scale=2.0,
+        corr_concentration=1.0,
+    ):
         if covariance not in COVARIANCES:
             raise ConfigError(
                 f"unknown covariance type {covariance!r}: choose one of {', '.join(COVARIANCES)}"
@@ -103,11 +113,15 @@ class GaussianMixture:
         self.data_dim = int(data_dim)
         self.covariance = covariance
         self.num_data = None if num_data is None else int(num_data)
-        for name, value in (("weight_concentration", weight_concentration),
-                            ("loc_scale", loc_scale), ("scale_scale", scale_scale),
-                            ("corr_concentration", corr_concentration)):
+        for name, value in (
+            ("weight_concentration", weight_concentration),
+            ("loc_scale", loc_scale),
+            ("scale_scale", scale_scale),
+            ("corr_concentration", corr_concentration),
+        ):
             if not (torch.as_tensor(value) > 0).all():
                 raise ConfigError(f"{name} must be positive, got {value!r}")
+
         def vector(value):
             dtype = torch.get_default_dtype()
             return torch.as_tensor(value, dtype=dtype).expand(self.data_dim).clone()
@@ -132,8 +146,7 @@ class GaussianMixture:
         check_data(x, "training data")
         check_num_components(num_components, len(x))
         std = x.std(0).clamp_min(1e-3 * x.std().clamp_min(1e-12))
-        defaults = dict(num_data=len(x), loc_loc=x.mean(0), loc_scale=10 * std,
-                        scale_loc=std.log())
+        defaults = dict(num_data=len(x), loc_loc=x.mean(0), loc_scale=10 * std, scale_loc=std.log())
         defaults.update(kwargs)
         return cls(num_components, x.shape[-1], covariance, **defaults)
 
@@ -210,8 +223,11 @@ class GaussianMixture:
             z = pyro.sample(
                 "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
             )
-            pyro.sample("x", self.component_dist(locs[z], scales[z],
-                                                 None if corr is None else corr[z]), obs=x)
+            pyro.sample(
+                "x",
+                self.component_dist(locs[z], scales[z], None if corr is None else corr[z]),
+                obs=x,
+            )
         return z
 
     # ----- exact posterior quantities for given global parameters -----

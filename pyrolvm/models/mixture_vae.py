@@ -38,12 +38,20 @@ class MixturePriorVAE(nn.Module):
         ConfigError: K < 1, L < 1, unknown activation.
     """
 
-    def __init__(self, data_dim, latent_dim=10, num_components=10, hidden=(500, 500),
-                 activation="relu", name="mixture_vae"):
+    def __init__(
+        self,
+        data_dim,
+        latent_dim=10,
+        num_components=10,
+        hidden=(500, 500),
+        activation="relu",
+        name="mixture_vae",
+    ):
         super().__init__()
         if int(num_components) != num_components or num_components < 1:
-            raise ConfigError(f"the number of components K must be a positive integer, got "
-                              f"{num_components!r}")
+            raise ConfigError(
+                f"the number of components K must be a positive integer, got {num_components!r}"
+            )
         self.latent_dim = check_latent_dim(latent_dim)
         self.num_components = int(num_components)
         self.decoder = mlp(self.latent_dim, hidden, int(data_dim), activation)
@@ -59,10 +67,14 @@ class MixturePriorVAE(nn.Module):
     def forward(self, x):
         pyro.module(self.name, self)
         with pyro.plate("data", x.shape[0]):
-            c = pyro.sample("component", dist.Categorical(logits=self.prior_logits),
-                            infer={"enumerate": "parallel"})
-            z = pyro.sample("z", dist.Normal(self.prior_locs[c],
-                                             self.prior_log_scales[c].exp()).to_event(1))
+            c = pyro.sample(
+                "component",
+                dist.Categorical(logits=self.prior_logits),
+                infer={"enumerate": "parallel"},
+            )
+            z = pyro.sample(
+                "z", dist.Normal(self.prior_locs[c], self.prior_log_scales[c].exp()).to_event(1)
+            )
             pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
 
     @torch.no_grad()
@@ -73,7 +85,8 @@ class MixturePriorVAE(nn.Module):
 
     def _log_joint(self, z):
         return torch.log_softmax(self.prior_logits, -1) + self.component_dist().log_prob(
-            z.unsqueeze(-2))
+            z.unsqueeze(-2)
+        )
 
     @torch.no_grad()
     def cluster_posterior(self, z):

@@ -16,8 +16,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch import nn
 
-from ..errors import ConfigError
 from ..checks import check_batch
+from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp, set_output_bias
 
 #: The ``likelihood`` choices of :class:`VAE`.
@@ -87,8 +87,12 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor | None, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)
         if x is not None:
-            check_batch(x, self.data_dim, binary=self.likelihood == "bernoulli",
-                        dtype=next(self.decoder.parameters()).dtype)
+            check_batch(
+                x,
+                self.data_dim,
+                binary=self.likelihood == "bernoulli",
+                dtype=next(self.decoder.parameters()).dtype,
+            )
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
             z = pyro.sample(

@@ -11,7 +11,27 @@ from .registry import RUNS, RunKind, evaluate_run, register
 from .ssvae import M2Config, evaluate_m2, train_m2
 from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
 
-__all__ = ["DATASET_DEFAULTS", "GMMConfig", "M2Config", "MixtureFit", "MixtureVAEConfig", "RUNS",
-           "Range", "RunConfig", "RunKind", "VAEConfig", "evaluate_gmm", "evaluate_m2",
-           "evaluate_mixture_vae", "evaluate_run", "evaluate_vae", "fit_mixture", "register",
-           "train_gmm", "train_m2", "train_mixture_vae", "train_vae", "validate"]
+__all__ = [
+    "DATASET_DEFAULTS",
+    "GMMConfig",
+    "M2Config",
+    "MixtureFit",
+    "MixtureVAEConfig",
+    "RUNS",
+    "Range",
+    "RunConfig",
+    "RunKind",
+    "VAEConfig",
+    "evaluate_gmm",
+    "evaluate_m2",
+    "evaluate_mixture_vae",
+    "evaluate_run",
+    "evaluate_vae",
+    "fit_mixture",
+    "register",
+    "train_gmm",
+    "train_m2",
+    "train_mixture_vae",
+    "train_vae",
+    "validate",
+]

@@ -2,13 +2,13 @@
 atomic checkpoints, the summary table."""
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
 import dataclasses
 import glob
 import json
 import math
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
@@ -42,8 +42,9 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 
 @contextlib.contextmanager
-def run_folder(out: str, kind: str, config: dict, resume: bool = False,
-               overwrite: bool = False) -> Iterator[tuple[str, dict | None]]:
+def run_folder(
+    out: str, kind: str, config: dict, resume: bool = False, overwrite: bool = False
+) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` for a run of ``kind`` with settings ``config`` (a dict),
     holding a lock on it while the block runs.
 
@@ -63,8 +64,9 @@ def run_folder(out: str, kind: str, config: dict, resume: bool = False,
             invalid checkpoint, another kind, different settings).
     """
     if resume and overwrite:
-        raise ConfigError("--resume continues the run in the folder and --overwrite deletes it: "
-                          "choose one")
+        raise ConfigError(
+            "--resume continues the run in the folder and --overwrite deletes it: choose one"
+        )
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"the run folder {out!r} is a file: choose another --out")
     try:
@@ -72,37 +74,48 @@ def run_folder(out: str, kind: str, config: dict, resume: bool = False,
         lock = FileLock(os.path.join(out, LOCK))
         lock.acquire(timeout=0)
     except Timeout:
-        raise ConfigError(f"another pyrolvm process is writing {out!r} (it holds "
-                          f"{os.path.join(out, LOCK)}): wait for it or choose another --out"
-                          ) from None
+        raise ConfigError(
+            f"another pyrolvm process is writing {out!r} (it holds "
+            f"{os.path.join(out, LOCK)}): wait for it or choose another --out"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot create or write the run folder {out!r}: {exc.strerror}; "
-                          "choose another --out") from None
+        raise ConfigError(
+            f"cannot create or write the run folder {out!r}: {exc.strerror}; choose another --out"
+        ) from None
     try:
         contents = sorted(n for n in os.listdir(out) if n != LOCK)
         state = None
         if resume:
             if CHECKPOINT not in contents:
-                raise ConfigError(f"nothing to resume: {out!r} holds no {CHECKPOINT}; run the "
-                                  "command without --resume")
+                raise ConfigError(
+                    f"nothing to resume: {out!r} holds no {CHECKPOINT}; run the "
+                    "command without --resume"
+                )
             state = load_checkpoint(out)
             if state["kind"] != kind:
-                raise ConfigError(f"{out!r} holds a {state['kind']!r} run, not a {kind!r} run: "
-                                  "choose another --out")
+                raise ConfigError(
+                    f"{out!r} holds a {state['kind']!r} run, not a {kind!r} run: "
+                    "choose another --out"
+                )
             diff = config_differences(state["config"], config)
             if diff:
-                raise ConfigError("--resume needs the settings of the run in the folder; these "
-                                  "differ: " + "; ".join(diff))
+                raise ConfigError(
+                    "--resume needs the settings of the run in the folder; these "
+                    "differ: " + "; ".join(diff)
+                )
         elif contents:
             if not overwrite:
                 raise ConfigError(
                     f"the run folder {out!r} already holds files ({', '.join(contents[:4])}"
                     f"{', ...' if len(contents) > 4 else ''}): pass --overwrite to replace the "
-                    "run, --resume to continue it, or choose another --out")
+                    "run, --resume to continue it, or choose another --out"
+                )
             others = [n for n in contents if not _is_run_file(n)]
             if others:
-                raise ConfigError(f"--overwrite clears only run folders, but {out!r} also holds "
-                                  f"{', '.join(others[:4])}: choose another --out")
+                raise ConfigError(
+                    f"--overwrite clears only run folders, but {out!r} also holds "
+                    f"{', '.join(others[:4])}: choose another --out"
+                )
             for name in contents:
                 os.remove(os.path.join(out, name))
         for tmp in glob.glob(os.path.join(out, "*.tmp")):
@@ -173,8 +186,14 @@ def load_checkpoint(folder: str) -> dict:
     return state
 
 
-def reload_run(folder: str, kind: str, config_class: type, data_root: str | None = None,
-               progress: bool = True, **overrides: Any) -> tuple[dict, Any, int]:
+def reload_run(
+    folder: str,
+    kind: str,
+    config_class: type,
+    data_root: str | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> tuple[dict, Any, int]:
     """Read a run folder's checkpoint for ``pyrolvm evaluate``: the checkpoint dict, the run's
     resolved config (with a new ``data_root`` if the data moved, ``progress`` and
     ``overrides``) and the data dimension it was trained on.
@@ -188,8 +207,9 @@ def reload_run(folder: str, kind: str, config_class: type, data_root: str | None
     saved = dict(state["config"])
     data_dim = saved.pop("data_dim")
     config = config_class(**saved)
-    config = dataclasses.replace(config, data_root=data_root or config.data_root,
-                                 progress=progress, **overrides).resolved()
+    config = dataclasses.replace(
+        config, data_root=data_root or config.data_root, progress=progress, **overrides
+    ).resolved()
     return state, config, data_dim
 
 
@@ -201,22 +221,33 @@ def record_stop(folder: str, exc: Interrupted | TrainingDiverged) -> PyroLVMErro
     done = len(history.get("train_elbo", []))
     if isinstance(exc, Interrupted):
         status = "interrupted"
-        message = (f"interrupted ({exc}); {os.path.join(folder, CHECKPOINT)} holds the state "
-                   "at that step: run the same command with --resume to continue")
+        message = (
+            f"interrupted ({exc}); {os.path.join(folder, CHECKPOINT)} holds the state "
+            "at that step: run the same command with --resume to continue"
+        )
         error = Interrupted(message, exc.epoch, exc.step)
     else:
         status = "diverged"
         message = f"{exc} (run folder {folder}: checkpoint.pt holds epoch {done})"
         error = TrainingDiverged(message, exc.epoch, exc.step)
     error.history = history
-    write_json(os.path.join(folder, "metrics.json"),
-               {"status": status, "complete": False, "error": str(exc), "epochs": done,
-                "curves": history, **history})
+    write_json(
+        os.path.join(folder, "metrics.json"),
+        {
+            "status": status,
+            "complete": False,
+            "error": str(exc),
+            "epochs": done,
+            "curves": history,
+            **history,
+        },
+    )
     return error
 
 
-def load_data(cfg: Any, binarize: str, data: Dataset | None = None,
-              binary: bool = False) -> Dataset:
+def load_data(
+    cfg: Any, binarize: str, data: Dataset | None = None, binary: bool = False
+) -> Dataset:
     """The run's dataset (``data`` if given, else ``cfg.dataset`` loaded from ``cfg.data_root``
     with ``binarize`` and ``cfg.seed``), both splits checked (:func:`pyrolvm.data.check_data`;
     ``binary``: values in {0, 1}) before anything is written.

@@ -10,9 +10,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from typing_extensions import Self
-
 import tyro
+from typing_extensions import Self
 
 from ..errors import ConfigError
 
@@ -31,10 +30,7 @@ class Range:
         """Whether ``value`` lies in the range."""
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
-        if self.high is not None and (value >= self.high if self.high_open
-                                      else value > self.high):
-            return False
-        return True
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
     def __str__(self):
         parts = []
@@ -54,10 +50,16 @@ def _parse_sizes(args):
 
 
 #: Hidden layer sizes, written ``200,200`` on the command line.
-Sizes = Annotated[tuple[int, ...], tyro.constructors.PrimitiveConstructorSpec(
-    nargs=1, metavar="SIZES", instance_from_str=_parse_sizes,
-    is_instance=lambda v: isinstance(v, tuple),
-    str_from_instance=lambda v: [",".join(str(h) for h in v)])]
+Sizes = Annotated[
+    tuple[int, ...],
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="SIZES",
+        instance_from_str=_parse_sizes,
+        is_instance=lambda v: isinstance(v, tuple),
+        str_from_instance=lambda v: [",".join(str(h) for h in v)],
+    ),
+]
 #: An integer >= 1.
 Count = Annotated[int, Range(1)]
 #: A float > 0.
@@ -95,8 +97,9 @@ def _check_field(name, tp, value):
         raise ConfigError(f"{flag(name)} needs a value")
     if choices is not None:
         if value not in choices:
-            raise ConfigError(f"unknown {flag(name)} {value!r}: choose one of "
-                              f"{', '.join(map(str, choices))}")
+            raise ConfigError(
+                f"unknown {flag(name)} {value!r}: choose one of {', '.join(map(str, choices))}"
+            )
         return value
     origin = typing.get_origin(base) or base
     if origin is bool:
@@ -140,8 +143,10 @@ def validate(config: Any) -> Any:
         ConfigError: naming the flag, the allowed values and the value given.
     """
     hints = typing.get_type_hints(type(config), include_extras=True)
-    values = {f.name: _check_field(f.name, hints[f.name], getattr(config, f.name))
-              for f in dataclasses.fields(config)}
+    values = {
+        f.name: _check_field(f.name, hints[f.name], getattr(config, f.name))
+        for f in dataclasses.fields(config)
+    }
     return dataclasses.replace(config, **values)
 
 
@@ -194,5 +199,4 @@ class RunConfig:
         return config
 
 
-__all__ = ["Count", "Literal", "PositiveFloat", "Range", "RunConfig", "Sizes", "flag",
-           "validate"]
+__all__ = ["Count", "Literal", "PositiveFloat", "Range", "RunConfig", "Sizes", "flag", "validate"]

@@ -19,8 +19,16 @@ from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import GUIDES, INITS, MixtureFit, fit_mixture
 from ..inference import mean_and_stderr
 from ..models.mixture import COVARIANCES, GaussianMixture, check_num_components
-from .common import (CHECKPOINT, format_summary, load_data, record_stop,
-                     reload_run, run_folder, save_checkpoint, write_json)
+from .common import (
+    CHECKPOINT,
+    format_summary,
+    load_data,
+    record_stop,
+    reload_run,
+    run_folder,
+    save_checkpoint,
+    write_json,
+)
 from .config import Count, PositiveFloat, Range, RunConfig
 from .registry import RunKind, register
 
@@ -124,8 +132,12 @@ def sklearn_reference(xtrain, xtest, cfg):
     from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
     t0 = time.perf_counter()
-    sk = SKGaussianMixture(cfg.components, covariance_type=cfg.covariance,
-                           n_init=cfg.sklearn_n_init, random_state=cfg.seed)
+    sk = SKGaussianMixture(
+        cfg.components,
+        covariance_type=cfg.covariance,
+        n_init=cfg.sklearn_n_init,
+        random_state=cfg.seed,
+    )
     xtr, xte = xtrain.double().numpy(), xtest.double().numpy()
     sk.fit(xtr)
     seconds = time.perf_counter() - t0
@@ -166,20 +178,34 @@ def figures(folder, model, params, xtest, pca, data, history, cfg):
     covs = model.covariances(params)
     if xtest.shape[-1] >= 2:
         plots.mixture_clusters(
-            os.path.join(folder, names[0]), xtest[:, :2], z, params["locs"][:, :2],
+            os.path.join(folder, names[0]),
+            xtest[:, :2],
+            z,
+            params["locs"][:, :2],
             covs[:, :2, :2],
             f"{data.name} test points on principal axes 1-2, coloured by MAP component\n"
-            f"(K={cfg.components}, {cfg.covariance}); ellipses: 1 and 2 sd of each component")
+            f"(K={cfg.components}, {cfg.covariance}); ellipses: 1 and 2 sd of each component",
+        )
     else:
         names.remove("clusters.png")
-    means = torch.as_tensor(pca.inverse_transform(params["locs"].double().numpy()),
-                            dtype=torch.float32)
+    means = torch.as_tensor(
+        pca.inverse_transform(params["locs"].double().numpy()), dtype=torch.float32
+    )
     order = params["weights"].argsort(descending=True)
-    plots.image_grid(os.path.join(folder, "component_means.png"), means[order], data.image_shape,
-                     "component means in pixel space, by decreasing weight",
-                     ncols=min(10, len(means)))
-    plots.curves(os.path.join(folder, "loglik_curve.png"), history, ["train_log_likelihood"],
-                 "mean log-likelihood per point (nats)", "training log-likelihood (exact)")
+    plots.image_grid(
+        os.path.join(folder, "component_means.png"),
+        means[order],
+        data.image_shape,
+        "component means in pixel space, by decreasing weight",
+        ncols=min(10, len(means)),
+    )
+    plots.curves(
+        os.path.join(folder, "loglik_curve.png"),
+        history,
+        ["train_log_likelihood"],
+        "mean log-likelihood per point (nats)",
+        "training log-likelihood (exact)",
+    )
     return names
 
 
@@ -219,52 +245,84 @@ def train_gmm(config=None, data=None, **overrides):
     with run_folder(cfg.out, "gmm", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
         if saved is None:
             write_json(os.path.join(folder, "config.json"), config_dict)
-        pca_state = {"pca_mean": torch.as_tensor(pca.mean_),
-                     "pca_components": torch.as_tensor(pca.components_)}
+        pca_state = {
+            "pca_mean": torch.as_tensor(pca.mean_),
+            "pca_components": torch.as_tensor(pca.components_),
+        }
 
         last = {}
 
         def save(fit_state, extra=None):
             last["fit"] = fit_state
-            save_checkpoint(os.path.join(folder, CHECKPOINT), {
-                "kind": "gmm", "config": config_dict, "fit": fit_state, **pca_state,
-                **(extra or {})})
+            save_checkpoint(
+                os.path.join(folder, CHECKPOINT),
+                {
+                    "kind": "gmm",
+                    "config": config_dict,
+                    "fit": fit_state,
+                    **pca_state,
+                    **(extra or {}),
+                },
+            )
 
         try:
-            fit = fit_mixture(xtrain, cfg.components, cfg.covariance, guide=cfg.guide,
-                              init=cfg.init, n_init=cfg.n_init, epochs=cfg.epochs,
-                              batch_size=cfg.batch_size, lr=cfg.lr, lr_decay=cfg.lr_decay,
-                              num_particles=cfg.num_particles, seed=cfg.seed,
-                              progress=cfg.progress, checkpoint=save,
-                              resume_from=saved and saved["fit"])
+            fit = fit_mixture(
+                xtrain,
+                cfg.components,
+                cfg.covariance,
+                guide=cfg.guide,
+                init=cfg.init,
+                n_init=cfg.n_init,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                lr_decay=cfg.lr_decay,
+                num_particles=cfg.num_particles,
+                seed=cfg.seed,
+                progress=cfg.progress,
+                checkpoint=save,
+                resume_from=saved and saved["fit"],
+            )
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
-        save(last["fit"], {"epoch": len(fit.history["train_elbo"]), "history": fit.history,
-              "params": fit.params})
-        metrics = {"status": "ok", "complete": True,
-                   **evaluate(fit.model, fit.params, xtrain, xtest, data.test_labels)}
+        save(
+            last["fit"],
+            {"epoch": len(fit.history["train_elbo"]), "history": fit.history, "params": fit.params},
+        )
+        metrics = {
+            "status": "ok",
+            "complete": True,
+            **evaluate(fit.model, fit.params, xtrain, xtest, data.test_labels),
+        }
         reference, sk = sklearn_reference(xtrain, xtest, cfg)
         from sklearn.metrics import adjusted_rand_score
 
         reference["sklearn_test_ari"] = float(
-            adjusted_rand_score(data.test_labels.numpy(), sk.predict(xtest.double().numpy())))
+            adjusted_rand_score(data.test_labels.numpy(), sk.predict(xtest.double().numpy()))
+        )
         # paired over the same test points: ours minus EM, with the standard error of the mean
         # per-point difference (the between-point spread cancels)
-        diff = (fit.model.log_likelihood(xtest, fit.params).double()
-                - torch.as_tensor(sk.score_samples(xtest.double().numpy())))
-        reference["test_log_likelihood_minus_sklearn"], reference[
-            "test_log_likelihood_minus_sklearn_stderr"] = mean_and_stderr(diff)
+        diff = fit.model.log_likelihood(xtest, fit.params).double() - torch.as_tensor(
+            sk.score_samples(xtest.double().numpy())
+        )
+        (
+            reference["test_log_likelihood_minus_sklearn"],
+            reference["test_log_likelihood_minus_sklearn_stderr"],
+        ) = mean_and_stderr(diff)
         metrics.update(reference)
-        metrics.update({
-            "num_parameters": fit.model.num_parameters,
-            "restarts_train_log_likelihood": fit.restarts,
-            "seconds": fit.seconds,
-            "epochs": len(fit.history["train_elbo"]),
-            "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
-            "curves": fit.history,
-        })
-        metrics["figures"] = figures(folder, fit.model, fit.params, xtest, pca, data,
-                                     fit.history, cfg)
+        metrics.update(
+            {
+                "num_parameters": fit.model.num_parameters,
+                "restarts_train_log_likelihood": fit.restarts,
+                "seconds": fit.seconds,
+                "epochs": len(fit.history["train_elbo"]),
+                "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
+                "curves": fit.history,
+            }
+        )
+        metrics["figures"] = figures(
+            folder, fit.model, fit.params, xtest, pca, data, fit.history, cfg
+        )
         write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
@@ -291,8 +349,11 @@ def evaluate_gmm(folder, data_root=None, progress=True):
 def evaluation_rows(metrics):
     """The rows ``pyrolvm evaluate`` prints for a mixture run."""
     return [
-        ("test log-likelihood", f"{metrics['test_log_likelihood']:.3f} ± "
-                                f"{metrics['test_log_likelihood_stderr']:.3f} nats per point"),
+        (
+            "test log-likelihood",
+            f"{metrics['test_log_likelihood']:.3f} ± "
+            f"{metrics['test_log_likelihood_stderr']:.3f} nats per point",
+        ),
         ("BIC (train)", f"{metrics['bic']:.1f}"),
         ("test ARI vs labels", f"{metrics['test_ari']:.3f}"),
     ]
@@ -303,27 +364,49 @@ def summary(metrics, cfg, folder):
     cfg = cfg.resolved()
     rows = [
         ("train log-likelihood", f"{metrics['train_log_likelihood']:.3f} nats per point"),
-        ("test log-likelihood", f"{metrics['test_log_likelihood']:.3f} ± "
-                                f"{metrics['test_log_likelihood_stderr']:.3f} nats per point"),
-        (f"sklearn EM test log-likelihood (n_init={cfg.sklearn_n_init})",
-         f"{metrics['sklearn_test_log_likelihood']:.3f} nats per point"),
-        ("ours minus EM (paired)", f"{metrics['test_log_likelihood_minus_sklearn']:+.3f} ± "
-                                   f"{metrics['test_log_likelihood_minus_sklearn_stderr']:.3f} "
-                                   "nats per point"),
+        (
+            "test log-likelihood",
+            f"{metrics['test_log_likelihood']:.3f} ± "
+            f"{metrics['test_log_likelihood_stderr']:.3f} nats per point",
+        ),
+        (
+            f"sklearn EM test log-likelihood (n_init={cfg.sklearn_n_init})",
+            f"{metrics['sklearn_test_log_likelihood']:.3f} nats per point",
+        ),
+        (
+            "ours minus EM (paired)",
+            f"{metrics['test_log_likelihood_minus_sklearn']:+.3f} ± "
+            f"{metrics['test_log_likelihood_minus_sklearn_stderr']:.3f} "
+            "nats per point",
+        ),
         ("BIC (train)", f"{metrics['bic']:.1f}   (sklearn EM: {metrics['sklearn_bic']:.1f})"),
-        ("test ARI vs labels", f"{metrics['test_ari']:.3f}   (sklearn EM: "
-                               f"{metrics['sklearn_test_ari']:.3f})"),
+        (
+            "test ARI vs labels",
+            f"{metrics['test_ari']:.3f}   (sklearn EM: {metrics['sklearn_test_ari']:.3f})",
+        ),
         ("seconds", f"{metrics['seconds']:.1f}   (sklearn EM: {metrics['sklearn_seconds']:.1f})"),
-        ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT}, "
-                       f"{', '.join(metrics['figures'])})"),
+        (
+            "run folder",
+            f"{folder}  (config.json, metrics.json, {CHECKPOINT}, {', '.join(metrics['figures'])})",
+        ),
     ]
     batch = "full batch" if cfg.batch_size is None else f"batch {cfg.batch_size}"
-    title = (f"Gaussian mixture on {cfg.dataset}, PCA to {cfg.pca_dim} dims: K={cfg.components}, "
-             f"{cfg.covariance} covariances, {cfg.guide} guide, init={cfg.init} x{cfg.n_init}, "
-             f"{metrics['epochs']} epochs ({batch}), seed={cfg.seed}")
+    title = (
+        f"Gaussian mixture on {cfg.dataset}, PCA to {cfg.pca_dim} dims: K={cfg.components}, "
+        f"{cfg.covariance} covariances, {cfg.guide} guide, init={cfg.init} x{cfg.n_init}, "
+        f"{metrics['epochs']} epochs ({batch}), seed={cfg.seed}"
+    )
     return format_summary(title, rows)
 
 
-KIND = register(RunKind(
-    "gmm", GMMConfig, train_gmm, evaluate_gmm, summary, evaluation_rows,
-    description="a Gaussian mixture, assignment enumerated, beside scikit-learn's EM"))
+KIND = register(
+    RunKind(
+        "gmm",
+        GMMConfig,
+        train_gmm,
+        evaluate_gmm,
+        summary,
+        evaluation_rows,
+        description="a Gaussian mixture, assignment enumerated, beside scikit-learn's EM",
+    )
+)

@@ -15,13 +15,26 @@ from ..errors import ConfigError
 from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from ..guides import AmortizedNormal
 from ..models.mixture_vae import MixturePriorVAE
-from .common import (CHECKPOINT, format_summary, load_data, reload_run, run_folder,
-                     save_checkpoint, write_json)
+from .common import (
+    CHECKPOINT,
+    format_summary,
+    load_data,
+    reload_run,
+    run_folder,
+    save_checkpoint,
+    write_json,
+)
 from .config import Count, PositiveFloat, RunConfig, Sizes
 from .registry import RunKind, register
 
-__all__ = ["MixtureVAEConfig", "cluster", "cluster_accuracy", "evaluate_mixture_vae",
-           "fit_mixture_vae", "train_mixture_vae"]
+__all__ = [
+    "MixtureVAEConfig",
+    "cluster",
+    "cluster_accuracy",
+    "evaluate_mixture_vae",
+    "fit_mixture_vae",
+    "train_mixture_vae",
+]
 
 
 @dataclass
@@ -34,8 +47,7 @@ class MixtureVAEConfig(RunConfig):
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=5, hidden=(128,), warmup_epochs=10, epochs=10, batch_size=50),
-        "mnist": dict(latent_dim=10, hidden=(500, 500), warmup_epochs=3, epochs=5,
-                      batch_size=100),
+        "mnist": dict(latent_dim=10, hidden=(500, 500), warmup_epochs=3, epochs=5, batch_size=100),
     }
 
     out: str = "runs/mixture-vae"
@@ -74,28 +86,60 @@ def train_mixture_vae(config=None, **overrides):
     cfg = dataclasses.replace(config or MixtureVAEConfig(), **overrides).resolved()
     data = load_data(cfg, "dynamic")
     if cfg.resume:
-        raise ConfigError("mixture-vae runs cannot be resumed yet (pre-training, the prior's fit "
-                          "and fine-tuning are separate phases): rerun with --overwrite")
+        raise ConfigError(
+            "mixture-vae runs cannot be resumed yet (pre-training, the prior's fit "
+            "and fine-tuning are separate phases): rerun with --overwrite"
+        )
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
     with run_folder(cfg.out, "mixture-vae", config_dict, overwrite=cfg.overwrite) as (folder, _):
         write_json(os.path.join(folder, "config.json"), config_dict)
         model, guide, fitted = fit_mixture_vae(
-            data, cfg.components, cfg.latent_dim, cfg.hidden, cfg.warmup_epochs, cfg.epochs,
-            cfg.batch_size, cfg.lr, cfg.finetune_lr_ratio, cfg.seed, cfg.progress)
-        save_checkpoint(os.path.join(folder, CHECKPOINT), {
-            "kind": "mixture-vae", "config": config_dict, "history": fitted["train_elbo"],
-            "model": model.state_dict(), "guide": guide.state_dict()})
+            data,
+            cfg.components,
+            cfg.latent_dim,
+            cfg.hidden,
+            cfg.warmup_epochs,
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.lr,
+            cfg.finetune_lr_ratio,
+            cfg.seed,
+            cfg.progress,
+        )
+        save_checkpoint(
+            os.path.join(folder, CHECKPOINT),
+            {
+                "kind": "mixture-vae",
+                "config": config_dict,
+                "history": fitted["train_elbo"],
+                "model": model.state_dict(),
+                "guide": guide.state_dict(),
+            },
+        )
         with torch.no_grad():
             order = model.prior_logits.argsort(descending=True)
             means = torch.sigmoid(model.decoder(model.prior_locs[order]))
-        plots.image_grid(os.path.join(folder, "component_means.png"), means, data.image_shape,
-                         "decoded component means, by decreasing weight",
-                         ncols=min(10, len(means)))
-        plots.curves(os.path.join(folder, "elbo_curve.png"),
-                     {"train_elbo": fitted["train_elbo"]}, ["train_elbo"],
-                     "ELBO per datapoint (nats)", "ELBO")
-        metrics = {"status": "ok", "complete": True, **fitted, "epochs": len(fitted["train_elbo"]),
-                   "figures": ["component_means.png", "elbo_curve.png"]}
+        plots.image_grid(
+            os.path.join(folder, "component_means.png"),
+            means,
+            data.image_shape,
+            "decoded component means, by decreasing weight",
+            ncols=min(10, len(means)),
+        )
+        plots.curves(
+            os.path.join(folder, "elbo_curve.png"),
+            {"train_elbo": fitted["train_elbo"]},
+            ["train_elbo"],
+            "ELBO per datapoint (nats)",
+            "ELBO",
+        )
+        metrics = {
+            "status": "ok",
+            "complete": True,
+            **fitted,
+            "epochs": len(fitted["train_elbo"]),
+            "figures": ["component_means.png", "elbo_curve.png"],
+        }
         write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
@@ -107,8 +151,7 @@ def evaluate_mixture_vae(folder, data_root=None, progress=True):
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
     """
-    state, cfg, data_dim = reload_run(folder, "mixture-vae", MixtureVAEConfig, data_root,
-                                      progress)
+    state, cfg, data_dim = reload_run(folder, "mixture-vae", MixtureVAEConfig, data_root, progress)
     data = load_data(cfg, "dynamic")
     pyro.clear_param_store()
     model = MixturePriorVAE(data_dim, cfg.latent_dim, cfg.components, cfg.hidden)
@@ -120,26 +163,47 @@ def evaluate_mixture_vae(folder, data_root=None, progress=True):
 
 def evaluation_rows(metrics):
     """The rows ``pyrolvm evaluate`` and the training summary print for a mixture-VAE run."""
-    return [("test cluster accuracy", f"{100 * metrics['test_cluster_accuracy']:.2f} %"),
-            ("test ARI vs labels", f"{metrics['test_ari']:.3f}")]
+    return [
+        ("test cluster accuracy", f"{100 * metrics['test_cluster_accuracy']:.2f} %"),
+        ("test ARI vs labels", f"{metrics['test_ari']:.3f}"),
+    ]
 
 
 def summary(metrics, cfg, folder):
     """The summary table printed at the end of ``pyrolvm train mixture-vae``."""
     cfg = cfg.resolved()
-    title = (f"mixture-prior VAE on {cfg.dataset}: K={cfg.components}, "
-             f"latent_dim={cfg.latent_dim}, hidden={cfg.hidden}, {cfg.warmup_epochs} + "
-             f"{cfg.epochs} epochs, seed={cfg.seed}")
-    return format_summary(title, evaluation_rows(metrics) + [
-        ("after the prior's init", f"{100 * metrics['init_test_cluster_accuracy']:.2f} %, "
-                                   f"ARI {metrics['init_test_ari']:.3f}"),
-        ("seconds", f"{metrics['seconds']:.1f}"),
-        ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT}, "
-                       f"{', '.join(metrics['figures'])})"),
-    ])
+    title = (
+        f"mixture-prior VAE on {cfg.dataset}: K={cfg.components}, "
+        f"latent_dim={cfg.latent_dim}, hidden={cfg.hidden}, {cfg.warmup_epochs} + "
+        f"{cfg.epochs} epochs, seed={cfg.seed}"
+    )
+    return format_summary(
+        title,
+        evaluation_rows(metrics)
+        + [
+            (
+                "after the prior's init",
+                f"{100 * metrics['init_test_cluster_accuracy']:.2f} %, "
+                f"ARI {metrics['init_test_ari']:.3f}",
+            ),
+            ("seconds", f"{metrics['seconds']:.1f}"),
+            (
+                "run folder",
+                f"{folder}  (config.json, metrics.json, {CHECKPOINT}, "
+                f"{', '.join(metrics['figures'])})",
+            ),
+        ],
+    )
 
 
-KIND = register(RunKind(
-    "mixture-vae", MixtureVAEConfig, train_mixture_vae, evaluate_mixture_vae,
-    summary, evaluation_rows,
-    description="clustering with a mixture-prior VAE (VaDE-style), component enumerated"))
+KIND = register(
+    RunKind(
+        "mixture-vae",
+        MixtureVAEConfig,
+        train_mixture_vae,
+        evaluate_mixture_vae,
+        summary,
+        evaluation_rows,
+        description="clustering with a mixture-prior VAE (VaDE-style), component enumerated",
+    )
+)

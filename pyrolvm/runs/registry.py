@@ -1,8 +1,9 @@
 """The registry of run kinds: ``pyrolvm train KIND`` and ``pyrolvm evaluate RUN`` for every
 kind come from it, and a checkpoint's ``kind`` finds its evaluation."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
 from .common import load_checkpoint
@@ -47,8 +48,9 @@ def register(kind: RunKind) -> RunKind:
     return kind
 
 
-def evaluate_run(folder: str, data_root: str | None = None, progress: bool = True,
-                 **options: Any) -> tuple[RunKind, dict]:
+def evaluate_run(
+    folder: str, data_root: str | None = None, progress: bool = True, **options: Any
+) -> tuple[RunKind, dict]:
     """Reload a run folder of any kind and recompute its test figures.
 
     Args:
@@ -66,8 +68,10 @@ def evaluate_run(folder: str, data_root: str | None = None, progress: bool = Tru
     state = load_checkpoint(folder)
     name = state.get("kind")
     if name not in RUNS:
-        raise ConfigError(f"{folder!r} holds a run of unknown kind {name!r}; this version of "
-                          f"pyrolvm knows {', '.join(RUNS)}")
+        raise ConfigError(
+            f"{folder!r} holds a run of unknown kind {name!r}; this version of "
+            f"pyrolvm knows {', '.join(RUNS)}"
+        )
     kind = RUNS[name]
     given = {k: v for k, v in options.items() if v is not None}
     extra = sorted(set(given) - set(kind.evaluate_options))

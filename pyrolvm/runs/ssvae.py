@@ -13,8 +13,16 @@ from ..errors import Interrupted, TrainingDiverged
 from ..fitting import accuracy, fit_m2, split_labels
 from ..guides.ssvae import SSVAEGuide
 from ..models.ssvae import SSVAE
-from .common import (CHECKPOINT, format_summary, load_data, record_stop,
-                     reload_run, run_folder, save_checkpoint, write_json)
+from .common import (
+    CHECKPOINT,
+    format_summary,
+    load_data,
+    record_stop,
+    reload_run,
+    run_folder,
+    save_checkpoint,
+    write_json,
+)
 from .config import Count, PositiveFloat, RunConfig, Sizes
 from .registry import RunKind, register
 
@@ -52,8 +60,9 @@ class M2Config(RunConfig):
     """the auxiliary classification loss (eq. 9); --no-aux-loss drops it"""
     aux_loss_multiplier: PositiveFloat | None = None
     """weight of the classification loss (default: 0.1 N, Kingma et al.)"""
-    enumerate: Annotated[bool, tyro.conf.arg(aliases=("--sample-labels",)),
-                         tyro.conf.FlagCreatePairsOff] = True
+    enumerate: Annotated[
+        bool, tyro.conf.arg(aliases=("--sample-labels",)), tyro.conf.FlagCreatePairsOff
+    ] = True
     """--sample-labels samples the unobserved label (score function) instead of enumerating"""
 
 
@@ -64,8 +73,7 @@ DATASET_DEFAULTS = M2Config.DATASET_DEFAULTS
 def build(cfg, data_dim, num_classes):
     """The M2 model and guide of a resolved config."""
     model = SSVAE(data_dim, num_classes, cfg.latent_dim, cfg.hidden)
-    guide = SSVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden,
-                       enumerate=cfg.enumerate)
+    guide = SSVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden, enumerate=cfg.enumerate)
     return model, guide
 
 
@@ -94,27 +102,53 @@ def train_m2(config=None, **overrides):
         model, guide = build(cfg, data.data_dim, int(data.train_labels.max()) + 1)
 
         def save(state):
-            save_checkpoint(os.path.join(folder, CHECKPOINT), {
-                "kind": "m2", "config": config_dict, "train": state,
-                "epoch": len(state["history"]["train_elbo"]),
-                "model": model.state_dict(), "guide": guide.state_dict()})
+            save_checkpoint(
+                os.path.join(folder, CHECKPOINT),
+                {
+                    "kind": "m2",
+                    "config": config_dict,
+                    "train": state,
+                    "epoch": len(state["history"]["train_elbo"]),
+                    "model": model.state_dict(),
+                    "guide": guide.state_dict(),
+                },
+            )
 
         try:
             model, guide, history = fit_m2(
-                data.train, data.train_labels, cfg.labels, data.test, data.test_labels,
-                latent_dim=cfg.latent_dim, hidden=cfg.hidden, epochs=cfg.epochs,
-                batch_size=cfg.batch_size, lr=cfg.lr, aux_loss=cfg.aux_loss,
-                aux_loss_multiplier=cfg.aux_loss_multiplier, enumerate=cfg.enumerate,
-                transform=data.train_transform, seed=cfg.seed, progress=cfg.progress,
-                model=model, guide=guide, checkpoint=save,
-                resume_from=saved and saved["train"])
+                data.train,
+                data.train_labels,
+                cfg.labels,
+                data.test,
+                data.test_labels,
+                latent_dim=cfg.latent_dim,
+                hidden=cfg.hidden,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                aux_loss=cfg.aux_loss,
+                aux_loss_multiplier=cfg.aux_loss_multiplier,
+                enumerate=cfg.enumerate,
+                transform=data.train_transform,
+                seed=cfg.seed,
+                progress=cfg.progress,
+                model=model,
+                guide=guide,
+                checkpoint=save,
+                resume_from=saved and saved["train"],
+            )
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
         acc = history["test_accuracy"][-1]
-        metrics = {"status": "ok", "complete": True, "test_accuracy": acc, "test_error": 1 - acc,
-                   "epochs": len(history["train_elbo"]),
-                   "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
-                   "curves": history}
+        metrics = {
+            "status": "ok",
+            "complete": True,
+            "test_accuracy": acc,
+            "test_error": 1 - acc,
+            "epochs": len(history["train_elbo"]),
+            "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
+            "curves": history,
+        }
         write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
@@ -147,17 +181,30 @@ def evaluation_rows(metrics):
 def summary(metrics, cfg, folder):
     """The summary table printed at the end of ``pyrolvm train m2``."""
     cfg = cfg.resolved()
-    title = (f"M2 on {cfg.dataset} with {cfg.labels} labels: latent_dim={cfg.latent_dim}, "
-             f"hidden={cfg.hidden}, aux_loss={cfg.aux_loss}, label "
-             f"{'enumerated' if cfg.enumerate else 'sampled'}, {metrics['epochs']} epochs, "
-             f"seed={cfg.seed}")
-    return format_summary(title, [
-        ("test accuracy", f"{100 * metrics['test_accuracy']:.2f} %"),
-        ("seconds per epoch", f"{metrics['seconds_per_epoch']:.1f}"),
-        ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT})"),
-    ])
+    title = (
+        f"M2 on {cfg.dataset} with {cfg.labels} labels: latent_dim={cfg.latent_dim}, "
+        f"hidden={cfg.hidden}, aux_loss={cfg.aux_loss}, label "
+        f"{'enumerated' if cfg.enumerate else 'sampled'}, {metrics['epochs']} epochs, "
+        f"seed={cfg.seed}"
+    )
+    return format_summary(
+        title,
+        [
+            ("test accuracy", f"{100 * metrics['test_accuracy']:.2f} %"),
+            ("seconds per epoch", f"{metrics['seconds_per_epoch']:.1f}"),
+            ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT})"),
+        ],
+    )
 
 
-KIND = register(RunKind(
-    "m2", M2Config, train_m2, evaluate_m2, summary, evaluation_rows,
-    description="the semi-supervised VAE M2 (Kingma et al. 2014)"))
+KIND = register(
+    RunKind(
+        "m2",
+        M2Config,
+        train_m2,
+        evaluate_m2,
+        summary,
+        evaluation_rows,
+        description="the semi-supervised VAE M2 (Kingma et al. 2014)",
+    )
+)

@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import MNIST_ROOT, needs_mnist
+
 from pyrolvm.data import check_data, load
 from pyrolvm.errors import ConfigError, DataError
 
@@ -94,7 +94,27 @@ def test_mnist_loads_with_documented_label_counts():
     assert ds.train.shape == (60000, 784) and ds.test.shape == (10000, 784)
     assert ds.train.max() == 1 and ds.train.min() == 0
     assert torch.bincount(ds.train_labels).tolist() == [
-        5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
     assert torch.bincount(ds.test_labels).tolist() == [
-        980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
     assert os.path.isdir(os.path.join(MNIST_ROOT, "MNIST", "raw"))

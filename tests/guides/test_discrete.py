@@ -107,8 +107,9 @@ def test_categorical_guide_draws_classes_at_the_softmax_of_its_logits(relaxation
     assert ((freq - p).abs() < 4 * se).all(), (freq, p)
 
 
-@pytest.mark.parametrize("guide_cls, kw", [(AmortizedBernoulli, {}),
-                                           (AmortizedCategorical, {"num_categories": 3})])
+@pytest.mark.parametrize(
+    "guide_cls, kw", [(AmortizedBernoulli, {}), (AmortizedCategorical, {"num_categories": 3})]
+)
 def test_straight_through_is_hard_forward_with_the_relaxed_gradient(guide_cls, kw):
     # Same noise (same seed) through the guide's straight-through posterior and through the
     # plain relaxed distribution with the same logits: the forward value is the relaxed draw
@@ -122,11 +123,15 @@ def test_straight_through_is_hard_forward_with_the_relaxed_gradient(guide_cls, k
     logits = guide.logits(x).detach().requires_grad_()
     t = torch.tensor(0.7)
     if guide_cls is AmortizedBernoulli:
-        st, soft = (dist.RelaxedBernoulliStraightThrough(t, logits=logits),
-                    dist.RelaxedBernoulli(t, logits=logits))
+        st, soft = (
+            dist.RelaxedBernoulliStraightThrough(t, logits=logits),
+            dist.RelaxedBernoulli(t, logits=logits),
+        )
     else:
-        st, soft = (dist.RelaxedOneHotCategoricalStraightThrough(t, logits=logits),
-                    dist.RelaxedOneHotCategorical(t, logits=logits))
+        st, soft = (
+            dist.RelaxedOneHotCategoricalStraightThrough(t, logits=logits),
+            dist.RelaxedOneHotCategorical(t, logits=logits),
+        )
     # the guide's posterior is that straight-through distribution
     post = guide.posterior(x)
     assert type(post.base_dist) is type(st)

@@ -7,11 +7,10 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from torch.distributions import constraints
 
-from pyrolvm.fitting import initial_params
 from pyrolvm.errors import ConfigError
+from pyrolvm.fitting import initial_params
 from pyrolvm.guides import MixtureMAP, MixtureMeanField
 from pyrolvm.models import GaussianMixture
-
 
 
 def make_data(covariance, seed=0):
@@ -24,12 +23,17 @@ def make_data(covariance, seed=0):
 def log_prior(model, params):
     td = torch.distributions
     lp = td.Dirichlet(torch.full((model.num_components,), model.weight_concentration)).log_prob(
-        params["weights"])
+        params["weights"]
+    )
     lp = lp + td.Normal(model.loc_loc, model.loc_scale).log_prob(params["locs"]).sum()
     lp = lp + td.LogNormal(model.scale_loc, model.scale_scale).log_prob(params["scales"]).sum()
     if "corr" in params:
-        lp = lp + td.LKJCholesky(model.data_dim, model.corr_concentration).log_prob(
-            params["corr"]).sum()
+        lp = (
+            lp
+            + td.LKJCholesky(model.data_dim, model.corr_concentration)
+            .log_prob(params["corr"])
+            .sum()
+        )
     return lp
 
 
@@ -45,8 +49,11 @@ def test_meanfield_single_particle_loss_is_minus_log_weight(covariance):
     log_q = guide_trace.log_prob_sum()
     pyro.set_rng_seed(1)
     loss = TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
-    expected = -(model.log_likelihood(x, theta).double().sum()
-                 + log_prior(model, theta).double() - log_q.double())
+    expected = -(
+        model.log_likelihood(x, theta).double().sum()
+        + log_prior(model, theta).double()
+        - log_q.double()
+    )
     assert loss == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -109,7 +116,7 @@ def test_meanfield_gradients_match_finite_differences():
 
         params = {n: p for n, p in guide.named_parameters() if "concentration" not in n}
         assert len(params) >= 4  # locs (loc, scale), scales (loc, scale), corr
-        grads = dict(zip(params, torch.autograd.grad(loss(), list(params.values()))))
+        grads = dict(zip(params, torch.autograd.grad(loss(), list(params.values())), strict=True))
         eps = 1e-5
         for name, p in params.items():
             flat = p.data.view(-1)

@@ -30,8 +30,9 @@ def test_mean_variance_snr_of_pathwise_gradient_of_x_squared():
         pyro.factor("f", value[0] ** 2)
 
     guide()
-    stats = gradient_snr(model, guide, Trace_ELBO(), num_draws=n,
-                         param_groups={"guide": ["mu"]})["guide"]
+    stats = gradient_snr(model, guide, Trace_ELBO(), num_draws=n, param_groups={"guide": ["mu"]})[
+        "guide"
+    ]
     assert stats.names == ["mu"] and stats.num_draws == n
     assert abs(stats.mean.item() - 2 * mu) < 4 * 2 * sigma / math.sqrt(n)
     assert abs(stats.variance.item() - 4 * sigma**2) < 4 * 4 * sigma**2 * math.sqrt(2 / (n - 1))
@@ -68,8 +69,8 @@ def test_default_groups_split_decoder_and_encoder():
     for _ in range(4):
         grads = torch.autograd.grad(-elbo.differentiable_loss(model, guide, x), decoder + encoder)
         flat = [g.reshape(-1) for g in grads]
-        rows["model"].append(torch.cat(flat[:len(decoder)]))
-        rows["guide"].append(torch.cat(flat[len(decoder):]))
+        rows["model"].append(torch.cat(flat[: len(decoder)]))
+        rows["guide"].append(torch.cat(flat[len(decoder) :]))
     for group in ("model", "guide"):
         g = torch.stack(rows[group]).double()
         n = g.shape[0]
@@ -79,7 +80,8 @@ def test_default_groups_split_decoder_and_encoder():
         torch.testing.assert_close(stats[group].variance, var, atol=1e-6, rtol=1e-3)
         torch.testing.assert_close(stats[group].snr, mean.abs() / var.sqrt(), atol=1e-4, rtol=1e-3)
         assert stats[group].norm_snr == pytest.approx(
-            (mean.norm() / var.sum().sqrt()).item(), rel=1e-3)
+            (mean.norm() / var.sum().sqrt()).item(), rel=1e-3
+        )
         assert (var > 0).all()  # a real spread, so the comparison is not 0 == 0
     with pytest.raises(ConfigError, match="num_draws"):
         gradient_snr(model, guide, IWAE(3), x, num_draws=1)

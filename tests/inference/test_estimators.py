@@ -11,17 +11,16 @@ import itertools
 import math
 
 import pyro
-from pyro import poutine
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceGraph_ELBO
 
 from pyrolvm.errors import ConfigError
 from pyrolvm.guides.amortized import non_reparameterized
 from pyrolvm.guides.baselines import Baseline
-from pyrolvm.inference import IWAE, STL, VIMCO, DReG, make_elbo
-from pyrolvm.inference import ELBOS
+from pyrolvm.inference import ELBOS, IWAE, STL, VIMCO, DReG, make_elbo
 from pyrolvm.models import LinearGaussian
 
 torch.set_num_threads(1)
@@ -67,17 +66,22 @@ def exact_elbo(model, x):
     v = pyro.param("q_log_scale").exp() ** 2
     w, b, s2 = model.weight, model.bias, model.noise_scale**2
     resid = x - b - m @ w.T
-    exp_lik = -0.5 * D * math.log(2 * math.pi) - 0.5 * D * s2.log() - (
-        resid.pow(2).sum(-1) + (v @ (w**2).T).sum(-1)
-    ) / (2 * s2)
+    exp_lik = (
+        -0.5 * D * math.log(2 * math.pi)
+        - 0.5 * D * s2.log()
+        - (resid.pow(2).sum(-1) + (v @ (w**2).T).sum(-1)) / (2 * s2)
+    )
     exp_prior = -0.5 * L * math.log(2 * math.pi) - 0.5 * (m**2 + v).sum(-1)
     entropy = 0.5 * (math.log(2 * math.pi * math.e) + v.log()).sum(-1)
     return (exp_lik + exp_prior + entropy).sum()
 
 
 GUIDE_PARAMS = ["q_loc", "q_log_scale"]
-MODEL_PARAMS = ["linear_gaussian$$$weight", "linear_gaussian$$$bias",
-                "linear_gaussian$$$log_noise_scale"]
+MODEL_PARAMS = [
+    "linear_gaussian$$$weight",
+    "linear_gaussian$$$bias",
+    "linear_gaussian$$$log_noise_scale",
+]
 
 
 def param_names():
@@ -118,8 +122,8 @@ def exact_grad(model, x):
     mp = [store.get_param(k).unconstrained() for k in MODEL_PARAMS]
     grads = torch.autograd.grad(exact_elbo(model, x), gp + mp)
     r = x.shape[0] // B
-    guide = torch.cat([g.reshape(r, -1) for g in grads[:len(gp)]], -1)[0]
-    model_ = torch.cat([g.reshape(-1) for g in grads[len(gp):]]) / r
+    guide = torch.cat([g.reshape(r, -1) for g in grads[: len(gp)]], -1)[0]
+    model_ = torch.cat([g.reshape(-1) for g in grads[len(gp) :]]) / r
     return guide, model_
 
 
@@ -166,8 +170,9 @@ def test_stl_and_dreg_have_zero_guide_gradient_at_exact_posterior():
     # (Roeder et al. 2017, section 4), while the ordinary estimator keeps the score term.
     model = make_model()
     post = model.posterior(X)
-    guide = Guide(loc=post.loc, log_scale=post.covariance_matrix.diagonal().sqrt().log()
-                  .expand(B, L))
+    guide = Guide(
+        loc=post.loc, log_scale=post.covariance_matrix.diagonal().sqrt().log().expand(B, L)
+    )
     guide(X)
     model(X)
     for elbo in (STL(num_particles=3), DReG(num_particles=3)):
@@ -232,9 +237,9 @@ def test_variance_of_pathwise_and_score_function_gradients_of_x_squared():
                 q = dist.Normal(loc, sigma)
                 if not reparameterized:
                     q = non_reparameterized(q)
-                value[:] = [pyro.sample(
-                    "x", q, infer={"is_auxiliary": True} if reparameterized else {}
-                )]
+                value[:] = [
+                    pyro.sample("x", q, infer={"is_auxiliary": True} if reparameterized else {})
+                ]
 
         elbo = Trace_ELBO() if reparameterized else TraceGraph_ELBO()
         elbo.loss_and_grads(model, traced_guide)
@@ -259,8 +264,12 @@ def _value_and_grads(elbo, model, guide, x, seed):
     for p in pyro.get_param_store().values():
         p.unconstrained().grad = None
     elbo.loss_and_grads(model, guide, x)
-    grads = torch.cat([pyro.get_param_store().get_param(n).unconstrained().grad.reshape(-1)
-                       for n in param_names()])
+    grads = torch.cat(
+        [
+            pyro.get_param_store().get_param(n).unconstrained().grad.reshape(-1)
+            for n in param_names()
+        ]
+    )
     return value, grads
 
 
@@ -273,7 +282,8 @@ def test_iwae_agrees_with_renyi_alpha_0_on_a_full_batch():
     for k in (1, 7):
         ours = _value_and_grads(IWAE(num_particles=k), model, guide, X, 11)
         theirs = _value_and_grads(
-            RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True), model, guide, X, 11)
+            RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True), model, guide, X, 11
+        )
         assert ours[0] == pytest.approx(theirs[0], rel=1e-6)
         assert torch.allclose(ours[1], theirs[1], atol=1e-5)
 
@@ -305,8 +315,9 @@ def test_iwae_bound_increases_with_k_towards_log_marginal():
     model = make_model()
     r = 4000
     x = X.repeat(r, 1)
-    guide = Guide(loc=torch.tensor([[0.4], [-0.3]]).repeat(r, 1),
-                  log_scale=torch.full((B * r, L), -1.5))
+    guide = Guide(
+        loc=torch.tensor([[0.4], [-0.3]]).repeat(r, 1), log_scale=torch.full((B * r, L), -1.5)
+    )
     pyro.clear_param_store()
     means, ses = [], []
     for k in (1, 2, 5, 20):
@@ -354,24 +365,37 @@ def exact_bound(k):
     4 latent states per datapoint."""
     store = pyro.get_param_store()
     prior, w, q_logits = (store.get_param(n) for n in DISCRETE_PARAMS)
-    log_p = (dist.Bernoulli(logits=prior).log_prob(STATES).sum(-1)[:, None]
-             + dist.Bernoulli(logits=STATES @ w.T - 0.2).log_prob(XD[:, None, None, :])
-             .sum(-1).squeeze(1).T)  # (4, B)
+    log_p = (
+        dist.Bernoulli(logits=prior).log_prob(STATES).sum(-1)[:, None]
+        + dist.Bernoulli(logits=STATES @ w.T - 0.2)
+        .log_prob(XD[:, None, None, :])
+        .sum(-1)
+        .squeeze(1)
+        .T
+    )  # (4, B)
     log_q = dist.Bernoulli(logits=q_logits[:B]).log_prob(STATES[:, None]).sum(-1)  # (4, B)
     log_w = log_p - log_q
     total = 0.0
     for tup in itertools.product(range(4), repeat=k):
         idx = torch.tensor(tup)
-        total = total + (log_q[idx].sum(0).exp()
-                         * (torch.logsumexp(log_w[idx], 0) - math.log(k))).sum()
+        total = (
+            total + (log_q[idx].sum(0).exp() * (torch.logsumexp(log_w[idx], 0) - math.log(k))).sum()
+        )
     return total
 
 
 def discrete_grads(elbo, guide, n, r=R):
     """(guide draws (n * r, B * 2), model draws (n, 4)) as in :func:`draw_grads`, from the
     batch XD replicated r times."""
-    return draw_grads(elbo, discrete_model, guide, XD.repeat(r, 1), n,
-                      guide_params=["q_logits"], model_params=["prior_logits", "w"])
+    return draw_grads(
+        elbo,
+        discrete_model,
+        guide,
+        XD.repeat(r, 1),
+        n,
+        guide_params=["q_logits"],
+        model_params=["prior_logits", "w"],
+    )
 
 
 def discrete_target(k, r=R):
@@ -391,8 +415,9 @@ def test_vimco_unbiased_for_enumerated_multisample_bound(k, leave_one_out):
     elbo = VIMCO(num_particles=k, leave_one_out=leave_one_out)
     # the reported loss is the negative bound summed over the replicated batch: its mean
     # over calls matches R times the exact bound
-    losses = torch.tensor([elbo.loss(discrete_model, discrete_guide, XD.repeat(R, 1))
-                           for _ in range(20)])
+    losses = torch.tensor(
+        [elbo.loss(discrete_model, discrete_guide, XD.repeat(R, 1)) for _ in range(20)]
+    )
     assert abs(-losses.mean() / R - exact_bound(k).item()) < 4 * losses.std() / R / math.sqrt(20)
     draws_guide, draws_model = discrete_grads(elbo, discrete_guide, 30)
     assert_within_4se(draws_guide, target[0])

@@ -6,10 +6,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from helpers import exact_guide, linear_gaussian, shifted_guide
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from helpers import exact_guide, linear_gaussian, shifted_guide
 from pyrolvm.errors import ConfigError
 from pyrolvm.inference import IWAE, importance_sample, log_likelihood, mean_and_stderr
 
@@ -23,8 +23,9 @@ def test_exact_posterior_guide_gives_exact_elbo_and_log_likelihood():
     assert result.log_likelihood.shape == (20,)
     torch.testing.assert_close(result.elbo, exact, atol=1e-4, rtol=0)
     torch.testing.assert_close(result.log_likelihood, exact, atol=1e-4, rtol=0)
-    torch.testing.assert_close(result.ess, torch.full((20,), 7.0, dtype=torch.float64),
-                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        result.ess, torch.full((20,), 7.0, dtype=torch.float64), atol=1e-3, rtol=0
+    )
     loss = IWAE(num_particles=3).loss(model, exact_guide(model), x)
     assert loss == pytest.approx(-exact.sum().item(), abs=1e-3)
 
@@ -94,8 +95,9 @@ def test_iwae_loss_scales_with_poutine_scale():
     model, x = linear_gaussian()
     guide = exact_guide(model)
     loss = IWAE(num_particles=4).loss(model, guide, x)
-    scaled = IWAE(num_particles=4).loss(poutine.scale(model, scale=3.0),
-                                        poutine.scale(guide, scale=3.0), x)
+    scaled = IWAE(num_particles=4).loss(
+        poutine.scale(model, scale=3.0), poutine.scale(guide, scale=3.0), x
+    )
     assert scaled == pytest.approx(3 * loss, rel=1e-5)
 
 
@@ -169,11 +171,14 @@ def _recording_guide(model, shift=0.5, inflate=1.5):
     return guide, draws
 
 
-@pytest.mark.parametrize("num_samples, chunk_size, batch_size", [
-    (10, 3, 6),    # chunks of 3, 3, 3, 1: the last chunk smaller than the others
-    (10, 10, 20),  # one chunk, one batch
-    (7, 2, 8),     # last batch of 4 rows, last chunk of 1 particle
-])
+@pytest.mark.parametrize(
+    "num_samples, chunk_size, batch_size",
+    [
+        (10, 3, 6),  # chunks of 3, 3, 3, 1: the last chunk smaller than the others
+        (10, 10, 20),  # one chunk, one batch
+        (7, 2, 8),  # last batch of 4 rows, last chunk of 1 particle
+    ],
+)
 def test_every_figure_equals_its_formula_on_the_same_draws(num_samples, chunk_size, batch_size):
     # The guide records the z's it drew; the log-weights log p(x, z) - log q(z | x) are then
     # recomputed here with torch.distributions, and the three figures from their definitions
@@ -181,14 +186,15 @@ def test_every_figure_equals_its_formula_on_the_same_draws(num_samples, chunk_si
     # Same draws, so the comparison is exact up to float32 rounding of the log-densities.
     model, x = linear_gaussian()
     guide, draws = _recording_guide(model)
-    result = importance_sample(model, guide, x, num_samples=num_samples, chunk_size=chunk_size,
-                               batch_size=batch_size)
+    result = importance_sample(
+        model, guide, x, num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size
+    )
     rows = {}
     with torch.no_grad():
         for xb, z, loc, scale in draws:
-            log_p = (dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-                     + dist.Normal(z @ model.weight.T + model.bias,
-                                   model.noise_scale).log_prob(xb).sum(-1))
+            log_p = dist.Normal(0.0, 1.0).log_prob(z).sum(-1) + dist.Normal(
+                z @ model.weight.T + model.bias, model.noise_scale
+            ).log_prob(xb).sum(-1)
             log_q = dist.Normal(loc, scale).log_prob(z).sum(-1)
             key = tuple(xb[:, 0].tolist())
             rows.setdefault(key, []).append((log_p - log_q).double())  # (k, B)
@@ -196,8 +202,9 @@ def test_every_figure_equals_its_formula_on_the_same_draws(num_samples, chunk_si
     log_w = torch.cat([torch.cat(chunks, 0) for chunks in rows.values()], 1)  # (K, N)
     assert log_w.shape == (num_samples, 20)
     k = num_samples
-    torch.testing.assert_close(result.log_likelihood, log_w.logsumexp(0) - math.log(k),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        result.log_likelihood, log_w.logsumexp(0) - math.log(k), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(result.elbo, log_w.mean(0), atol=1e-5, rtol=0)
     w = (log_w - log_w.max(0).values).exp()
     torch.testing.assert_close(result.ess, w.sum(0) ** 2 / (w**2).sum(0), atol=1e-5, rtol=1e-5)
@@ -221,16 +228,19 @@ def test_chunked_elbo_matches_the_closed_form_elbo():
         d, latent = w.shape
         resid = x.double() - b - m @ w.T
         exp_lik = -0.5 * d * torch.log(2 * math.pi * s2) - (
-            resid.pow(2).sum(-1) + (v @ (w**2).T).sum(-1)) / (2 * s2)
+            resid.pow(2).sum(-1) + (v @ (w**2).T).sum(-1)
+        ) / (2 * s2)
         exp_prior = -0.5 * latent * math.log(2 * math.pi) - 0.5 * (m**2 + v).sum(-1)
         entropy = 0.5 * (math.log(2 * math.pi * math.e) + v.log()).sum(-1)
         exact = exp_lik + exp_prior + entropy
         # sd of log w per datapoint, from the draws themselves (a fresh, independent
         # recomputation would do as well: the tolerance only needs its order of magnitude)
         z = torch.cat([dr[1] for dr in draws], 0).double()
-        log_w = (dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-                 + dist.Normal(z @ w.T + b, s2.sqrt()).log_prob(x.double()).sum(-1)
-                 - dist.Normal(m, v.sqrt()).log_prob(z).sum(-1))
+        log_w = (
+            dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+            + dist.Normal(z @ w.T + b, s2.sqrt()).log_prob(x.double()).sum(-1)
+            - dist.Normal(m, v.sqrt()).log_prob(z).sum(-1)
+        )
     stderr = log_w.std(0) / math.sqrt(k)
     assert (stderr > 0).all()
     assert ((result.elbo - exact).abs() < 4 * stderr).all()

@@ -14,15 +14,22 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from helpers import linear_gaussian
 from torch.distributions import kl_divergence
 
-from helpers import linear_gaussian
 from pyrolvm.inference import ELBOS, make_elbo
 
 K = 2  # > 1, so that Pyro vectorizes the particles (a mutant "> 2" would not)
 
-BOUND = {"trace": "elbo", "tracegraph": "elbo", "stl": "elbo", "meanfield": "elbo_kl",
-         "iwae": "iwae", "dreg": "iwae", "vimco": "iwae"}
+BOUND = {
+    "trace": "elbo",
+    "tracegraph": "elbo",
+    "stl": "elbo",
+    "meanfield": "elbo_kl",
+    "iwae": "iwae",
+    "dreg": "iwae",
+    "vimco": "iwae",
+}
 
 
 def recording_guide(model, shift=0.5, inflate=1.5):
@@ -87,8 +94,9 @@ def test_differentiable_loss_value_is_minus_the_bound(name):
 def test_make_elbo_errors_name_the_choices():
     from pyrolvm.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="^unknown ELBO 'renyi': choose one of "
-                       + ", ".join(ELBOS) + "$"):
+    with pytest.raises(
+        ConfigError, match="^unknown ELBO 'renyi': choose one of " + ", ".join(ELBOS) + "$"
+    ):
         make_elbo("renyi")
     with pytest.raises(ConfigError, match="^num_particles must be >= 1, got 0$"):
         make_elbo("trace", 0)
@@ -155,25 +163,24 @@ def test_vimco_guide_gradient_on_the_same_draws(leave_one_out):
     loc, log_scale = params
     log_q = dist.Normal(loc, log_scale.exp()).log_prob(z).sum(-1)  # (K, B), differentiable
     with torch.no_grad():
-        log_p = (dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-                 + dist.Normal(z @ model.weight.T + model.bias, model.noise_scale)
-                 .log_prob(x).sum(-1))
+        log_p = dist.Normal(0.0, 1.0).log_prob(z).sum(-1) + dist.Normal(
+            z @ model.weight.T + model.bias, model.noise_scale
+        ).log_prob(x).sum(-1)
     log_w = log_p - log_q
     lw = log_w.detach()
     bound = lw.logsumexp(0) - math.log(k)
     if leave_one_out:
         loo = []
         for j in range(k):
-            others = torch.cat([lw[:j], lw[j + 1:]])
-            loo.append(torch.cat([others, others.mean(0, keepdim=True)]).logsumexp(0)
-                       - math.log(k))
+            others = torch.cat([lw[:j], lw[j + 1 :]])
+            loo.append(torch.cat([others, others.mean(0, keepdim=True)]).logsumexp(0) - math.log(k))
         signal = bound - torch.stack(loo)
     else:
         signal = bound.expand(k, -1)
     surrogate = (signal * log_q).sum() + (log_w.logsumexp(0) - math.log(k)).sum()
     expected = torch.autograd.grad(surrogate, params)
     assert value == pytest.approx(-bound.sum().item(), abs=1e-4)  # the score term adds 0
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
         assert e.abs().sum() > 0
 
@@ -187,8 +194,7 @@ def test_gradients_accumulate_into_existing_grads(name):
         with pyro.plate("data", x.shape[0]):
             z1 = pyro.sample("z1", dist.Normal(0.0, 1.0))
             z2 = pyro.sample("z2", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z1 + z2 * pyro.param("w", torch.tensor(0.7)), 1.0),
-                        obs=x)
+            pyro.sample("x", dist.Normal(z1 + z2 * pyro.param("w", torch.tensor(0.7)), 1.0), obs=x)
 
     def guide(x):
         a = pyro.param("a", torch.full((x.shape[0],), 0.2))
@@ -204,7 +210,7 @@ def test_gradients_accumulate_into_existing_grads(name):
     params = [pyro.param(n).unconstrained() for n in ("w", "a", "b")]
 
     def grads(start):
-        for p, s in zip(params, start):
+        for p, s in zip(params, start, strict=True):
             p.grad = None if s is None else s.clone()
         pyro.set_rng_seed(11)
         elbo.loss_and_grads(model, guide, x)
@@ -216,7 +222,7 @@ def test_gradients_accumulate_into_existing_grads(name):
     zeros = grads([torch.zeros_like(p) for p in params])
     offset = [torch.full_like(p, 0.25) for p in params]
     shifted = grads(offset)
-    for f, z, s, o in zip(fresh, zeros, shifted, offset):
+    for f, z, s, o in zip(fresh, zeros, shifted, offset, strict=True):
         torch.testing.assert_close(z, f)
         torch.testing.assert_close(s, f + o)
 

@@ -22,8 +22,17 @@ def test_short_training_on_digits_improves_test_elbo(elbo):
     model = VAE(64, 4, (64,), data_mean=ds.train.mean(0))
     guide = AmortizedNormal(64, 4, (64,))
     before = _test_elbo(model, guide, ds.test)
-    history = train(model, guide, ds.train, make_elbo(elbo, 3), make_optim(3e-3), epochs=15,
-                    batch_size=100, transform=ds.train_transform, progress=False)
+    history = train(
+        model,
+        guide,
+        ds.train,
+        make_elbo(elbo, 3),
+        make_optim(3e-3),
+        epochs=15,
+        batch_size=100,
+        transform=ds.train_transform,
+        progress=False,
+    )
     after = _test_elbo(model, guide, ds.test)
     # Untrained: about -28 nats (decoder at the mean image, KL ~ 0); 15 epochs reach about -24.3.
     # The standard error of each estimate is ~0.2 nats (360 test images), so 2 nats is clear.
@@ -52,8 +61,16 @@ def test_callback_and_divergence():
 
     seen = []
     with pytest.raises(TrainingDiverged, match="epoch 2, step 6") as info:
-        train(model, guide, ds.train, NaNAfter(), epochs=3, batch_size=100,
-              callback=lambda epoch, h: seen.append(epoch) or {"extra": epoch}, progress=False)
+        train(
+            model,
+            guide,
+            ds.train,
+            NaNAfter(),
+            epochs=3,
+            batch_size=100,
+            callback=lambda epoch, h: seen.append(epoch) or {"extra": epoch},
+            progress=False,
+        )
     # 15 steps per epoch: step 21 is epoch 2, step 6. Epoch 1's curves and callback survive.
     assert seen == [1] and info.value.epoch == 2 and info.value.step == 21
     assert len(info.value.history["train_elbo"]) == 1 and info.value.history["extra"] == [1]
@@ -68,8 +85,14 @@ def test_tuple_data_is_sliced_together():
 
     guide_net = AmortizedNormal(2, 1, (2,))
     x = torch.bernoulli(torch.full((50, 2), 0.5))
-    train(model, lambda x, y: guide_net(x), (x, x[:, 0].clone()), epochs=2, batch_size=7,
-          progress=False)
+    train(
+        model,
+        lambda x, y: guide_net(x),
+        (x, x[:, 0].clone()),
+        epochs=2,
+        batch_size=7,
+        progress=False,
+    )
     assert seen and all(seen)
 
 
@@ -106,18 +129,26 @@ def test_every_datapoint_is_seen_exactly_once_per_epoch(n, batch_size):
 
     x = torch.bernoulli(torch.full((n, 2), 0.5))
     epochs = 3
-    train(model, lambda x, index: guide_net(x), (x, torch.arange(n)), epochs=epochs,
-          batch_size=batch_size, progress=False)
+    train(
+        model,
+        lambda x, index: guide_net(x),
+        (x, torch.arange(n)),
+        epochs=epochs,
+        batch_size=batch_size,
+        progress=False,
+    )
     steps = math.ceil(n / batch_size)
     # SVI runs the model once per step (Trace_ELBO, one particle)
     assert len(seen) == epochs * steps
     for epoch in range(epochs):
-        batches = seen[epoch * steps:(epoch + 1) * steps]
-        assert [len(b) for b in batches] == [batch_size] * (steps - 1) + [n - batch_size * (steps - 1)]
+        batches = seen[epoch * steps : (epoch + 1) * steps]
+        assert [len(b) for b in batches] == [batch_size] * (steps - 1) + [
+            n - batch_size * (steps - 1)
+        ]
         assert torch.cat(batches).sort().values.tolist() == list(range(n))
     # a fresh order every epoch (when there is more than one batch)
     if steps > 1:
-        assert not torch.equal(torch.cat(seen[:steps]), torch.cat(seen[steps:2 * steps]))
+        assert not torch.equal(torch.cat(seen[:steps]), torch.cat(seen[steps : 2 * steps]))
 
 
 def test_reported_train_elbo_is_the_epoch_mean_of_the_exact_elbo():
@@ -125,15 +156,22 @@ def test_reported_train_elbo_is_the_epoch_mean_of_the_exact_elbo():
     # error), and with a zero learning rate the parameters stay put: the reported per-epoch
     # ELBO is then exactly the mean of log p(x_n) over the N datapoints, whatever the batches.
     import pyro
-
     from helpers import exact_guide, linear_gaussian
 
     model, _ = linear_gaussian()
     with torch.no_grad():
         x = model.marginal().sample((53,))
     exact = model.log_marginal(x).mean().item()
-    history = train(model, exact_guide(model), x, Trace_ELBO(), pyro.optim.SGD({"lr": 0.0}),
-                    epochs=2, batch_size=10, progress=False)
+    history = train(
+        model,
+        exact_guide(model),
+        x,
+        Trace_ELBO(),
+        pyro.optim.SGD({"lr": 0.0}),
+        epochs=2,
+        batch_size=10,
+        progress=False,
+    )
     assert history["train_elbo"] == pytest.approx([exact, exact], abs=1e-4)
     assert len(history["seconds"]) == 2 and all(s > 0 for s in history["seconds"])
 
@@ -174,8 +212,16 @@ def test_history_is_continued_and_the_callback_numbers_epochs_after_it():
     model, guide, x = _tiny()
     history = train(model, guide, x, epochs=2, batch_size=4, progress=False)
     seen = []
-    again = train(model, guide, x, epochs=2, batch_size=4, progress=False, history=history,
-                  callback=lambda epoch, h: seen.append((epoch, len(h["train_elbo"]))))
+    again = train(
+        model,
+        guide,
+        x,
+        epochs=2,
+        batch_size=4,
+        progress=False,
+        history=history,
+        callback=lambda epoch, h: seen.append((epoch, len(h["train_elbo"]))),
+    )
     assert again is history and len(history["train_elbo"]) == 4 and len(history["seconds"]) == 4
     assert seen == [(3, 3), (4, 4)]
 

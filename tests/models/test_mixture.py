@@ -1,7 +1,6 @@
 """GaussianMixture: exact enumerated log-likelihood, ELBO identities, infer_discrete, BIC and
 bad input, against closed forms (scipy) and scikit-learn."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -10,11 +9,10 @@ from pyro.infer import TraceEnum_ELBO
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from pyrolvm.fitting import initial_params
 from pyrolvm.errors import ConfigError, DataError
+from pyrolvm.fitting import initial_params
 from pyrolvm.guides import MixtureMAP
 from pyrolvm.models import GaussianMixture
-
 
 
 def random_params(model, seed=0, dtype=torch.float32):
@@ -36,8 +34,9 @@ def closed_form_log_likelihood(model, params, x):
     covs = model.covariances({k: v.double() for k, v in params.items()}).numpy()
     w = params["weights"].double().numpy()
     mu = params["locs"].double().numpy()
-    comp = np.stack([multivariate_normal(mu[k], covs[k]).logpdf(x.double().numpy())
-                     for k in range(len(w))], -1)
+    comp = np.stack(
+        [multivariate_normal(mu[k], covs[k]).logpdf(x.double().numpy()) for k in range(len(w))], -1
+    )
     return logsumexp(comp + np.log(w), axis=-1), comp + np.log(w)
 
 
@@ -100,7 +99,8 @@ def test_trace_enum_elbo_with_map_guide_is_minus_log_joint(covariance):
 
 
 def test_minibatch_index_scales_by_n_over_b():
-    """model(x[idx], idx) with num_data=N: loss = -(N/B sum_{n in idx} log p(x_n) + log p(theta))."""
+    """model(x[idx], idx) with num_data=N:
+    loss = -(N/B sum_{n in idx} log p(x_n) + log p(theta))."""
     model = GaussianMixture(3, 2, "full", num_data=50)
     params = random_params(model, seed=3)
     x, _ = model.sample(50, params)
@@ -119,7 +119,8 @@ def test_subsample_size_reads_the_subsampled_rows():
     x, _ = model.sample(40, params)
     conditioned = poutine.condition(model, data=params)
     trace = poutine.trace(poutine.enum(conditioned, first_available_dim=-2)).get_trace(
-        x, subsample_size=8)
+        x, subsample_size=8
+    )
     idx = trace.nodes["data"]["value"]
     assert idx.shape == (8,) and len(set(idx.tolist())) == 8
     assert torch.equal(trace.nodes["x"]["value"], x[idx])
@@ -158,15 +159,17 @@ def test_bic_and_log_likelihood_equal_sklearn_at_sklearn_parameters():
     torch.set_default_dtype(torch.float64)
     try:
         gen = torch.Generator().manual_seed(0)
-        x = torch.cat([torch.randn(80, 3, generator=gen, dtype=torch.float64) + 4 * i
-                       for i in range(3)])
+        x = torch.cat(
+            [torch.randn(80, 3, generator=gen, dtype=torch.float64) + 4 * i for i in range(3)]
+        )
         for covariance in ("full", "diag"):
             sk = SKGaussianMixture(3, covariance_type=covariance, random_state=0).fit(x.numpy())
             model = GaussianMixture(3, 3, covariance)
             params = model.params_from_moments(sk.weights_, sk.means_, sk.covariances_)
             assert model.num_parameters == sk._n_parameters()
             assert model.log_likelihood(x, params).mean().item() == pytest.approx(
-                sk.score(x.numpy()), rel=1e-10)
+                sk.score(x.numpy()), rel=1e-10
+            )
             assert model.bic(x, params) == pytest.approx(sk.bic(x.numpy()), rel=1e-10)
     finally:
         torch.set_default_dtype(torch.float32)
@@ -212,8 +215,8 @@ def test_initial_params_are_valid_and_seeded(method):
     np.testing.assert_allclose(model.log_likelihood(x, a).double().numpy(), expected, rtol=1e-4)
     # the means are the clusters' means, in scikit-learn's order
     np.testing.assert_allclose(
-        a["locs"].double().numpy(), np.stack([xn[labels == j].mean(0) for j in range(4)]),
-        atol=1e-5)
+        a["locs"].double().numpy(), np.stack([xn[labels == j].mean(0) for j in range(4)]), atol=1e-5
+    )
 
 
 def test_full_covariance_in_one_dimension_is_diagonal():
@@ -226,6 +229,7 @@ def test_full_covariance_in_one_dimension_is_diagonal():
 
 
 # ----- bad input -----
+
 
 @pytest.mark.parametrize("k", [0, -1, 2.5])
 def test_bad_number_of_components(k):

@@ -10,10 +10,9 @@ from pyro.infer import TraceEnum_ELBO
 
 from pyrolvm.data import load
 from pyrolvm.errors import ConfigError
+from pyrolvm.fitting import cluster_accuracy, fit_mixture_vae
 from pyrolvm.guides import AmortizedNormal
 from pyrolvm.models.mixture_vae import MixturePriorVAE
-from pyrolvm.fitting import cluster_accuracy, fit_mixture_vae
-
 
 
 def test_enumerated_elbo_sums_the_component_out_exactly():
@@ -35,8 +34,9 @@ def test_enumerated_elbo_sums_the_component_out_exactly():
         log_px = torch.distributions.Bernoulli(logits=model.decoder(z)).log_prob(x).sum()
         # the mixture density written out with torch.distributions: the reference
         comps = torch.distributions.Normal(model.prior_locs, model.prior_log_scales.exp())
-        log_pz = torch.logsumexp(torch.log_softmax(model.prior_logits, -1)
-                                 + comps.log_prob(z.unsqueeze(-2)).sum(-1), -1).sum()
+        log_pz = torch.logsumexp(
+            torch.log_softmax(model.prior_logits, -1) + comps.log_prob(z.unsqueeze(-2)).sum(-1), -1
+        ).sum()
     assert loss == pytest.approx(-(log_px + log_pz - log_q).item(), rel=1e-5)
     assert model.log_prior(z).sum().item() == pytest.approx(log_pz.item(), rel=1e-6)
     post = model.cluster_posterior(z)
@@ -51,8 +51,9 @@ def test_cluster_accuracy_uses_the_best_mapping():
 
 def test_short_run_on_digits_clusters_above_chance():
     data = load("digits", binarize="dynamic")
-    model, guide, metrics = fit_mixture_vae(data, 10, latent_dim=8, hidden=(128,), warmup_epochs=10,
-                                    epochs=10, lr=3e-3, seed=0)
+    model, guide, metrics = fit_mixture_vae(
+        data, 10, latent_dim=8, hidden=(128,), warmup_epochs=10, epochs=10, lr=3e-3, seed=0
+    )
     # random clusters score about 0.13 under the best mapping on 10 balanced classes, ARI ~0
     assert metrics["init_test_cluster_accuracy"] > 0.3 and metrics["init_test_ari"] > 0.1
     assert metrics["test_cluster_accuracy"] > 0.35 and metrics["test_ari"] > 0.15

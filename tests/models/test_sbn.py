@@ -20,10 +20,13 @@ def per_datapoint_log_joint(model, x, z):
     return tr.nodes["z"]["log_prob"] + tr.nodes["x"]["log_prob"]
 
 
-@pytest.mark.parametrize("latent, kw, shape", [
-    ("bernoulli", {}, (5,)),
-    ("categorical", {"num_categories": 3}, (2, 3)),
-])
+@pytest.mark.parametrize(
+    "latent, kw, shape",
+    [
+        ("bernoulli", {}, (5,)),
+        ("categorical", {"num_categories": 3}, (2, 3)),
+    ],
+)
 def test_shapes_and_exact_log_marginal(latent, kw, shape):
     model = SigmoidBeliefNet(6, shape[0], latent, hidden=(4,), **kw)
     with torch.no_grad():
@@ -39,12 +42,10 @@ def test_shapes_and_exact_log_marginal(latent, kw, shape):
     assert len(states) == (2**5 if latent == "bernoulli" else 3**2)
     if latent == "categorical":
         assert (states.sum(-1) == 1).all()
-    joint = torch.stack([per_datapoint_log_joint(model, x, s.expand((7,) + shape))
-                         for s in states])
+    joint = torch.stack([per_datapoint_log_joint(model, x, s.expand((7,) + shape)) for s in states])
     assert torch.allclose(model.log_marginal(x), torch.logsumexp(joint, 0), atol=1e-5)
     # ... and the prior sums to one
-    assert torch.allclose(model.prior().log_prob(states).logsumexp(0), torch.tensor(0.0),
-                          atol=1e-5)
+    assert torch.allclose(model.prior().log_prob(states).logsumexp(0), torch.tensor(0.0), atol=1e-5)
 
 
 def test_importance_sampled_log_likelihood_matches_enumeration():
@@ -75,31 +76,45 @@ def digits():
     return load("digits", binarize="static").train[:300]
 
 
-@pytest.mark.parametrize("latent, guide_cls, relaxation, elbo, baseline, lr, steps, gain", [
-    ("bernoulli", AmortizedBernoulli, "none", VIMCO(5), "none", 3e-2, 150, 1.0),
-    ("bernoulli", AmortizedBernoulli, "none", TraceGraph_ELBO(), "decaying_avg", 3e-2, 200, 1.0),
-    # the straight-through estimator is biased and learns slowly here (measured +1.1 nats in
-    # 300 steps at temperature 1); asserted: a clear gain
-    ("bernoulli", AmortizedBernoulli, "straight_through", Trace_ELBO(), "none", 1e-2, 300, 0.5),
-    ("categorical", AmortizedCategorical, "none", VIMCO(5), "none", 3e-2, 150, 1.0),
-    ("categorical", AmortizedCategorical, "concrete", Trace_ELBO(), "none", 3e-2, 150, 1.0),
-], ids=["bern-vimco", "bern-score-avg", "bern-st", "cat-vimco", "cat-concrete"])
-def test_short_training_improves_exact_log_likelihood(request, digits, latent, guide_cls,
-                                                      relaxation, elbo, baseline, lr, steps,
-                                                      gain):
+@pytest.mark.parametrize(
+    "latent, guide_cls, relaxation, elbo, baseline, lr, steps, gain",
+    [
+        ("bernoulli", AmortizedBernoulli, "none", VIMCO(5), "none", 3e-2, 150, 1.0),
+        (
+            "bernoulli",
+            AmortizedBernoulli,
+            "none",
+            TraceGraph_ELBO(),
+            "decaying_avg",
+            3e-2,
+            200,
+            1.0,
+        ),
+        # the straight-through estimator is biased and learns slowly here (measured +1.1 nats in
+        # 300 steps at temperature 1); asserted: a clear gain
+        ("bernoulli", AmortizedBernoulli, "straight_through", Trace_ELBO(), "none", 1e-2, 300, 0.5),
+        ("categorical", AmortizedCategorical, "none", VIMCO(5), "none", 3e-2, 150, 1.0),
+        ("categorical", AmortizedCategorical, "concrete", Trace_ELBO(), "none", 3e-2, 150, 1.0),
+    ],
+    ids=["bern-vimco", "bern-score-avg", "bern-st", "cat-vimco", "cat-concrete"],
+)
+def test_short_training_improves_exact_log_likelihood(
+    request, digits, latent, guide_cls, relaxation, elbo, baseline, lr, steps, gain
+):
     # a short run on 300 digits; the exact (enumerated) log p(x) of the training data rises
     # by at least `gain` nats (about half the gain measured with seed 0)
     kw = {"num_categories": 4} if latent == "categorical" else {}
     dim = 8 if latent == "bernoulli" else 4
     temperature = 1.0 if relaxation == "straight_through" else 0.5
     model = SigmoidBeliefNet(64, dim, latent, hidden=(), data_mean=digits.mean(0), **kw)
-    guide = guide_cls(64, dim, hidden=(), relaxation=relaxation, temperature=temperature,
-                      baseline=baseline, **kw)
+    guide = guide_cls(
+        64, dim, hidden=(), relaxation=relaxation, temperature=temperature, baseline=baseline, **kw
+    )
     before = model.log_marginal(digits).mean().item()
     if relaxation == "concrete":
         model.temperature = temperature  # the relaxed objective of Maddison et al.
     svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), elbo)
-    for step in range(steps):
+    for _ in range(steps):
         svi.step(digits[torch.randint(0, 300, (50,))])
     model.temperature = None
     after = model.log_marginal(digits).mean().item()
@@ -107,11 +122,11 @@ def test_short_training_improves_exact_log_likelihood(request, digits, latent, g
     # Pinned: the exact log-likelihood after training, measured with seeds 0-3 (bern-vimco)
     # or 0-2 (the others); tolerance about 4 seed-to-seed sds.
     pins = {  # case: (centre, tolerance)  measured values
-        "bern-vimco": (-23.72, 0.25),      # -23.73, -23.74, -23.65, -23.77 (sd 0.05)
-        "bern-score-avg": (-24.97, 0.5),   # -24.98, -24.84, -25.10 (sd 0.13)
-        "bern-st": (-26.32, 0.45),         # -26.36, -26.41, -26.19 (sd 0.11)
-        "cat-vimco": (-22.86, 0.25),       # -22.81, -22.89, -22.89 (sd 0.05)
-        "cat-concrete": (-25.0, 0.6),      # -24.83, -25.08, -25.12 (sd 0.16)
+        "bern-vimco": (-23.72, 0.25),  # -23.73, -23.74, -23.65, -23.77 (sd 0.05)
+        "bern-score-avg": (-24.97, 0.5),  # -24.98, -24.84, -25.10 (sd 0.13)
+        "bern-st": (-26.32, 0.45),  # -26.36, -26.41, -26.19 (sd 0.11)
+        "cat-vimco": (-22.86, 0.25),  # -22.81, -22.89, -22.89 (sd 0.05)
+        "cat-concrete": (-25.0, 0.6),  # -24.83, -25.08, -25.12 (sd 0.16)
     }
     centre, tol = pins[request.node.callspec.id]
     assert after == pytest.approx(centre, abs=tol)

@@ -16,14 +16,16 @@ def test_sites_shapes_and_plate():
     assert z["value"].shape == (5, 3) and z["fn"].event_shape == (3,)
     assert obs["is_observed"] and obs["fn"].event_shape == (64,)
     assert [f.name for f in obs["cond_indep_stack"]] == ["data"]
-    assert any(name.startswith("decoder$$$") for name in pyro.get_param_store().keys())
+    assert any(name.startswith("decoder$$$") for name in pyro.get_param_store())
     # the model's log joint, written out: N(z; 0, I) and Bernoulli(x; sigmoid(f(z)))
     trace.compute_log_prob()
     with torch.no_grad():
         logits = model.decoder(z["value"])
         ref_z = torch.distributions.Normal(0.0, 1.0).log_prob(z["value"]).sum(-1)
-        ref_x = (x * torch.nn.functional.logsigmoid(logits)
-                 + (1 - x) * torch.nn.functional.logsigmoid(-logits)).sum(-1)
+        ref_x = (
+            x * torch.nn.functional.logsigmoid(logits)
+            + (1 - x) * torch.nn.functional.logsigmoid(-logits)
+        ).sum(-1)
     torch.testing.assert_close(z["log_prob"], ref_z)
     torch.testing.assert_close(obs["log_prob"], ref_x)
     # decode is the Bernoulli mean sigmoid(f(z)); sample(n) decodes n prior draws

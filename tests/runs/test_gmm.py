@@ -10,13 +10,12 @@ from pyrolvm.errors import ConfigError
 from pyrolvm.fitting import fit_mixture
 
 
-
 def separated_mixture(n_per=150, seed=0):
     """Three 2-D clusters 8 standard deviations apart, unequal sizes."""
     gen = torch.Generator().manual_seed(seed)
     means = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
     sizes = [n_per, 2 * n_per, n_per]
-    x = torch.cat([torch.randn(s, 2, generator=gen) + m for s, m in zip(sizes, means)])
+    x = torch.cat([torch.randn(s, 2, generator=gen) + m for s, m in zip(sizes, means, strict=True)])
     return x, means, torch.tensor(sizes, dtype=torch.float32) / sum(sizes)
 
 
@@ -27,12 +26,23 @@ def match(estimated, truth):
     return torch.as_tensor(cols)
 
 
-@pytest.mark.parametrize("guide,covariance,batch_size", [
-    ("map", "full", None), ("map", "diag", 100), ("meanfield", "full", None)])
+@pytest.mark.parametrize(
+    "guide,covariance,batch_size",
+    [("map", "full", None), ("map", "diag", 100), ("meanfield", "full", None)],
+)
 def test_recovers_means_of_well_separated_mixture(guide, covariance, batch_size):
     x, means, weights = separated_mixture()
-    fit = fit_mixture(x, 3, covariance, guide=guide, epochs=150 if batch_size is None else 40,
-                      batch_size=batch_size, lr=0.05, init="random", seed=0)
+    fit = fit_mixture(
+        x,
+        3,
+        covariance,
+        guide=guide,
+        epochs=150 if batch_size is None else 40,
+        batch_size=batch_size,
+        lr=0.05,
+        init="random",
+        seed=0,
+    )
     perm = match(fit.params["locs"], means)
     # sample means of 150..300 unit-variance points have standard error <= 1/sqrt(150) = 0.08
     # per coordinate; allow 4 standard errors
@@ -48,7 +58,8 @@ def test_restarts_keep_the_best():
     assert len(fit.restarts) == 3
     assert fit.history["train_log_likelihood"][-1] == pytest.approx(max(fit.restarts))
     assert fit.model.log_likelihood(x, fit.params).mean().item() == pytest.approx(
-        max(fit.restarts), abs=1e-5)
+        max(fit.restarts), abs=1e-5
+    )
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag"])

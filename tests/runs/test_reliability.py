@@ -2,7 +2,6 @@
 run at several kill points (SIGINT mid-epoch and at an epoch's end, SIGKILL), run folders
 that are never overwritten silently, a lock against two writers."""
 
-import json
 import os
 import pathlib
 import signal
@@ -12,12 +11,13 @@ import textwrap
 
 import pytest
 import torch
-
 from helpers import cli_error
+
 from pyrolvm.cli import main
 from pyrolvm.data import load
 from pyrolvm.errors import ConfigError, Interrupted
 from pyrolvm.runs import evaluate_run, train_gmm, train_m2, train_vae
+from pyrolvm.runs.common import read_json
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VAE = dict(epochs=3, hidden=(16,), eval_samples=20, progress=False)  # 15 steps per epoch
@@ -67,7 +67,7 @@ def test_resume_after_sigint_equals_the_uninterrupted_run(tmp_path, uninterrupte
     out = str(tmp_path / "run")
     with pytest.raises(Interrupted, match="--resume"):
         train_vae(out=out, data=KillAt(kill_step), **VAE)
-    stopped = json.load(open(os.path.join(out, "metrics.json")))
+    stopped = read_json(os.path.join(out, "metrics.json"))
     assert stopped["status"] == "interrupted" and stopped["complete"] is False
     state = checkpoint(out)["train"]
     assert (state["epoch"] - 1) * 15 + state["step"] == kill_step  # the step that was running
@@ -76,8 +76,9 @@ def test_resume_after_sigint_equals_the_uninterrupted_run(tmp_path, uninterrupte
     a, b = checkpoint(full_out), checkpoint(out)
     for part in ("model", "guide"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
-    assert all(torch.equal(a["train"]["params"][k], b["train"]["params"][k])
-               for k in a["train"]["params"])
+    assert all(
+        torch.equal(a["train"]["params"][k], b["train"]["params"][k]) for k in a["train"]["params"]
+    )
 
 
 def test_resume_after_sigkill_starts_from_the_last_epoch(tmp_path, uninterrupted):
@@ -85,7 +86,7 @@ def test_resume_after_sigkill_starts_from_the_last_epoch(tmp_path, uninterrupted
     out = str(tmp_path / "run")
     script = textwrap.dedent(f"""
         import signal, sys
-        sys.path[:0] = [{str(REPO / 'tests')!r}, {str(REPO / 'tests' / 'runs')!r}]
+        sys.path[:0] = [{str(REPO / "tests")!r}, {str(REPO / "tests" / "runs")!r}]
         import torch
         torch.set_num_threads(1)
         from test_reliability import KillAt, VAE
@@ -133,8 +134,9 @@ def test_gmm_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     assert state["restart"] == 1 and len(state["restarts"]) == 1
     resumed = train_gmm(out=str(tmp_path / "run"), resume=True, **kw)
     drop = ("seconds", "sklearn_seconds", "seconds_per_epoch")
-    assert ({k: v for k, v in without_times(resumed).items() if k not in drop}
-            == {k: v for k, v in without_times(full).items() if k not in drop})
+    assert {k: v for k, v in without_times(resumed).items() if k not in drop} == {
+        k: v for k, v in without_times(full).items() if k not in drop
+    }
 
 
 def test_interrupted_cli_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
@@ -142,13 +144,16 @@ def test_interrupted_cli_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(3))
     out = str(tmp_path / "run")
-    assert main(["train", "vae", "--epochs", "2", "--hidden", "16", "--out", out,
-                 "--no-progress"]) == 130
+    assert (
+        main(["train", "vae", "--epochs", "2", "--hidden", "16", "--out", out, "--no-progress"])
+        == 130
+    )
     err = capsys.readouterr().err
     assert "SIGINT at epoch 1, step 3" in err and "--resume" in err and "Traceback" not in err
 
 
 # -- checkpoints that are not ours ---------------------------------------------------------
+
 
 class Crafted:
     """A pickle that runs code when loaded without weights_only (it creates a file)."""
@@ -161,8 +166,9 @@ class Crafted:
 
 
 @pytest.mark.parametrize("content", ["crafted", "truncated", "random", "empty", "foreign"])
-def test_bad_checkpoints_get_one_clear_error_and_run_nothing(tmp_path, capsys, uninterrupted,
-                                                            content):
+def test_bad_checkpoints_get_one_clear_error_and_run_nothing(
+    tmp_path, capsys, uninterrupted, content
+):
     folder = tmp_path / "run"
     folder.mkdir()
     path, marker = folder / "checkpoint.pt", tmp_path / "code-ran"
@@ -197,24 +203,25 @@ def test_a_folder_holding_a_run_is_never_written_silently(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["train", "vae", "--latent-dim", "2", "--out", out, *FAST]) == 0
     before = snapshot(out)
-    for argv in (["train", "vae", "--out", out, *FAST],
-                 ["train", "gmm", "--out", out, "--epochs", "2", "--no-progress"],
-                 ["train", "vae", "--out", out, "--epochs", "0"],  # fails validation
-                 ["train", "vae", "--out", out, "--resume", "--lr", "0.5", *FAST],
-                 ["train", "gmm", "--out", out, "--resume", "--no-progress"],
-                 ["train", "vae", "--out", out, "--resume", "--overwrite", *FAST]):
+    for argv in (
+        ["train", "vae", "--out", out, *FAST],
+        ["train", "gmm", "--out", out, "--epochs", "2", "--no-progress"],
+        ["train", "vae", "--out", out, "--epochs", "0"],  # fails validation
+        ["train", "vae", "--out", out, "--resume", "--lr", "0.5", *FAST],
+        ["train", "gmm", "--out", out, "--resume", "--no-progress"],
+        ["train", "vae", "--out", out, "--resume", "--overwrite", *FAST],
+    ):
         err = cli_error(capsys, argv)
         assert "Traceback" not in err
     assert snapshot(out) == before
     err = cli_error(capsys, ["train", "vae", "--out", out, "--resume", "--lr", "0.5", *FAST])
-    assert ("these differ: --latent-dim: 2 in the run, 8 now; --lr: 0.003 in the run, 0.5 now"
-            in err)
+    assert "these differ: --latent-dim: 2 in the run, 8 now; --lr: 0.003 in the run, 0.5 now" in err
     err = cli_error(capsys, ["train", "vae", "--out", out, *FAST])
     assert "--overwrite" in err and "--resume" in err
     # --overwrite clears the old run first: the 2-D run's manifold does not survive
     assert main(["train", "vae", "--latent-dim", "3", "--out", out, "--overwrite", *FAST]) == 0
     assert "latent_manifold.png" not in os.listdir(out)
-    assert json.load(open(os.path.join(out, "config.json")))["latent_dim"] == 3
+    assert read_json(os.path.join(out, "config.json"))["latent_dim"] == 3
 
 
 def test_overwrite_never_clears_a_folder_that_is_not_a_run(tmp_path, capsys):
@@ -241,9 +248,16 @@ def test_two_processes_cannot_write_one_folder(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
-         f"lock = FileLock({str(out / '.lock')!r}); lock.acquire(); print('held', flush=True); "
-         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; "
+            f"lock = FileLock({str(out / '.lock')!r}); lock.acquire(); print('held', flush=True); "
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout.readline().strip() == b"held"
         err = cli_error(capsys, ["train", "vae", "--out", str(out), *FAST])

@@ -1,39 +1,63 @@
 """The estimator-comparison tutorial runs end to end in fast mode and writes its figures."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+from pyrolvm.runs.common import read_json
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_tutorial_fast_mode(tmp_path):
-    env = dict(os.environ, PYROLVM_FAST="1", PYROLVM_FIGURES=str(tmp_path),
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tutorials", "compare_estimators.py")],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    env = dict(
+        os.environ,
+        PYROLVM_FAST="1",
+        PYROLVM_FIGURES=str(tmp_path),
+        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tutorials", "compare_estimators.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("estimators_curves.png", "snr_vs_k.png", "discrete.png", "naive_vs_is.png"):
         assert os.path.getsize(tmp_path / name) > 1000
-    results = json.load(open(tmp_path / "compare_estimators.json"))
+    results = read_json(tmp_path / "compare_estimators.json")
     assert len(results["continuous"]) == 9 and len(results["discrete"]) == 4
     # Pinned fast-mode test NLLs (K = 20, 2 epochs, seed 0 as the script sets it). The script
     # fixes its seeds, so the tolerance comes from the same kind of run under seeds 0-3 (the
     # 1-2 epoch digits VAE of tests/test_cli.py: test NLL sd ~0.13 nats): 0.6 nats, about 4.5
     # sds; the untrained VAE sits near 28 nats, 64 log 2 = 44.4 is a coin per pixel.
     measured = {
-        "pathwise": 27.05, "score, no baseline": 27.11, "score, decaying avg": 27.06,
-        "score, neural": 27.23, "IWAE K=5": 26.66, "IWAE K=50": 26.32, "DReG K=5": 26.61,
-        "DReG K=50": 26.27, "STL": 27.03,
+        "pathwise": 27.05,
+        "score, no baseline": 27.11,
+        "score, decaying avg": 27.06,
+        "score, neural": 27.23,
+        "IWAE K=5": 26.66,
+        "IWAE K=50": 26.32,
+        "DReG K=5": 26.61,
+        "DReG K=50": 26.27,
+        "STL": 27.03,
     }
-    measured_discrete = {"score, neural": 27.20, "VIMCO K=5": 27.15, "Concrete": 27.17,
-                         "straight-through": 27.17}
+    measured_discrete = {
+        "score, neural": 27.20,
+        "VIMCO K=5": 27.15,
+        "Concrete": 27.17,
+        "straight-through": 27.17,
+    }
     assert set(results["continuous"]) == set(measured)
     assert set(results["discrete"]) == set(measured_discrete)
-    for table, pins in ((results["continuous"], measured), (results["discrete"], measured_discrete)):
+    for table, pins in (
+        (results["continuous"], measured),
+        (results["discrete"], measured_discrete),
+    ):
         for name, value in pins.items():
             row = table[name]
             assert row["test_nll"] == pytest.approx(value, abs=0.6), name

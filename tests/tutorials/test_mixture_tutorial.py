@@ -8,9 +8,14 @@ import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIGURES = ("mixture_svi_vs_em.png", "mixture_loglik_bic_vs_k.png", "mixture_clusters_2d.png",
-           "mixture_responsibilities_2d.png", "mixture_m2_accuracy.png", "mixture_vae_clusters.png")
-
+FIGURES = (
+    "mixture_svi_vs_em.png",
+    "mixture_loglik_bic_vs_k.png",
+    "mixture_clusters_2d.png",
+    "mixture_responsibilities_2d.png",
+    "mixture_m2_accuracy.png",
+    "mixture_vae_clusters.png",
+)
 
 
 def test_mixture_tutorial_fast_mode(tmp_path, monkeypatch, capsys):

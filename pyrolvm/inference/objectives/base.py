@@ -99,20 +99,33 @@ class MultiSampleELBO(ELBO):
     stop_guide_params = False
     needs_rsample = True
 
-    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf"),
-                 batch_plate: str | None = None) -> None:
+    def __init__(
+        self,
+        num_particles: int = 5,
+        max_plate_nesting: float = float("inf"),
+        batch_plate: str | None = None,
+    ) -> None:
         if int(num_particles) < 1:
             raise ConfigError(f"num_particles must be >= 1, got {num_particles}")
-        super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting,
-                         vectorize_particles=True)
+        super().__init__(
+            num_particles=int(num_particles),
+            max_plate_nesting=max_plate_nesting,
+            vectorize_particles=True,
+        )
         self.batch_plate = batch_plate
 
     def _get_trace(self, model, guide, args, kwargs):
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
 
-    def importance_weights(self, model: Callable, guide: Callable, *args: Any,
-                           stop_guide_params: bool = False, check_rsample: bool = True,
-                           **kwargs: Any) -> ImportanceWeights:
+    def importance_weights(
+        self,
+        model: Callable,
+        guide: Callable,
+        *args: Any,
+        stop_guide_params: bool = False,
+        check_rsample: bool = True,
+        **kwargs: Any,
+    ) -> ImportanceWeights:
         """Run guide and model once with K vectorized particles.
 
         Args:
@@ -137,8 +150,13 @@ class MultiSampleELBO(ELBO):
                     )
         if stop_guide_params:
             guide_trace = _stop_guide_params(guide_trace)
-        log_w, scale = log_weights(model_trace, guide_trace, int(self.max_plate_nesting),
-                                   self.batch_plate, particles=self.num_particles > 1)
+        log_w, scale = log_weights(
+            model_trace,
+            guide_trace,
+            int(self.max_plate_nesting),
+            self.batch_plate,
+            particles=self.num_particles > 1,
+        )
         return ImportanceWeights(log_w, scale, model_trace, guide_trace)
 
     def bound(self, log_w: torch.Tensor) -> torch.Tensor:
@@ -151,11 +169,13 @@ class MultiSampleELBO(ELBO):
         the batch, times the scale)."""
         return -weights.scale * self.bound(weights.log_w).sum()
 
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any,
-                            **kwargs: Any) -> torch.Tensor:
+    def differentiable_loss(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         """The surrogate loss as a differentiable 0-d tensor (nats)."""
-        weights = self.importance_weights(model, guide, *args,
-                                          stop_guide_params=self.stop_guide_params, **kwargs)
+        weights = self.importance_weights(
+            model, guide, *args, stop_guide_params=self.stop_guide_params, **kwargs
+        )
         return self.surrogate(weights)
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
@@ -164,12 +184,12 @@ class MultiSampleELBO(ELBO):
             weights = self.importance_weights(model, guide, *args, **kwargs)
             return -weights.scale * self.bound(weights.log_w).sum().item()
 
-    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any,
-                       **kwargs: Any) -> float:
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float (nats); the estimator's gradient is accumulated into the
         parameters' ``.grad``."""
-        weights = self.importance_weights(model, guide, *args,
-                                          stop_guide_params=self.stop_guide_params, **kwargs)
+        weights = self.importance_weights(
+            model, guide, *args, stop_guide_params=self.stop_guide_params, **kwargs
+        )
         surrogate = self.surrogate(weights)
         if surrogate.requires_grad:
             surrogate.backward(retain_graph=self.retain_graph)

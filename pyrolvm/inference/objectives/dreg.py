@@ -13,9 +13,7 @@ from .base import MultiSampleELBO
 def _param_tensors(trace):
     """Unconstrained leaf tensors of the ``param`` sites of a trace (what ``SVI`` updates)."""
     return {
-        site["value"].unconstrained()
-        for site in trace.nodes.values()
-        if site["type"] == "param"
+        site["value"].unconstrained() for site in trace.nodes.values() if site["type"] == "param"
     }
 
 
@@ -67,8 +65,13 @@ class DReG(MultiSampleELBO):
             plate; a parameter shared by model and guide.
     """
 
-    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf"),
-                 batch_plate: str | None = None, single_pass: bool = True) -> None:
+    def __init__(
+        self,
+        num_particles: int = 5,
+        max_plate_nesting: float = float("inf"),
+        batch_plate: str | None = None,
+        single_pass: bool = True,
+    ) -> None:
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         self.single_pass = single_pass
 
@@ -112,13 +115,14 @@ class DReG(MultiSampleELBO):
             _accumulate(model_params, grads)
         if guide_params and surrogate_guide.requires_grad:
             grads = torch.autograd.grad(
-                surrogate_guide, guide_params, retain_graph=self.retain_graph,
+                surrogate_guide,
+                guide_params,
+                retain_graph=self.retain_graph,
                 allow_unused=True,
             )
             _accumulate(guide_params, grads)
 
-    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any,
-                       **kwargs: Any) -> float:
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The negative IWAE bound as a float (nats); DReG gradients are accumulated into the
         ``.grad`` of the model's and the guide's parameters."""
         weights = self.importance_weights(model, guide, *args, stop_guide_params=True, **kwargs)

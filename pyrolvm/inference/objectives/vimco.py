@@ -43,8 +43,13 @@ class VIMCO(MultiSampleELBO):
 
     needs_rsample = False
 
-    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf"),
-                 batch_plate: str | None = None, leave_one_out: bool = True) -> None:
+    def __init__(
+        self,
+        num_particles: int = 5,
+        max_plate_nesting: float = float("inf"),
+        batch_plate: str | None = None,
+        leave_one_out: bool = True,
+    ) -> None:
         if leave_one_out and int(num_particles) < 2:
             raise ConfigError(
                 f"VIMCO's leave-one-out baselines need num_particles >= 2, got {num_particles}"
