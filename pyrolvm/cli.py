@@ -64,6 +64,12 @@ def parse(argv: list[str] | None = None) -> Any:
         SystemExit: status 2 with tyro's message for a malformed command line; 0 after
             ``--help``.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in (["--version"], ["-V"]):
+        from . import __version__
+
+        print(f"pyrolvm {__version__}")
+        raise SystemExit(0)
     command = tyro.cli(command_type(), args=argv, prog="pyrolvm", config=_CONFIG)
     return getattr(command, "config", command)
 

@@ -241,3 +241,12 @@ def test_every_config_field_is_a_flag_with_help(kind, capsys):
     for field in dataclasses.fields(config):
         assert renamed.get(field.name, "--" + field.name.replace("_", "-")) in text, field.name
     assert "seed of every random draw of the run" in text
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pyrolvm {version('pyro-lvm')}"
