@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from helpers import cli_error
 
 from pyrolvm.cli import main
@@ -69,6 +70,22 @@ def test_train_gmm_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsy
         assert again[key] == pytest.approx(metrics[key], abs=1e-9)
     assert main(["evaluate", out]) == 0
     assert f"{metrics['test_log_likelihood']:.3f}" in capsys.readouterr().out
+    # the test ARI recomputed independently: scikit-learn's PCA refitted on the digits split,
+    # the checkpoint's mixture scored in closed form (scipy), argmax of the densities
+    from scipy.stats import norm
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+
+    from pyrolvm.data import load
+
+    data = load("digits")
+    pca = PCA(5, random_state=0).fit(data.train.double().numpy())
+    xtest = pca.transform(data.test.double().numpy())
+    params = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["params"]
+    weights, locs, scales = (params[k].double().numpy() for k in ("weights", "locs", "scales"))
+    log_joint = np.log(weights) + norm.logpdf(xtest[:, None, :], locs, scales).sum(-1)
+    ari = adjusted_rand_score(data.test_labels.numpy(), log_joint.argmax(-1))
+    assert metrics["test_ari"] == pytest.approx(ari, abs=1e-12)
 
 
 def test_same_seed_same_gmm_run(tmp_path):
