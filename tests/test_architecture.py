@@ -53,7 +53,7 @@ def test_no_private_name_imported_across_modules():
                 found += [
                     f"{path.relative_to(PACKAGE.parent)}: {a.name} from {node.module}"
                     for a in node.names
-                    if a.name.startswith("_")
+                    if a.name.startswith("_") and not a.name.startswith("__")
                 ]
             elif (
                 isinstance(node, ast.Attribute)

@@ -20,6 +20,7 @@ the marginal likelihood of a datapoint is eq. (9.7):
 """
 
 import math
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -34,7 +35,7 @@ COVARIANCES = ("full", "diag")
 GLOBAL_SITES = ("weights", "locs", "scales", "corr")
 
 
-def check_num_components(num_components, num_data=None):
+def check_num_components(num_components: int, num_data: int | None = None) -> int:
     """Raise :class:`~pyrolvm.ConfigError` unless ``1 <= num_components <= num_data``; returns K."""
     if int(num_components) != num_components or num_components < 1:
         raise ConfigError(
@@ -92,17 +93,17 @@ class GaussianMixture:
 
     def __init__(
         self,
-        num_components,
-        data_dim,
-        covariance="full",
-        num_data=None,
-        weight_concentration=1.0,
-        loc_loc=0.0,
-        loc_scale=10.0,
-        scale_loc=0.0,
-        scale_scale=2.0,
-        corr_concentration=1.0,
-    ):
+        num_components: int,
+        data_dim: int,
+        covariance: str = "full",
+        num_data: int | None = None,
+        weight_concentration: float = 1.0,
+        loc_loc: float | torch.Tensor = 0.0,
+        loc_scale: float | torch.Tensor = 10.0,
+        scale_loc: float | torch.Tensor = 0.0,
+        scale_scale: float = 2.0,
+        corr_concentration: float = 1.0,
+    ) -> None:
         if covariance not in COVARIANCES:
             raise ConfigError(
                 f"unknown covariance type {covariance!r}: choose one of {', '.join(COVARIANCES)}"
@@ -133,7 +134,9 @@ class GaussianMixture:
         self.corr_concentration = float(corr_concentration)
 
     @classmethod
-    def from_data(cls, x, num_components, covariance="full", **kwargs):
+    def from_data(
+        cls, x: torch.Tensor, num_components: int, covariance: str = "full", **kwargs: Any
+    ) -> "GaussianMixture":
         """A mixture whose weakly informative priors are set from training data x (N, D):
         means ~ N(mean(x), (10 * std(x))^2) per dimension, component standard deviations with
         prior median std(x) per dimension and log-scale spread 2 (a factor e^2 ~ 7.4 either
@@ -146,26 +149,30 @@ class GaussianMixture:
         check_data(x, "training data")
         check_num_components(num_components, len(x))
         std = x.std(0).clamp_min(1e-3 * x.std().clamp_min(1e-12))
-        defaults = dict(num_data=len(x), loc_loc=x.mean(0), loc_scale=10 * std, scale_loc=std.log())
+        defaults: dict[str, Any] = dict(
+            num_data=len(x), loc_loc=x.mean(0), loc_scale=10 * std, scale_loc=std.log()
+        )
         defaults.update(kwargs)
         return cls(num_components, x.shape[-1], covariance, **defaults)
 
     @property
-    def global_sites(self):
+    def global_sites(self) -> tuple[str, ...]:
         """Names of the global latent sites, in the order they are sampled."""
         if self.covariance == "full" and self.data_dim > 1:
             return ("weights", "locs", "scales", "corr")
         return ("weights", "locs", "scales")
 
     @property
-    def num_parameters(self):
+    def num_parameters(self) -> int:
         """Free parameters of the likelihood: (K - 1) + K D + K D (diag) or K D (D + 1) / 2
         (full); the count used by BIC and by scikit-learn's ``GaussianMixture._n_parameters``."""
         k, d = self.num_components, self.data_dim
         cov = k * d if self.covariance == "diag" else k * d * (d + 1) // 2
         return (k - 1) + k * d + cov
 
-    def component_dist(self, locs, scales, corr=None):
+    def component_dist(
+        self, locs: torch.Tensor, scales: torch.Tensor, corr: torch.Tensor | None = None
+    ) -> dist.TorchDistribution:
         """The component densities N(mu_k, Sigma_k) as a Pyro distribution of batch shape
         (..., K) and event shape (D,), from locs (..., K, D), scales (..., K, D) and, for full
         covariances, corr (..., K, D, D)."""
@@ -173,7 +180,7 @@ class GaussianMixture:
             return dist.Normal(locs, scales).to_event(1)
         return dist.MultivariateNormal(locs, scale_tril=scales.unsqueeze(-1) * corr)
 
-    def covariances(self, params):
+    def covariances(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Covariance matrices Sigma_k, shape (K, D, D), from a dict of global site values."""
         scales, corr = params["scales"], params.get("corr")
         if corr is None:
@@ -181,7 +188,7 @@ class GaussianMixture:
         tril = scales.unsqueeze(-1) * corr
         return tril @ tril.transpose(-1, -2)
 
-    def check_x(self, x, name="data"):
+    def check_x(self, x: torch.Tensor, name: str = "data") -> None:
         """Raise :class:`~pyrolvm.DataError` unless x is a finite (N, D) float tensor of the model's
         dimension D."""
         check_data(x, name)
@@ -191,7 +198,12 @@ class GaussianMixture:
                 f"{self.data_dim}; project it the same way as the training data"
             )
 
-    def __call__(self, x, index=None, subsample_size=None):
+    def __call__(
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor | None = None,
+        subsample_size: int | None = None,
+    ) -> torch.Tensor:
         """Run the model on x (see the class docstring); returns the assignment sample
         (shape (B,), or (K, 1) when enumerated)."""
         k, d = self.num_components, self.data_dim
@@ -242,7 +254,7 @@ class GaussianMixture:
         return {s: params[s].detach() for s in self.global_sites}
 
     @torch.no_grad()
-    def log_joint(self, x, params):
+    def log_joint(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """log pi_k + log N(x_n; mu_k, Sigma_k) for every datapoint and component, read from the
         enumerated model's trace (shape (N, K), nats), for x (N, D) and a dict of global site
         values ``params`` (e.g. ``guide.median()``).
@@ -256,11 +268,12 @@ class GaussianMixture:
         trace = poutine.trace(poutine.enum(conditioned, first_available_dim=-2)).get_trace(x)
         trace.compute_log_prob(site_filter=lambda name, site: name in ("assignment", "x"))
         # both log-probs have shape (K, N): the enumerated component along dim -2
-        joint = trace.nodes["assignment"]["log_prob"] + trace.nodes["x"]["log_prob"]
+        nodes: Any = trace.nodes
+        joint = nodes["assignment"]["log_prob"] + nodes["x"]["log_prob"]
         return joint.transpose(0, 1)
 
     @torch.no_grad()
-    def log_likelihood(self, x, params):
+    def log_likelihood(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Exact per-datapoint log-likelihood ``log sum_k pi_k N(x_n; mu_k, Sigma_k)`` (eq. (9.7)
         of Bishop 2006), shape (N,), nats, with the assignment summed out by enumeration.
 
@@ -270,13 +283,15 @@ class GaussianMixture:
         return torch.logsumexp(self.log_joint(x, params), dim=-1)
 
     @torch.no_grad()
-    def responsibilities(self, x, params):
+    def responsibilities(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Posterior responsibilities ``p(z_n = k | x_n)`` (Bishop 2006, eq. (9.13)), shape
         (N, K), rows summing to 1."""
         return torch.softmax(self.log_joint(x, params), dim=-1)
 
     @torch.no_grad()
-    def assign(self, x, params, temperature=0):
+    def assign(
+        self, x: torch.Tensor, params: dict[str, torch.Tensor], temperature: int = 0
+    ) -> torch.Tensor:
         """Hard assignments through ``pyro.infer.infer_discrete``: the MAP component of every
         datapoint (``temperature=0``, the argmax of the responsibilities) or a draw from
         p(z_n | x_n) (``temperature=1``); shape (N,), int64.
@@ -292,14 +307,16 @@ class GaussianMixture:
         return infer_discrete(conditioned, first_available_dim=-2, temperature=temperature)(x)
 
     @torch.no_grad()
-    def bic(self, x, params):
+    def bic(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> float:
         """Bayesian information criterion ``-2 sum_n log p(x_n) + P log N`` (Schwarz 1978) for
         x (N, D), P = :attr:`num_parameters`; lower is better (as scikit-learn's ``bic``)."""
         ll = self.log_likelihood(x, params).double().sum().item()
         return -2.0 * ll + self.num_parameters * math.log(len(x))
 
     @torch.no_grad()
-    def sample(self, num_samples, params):
+    def sample(
+        self, num_samples: int, params: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``num_samples`` datapoints from the mixture with the given global parameters;
         returns (x (num_samples, D), assignment (num_samples,) int64)."""
         p = self._params(params)
@@ -308,7 +325,9 @@ class GaussianMixture:
         comp = self.component_dist(p["locs"][z], p["scales"][z], None if corr is None else corr[z])
         return comp.sample(), z
 
-    def params_from_moments(self, weights, locs, covariances):
+    def params_from_moments(
+        self, weights: Any, locs: Any, covariances: Any
+    ) -> dict[str, torch.Tensor]:
         """Global site values from mixture weights (K,), means (K, D) and covariances: (K, D, D)
         matrices, or (K, D) variances for ``"diag"`` (scikit-learn's ``covariances_`` layout
         for ``covariance_type="full"`` / ``"diag"``); array-likes are accepted. A full matrix

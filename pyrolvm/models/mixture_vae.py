@@ -10,6 +10,9 @@ out exactly: the prior term of the ELBO is log sum_c pi_c N(z; mu_c, sigma_c^2).
 q(c | x) is then the exact p(c | z) at the encoder's mean (their eq. (16)).
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -40,13 +43,13 @@ class MixturePriorVAE(nn.Module):
 
     def __init__(
         self,
-        data_dim,
-        latent_dim=10,
-        num_components=10,
-        hidden=(500, 500),
-        activation="relu",
-        name="mixture_vae",
-    ):
+        data_dim: int,
+        latent_dim: int = 10,
+        num_components: int = 10,
+        hidden: Sequence[int] = (500, 500),
+        activation: str = "relu",
+        name: str = "mixture_vae",
+    ) -> None:
         super().__init__()
         if int(num_components) != num_components or num_components < 1:
             raise ConfigError(
@@ -60,11 +63,11 @@ class MixturePriorVAE(nn.Module):
         self.prior_log_scales = nn.Parameter(torch.zeros(self.num_components, self.latent_dim))
         self.name = name
 
-    def component_dist(self):
+    def component_dist(self) -> dist.TorchDistribution:
         """The mixture's components N(mu_c, diag(sigma_c^2)), batch shape (K,), event (L,)."""
         return dist.Normal(self.prior_locs, self.prior_log_scales.exp()).to_event(1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> None:
         pyro.module(self.name, self)
         with pyro.plate("data", x.shape[0]):
             c = pyro.sample(
@@ -78,7 +81,7 @@ class MixturePriorVAE(nn.Module):
             pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
 
     @torch.no_grad()
-    def log_prior(self, z):
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """Exact log p(z) = log sum_c pi_c N(z; mu_c, sigma_c^2) in nats, shape (B,), for z of
         shape (B, L)."""
         return torch.logsumexp(self._log_joint(z), dim=-1)
@@ -89,12 +92,12 @@ class MixturePriorVAE(nn.Module):
         )
 
     @torch.no_grad()
-    def cluster_posterior(self, z):
+    def cluster_posterior(self, z: torch.Tensor) -> torch.Tensor:
         """p(c | z), shape (B, K), for z (B, L)."""
         return torch.softmax(self._log_joint(z), dim=-1)
 
     @torch.no_grad()
-    def set_prior(self, weights, locs, scales):
+    def set_prior(self, weights: Any, locs: Any, scales: Any) -> None:
         """Overwrite the mixture prior (weights (K,), locs (K, L), scales (K, L)), e.g. with a
         Gaussian mixture fitted to the encoder's means (VaDE's initialization, section 4)."""
         self.prior_logits.copy_(torch.as_tensor(weights).log())
