@@ -102,7 +102,9 @@ def load(
 
     Raises:
         ConfigError: unknown dataset or binarization name, or ``"mnist"`` without a root.
-        DataError: the data root does not hold the MNIST files and they cannot be downloaded.
+        DataError: the data root does not hold the MNIST files and they cannot be downloaded;
+            an .npz file that is unreadable or of the wrong shapes or dtypes; data outside
+            [0, 1] to binarize.
     """
     if name not in DATASETS and not str(name).endswith(".npz"):
         raise ConfigError(
@@ -119,6 +121,13 @@ def load(
     else:
         train, test, ytrain, ytest, shape = _load_mnist(root, download)
     if binarize != "none":
+        for x, which in ((train, "training"), (test, "test")):
+            if not ((x >= 0) & (x <= 1)).all():
+                raise DataError(
+                    f"binarization draws each pixel from Bernoulli(intensity), so the {which} "
+                    f"data must lie in [0, 1] (it spans {x.min().item():g} to "
+                    f"{x.max().item():g}): rescale it (e.g. x / 255) or use binarize='none'"
+                )
         gen = torch.Generator().manual_seed(seed)
         test = torch.bernoulli(test, generator=gen)
         if binarize == "static":

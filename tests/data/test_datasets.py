@@ -118,3 +118,11 @@ def test_mnist_loads_with_documented_label_counts():
         1009,
     ]
     assert os.path.isdir(os.path.join(MNIST_ROOT, "MNIST", "raw"))
+
+
+def test_binarizing_data_outside_the_unit_interval_gets_one_clear_error(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", train=np.random.rand(10, 4) * 255, test=np.random.rand(5, 4))
+    with pytest.raises(DataError, match="must lie in \\[0, 1\\].*x / 255"):
+        load(str(tmp_path / "d.npz"), binarize="dynamic")
