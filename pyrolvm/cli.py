@@ -27,6 +27,9 @@ class Evaluate:
     """a run folder written by `pyrolvm train`"""
     eval_samples: int | None = None
     """importance samples K of a vae run (default: the run's)"""
+    amortization_gap: int | None = None
+    """a vae run: the amortization gap on this many test points (Cremer et al. 2018; refines a
+    per-datapoint guide on each; default: not computed)"""
     data_root: str | None = None
     """MNIST root, if it moved"""
     progress: bool = True
@@ -86,7 +89,8 @@ def run(command: Any) -> str:
     """Carry out a parsed command and return what it prints."""
     if isinstance(command, Evaluate):
         kind, metrics = evaluate_run(command.folder, command.data_root, command.progress,
-                                     eval_samples=command.eval_samples)
+                                     eval_samples=command.eval_samples,
+                                     amortization_gap=command.amortization_gap)
         return format_summary(f"evaluation of {command.folder}", kind.evaluation_rows(metrics))
     kind = next(k for k in RUNS.values() if isinstance(command, k.config))
     metrics = kind.train(command)

@@ -108,8 +108,14 @@ def log_weights(
     max_plate_nesting: int,
     batch_plate: str | None = None,
     particles: bool = True,
+    latent_weight: float = 1.0,
 ) -> tuple[torch.Tensor, float]:
     """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
+
+    With ``latent_weight`` = beta != 1 the latent sites' terms are weighted:
+    ``log p(x | z_k) + beta * (log p(z_k) - log q(z_k | x))``, whose expectation is the
+    beta-weighted ELBO ``E_q log p(x | z) - beta KL(q || p)`` (per-site weight, the model is
+    not copied). At 1 the weights are exactly the unweighted ones.
 
     Args:
         model_trace (pyro.poutine.Trace): the model's trace with computed log-densities (from
@@ -119,6 +125,7 @@ def log_weights(
         batch_plate (str or None): name of the batch plate (default: see :func:`find_batch_plate`).
         particles (bool): whether the traces have a particle plate (``False`` for K = 1,
             where Pyro does not add one).
+        latent_weight (float): beta, the weight of the latent sites' log-densities.
 
     Returns:
         (log_w, scale): ``log_w`` of shape (K, B), in nats; ``scale`` is the likelihood scale
@@ -136,7 +143,10 @@ def log_weights(
             if site["type"] != "sample" or (sign < 0 and site["is_observed"]):
                 continue
             log_p = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-            total = total + sign * sum_to_batch(log_p, site, max_plate_nesting, plate, particles)
+            term = sum_to_batch(log_p, site, max_plate_nesting, plate, particles)
+            if latent_weight != 1.0 and not site["is_observed"]:
+                term = latent_weight * term
+            total = total + sign * term
             s = torch.as_tensor(site["scale"])
             if s.numel() != 1:
                 raise ConfigError(

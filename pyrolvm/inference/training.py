@@ -105,6 +105,11 @@ def train(
     arguments and ``resume_from=state`` continues from there and ends with parameters and
     curves bitwise equal to the uninterrupted call's (on CPU; the ``seconds`` curve excepted).
 
+    **Schedules.** An objective with a ``set_epoch(epoch)`` method (:class:`BetaELBO` with
+    ``anneal``) has it called with the 1-based epoch before the epoch's first step, and before
+    the remaining steps of a resumed epoch: a schedule is a function of the epoch, which the
+    checkpoint holds, so it needs no state of its own and a resumed run stays bitwise equal.
+
     **Interruption.** SIGINT (Ctrl-C) or SIGTERM during training finishes the current step,
     calls ``checkpoint`` with the mid-epoch state (or, in an epoch's last step, finishes the
     epoch and its checkpoint) and raises :class:`~pyrolvm.Interrupted`; a second SIGINT stops
@@ -248,6 +253,9 @@ def train(
                     position.update(
                         epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0, seen=0
                     )
+                for _, _, objective in objectives:
+                    if hasattr(objective, "set_epoch"):  # schedules (BetaELBO's anneal)
+                        objective.set_epoch(epoch)
                 assert perm is not None
                 for step in range(position["step"], steps_per_epoch):
                     idx = perm[step * batch_size : (step + 1) * batch_size]

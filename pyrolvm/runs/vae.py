@@ -13,12 +13,15 @@ import pyro
 import torch
 import tyro
 
-from .. import plots
+from .. import plots, plots_latent
 from ..data import BINARIZATIONS
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..guides import (BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCategorical,
                       AmortizedNormal)
-from ..inference import ELBOS, importance_sample, make_elbo, make_optim, mean_and_stderr, train
+from ..inference import (ANNEALING, ELBOS, FREE_BITS_GROUPS, elbo_options, importance_sample, make_elbo,
+                         make_optim, mean_and_stderr, train)
+from ..fitting.amortization import amortization_gap
+from ..inference.latent import latent_summary
 from ..models import LATENTS, LIKELIHOODS, VAE, SigmoidBeliefNet
 from ..nets import ACTIVATIONS
 from .common import (CHECKPOINT, format_summary, load_data, record_stop,
@@ -27,6 +30,7 @@ from .config import Count, PositiveFloat, Range, RunConfig, Sizes
 from .registry import RunKind, register
 
 Beta = Annotated[float, Range(0, 1, high_open=True)]
+NonNegative = Annotated[float, Range(0)]
 
 
 @dataclass
@@ -51,7 +55,30 @@ class VAEConfig(RunConfig):
     elbo: Literal[tuple(ELBOS)] = "trace"
     """the objective"""
     num_particles: Count = 1
-    """particles K of the objective"""
+    """particles K of the objective (for miwae / piwae / miwae-dreg: per group)"""
+    beta: NonNegative | None = None
+    """--elbo beta / mmd: the KL weight beta (default 1); --elbo ciwae: the ELBO's weight in
+    beta ELBO + (1 - beta) IWAE, in [0, 1] (default 0.5)"""
+    anneal: Literal[ANNEALING] | None = None
+    """--elbo beta: schedule of beta over epochs: linear warm-up (Bowman et al. 2016) or
+    cyclical (Fu et al. 2019) (default none)"""
+    warmup_epochs: Count | None = None
+    """--elbo beta with --anneal: epochs W of the rise from 0 to beta; a cyclical cycle is 2W
+    epochs (default 10)"""
+    free_bits: NonNegative | None = None
+    """--elbo freebits: lambda, nats per latent dimension below which the KL is not
+    penalized (default 0)"""
+    free_bits_per: Literal[FREE_BITS_GROUPS] | None = None
+    """--elbo freebits: floor the KL of each latent dimension, or of the whole latent site
+    (default dimension)"""
+    alpha: float | None = None
+    """--elbo renyi: the Rényi order alpha (0: IWAE, 1: ELBO; default 0)"""
+    mmd_weight: NonNegative | None = None
+    """--elbo mmd: the weight of the aggregate-posterior MMD (default 1)"""
+    bandwidth: PositiveFloat | None = None
+    """--elbo mmd: the Gaussian kernel's bandwidth (default 1)"""
+    num_groups: Count | None = None
+    """--elbo miwae / piwae / miwae-dreg: M, the number of IWAE bounds averaged (default 1)"""
     latent: Literal[("gaussian",) + LATENTS] = "gaussian"
     """gaussian: the VAE; bernoulli / categorical: a sigmoid belief network with binary or
     one-hot latents (--latent-dim units or variables)"""
@@ -88,6 +115,9 @@ class VAEConfig(RunConfig):
     """importance samples K for the test log-likelihood"""
     eval_batch_size: Count = 100
     """test datapoints per evaluation call"""
+    amortization_gap: Annotated[int, Range(0)] = 0
+    """after training, the amortization gap (Cremer et al. 2018) on this many test points:
+    a per-datapoint guide refined from the encoder's output by SVI (0: not computed)"""
 
     def resolve_defaults(self, values):
         if values["binarize"] is None:
@@ -105,6 +135,23 @@ class VAEConfig(RunConfig):
         if self.latent != "gaussian" and self.likelihood != "bernoulli":
             raise ConfigError("discrete latents come with a Bernoulli likelihood: drop "
                               "--likelihood")
+        given = [k for k, v in self.elbo_options().items() if v is not None]
+        extra = [k for k in given if k not in elbo_options(self.elbo)]
+        if extra:
+            flags = {"per": "free_bits_per"}
+            raise ConfigError(f"--elbo {self.elbo} does not take " + ", ".join(
+                "--" + flags.get(k, k).replace("_", "-") for k in extra))
+        if self.warmup_epochs is not None and self.anneal in (None, "none"):
+            raise ConfigError("--warmup-epochs needs --anneal linear or --anneal cyclical")
+        make_elbo(self.elbo, self.num_particles, **self.elbo_options(given))
+
+    def elbo_options(self, names=None):
+        """The objective's options among this config's fields (``make_elbo`` keywords)."""
+        values = {"beta": self.beta, "anneal": self.anneal, "warmup_epochs": self.warmup_epochs,
+                  "free_bits": self.free_bits, "per": self.free_bits_per, "alpha": self.alpha,
+                  "mmd_weight": self.mmd_weight, "bandwidth": self.bandwidth,
+                  "num_groups": self.num_groups}
+        return values if names is None else {k: values[k] for k in names if k in values}
 
 
 #: Per-dataset defaults of :class:`VAEConfig` (kept for ``from pyrolvm.runs import ...``).
@@ -167,9 +214,52 @@ def evaluate(model, guide, test, cfg):
             "test_ess": result.ess.mean().item(), "eval_samples": cfg.eval_samples}
 
 
-def figures(folder, model, guide, data, history):
-    """Write samples.png, reconstructions.png, elbo_curve.png (and latent_manifold.png when the
-    latent is 2-D) into ``folder``; return their file names."""
+def latent_diagnostics(model, guide, test, cfg, final):
+    """Rate, distortion, KL per dimension, active units and the mutual information
+    (:func:`pyrolvm.inference.latent.latent_summary`) of a Gaussian-latent VAE on the test
+    set, with ``distortion = -test_elbo - rate`` (nats per datapoint; Alemi et al. 2018); the
+    MI's draws come from a generator seeded by ``cfg.seed`` (the global RNG is untouched).
+    An empty dict for discrete latents."""
+    if not isinstance(model, VAE):
+        return {}
+    with torch.no_grad():
+        parts = [guide.encode(x) for x in test.split(1000)]
+    loc, scale = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    out = latent_summary(loc, scale, generator=torch.Generator().manual_seed(cfg.seed))
+    out["distortion"] = -final["test_elbo"] - out["rate"]
+    return out
+
+
+#: SVI steps, learning rate and particles of the amortization gap's refinement.
+GAP_STEPS, GAP_LR, GAP_PARTICLES = 500, 0.05, 10
+
+
+def gap_metrics(model, guide, test, cfg, num_points):
+    """The amortization gap (:func:`pyrolvm.fitting.amortization.amortization_gap`) of a
+    Gaussian-latent VAE on the first ``num_points`` test points, seeded by ``cfg.seed``, with
+    ``cfg.eval_samples`` samples per estimate: ``amortization_gap``, ``approximation_gap``,
+    ``inference_gap`` and their ``*_stderr`` (nats), ``gap_points``, ``gap_steps``.
+
+    Raises:
+        ConfigError: discrete latents, or ``num_points`` < 1.
+    """
+    if not isinstance(model, VAE):
+        raise ConfigError("the amortization gap is computed for Gaussian latents only")
+    if int(num_points) < 1:
+        raise ConfigError(f"--amortization-gap must be >= 1 test points, got {num_points}")
+    pyro.set_rng_seed(cfg.seed)
+    gap = amortization_gap(model, guide.encode, test[:int(num_points)], steps=GAP_STEPS,
+                           lr=GAP_LR, num_particles=GAP_PARTICLES,
+                           eval_samples=cfg.eval_samples)
+    return gap.summary()
+
+
+def figures(folder, model, guide, data, history, kl_order=None):
+    """Write samples.png, reconstructions.png, elbo_curve.png, for Gaussian latents
+    latent_traversals.png (of the first test image's posterior mean, along the 10 dimensions
+    of ``kl_order``: default the first 10) and interpolation.png (between the posterior means
+    of the first two test images), and latent_manifold.png when the latent is 2-D, into
+    ``folder``; return their file names."""
     names = ["samples.png", "reconstructions.png", "elbo_curve.png"]
     shape = data.image_shape
     plots.image_grid(os.path.join(folder, names[0]), model.sample(64), shape,
@@ -180,6 +270,14 @@ def figures(folder, model, guide, data, history):
     plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
     plots.curves(os.path.join(folder, names[2]), history, ["train_elbo", "test_elbo"],
                  "ELBO per datapoint (nats)", "ELBO")
+    if isinstance(model, VAE):
+        names += ["latent_traversals.png", "interpolation.png"]
+        loc = guide.encode(data.test[:2])[0].detach()
+        dims = kl_order[:10] if kl_order is not None else range(min(10, model.latent_dim))
+        plots_latent.latent_traversals(os.path.join(folder, names[-2]), model.decode, loc[0],
+                                       shape, dims=dims)
+        plots_latent.interpolation(os.path.join(folder, names[-1]), model.decode, loc[0],
+                                   loc[-1], shape)
     if model.latent_dim == 2 and isinstance(model, VAE):
         names.append("latent_manifold.png")
         plots.latent_manifold(os.path.join(folder, names[-1]), model.decode, shape)
@@ -207,7 +305,9 @@ def train_vae(config=None, data=None, **overrides):
 
     Writes into ``config.out``: ``config.json``; ``metrics.json`` (per-epoch ``train_elbo``,
     ``test_elbo_curve``, ``seconds``; final ``train_elbo``, ``test_elbo``, ``test_nll``,
-    ``test_nll_stderr``, ``test_ess``, ``seconds_per_epoch``; nats per datapoint); ``checkpoint.pt``
+    ``test_nll_stderr``, ``test_ess``, ``seconds_per_epoch``; nats per datapoint; for Gaussian
+    latents the test set's ``rate``, ``distortion``, ``kl_per_dim``, ``activity``,
+    ``active_units``, ``mutual_information``, see :func:`latent_diagnostics`); ``checkpoint.pt``
     (model and guide state and the training state of :func:`pyrolvm.inference.train`:
     optimizer, RNGs, position; rewritten after every epoch and on interruption); the PNG
     figures. A folder holding another run is refused unless ``overwrite`` (cleared first) or
@@ -231,7 +331,8 @@ def train_vae(config=None, data=None, **overrides):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         model, guide = build(cfg, data.data_dim, data.train.mean(0))
-        elbo = make_elbo(cfg.elbo, cfg.num_particles)
+        elbo = make_elbo(cfg.elbo, cfg.num_particles,
+                         **cfg.elbo_options(elbo_options(cfg.elbo)))
         optim = make_optim(cfg.lr, cfg.betas, cfg.eps)
         if saved is None:
             write_json(os.path.join(folder, "config.json"), config_dict)
@@ -256,6 +357,9 @@ def train_vae(config=None, data=None, **overrides):
             raise record_stop(folder, exc) from None
         history["test_elbo"] = history.pop("test_elbo_curve", [])
         final = evaluate(model, guide, data.test, cfg)
+        final.update(latent_diagnostics(model, guide, data.test, cfg, final))
+        if cfg.amortization_gap:
+            final.update(gap_metrics(model, guide, data.test, cfg, cfg.amortization_gap))
         seconds = history["seconds"]
         metrics = {
             "status": "ok",
@@ -266,12 +370,15 @@ def train_vae(config=None, data=None, **overrides):
             "epochs": len(history["train_elbo"]),
             "curves": history,
         }
-        metrics["figures"] = figures(folder, model, guide, data, history)
+        kl = metrics.get("kl_per_dim")
+        order = sorted(range(len(kl)), key=lambda u: -kl[u]) if kl else None
+        metrics["figures"] = figures(folder, model, guide, data, history, order)
         write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
 
-def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True):
+def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True,
+                 amortization_gap=None):
     """Reload the checkpoint of a VAE run folder and recompute its test figures.
 
     With the run's own ``eval_samples`` and seed the numbers equal those in its metrics.json.
@@ -280,9 +387,12 @@ def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True):
         folder (str): a folder written by :func:`train_vae`.
         eval_samples (int or None): importance samples K (default: the run's).
         data_root (str or None): MNIST root, if it moved since the run.
+        amortization_gap (int or None): also the amortization gap on this many test points
+            (:func:`gap_metrics`).
 
     Returns:
-        dict: ``test_elbo``, ``test_nll``, ``test_nll_stderr``, ``test_ess``, ``eval_samples``.
+        dict: ``test_elbo``, ``test_nll``, ``test_nll_stderr``, ``test_ess``, ``eval_samples``
+        (and the gap's figures when asked).
 
     Raises:
         ConfigError: no checkpoint in ``folder``.
@@ -294,7 +404,10 @@ def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True):
     model, guide = build(cfg, data_dim)
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
-    return evaluate(model, guide, data.test, cfg)
+    metrics = evaluate(model, guide, data.test, cfg)
+    if amortization_gap is not None:
+        metrics.update(gap_metrics(model, guide, data.test, cfg, amortization_gap))
+    return metrics
 
 
 def summary(metrics, cfg, folder):
@@ -307,15 +420,34 @@ def summary(metrics, cfg, folder):
         (f"test NLL (K={metrics['eval_samples']})",
          f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {metrics['eval_samples']}"),
+        *_latent_rows(metrics),
+        *_gap_rows(metrics),
         ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
         ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT}, "
                        f"{', '.join(metrics['figures'])})"),
     ]
     title = (f"VAE on {cfg.dataset}: {cfg.likelihood} likelihood, binarize={cfg.binarize}, "
-             f"latent_dim={cfg.latent_dim}{_latent_label(cfg)}, elbo={cfg.elbo}{k}, "
+             f"latent_dim={cfg.latent_dim}{_latent_label(cfg)}, elbo={cfg.elbo}{k}"
+             f"{_elbo_label(cfg)}, "
              f"{metrics['epochs']} epochs, "
              f"seed={cfg.seed}")
     return format_summary(title, rows)
+
+
+def _elbo_label(cfg):
+    """The objective's options given on the command line, for the summary's title."""
+    given = {k: v for k, v in cfg.elbo_options().items() if v is not None}
+    return "".join(f" {k}={v}" for k, v in given.items())
+
+
+def _latent_rows(metrics):
+    """Summary rows of the latent diagnostics (none for discrete latents)."""
+    if "rate" not in metrics:
+        return []
+    return [("rate / distortion", f"{metrics['rate']:.2f} / {metrics['distortion']:.2f} nats"),
+            ("active units", f"{metrics['active_units']} of {len(metrics['kl_per_dim'])}"),
+            ("mutual information I(x; z)", f"{metrics['mutual_information']:.2f} nats "
+                                           f"({metrics['mi_points']} test points)")]
 
 
 def _latent_label(cfg):
@@ -341,10 +473,22 @@ def evaluation_rows(metrics):
         ("test ELBO", f"{metrics['test_elbo']:.2f} nats"),
         (f"test NLL (K={k})", f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {k}"),
+        *_gap_rows(metrics),
     ]
+
+
+def _gap_rows(metrics):
+    """Rows of the amortization gap, when computed."""
+    if "amortization_gap" not in metrics:
+        return []
+    return [(f"{name} gap ({metrics['gap_points']} test points)",
+             f"{metrics[key]:.2f} ± {metrics[key + '_stderr']:.2f} nats")
+            for name, key in (("amortization", "amortization_gap"),
+                              ("approximation", "approximation_gap"),
+                              ("inference", "inference_gap"))]
 
 
 KIND = register(RunKind(
     "vae", VAEConfig, train_vae, evaluate_vae, summary, evaluation_rows,
     description="a VAE with an amortized Gaussian guide (or a sigmoid belief network)",
-    evaluate_options=("eval_samples",)))
+    evaluate_options=("eval_samples", "amortization_gap")))

@@ -60,6 +60,26 @@ def _stop_guide_params(guide_trace):
     return trace
 
 
+def param_tensors(trace):
+    """Unconstrained leaf tensors of the ``param`` sites of a trace (what ``SVI`` updates)."""
+    return {
+        site["value"].unconstrained()
+        for site in trace.nodes.values()
+        if site["type"] == "param"
+    }
+
+
+def accumulate_grads(params, grads):
+    """Add ``grads`` (``None`` entries skipped) into the ``.grad`` of ``params``."""
+    for p, g in zip(params, grads, strict=True):
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g.detach().clone()
+        else:
+            p.grad += g.detach()
+
+
 class MultiSampleELBO(ELBO):
     r"""Base class of the multi-sample objectives (IWAE, DReG, STL, VIMCO, ...): a
     ``pyro.infer.ELBO`` whose K particles are vectorized in Pyro's outermost particle plate and
@@ -98,6 +118,9 @@ class MultiSampleELBO(ELBO):
 
     stop_guide_params = False
     needs_rsample = True
+    #: beta, the weight of the latent sites' log-densities in the log-weights (1: the plain
+    #: ``log p(x, z) - log q(z | x)``; see :func:`~pyrolvm.inference.log_weights`).
+    latent_weight = 1.0
 
     def __init__(
         self,
@@ -150,13 +173,9 @@ class MultiSampleELBO(ELBO):
                     )
         if stop_guide_params:
             guide_trace = _stop_guide_params(guide_trace)
-        log_w, scale = log_weights(
-            model_trace,
-            guide_trace,
-            int(self.max_plate_nesting),
-            self.batch_plate,
-            particles=self.num_particles > 1,
-        )
+        log_w, scale = log_weights(model_trace, guide_trace, int(self.max_plate_nesting),
+                                   self.batch_plate, particles=self.num_particles > 1,
+                                   latent_weight=self.latent_weight)
         return ImportanceWeights(log_w, scale, model_trace, guide_trace)
 
     def bound(self, log_w: torch.Tensor) -> torch.Tensor:
@@ -194,3 +213,37 @@ class MultiSampleELBO(ELBO):
         if surrogate.requires_grad:
             surrogate.backward(retain_graph=self.retain_graph)
         return -weights.scale * self.bound(weights.log_w.detach()).sum().item()
+
+
+class MinibatchELBO(MultiSampleELBO):
+    """A :class:`MultiSampleELBO` whose objective is not a sum of per-datapoint bounds but a
+    function of the whole minibatch (free bits, MMD): a subclass sets :meth:`batch_bound`,
+    the objective summed over the batch before the plate scale; the loss is minus it times
+    the scale, the surrogate its reparameterized gradient."""
+
+    def bound(self, log_w):
+        """The per-datapoint ELBO estimate (the mean of the log-weights over K), shape (B,)."""
+        return log_w.mean(0)
+
+    def batch_bound(self, weights):
+        """The objective of the batch (0-d tensor, nats); default the ELBO summed."""
+        return self.bound(weights.log_w).sum()
+
+    def surrogate(self, weights):
+        return -weights.scale * self.batch_bound(weights)
+
+    def loss(self, model, guide, *args, **kwargs):
+        """Minus the objective of the batch, times the scale, as a float (nats)."""
+        with torch.no_grad():
+            weights = self.importance_weights(model, guide, *args, **kwargs)
+            return -weights.scale * self.batch_bound(weights).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        """The loss as a float (nats); the gradient accumulated into ``.grad``."""
+        weights = self.importance_weights(model, guide, *args,
+                                          stop_guide_params=self.stop_guide_params, **kwargs)
+        total = self.batch_bound(weights)
+        surrogate = -weights.scale * total
+        if surrogate.requires_grad:
+            surrogate.backward(retain_graph=self.retain_graph)
+        return -weights.scale * total.detach().item()

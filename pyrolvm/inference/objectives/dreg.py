@@ -7,24 +7,9 @@ import torch
 
 from ...errors import ConfigError
 from ..importance import find_batch_plate, latent_sites
-from .base import MultiSampleELBO
+from .base import MultiSampleELBO, accumulate_grads, param_tensors
 
 
-def _param_tensors(trace):
-    """Unconstrained leaf tensors of the ``param`` sites of a trace (what ``SVI`` updates)."""
-    return {
-        site["value"].unconstrained() for site in trace.nodes.values() if site["type"] == "param"
-    }
-
-
-def _accumulate(params, grads):
-    for p, g in zip(params, grads, strict=True):
-        if g is None:
-            continue
-        if p.grad is None:
-            p.grad = g.detach().clone()
-        else:
-            p.grad += g.detach()
 
 
 class DReG(MultiSampleELBO):
@@ -75,11 +60,20 @@ class DReG(MultiSampleELBO):
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         self.single_pass = single_pass
 
-    def _one_pass(self, weights, site, normalized):
+    def particle_weights(self, log_w):
+        """(outer, inner), each (K, B), detached: the model's gradient is
+        ``sum_k outer_k grad log p(x, z_k)`` and the guide's path derivative is weighted by
+        ``outer_k * inner_k``. For IWAE both are the normalized weights w~_k (so the guide
+        gets w~_k^2); subclasses for other bounds (:class:`MIWAEDReG`) override it."""
+        normalized = torch.softmax(log_w, dim=0).detach()
+        return normalized, normalized
+
+    def _one_pass(self, weights, site, normalized, inner=None):
         """One backward pass, for a guide with a single latent site z: its value feeds only
         log p(x, z) and the detached log q(z), so multiplying the gradient arriving at z_k by
         w~_k turns the IWAE surrogate's w~_k into w~_k^2 on the path into the guide, and
         leaves the model's gradient w~_k grad_theta log p(x, z_k) as it is."""
+        inner = normalized if inner is None else inner
         surrogate = -weights.scale * (normalized * weights.log_w).sum()
         if not surrogate.requires_grad:
             return
@@ -90,29 +84,31 @@ class DReG(MultiSampleELBO):
         rank = int(self.max_plate_nesting)
         plate = find_batch_plate(weights.model_trace, self.batch_plate)
         shape = [1] * rank
-        shape[0] = normalized.shape[0]
+        shape[0] = inner.shape[0]
         if plate is not None:
-            shape[rank + plate.dim] = normalized.shape[1]
+            shape[rank + plate.dim] = inner.shape[1]
         event_dim = value.dim() - len(site["fn"].batch_shape)
-        w = normalized.reshape(shape + [1] * event_dim)
+        w = inner.reshape(shape + [1] * event_dim)
         handle = value.register_hook(lambda g: g * w)
         try:
             surrogate.backward(retain_graph=self.retain_graph)
         finally:
             handle.remove()
 
-    def _two_passes(self, model_params, guide_params, weights, normalized):
+    def _two_passes(self, model_params, guide_params, weights, normalized, inner=None):
         """The general case: separate gradients of two surrogates for model and guide."""
         log_w, scale = weights.log_w, weights.scale
         # model: IWAE gradient sum_k w~_k grad log w_k (log q does not depend on theta)
         surrogate_model = -scale * (normalized * log_w).sum()
         # guide: squared normalized weights on the path derivative (q's params are detached)
-        surrogate_guide = -scale * (normalized.pow(2) * log_w).sum()
+        squared = normalized.pow(2) if inner is None or inner is normalized \
+            else normalized * inner
+        surrogate_guide = -scale * (squared * log_w).sum()
         if model_params and surrogate_model.requires_grad:
             grads = torch.autograd.grad(
                 surrogate_model, model_params, retain_graph=True, allow_unused=True
             )
-            _accumulate(model_params, grads)
+            accumulate_grads(model_params, grads)
         if guide_params and surrogate_guide.requires_grad:
             grads = torch.autograd.grad(
                 surrogate_guide,
@@ -120,23 +116,23 @@ class DReG(MultiSampleELBO):
                 retain_graph=self.retain_graph,
                 allow_unused=True,
             )
-            _accumulate(guide_params, grads)
+            accumulate_grads(guide_params, grads)
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The negative IWAE bound as a float (nats); DReG gradients are accumulated into the
         ``.grad`` of the model's and the guide's parameters."""
         weights = self.importance_weights(model, guide, *args, stop_guide_params=True, **kwargs)
-        model_params = _param_tensors(weights.model_trace)
-        guide_params = _param_tensors(weights.guide_trace)
+        model_params = param_tensors(weights.model_trace)
+        guide_params = param_tensors(weights.guide_trace)
         if model_params & guide_params:
             raise ConfigError(
                 "DReG needs disjoint model and guide parameters, but the model and the guide "
                 "share some: use IWAE for such a pair"
             )
-        normalized = torch.softmax(weights.log_w, dim=0).detach()
+        normalized, inner = self.particle_weights(weights.log_w)
         latent = latent_sites(weights.guide_trace)
         if len(latent) == 1 and latent[0]["value"].requires_grad and self.single_pass:
-            self._one_pass(weights, latent[0], normalized)
+            self._one_pass(weights, latent[0], normalized, inner)
         else:
-            self._two_passes(list(model_params), list(guide_params), weights, normalized)
+            self._two_passes(list(model_params), list(guide_params), weights, normalized, inner)
         return -weights.scale * self.bound(weights.log_w.detach()).sum().item()
