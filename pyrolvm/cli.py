@@ -1,3 +1,5 @@
+# pyright: reportInvalidTypeForm=false
+# (the command type is built at run time from the run registry)
 """The ``pyrolvm`` command: ``pyrolvm train KIND ...`` for every registered run kind and
 ``pyrolvm evaluate RUN_FOLDER``.
 
@@ -44,17 +46,24 @@ def command_type() -> Any:
     """The type tyro parses ``pyrolvm ...`` into: a ``train`` subcommand per run kind, whose
     value is that kind's config, or :class:`Evaluate` (built at run time from
     :data:`pyrolvm.runs.RUNS`, so static type checkers see ``Any``)."""
-    configs = tuple(Annotated[k.config, tyro.conf.subcommand(k.name, description=k.description)]
-                    for k in _kinds())
+    configs = tuple(
+        Annotated[k.config, tyro.conf.subcommand(k.name, description=k.description)]
+        for k in _kinds()
+    )
+
+    kinds = Union[configs]  # noqa: UP007 (a union of the registry's configs, built at run time)
 
     @dataclass
     class Train:
         """Train a model and write a run folder."""
 
-        config: Annotated[Union[configs], tyro.conf.arg(name="")]  # pyright: ignore
+        config: Annotated[kinds, tyro.conf.arg(name="")]
+        """the kind of run"""
 
-    return Union[Annotated[Train, tyro.conf.subcommand("train")],
-                 Annotated[Evaluate, tyro.conf.subcommand("evaluate")]]
+    return Union[  # noqa: UP007 (a union built from the registry)
+        Annotated[Train, tyro.conf.subcommand("train")],
+        Annotated[Evaluate, tyro.conf.subcommand("evaluate")],
+    ]
 
 
 _CONFIG = (tyro.conf.OmitSubcommandPrefixes,)
@@ -88,9 +97,13 @@ def parser() -> Any:
 def run(command: Any) -> str:
     """Carry out a parsed command and return what it prints."""
     if isinstance(command, Evaluate):
-        kind, metrics = evaluate_run(command.folder, command.data_root, command.progress,
-                                     eval_samples=command.eval_samples,
-                                     amortization_gap=command.amortization_gap)
+        kind, metrics = evaluate_run(
+            command.folder,
+            command.data_root,
+            command.progress,
+            eval_samples=command.eval_samples,
+            amortization_gap=command.amortization_gap,
+        )
         return format_summary(f"evaluation of {command.folder}", kind.evaluation_rows(metrics))
     kind = next(k for k in RUNS.values() if isinstance(command, k.config))
     metrics = kind.train(command)
@@ -109,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyrolvm: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pyrolvm: interrupted; the run folder keeps the last checkpoint: run the same "
-              "command with --resume to continue", file=sys.stderr)
+        print(
+            "pyrolvm: interrupted; the run folder keeps the last checkpoint: run the same "
+            "command with --resume to continue",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

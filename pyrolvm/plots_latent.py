@@ -23,9 +23,13 @@ def latent_traversals(path, decode, z, image_shape, dims=None, span=3.0, n=9):
         zz = z.expand(n, -1).clone()
         zz[:, u] = values
         rows.append(decode(zz))
-    plots.image_grid(path, torch.cat(rows), image_shape,
-                     f"latent traversals: rows = dimensions {dims}, z_u in [-{span}, {span}]",
-                     ncols=n)
+    plots.image_grid(
+        path,
+        torch.cat(rows),
+        image_shape,
+        f"latent traversals: rows = dimensions {dims}, z_u in [-{span}, {span}]",
+        ncols=n,
+    )
     return dims
 
 
@@ -34,8 +38,13 @@ def interpolation(path, decode, z0, z1, image_shape, n=10):
     """Save the images decoded along the straight line from ``z0`` to ``z1`` (shape (L,)),
     n points including both ends."""
     t = torch.linspace(0, 1, n)[:, None]
-    plots.image_grid(path, decode((1 - t) * z0 + t * z1), image_shape,
-                     "interpolation between the posterior means of two test images", ncols=n)
+    plots.image_grid(
+        path,
+        decode((1 - t) * z0 + t * z1),
+        image_shape,
+        "interpolation between the posterior means of two test images",
+        ncols=n,
+    )
 
 
 def rate_distortion(path, points, title="rate-distortion (Alemi et al. 2018)"):
@@ -47,9 +56,15 @@ def rate_distortion(path, points, title="rate-distortion (Alemi et al. 2018)"):
     d = [p["distortion"] for p in points]
     for p in points:
         ax.scatter(p["rate"], p["distortion"], s=25)
-        ax.annotate(p["label"], (p["rate"], p["distortion"]), fontsize=8,
-                    textcoords="offset points", xytext=(4, 4))
-    lo, hi = min(x + y for x, y in zip(r, d)), max(x + y for x, y in zip(r, d))
+        ax.annotate(
+            p["label"],
+            (p["rate"], p["distortion"]),
+            fontsize=8,
+            textcoords="offset points",
+            xytext=(4, 4),
+        )
+    lo = min(x + y for x, y in zip(r, d, strict=True))
+    hi = max(x + y for x, y in zip(r, d, strict=True))
     top = max(r) * 1.1 + 1
     for level in torch.linspace(lo, hi, 4).tolist():
         ax.plot([0, top], [level, level - top], ":", color="gray", lw=0.7)

@@ -5,9 +5,10 @@ import json
 import os
 
 import pytest
-
 from helpers import cli_error
+
 from pyrolvm.cli import main
+from pyrolvm.runs.common import read_json
 
 FAST = ["--epochs", "2", "--eval-samples", "20", "--no-progress", "--hidden", "16"]
 
@@ -18,8 +19,26 @@ def metrics_of(out):
 
 def test_annealed_beta_run_writes_the_latent_diagnostics(tmp_path, capsys):
     out = str(tmp_path / "beta")
-    assert main(["train", "vae", "--elbo", "beta", "--beta", "4", "--anneal", "cyclical",
-                 "--warmup-epochs", "1", "--out", out, *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                "--elbo",
+                "beta",
+                "--beta",
+                "4",
+                "--anneal",
+                "cyclical",
+                "--warmup-epochs",
+                "1",
+                "--out",
+                out,
+                *FAST,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "elbo=beta beta=4.0 anneal=cyclical warmup_epochs=1" in printed
     assert "active units" in printed and "mutual information" in printed
@@ -29,32 +48,39 @@ def test_annealed_beta_run_writes_the_latent_diagnostics(tmp_path, capsys):
     assert m["rate"] + m["distortion"] == pytest.approx(-m["test_elbo"])
     assert 0 <= m["active_units"] <= 8
     assert m["mutual_information"] <= m["rate"] + 1e-6 or m["rate"] < 0.05
-    assert json.load(open(os.path.join(out, "config.json")))["anneal"] == "cyclical"
+    assert read_json(os.path.join(out, "config.json"))["anneal"] == "cyclical"
     for name in ("latent_traversals.png", "interpolation.png"):
         assert name in m["figures"] and os.path.getsize(os.path.join(out, name)) > 1000
 
 
-@pytest.mark.parametrize("argv", [
-    ["--elbo", "freebits", "--free-bits", "0.5"],
-    ["--elbo", "mmd", "--mmd-weight", "10", "--bandwidth", "2"],
-    ["--elbo", "renyi", "--alpha", "0.5", "--num-particles", "3"],
-    ["--elbo", "piwae", "--num-groups", "2", "--num-particles", "2"],
-    ["--elbo", "ciwae", "--beta", "0.3", "--num-particles", "3"],
-], ids=["freebits", "mmd", "renyi", "piwae", "ciwae"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--elbo", "freebits", "--free-bits", "0.5"],
+        ["--elbo", "mmd", "--mmd-weight", "10", "--bandwidth", "2"],
+        ["--elbo", "renyi", "--alpha", "0.5", "--num-particles", "3"],
+        ["--elbo", "piwae", "--num-groups", "2", "--num-particles", "2"],
+        ["--elbo", "ciwae", "--beta", "0.3", "--num-particles", "3"],
+    ],
+    ids=["freebits", "mmd", "renyi", "piwae", "ciwae"],
+)
 def test_each_loss_option_trains(tmp_path, argv):
     out = str(tmp_path / "r")
     assert main(["train", "vae", *argv, "--out", out, *FAST[:1], "1", *FAST[2:]]) == 0
     assert metrics_of(out)["status"] == "ok"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--alpha", "0.5"], "--elbo trace does not take --alpha"),
-    (["--elbo", "beta", "--free-bits", "1"], "--elbo beta does not take --free-bits"),
-    (["--elbo", "beta", "--warmup-epochs", "3"], "--warmup-epochs needs --anneal"),
-    (["--elbo", "ciwae", "--beta", "2"], "CIWAE's beta must lie in [0, 1]"),
-    (["--elbo", "beta", "--beta", "-1"], "--beta must be >= 0"),
-    (["--elbo", "beta", "--anneal", "cosine"], "invalid choice 'cosine'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--alpha", "0.5"], "--elbo trace does not take --alpha"),
+        (["--elbo", "beta", "--free-bits", "1"], "--elbo beta does not take --free-bits"),
+        (["--elbo", "beta", "--warmup-epochs", "3"], "--warmup-epochs needs --anneal"),
+        (["--elbo", "ciwae", "--beta", "2"], "CIWAE's beta must lie in [0, 1]"),
+        (["--elbo", "beta", "--beta", "-1"], "--beta must be >= 0"),
+        (["--elbo", "beta", "--anneal", "cosine"], "invalid choice 'cosine'"),
+    ],
+)
 def test_bad_loss_options_give_one_clear_error(tmp_path, capsys, argv, message):
     err = cli_error(capsys, ["train", "vae", "--out", str(tmp_path / "r"), *FAST, *argv])
     assert message in err

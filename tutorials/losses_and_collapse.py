@@ -52,28 +52,44 @@ FAST = os.environ.get("PYROLVM_FAST", "0") == "1"
 OUT = os.environ.get("PYROLVM_FIGURES", os.path.join("tutorials", "figures"))
 os.makedirs(OUT, exist_ok=True)
 DATASET = os.environ.get("PYROLVM_DATASET", "digits" if FAST else "mnist")
-EPOCHS = int(os.environ.get("PYROLVM_EPOCHS", "1" if FAST else ("2" if DATASET == "mnist"
-                                                                 else "100")))
-COMMON = dict(dataset=DATASET, epochs=EPOCHS, progress=False, seed=0,
-              eval_samples=20 if FAST else 200)
+EPOCHS = int(
+    os.environ.get("PYROLVM_EPOCHS", "1" if FAST else ("2" if DATASET == "mnist" else "100"))
+)
+COMMON = dict(
+    dataset=DATASET, epochs=EPOCHS, progress=False, seed=0, eval_samples=20 if FAST else 200
+)
 if FAST:
     COMMON["hidden"] = (16,)
 GAP_POINTS = 4 if FAST else 100
 RUNS = tempfile.mkdtemp(prefix="losses_and_collapse_")
-print(f"dataset {DATASET}, {EPOCHS} epochs per setting, test NLL with "
-      f"{COMMON['eval_samples']} importance samples; run folders in {RUNS}")
+print(
+    f"dataset {DATASET}, {EPOCHS} epochs per setting, test NLL with "
+    f"{COMMON['eval_samples']} importance samples; run folders in {RUNS}"
+)
 
 
 def run(name, **options):
     t0 = time.perf_counter()
     m = train_vae(out=os.path.join(RUNS, name), **COMMON, **options)
-    row = {k: m[k] for k in ("test_nll", "test_nll_stderr", "test_elbo", "rate", "distortion",
-                             "active_units", "mutual_information")}
+    row = {
+        k: m[k]
+        for k in (
+            "test_nll",
+            "test_nll_stderr",
+            "test_elbo",
+            "rate",
+            "distortion",
+            "active_units",
+            "mutual_information",
+        )
+    }
     row.update({k: m[k] for k in m if k.endswith("_gap") or k.endswith("_gap_stderr")})
     row["seconds"] = time.perf_counter() - t0
-    print(f"{name:24s} NLL {row['test_nll']:7.2f}  ELBO {row['test_elbo']:7.2f}  "
-          f"R {row['rate']:6.2f}  D {row['distortion']:7.2f}  AU {row['active_units']:3d}  "
-          f"MI {row['mutual_information']:5.2f}  ({row['seconds']:.0f} s)")
+    print(
+        f"{name:24s} NLL {row['test_nll']:7.2f}  ELBO {row['test_elbo']:7.2f}  "
+        f"R {row['rate']:6.2f}  D {row['distortion']:7.2f}  AU {row['active_units']:3d}  "
+        f"MI {row['mutual_information']:5.2f}  ({row['seconds']:.0f} s)"
+    )
     return row
 
 
@@ -86,8 +102,9 @@ part1 = {
     "β = 0.5": run("beta0.5", elbo="beta", beta=0.5),
     "β = 1 (ELBO)": run("beta1", elbo="beta", beta=1.0, amortization_gap=GAP_POINTS),
     "β = 4": run("beta4", elbo="beta", beta=4.0),
-    f"β = 1, linear warm-up {warmup} ep.": run("annealed", elbo="beta", beta=1.0,
-                                                anneal="linear", warmup_epochs=warmup),
+    f"β = 1, linear warm-up {warmup} ep.": run(
+        "annealed", elbo="beta", beta=1.0, anneal="linear", warmup_epochs=warmup
+    ),
     "free bits λ = 0.5": run("freebits", elbo="freebits", free_bits=0.5),
     "MMD-VAE (w = 100, h = 1)": run("mmd", elbo="mmd", mmd_weight=100.0, bandwidth=1.0),
 }
@@ -97,15 +114,18 @@ part1 = {
 # sets of the negative ELBO, R + D.
 
 # %%
-rate_distortion(os.path.join(OUT, "rate_distortion.png"),
-                [dict(rate=r["rate"], distortion=r["distortion"], label=k)
-                 for k, r in part1.items()],
-                title=f"rate–distortion on {DATASET} ({EPOCHS} epochs each)")
+rate_distortion(
+    os.path.join(OUT, "rate_distortion.png"),
+    [dict(rate=r["rate"], distortion=r["distortion"], label=k) for k, r in part1.items()],
+    title=f"rate–distortion on {DATASET} ({EPOCHS} epochs each)",
+)
 gap = part1["β = 1 (ELBO)"]
-print(f"amortization gap of the β = 1 VAE on {GAP_POINTS} test points: "
-      f"{gap['amortization_gap']:.2f} ± {gap['amortization_gap_stderr']:.2f} nats; "
-      f"approximation gap {gap['approximation_gap']:.2f} ± "
-      f"{gap['approximation_gap_stderr']:.2f} nats")
+print(
+    f"amortization gap of the β = 1 VAE on {GAP_POINTS} test points: "
+    f"{gap['amortization_gap']:.2f} ± {gap['amortization_gap_stderr']:.2f} nats; "
+    f"approximation gap {gap['approximation_gap']:.2f} ± "
+    f"{gap['approximation_gap_stderr']:.2f} nats"
+)
 
 # %% [markdown]
 # ## Part 2: the MIWAE family at M·K = 8
@@ -118,29 +138,46 @@ part2 = {
     "PIWAE (M=2, K=4)": run("piwae", elbo="piwae", num_groups=2, num_particles=4),
     "CIWAE (β=0.5, K=8)": run("ciwae", elbo="ciwae", beta=0.5, num_particles=8),
 }
-iwae, best_encoder = part2["IWAE (M=1, K=8)"], max(
-    part2["MIWAE (M=2, K=4)"]["test_elbo"], part2["PIWAE (M=2, K=4)"]["test_elbo"])
+iwae, best_encoder = (
+    part2["IWAE (M=1, K=8)"],
+    max(part2["MIWAE (M=2, K=4)"]["test_elbo"], part2["PIWAE (M=2, K=4)"]["test_elbo"]),
+)
 print("MIWAE/PIWAE encoder ELBO better than IWAE's:", best_encoder > iwae["test_elbo"])
-print("IWAE NLL better than MIWAE's and PIWAE's:",
-      iwae["test_nll"] < min(part2["MIWAE (M=2, K=4)"]["test_nll"],
-                             part2["PIWAE (M=2, K=4)"]["test_nll"]))
+print(
+    "IWAE NLL better than MIWAE's and PIWAE's:",
+    iwae["test_nll"]
+    < min(part2["MIWAE (M=2, K=4)"]["test_nll"], part2["PIWAE (M=2, K=4)"]["test_nll"]),
+)
 
 
 # %%
 def table(rows):
-    lines = ["| objective | test NLL | test ELBO | rate (KL) | distortion | active units | MI |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| objective | test NLL | test ELBO | rate (KL) | distortion | active units | MI |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for k, r in rows.items():
-        lines.append(f"| {k} | {r['test_nll']:.2f} ± {r['test_nll_stderr']:.2f} | "
-                     f"{r['test_elbo']:.2f} | {r['rate']:.2f} | {r['distortion']:.2f} | "
-                     f"{r['active_units']} | {r['mutual_information']:.2f} |")
+        lines.append(
+            f"| {k} | {r['test_nll']:.2f} ± {r['test_nll_stderr']:.2f} | "
+            f"{r['test_elbo']:.2f} | {r['rate']:.2f} | {r['distortion']:.2f} | "
+            f"{r['active_units']} | {r['mutual_information']:.2f} |"
+        )
     return "\n".join(lines)
 
 
 print(table(part1))
 print(table(part2))
 with open(os.path.join(OUT, "losses_and_collapse.json"), "w") as f:
-    json.dump({"dataset": DATASET, "epochs": EPOCHS, "settings": COMMON | {"hidden": list(
-        COMMON.get("hidden", ()))}, "gap_points": GAP_POINTS, "part1": part1, "part2": part2},
-        f, indent=1)
+    json.dump(
+        {
+            "dataset": DATASET,
+            "epochs": EPOCHS,
+            "settings": COMMON | {"hidden": list(COMMON.get("hidden", ()))},
+            "gap_points": GAP_POINTS,
+            "part1": part1,
+            "part2": part2,
+        },
+        f,
+        indent=1,
+    )
 shutil.rmtree(RUNS)

@@ -11,6 +11,7 @@ initialized at the encoder's output, by SVI with the model held fixed."""
 from dataclasses import dataclass
 
 import pyro
+import pyro.optim
 import torch
 from pyro import poutine
 from pyro.infer import SVI
@@ -46,9 +47,10 @@ class AmortizationGap:
         ``*_stderr`` (mean and standard error over the points, nats), and ``gap_points``."""
         out = {}
         for key, values in (
-                ("amortization_gap", self.elbo_refined - self.elbo_amortized),
-                ("approximation_gap", self.log_likelihood - self.elbo_refined),
-                ("inference_gap", self.log_likelihood - self.elbo_amortized)):
+            ("amortization_gap", self.elbo_refined - self.elbo_amortized),
+            ("approximation_gap", self.log_likelihood - self.elbo_refined),
+            ("inference_gap", self.log_likelihood - self.elbo_amortized),
+        ):
             out[key], out[key + "_stderr"] = mean_and_stderr(values)
         out["gap_points"] = len(self.elbo_amortized)
         out["gap_steps"] = self.steps
@@ -60,14 +62,23 @@ def _elbo_and_log_px(model, guide, x, num_samples):
     return r.elbo, r.log_likelihood
 
 
-def amortization_gap(model, encode, x, steps=300, lr=1e-2, num_particles=10,
-                     eval_samples=1000, name="amortization_gap"):
+def amortization_gap(
+    model,
+    encode,
+    x,
+    steps=300,
+    lr=1e-2,
+    num_particles=10,
+    eval_samples=1000,
+    name="amortization_gap",
+):
     """Refine a per-datapoint guide from the encoder's output and split the inference gap.
 
     The model's parameters are held fixed (its ``param`` sites are hidden from SVI); only the
     per-datapoint guide's are optimized, by Adam on the ELBO with ``num_particles``
     reparameterized particles over the whole set ``x`` at once, the learning rate decaying
-    geometrically from ``lr`` to ``lr / 100`` over the ``steps`` (Pyro's ``ClippedAdam``). ELBOs and log p(x) are then
+    geometrically from ``lr`` to ``lr / 100`` over the ``steps`` (Pyro's ``ClippedAdam``). ELBOs and
+    log p(x) are then
     estimated with ``eval_samples`` samples per point (the global RNG: seed it first). The
     refined guide's parameters are removed from Pyro's param store at the end.
 
@@ -89,19 +100,21 @@ def amortization_gap(model, encode, x, steps=300, lr=1e-2, num_particles=10,
         ConfigError: no points, or steps < 0.
     """
     if len(x) < 1 or int(steps) < 0:
-        raise ConfigError(f"the amortization gap needs >= 1 point and steps >= 0, got "
-                          f"{len(x)} and {steps}")
+        raise ConfigError(
+            f"the amortization gap needs >= 1 point and steps >= 0, got {len(x)} and {steps}"
+        )
     with torch.no_grad():
         loc, scale = encode(x)
     store = pyro.get_param_store()
-    fixed_model = poutine.block(model, hide_fn=lambda msg: msg["type"] == "param")
+    fixed_model = poutine.block(model, hide_fn=lambda msg: msg.get("type") == "param")
     amortized = PerDatapoint(len(x), loc.shape[-1], loc, scale, name=name + "_encoder")
     refined = PerDatapoint(len(x), loc.shape[-1], loc, scale, name=name)
     try:
         with torch.no_grad():
             elbo_a, log_px_a = _elbo_and_log_px(fixed_model, amortized, x, eval_samples)
         decay = 0.01 ** (1.0 / max(1, int(steps)))  # the rate falls to lr / 100 at the end
-        optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": decay})
+        clipped_adam = pyro.optim.ClippedAdam  # pyright: ignore[reportAttributeAccessIssue]
+        optim = clipped_adam({"lr": lr, "lrd": decay})
         svi = SVI(fixed_model, refined, optim, BetaELBO(num_particles))
         for _ in range(int(steps)):
             svi.step(x)
@@ -109,7 +122,7 @@ def amortization_gap(model, encode, x, steps=300, lr=1e-2, num_particles=10,
             elbo_r, log_px_r = _elbo_and_log_px(fixed_model, refined, x, eval_samples)
             q_loc, q_scale = (t.detach().clone() for t in refined.encode())
     finally:
-        for key in [k for k in store.keys() if k.startswith(name)]:
+        for key in [k for k in store if k.startswith(name)]:
             del store[key]
     better = elbo_r > elbo_a
     elbo_star = torch.where(better, elbo_r, elbo_a)

@@ -42,8 +42,16 @@ class PerDatapoint(nn.Module):
         ConfigError: N or L < 1, initial values of another shape, a batch of another size.
     """
 
-    def __init__(self, num_data, latent_dim, loc=None, scale=None, latent_site="z",
-                 min_scale=1e-4, name="per_datapoint"):
+    def __init__(
+        self,
+        num_data,
+        latent_dim,
+        loc=None,
+        scale=None,
+        latent_site="z",
+        min_scale=1e-4,
+        name="per_datapoint",
+    ):
         super().__init__()
         if int(num_data) < 1 or int(latent_dim) < 1:
             raise ConfigError(f"PerDatapoint needs N, L >= 1, got {num_data}, {latent_dim}")
@@ -51,8 +59,10 @@ class PerDatapoint(nn.Module):
         loc = torch.zeros(shape) if loc is None else torch.as_tensor(loc).detach().clone()
         scale = torch.ones(shape) if scale is None else torch.as_tensor(scale).detach().clone()
         if loc.shape != shape or scale.shape != shape:
-            raise ConfigError(f"initial loc and scale must have shape {shape}, got "
-                              f"{tuple(loc.shape)} and {tuple(scale.shape)}")
+            raise ConfigError(
+                f"initial loc and scale must have shape {shape}, got "
+                f"{tuple(loc.shape)} and {tuple(scale.shape)}"
+            )
         self.loc = nn.Parameter(loc)
         self.raw_scale = nn.Parameter(_softplus_inverse((scale - min_scale).clamp_min(1e-6)))
         self.num_data, self.latent_dim = shape
@@ -67,10 +77,11 @@ class PerDatapoint(nn.Module):
         loc, scale = self.encode()
         if subsample is None:
             if x is not None and x.shape[0] != self.num_data:
-                raise ConfigError(f"PerDatapoint holds {self.num_data} datapoints but got a "
-                                  f"batch of {x.shape[0]}: pass subsample=indices")
+                raise ConfigError(
+                    f"PerDatapoint holds {self.num_data} datapoints but got a "
+                    f"batch of {x.shape[0]}: pass subsample=indices"
+                )
             with pyro.plate("data", self.num_data):
                 return pyro.sample(self.latent_site, dist.Normal(loc, scale).to_event(1))
         with pyro.plate("data", self.num_data, subsample=subsample) as idx:
-            return pyro.sample(self.latent_site,
-                               dist.Normal(loc[idx], scale[idx]).to_event(1))
+            return pyro.sample(self.latent_site, dist.Normal(loc[idx], scale[idx]).to_event(1))

@@ -14,11 +14,30 @@ from .evaluation import (
     mean_and_stderr,
 )
 from .importance import find_batch_plate, latent_sites, log_weights, prior_proposal, sum_to_batch
-from .objectives import (ANNEALING, CIWAE, ELBOS, FREE_BITS_GROUPS, IWAE, MIWAE, MMDELBO, PIWAE,
-                         MIWAEDReG,
-                         STL, VIMCO, BetaELBO, BetaSchedule, DReG, FreeBitsELBO,
-                         ImportanceWeights, MinibatchELBO, MultiSampleELBO, Renyi, elbo_options,
-                         kl_per_dimension, make_elbo)
+from .objectives import (
+    ANNEALING,
+    CIWAE,
+    ELBOS,
+    FREE_BITS_GROUPS,
+    IWAE,
+    MIWAE,
+    MMDELBO,
+    PIWAE,
+    STL,
+    VIMCO,
+    BetaELBO,
+    BetaSchedule,
+    DReG,
+    FreeBitsELBO,
+    ImportanceWeights,
+    MinibatchELBO,
+    MIWAEDReG,
+    MultiSampleELBO,
+    Renyi,
+    elbo_options,
+    kl_per_dimension,
+    make_elbo,
+)
 from .state import load_param_state, param_state, rng_state, set_rng_state
 from .training import make_optim, train
 

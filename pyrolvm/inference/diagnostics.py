@@ -57,8 +57,7 @@ def _param_names(model, guide, args, kwargs):
         ).get_trace(*args, **kwargs)
     guide_names = [n for n, s in guide_trace.nodes.items() if s["type"] == "param"]
     model_names = [
-        n for n, s in model_trace.nodes.items()
-        if s["type"] == "param" and n not in guide_names
+        n for n, s in model_trace.nodes.items() if s["type"] == "param" and n not in guide_names
     ]
     return model_names, guide_names
 
@@ -100,8 +99,9 @@ def gradient_snr(model, guide, elbo, *args, num_draws=100, param_groups=None, **
                 f"parameter group {group!r} names params not in the param store: {missing}; "
                 "run the model and guide once first"
             )
-    params = {n: store.get_param(n).unconstrained() for names in param_groups.values()
-              for n in names}
+    params = {
+        n: store.get_param(n).unconstrained() for names in param_groups.values() for n in names
+    }
     draws = {group: [] for group in param_groups}
     all_params = list(store.values())
     for _ in range(int(num_draws)):
@@ -109,11 +109,20 @@ def gradient_snr(model, guide, elbo, *args, num_draws=100, param_groups=None, **
             p.unconstrained().grad = None
         elbo.loss_and_grads(model, guide, *args, **kwargs)
         for group, names in param_groups.items():
-            draws[group].append(torch.cat([
-                (-params[n].grad if params[n].grad is not None
-                 else torch.zeros_like(params[n])).reshape(-1).detach()
-                for n in names
-            ]))
+            draws[group].append(
+                torch.cat(
+                    [
+                        (
+                            -params[n].grad
+                            if params[n].grad is not None
+                            else torch.zeros_like(params[n])
+                        )
+                        .reshape(-1)
+                        .detach()
+                        for n in names
+                    ]
+                )
+            )
     for p in all_params:
         p.unconstrained().grad = None
     out = {}
@@ -121,8 +130,10 @@ def gradient_snr(model, guide, elbo, *args, num_draws=100, param_groups=None, **
         g = torch.stack(rows).double()
         mean, var = g.mean(0), g.var(0)
         sd = var.sqrt()
-        snr = torch.where(sd > 0, mean.abs() / sd.clamp_min(1e-300),
-                          torch.where(mean == 0, torch.zeros_like(mean),
-                                      torch.full_like(mean, float("inf"))))
+        snr = torch.where(
+            sd > 0,
+            mean.abs() / sd.clamp_min(1e-300),
+            torch.where(mean == 0, torch.zeros_like(mean), torch.full_like(mean, float("inf"))),
+        )
         out[group] = GradientStats(list(param_groups[group]), mean, var, snr, int(num_draws))
     return out

@@ -25,8 +25,10 @@ from ..errors import ConfigError
 
 def _check(loc, scale):
     if loc.dim() != 2 or loc.shape != scale.shape or loc.shape[0] < 2:
-        raise ConfigError("latent diagnostics need loc and scale of one shape (N, L) with "
-                          f"N >= 2, got {tuple(loc.shape)} and {tuple(scale.shape)}")
+        raise ConfigError(
+            "latent diagnostics need loc and scale of one shape (N, L) with "
+            f"N >= 2, got {tuple(loc.shape)} and {tuple(scale.shape)}"
+        )
 
 
 def kl_per_dimension(loc, scale):

@@ -254,8 +254,9 @@ def train(
                         epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0, seen=0
                     )
                 for _, _, objective in objectives:
-                    if hasattr(objective, "set_epoch"):  # schedules (BetaELBO's anneal)
-                        objective.set_epoch(epoch)
+                    set_epoch = getattr(objective, "set_epoch", None)
+                    if set_epoch is not None:  # schedules (BetaELBO's anneal)
+                        set_epoch(epoch)
                 assert perm is not None
                 for step in range(position["step"], steps_per_epoch):
                     idx = perm[step * batch_size : (step + 1) * batch_size]

@@ -16,16 +16,38 @@ import tyro
 from .. import plots, plots_latent
 from ..data import BINARIZATIONS
 from ..errors import ConfigError, Interrupted, TrainingDiverged
-from ..guides import (BASELINES, RELAXATIONS, AmortizedBernoulli, AmortizedCategorical,
-                      AmortizedNormal)
-from ..inference import (ANNEALING, ELBOS, FREE_BITS_GROUPS, elbo_options, importance_sample, make_elbo,
-                         make_optim, mean_and_stderr, train)
 from ..fitting.amortization import amortization_gap
+from ..guides import (
+    BASELINES,
+    RELAXATIONS,
+    AmortizedBernoulli,
+    AmortizedCategorical,
+    AmortizedNormal,
+)
+from ..inference import (
+    ANNEALING,
+    ELBOS,
+    FREE_BITS_GROUPS,
+    elbo_options,
+    importance_sample,
+    make_elbo,
+    make_optim,
+    mean_and_stderr,
+    train,
+)
 from ..inference.latent import latent_summary
 from ..models import LATENTS, LIKELIHOODS, VAE, SigmoidBeliefNet
 from ..nets import ACTIVATIONS
-from .common import (CHECKPOINT, format_summary, load_data, record_stop,
-                     reload_run, run_folder, save_checkpoint, write_json)
+from .common import (
+    CHECKPOINT,
+    format_summary,
+    load_data,
+    record_stop,
+    reload_run,
+    run_folder,
+    save_checkpoint,
+    write_json,
+)
 from .config import Count, PositiveFloat, Range, RunConfig, Sizes
 from .registry import RunKind, register
 
@@ -84,8 +106,9 @@ class VAEConfig(RunConfig):
     one-hot latents (--latent-dim units or variables)"""
     num_categories: Annotated[int, Range(2)] = 10
     """classes per variable of --latent categorical"""
-    reparameterized: Annotated[bool, tyro.conf.arg(name="reparam"),
-                               tyro.conf.FlagCreatePairsOff] = True
+    reparameterized: Annotated[
+        bool, tyro.conf.arg(name="reparam"), tyro.conf.FlagCreatePairsOff
+    ] = True
     """--no-reparam samples the Gaussian guide without reparameterization, so that tracegraph
     uses the score function (REINFORCE)"""
     baseline: Literal[BASELINES] = "none"
@@ -125,32 +148,47 @@ class VAEConfig(RunConfig):
 
     def check(self):
         if self.latent == "gaussian" and self.relaxation != "none":
-            raise ConfigError("--relaxation is for discrete latents: add --latent bernoulli or "
-                              "--latent categorical")
-        if self.baseline != "none" and (self.relaxation != "none" or (
-                self.latent == "gaussian" and self.reparameterized)):
-            raise ConfigError("--baseline applies to score-function (non-reparameterized) "
-                              "latents: add --no-reparam, or use discrete latents without "
-                              "--relaxation")
+            raise ConfigError(
+                "--relaxation is for discrete latents: add --latent bernoulli or "
+                "--latent categorical"
+            )
+        if self.baseline != "none" and (
+            self.relaxation != "none" or (self.latent == "gaussian" and self.reparameterized)
+        ):
+            raise ConfigError(
+                "--baseline applies to score-function (non-reparameterized) "
+                "latents: add --no-reparam, or use discrete latents without "
+                "--relaxation"
+            )
         if self.latent != "gaussian" and self.likelihood != "bernoulli":
-            raise ConfigError("discrete latents come with a Bernoulli likelihood: drop "
-                              "--likelihood")
+            raise ConfigError(
+                "discrete latents come with a Bernoulli likelihood: drop --likelihood"
+            )
         given = [k for k, v in self.elbo_options().items() if v is not None]
         extra = [k for k in given if k not in elbo_options(self.elbo)]
         if extra:
             flags = {"per": "free_bits_per"}
-            raise ConfigError(f"--elbo {self.elbo} does not take " + ", ".join(
-                "--" + flags.get(k, k).replace("_", "-") for k in extra))
+            raise ConfigError(
+                f"--elbo {self.elbo} does not take "
+                + ", ".join("--" + flags.get(k, k).replace("_", "-") for k in extra)
+            )
         if self.warmup_epochs is not None and self.anneal in (None, "none"):
             raise ConfigError("--warmup-epochs needs --anneal linear or --anneal cyclical")
         make_elbo(self.elbo, self.num_particles, **self.elbo_options(given))
 
     def elbo_options(self, names=None):
         """The objective's options among this config's fields (``make_elbo`` keywords)."""
-        values = {"beta": self.beta, "anneal": self.anneal, "warmup_epochs": self.warmup_epochs,
-                  "free_bits": self.free_bits, "per": self.free_bits_per, "alpha": self.alpha,
-                  "mmd_weight": self.mmd_weight, "bandwidth": self.bandwidth,
-                  "num_groups": self.num_groups}
+        values = {
+            "beta": self.beta,
+            "anneal": self.anneal,
+            "warmup_epochs": self.warmup_epochs,
+            "free_bits": self.free_bits,
+            "per": self.free_bits_per,
+            "alpha": self.alpha,
+            "mmd_weight": self.mmd_weight,
+            "bandwidth": self.bandwidth,
+            "num_groups": self.num_groups,
+        }
         return values if names is None else {k: values[k] for k in names if k in values}
 
 
@@ -164,16 +202,34 @@ def build(cfg, data_dim, data_mean=None):
     ``"gaussian"``), or :class:`~pyrolvm.models.SigmoidBeliefNet` with
     :class:`~pyrolvm.guides.AmortizedBernoulli` / :class:`~pyrolvm.guides.AmortizedCategorical`."""
     if cfg.latent == "gaussian":
-        model = VAE(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation, cfg.likelihood,
-                    data_mean)
-        guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation,
-                                reparameterized=cfg.reparameterized, baseline=cfg.baseline)
+        model = VAE(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation, cfg.likelihood, data_mean)
+        guide = AmortizedNormal(
+            data_dim,
+            cfg.latent_dim,
+            cfg.hidden,
+            cfg.activation,
+            reparameterized=cfg.reparameterized,
+            baseline=cfg.baseline,
+        )
         return model, guide
     relaxed_prior = cfg.temperature if cfg.relaxation == "concrete" else None
-    model = SigmoidBeliefNet(data_dim, cfg.latent_dim, cfg.latent, cfg.num_categories,
-                             cfg.hidden, cfg.activation, data_mean, temperature=relaxed_prior)
-    options = dict(hidden=cfg.hidden, activation=cfg.activation, relaxation=cfg.relaxation,
-                   temperature=cfg.temperature, baseline=cfg.baseline)
+    model = SigmoidBeliefNet(
+        data_dim,
+        cfg.latent_dim,
+        cfg.latent,
+        cfg.num_categories,
+        cfg.hidden,
+        cfg.activation,
+        data_mean,
+        temperature=relaxed_prior,
+    )
+    options = dict(
+        hidden=cfg.hidden,
+        activation=cfg.activation,
+        relaxation=cfg.relaxation,
+        temperature=cfg.temperature,
+        baseline=cfg.baseline,
+    )
     if cfg.latent == "bernoulli":
         return model, AmortizedBernoulli(data_dim, cfg.latent_dim, **options)
     return model, AmortizedCategorical(data_dim, cfg.latent_dim, cfg.num_categories, **options)
@@ -187,8 +243,10 @@ class _discrete:
         self.model, self.guide = model, guide
 
     def __enter__(self):
-        self.saved = (getattr(self.model, "temperature", None),
-                      getattr(self.guide, "relaxation", None))
+        self.saved = (
+            getattr(self.model, "temperature", None),
+            getattr(self.guide, "relaxation", None),
+        )
         if isinstance(self.model, SigmoidBeliefNet):
             self.model.temperature, self.guide.relaxation = None, "none"
 
@@ -206,12 +264,23 @@ def evaluate(model, guide, test, cfg):
     """
     pyro.set_rng_seed(cfg.seed)
     with _discrete(model, guide):
-        result = importance_sample(model, guide, test, num_samples=cfg.eval_samples,
-                                   batch_size=cfg.eval_batch_size, progress=cfg.progress)
+        result = importance_sample(
+            model,
+            guide,
+            test,
+            num_samples=cfg.eval_samples,
+            batch_size=cfg.eval_batch_size,
+            progress=cfg.progress,
+        )
     nll, nll_se = mean_and_stderr(-result.log_likelihood)
     elbo, _ = mean_and_stderr(result.elbo)
-    return {"test_elbo": elbo, "test_nll": nll, "test_nll_stderr": nll_se,
-            "test_ess": result.ess.mean().item(), "eval_samples": cfg.eval_samples}
+    return {
+        "test_elbo": elbo,
+        "test_nll": nll,
+        "test_nll_stderr": nll_se,
+        "test_ess": result.ess.mean().item(),
+        "eval_samples": cfg.eval_samples,
+    }
 
 
 def latent_diagnostics(model, guide, test, cfg, final):
@@ -248,9 +317,15 @@ def gap_metrics(model, guide, test, cfg, num_points):
     if int(num_points) < 1:
         raise ConfigError(f"--amortization-gap must be >= 1 test points, got {num_points}")
     pyro.set_rng_seed(cfg.seed)
-    gap = amortization_gap(model, guide.encode, test[:int(num_points)], steps=GAP_STEPS,
-                           lr=GAP_LR, num_particles=GAP_PARTICLES,
-                           eval_samples=cfg.eval_samples)
+    gap = amortization_gap(
+        model,
+        guide.encode,
+        test[: int(num_points)],
+        steps=GAP_STEPS,
+        lr=GAP_LR,
+        num_particles=GAP_PARTICLES,
+        eval_samples=cfg.eval_samples,
+    )
     return gap.summary()
 
 
@@ -262,22 +337,33 @@ def figures(folder, model, guide, data, history, kl_order=None):
     ``folder``; return their file names."""
     names = ["samples.png", "reconstructions.png", "elbo_curve.png"]
     shape = data.image_shape
-    plots.image_grid(os.path.join(folder, names[0]), model.sample(64), shape,
-                     "samples from the model (mean of p(x | z), z ~ p(z))")
+    plots.image_grid(
+        os.path.join(folder, names[0]),
+        model.sample(64),
+        shape,
+        "samples from the model (mean of p(x | z), z ~ p(z))",
+    )
     with torch.no_grad():
         x = data.test[:32]
         recon = model.decode(guide.encode(x)[0])
     plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
-    plots.curves(os.path.join(folder, names[2]), history, ["train_elbo", "test_elbo"],
-                 "ELBO per datapoint (nats)", "ELBO")
+    plots.curves(
+        os.path.join(folder, names[2]),
+        history,
+        ["train_elbo", "test_elbo"],
+        "ELBO per datapoint (nats)",
+        "ELBO",
+    )
     if isinstance(model, VAE):
         names += ["latent_traversals.png", "interpolation.png"]
         loc = guide.encode(data.test[:2])[0].detach()
         dims = kl_order[:10] if kl_order is not None else range(min(10, model.latent_dim))
-        plots_latent.latent_traversals(os.path.join(folder, names[-2]), model.decode, loc[0],
-                                       shape, dims=dims)
-        plots_latent.interpolation(os.path.join(folder, names[-1]), model.decode, loc[0],
-                                   loc[-1], shape)
+        plots_latent.latent_traversals(
+            os.path.join(folder, names[-2]), model.decode, loc[0], shape, dims=dims
+        )
+        plots_latent.interpolation(
+            os.path.join(folder, names[-1]), model.decode, loc[0], loc[-1], shape
+        )
     if model.latent_dim == 2 and isinstance(model, VAE):
         names.append("latent_manifold.png")
         plots.latent_manifold(os.path.join(folder, names[-1]), model.decode, shape)
@@ -331,28 +417,48 @@ def train_vae(config=None, data=None, **overrides):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         model, guide = build(cfg, data.data_dim, data.train.mean(0))
-        elbo = make_elbo(cfg.elbo, cfg.num_particles,
-                         **cfg.elbo_options(elbo_options(cfg.elbo)))
+        elbo = make_elbo(cfg.elbo, cfg.num_particles, **cfg.elbo_options(elbo_options(cfg.elbo)))
         optim = make_optim(cfg.lr, cfg.betas, cfg.eps)
         if saved is None:
             write_json(os.path.join(folder, "config.json"), config_dict)
 
         def end_of_epoch(epoch, history):
             with torch.no_grad(), _discrete(model, guide):
-                test_elbo = importance_sample(model, guide, data.test, num_samples=1,
-                                              batch_size=1000).elbo.mean().item()
+                test_elbo = (
+                    importance_sample(model, guide, data.test, num_samples=1, batch_size=1000)
+                    .elbo.mean()
+                    .item()
+                )
             return {"test_elbo_curve": test_elbo}
 
         def save(state):
-            save_checkpoint(os.path.join(folder, CHECKPOINT), {
-                "kind": "vae", "config": config_dict, "epoch": len(state["history"]["train_elbo"]),
-                "train": state, "model": model.state_dict(), "guide": guide.state_dict()})
+            save_checkpoint(
+                os.path.join(folder, CHECKPOINT),
+                {
+                    "kind": "vae",
+                    "config": config_dict,
+                    "epoch": len(state["history"]["train_elbo"]),
+                    "train": state,
+                    "model": model.state_dict(),
+                    "guide": guide.state_dict(),
+                },
+            )
 
         try:
-            history = train(model, guide, data.train, elbo, optim, epochs=cfg.epochs,
-                            batch_size=cfg.batch_size, transform=data.train_transform,
-                            callback=end_of_epoch, progress=cfg.progress, checkpoint=save,
-                            resume_from=saved and saved["train"])
+            history = train(
+                model,
+                guide,
+                data.train,
+                elbo,
+                optim,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                transform=data.train_transform,
+                callback=end_of_epoch,
+                progress=cfg.progress,
+                checkpoint=save,
+                resume_from=saved and saved["train"],
+            )
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
         history["test_elbo"] = history.pop("test_elbo_curve", [])
@@ -377,8 +483,7 @@ def train_vae(config=None, data=None, **overrides):
     return metrics
 
 
-def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True,
-                 amortization_gap=None):
+def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True, amortization_gap=None):
     """Reload the checkpoint of a VAE run folder and recompute its test figures.
 
     With the run's own ``eval_samples`` and seed the numbers equal those in its metrics.json.
@@ -417,20 +522,26 @@ def summary(metrics, cfg, folder):
     rows = [
         ("train ELBO", f"{metrics['train_elbo']:.2f} nats"),
         ("test ELBO", f"{metrics['test_elbo']:.2f} nats"),
-        (f"test NLL (K={metrics['eval_samples']})",
-         f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
+        (
+            f"test NLL (K={metrics['eval_samples']})",
+            f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats",
+        ),
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {metrics['eval_samples']}"),
         *_latent_rows(metrics),
         *_gap_rows(metrics),
         ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
-        ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT}, "
-                       f"{', '.join(metrics['figures'])})"),
+        (
+            "run folder",
+            f"{folder}  (config.json, metrics.json, {CHECKPOINT}, {', '.join(metrics['figures'])})",
+        ),
     ]
-    title = (f"VAE on {cfg.dataset}: {cfg.likelihood} likelihood, binarize={cfg.binarize}, "
-             f"latent_dim={cfg.latent_dim}{_latent_label(cfg)}, elbo={cfg.elbo}{k}"
-             f"{_elbo_label(cfg)}, "
-             f"{metrics['epochs']} epochs, "
-             f"seed={cfg.seed}")
+    title = (
+        f"VAE on {cfg.dataset}: {cfg.likelihood} likelihood, binarize={cfg.binarize}, "
+        f"latent_dim={cfg.latent_dim}{_latent_label(cfg)}, elbo={cfg.elbo}{k}"
+        f"{_elbo_label(cfg)}, "
+        f"{metrics['epochs']} epochs, "
+        f"seed={cfg.seed}"
+    )
     return format_summary(title, rows)
 
 
@@ -444,10 +555,14 @@ def _latent_rows(metrics):
     """Summary rows of the latent diagnostics (none for discrete latents)."""
     if "rate" not in metrics:
         return []
-    return [("rate / distortion", f"{metrics['rate']:.2f} / {metrics['distortion']:.2f} nats"),
-            ("active units", f"{metrics['active_units']} of {len(metrics['kl_per_dim'])}"),
-            ("mutual information I(x; z)", f"{metrics['mutual_information']:.2f} nats "
-                                           f"({metrics['mi_points']} test points)")]
+    return [
+        ("rate / distortion", f"{metrics['rate']:.2f} / {metrics['distortion']:.2f} nats"),
+        ("active units", f"{metrics['active_units']} of {len(metrics['kl_per_dim'])}"),
+        (
+            "mutual information I(x; z)",
+            f"{metrics['mutual_information']:.2f} nats ({metrics['mi_points']} test points)",
+        ),
+    ]
 
 
 def _latent_label(cfg):
@@ -481,14 +596,28 @@ def _gap_rows(metrics):
     """Rows of the amortization gap, when computed."""
     if "amortization_gap" not in metrics:
         return []
-    return [(f"{name} gap ({metrics['gap_points']} test points)",
-             f"{metrics[key]:.2f} ± {metrics[key + '_stderr']:.2f} nats")
-            for name, key in (("amortization", "amortization_gap"),
-                              ("approximation", "approximation_gap"),
-                              ("inference", "inference_gap"))]
+    return [
+        (
+            f"{name} gap ({metrics['gap_points']} test points)",
+            f"{metrics[key]:.2f} ± {metrics[key + '_stderr']:.2f} nats",
+        )
+        for name, key in (
+            ("amortization", "amortization_gap"),
+            ("approximation", "approximation_gap"),
+            ("inference", "inference_gap"),
+        )
+    ]
 
 
-KIND = register(RunKind(
-    "vae", VAEConfig, train_vae, evaluate_vae, summary, evaluation_rows,
-    description="a VAE with an amortized Gaussian guide (or a sigmoid belief network)",
-    evaluate_options=("eval_samples", "amortization_gap")))
+KIND = register(
+    RunKind(
+        "vae",
+        VAEConfig,
+        train_vae,
+        evaluate_vae,
+        summary,
+        evaluation_rows,
+        description="a VAE with an amortized Gaussian guide (or a sigmoid belief network)",
+        evaluate_options=("eval_samples", "amortization_gap"),
+    )
+)

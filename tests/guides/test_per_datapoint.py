@@ -33,8 +33,9 @@ def test_refinement_reaches_the_exact_posterior_and_closes_the_gap():
     def prior_encoder(x):  # a poor amortized guide: the prior for every point
         return torch.zeros(len(x), 1), torch.ones(len(x), 1)
 
-    gap = amortization_gap(model, prior_encoder, x, steps=600, lr=0.05, num_particles=20,
-                           eval_samples=2000)
+    gap = amortization_gap(
+        model, prior_encoder, x, steps=600, lr=0.05, num_particles=20, eval_samples=2000
+    )
     post = model.posterior(x)
     assert torch.allclose(gap.loc, post.loc.detach(), atol=0.03)
     sd = post.covariance_matrix[0].diagonal().sqrt().detach()
@@ -64,8 +65,9 @@ def test_refinement_never_lowers_a_points_elbo():
         p = model.posterior(x)
         return p.loc.detach(), sd.expand(len(x), 1)
 
-    gap = amortization_gap(model, exact_encoder, x, steps=20, lr=0.2, num_particles=1,
-                           eval_samples=500)
+    gap = amortization_gap(
+        model, exact_encoder, x, steps=20, lr=0.2, num_particles=1, eval_samples=500
+    )
     assert (gap.elbo_refined >= gap.elbo_amortized).all()
     assert gap.summary()["amortization_gap"] >= 0
 

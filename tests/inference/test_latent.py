@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from pyrolvm.errors import ConfigError
-from pyrolvm.inference.latent import (active_units, kl_per_dimension, latent_summary,
-                                      mutual_information, unit_activity)
+from pyrolvm.inference.latent import (
+    active_units,
+    kl_per_dimension,
+    latent_summary,
+    mutual_information,
+    unit_activity,
+)
 from pyrolvm.models import LinearGaussian
 
 
@@ -26,8 +31,12 @@ def constructed_encoder(n=4000):
 def test_kl_per_dimension_and_active_units_of_a_constructed_encoder():
     x, loc, scale = constructed_encoder()
     kl = kl_per_dimension(loc, scale)
-    expected = [0.5 * (x.pow(2).mean() + 0.09 - 1) - math.log(0.3),
-                0.5 * (0.0025 * x.pow(2).mean()), 0.0, 0.5 * (2.25 + 0.25 - 1) - math.log(0.5)]
+    expected = [
+        0.5 * (x.pow(2).mean() + 0.09 - 1) - math.log(0.3),
+        0.5 * (0.0025 * x.pow(2).mean()),
+        0.0,
+        0.5 * (2.25 + 0.25 - 1) - math.log(0.5),
+    ]
     assert torch.allclose(kl, torch.tensor(expected, dtype=kl.dtype), atol=1e-5)
     assert kl[2] == 0.0
     activity = unit_activity(loc)
@@ -54,12 +63,14 @@ def test_mutual_information_matches_the_linear_gaussian_closed_form():
             x = model.marginal().sample((1500,))
             post = model.posterior(x)
             scale = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt().expand_as(post.loc)
-            estimates.append(mutual_information(post.loc, scale,
-                                                torch.Generator().manual_seed(seed)))
+            estimates.append(
+                mutual_information(post.loc, scale, torch.Generator().manual_seed(seed))
+            )
     assert sum(estimates) / 3 == pytest.approx(exact, abs=0.06), (estimates, exact)
     # an uninformative encoder (q(z|x) = p(z)) has none
-    none = mutual_information(torch.zeros(1000, 2), torch.ones(1000, 2),
-                              torch.Generator().manual_seed(0))
+    none = mutual_information(
+        torch.zeros(1000, 2), torch.ones(1000, 2), torch.Generator().manual_seed(0)
+    )
     assert abs(none) < 1e-9
 
 

@@ -10,12 +10,35 @@ import math
 import pyro
 import pytest
 import torch
-from test_estimators import (GUIDE_PARAMS, MODEL_PARAMS, B, D, Guide, L, X, assert_within_4se,
-                             draw_grads, exact_grad, make_model, setup)
+from test_estimators import (
+    GUIDE_PARAMS,
+    MODEL_PARAMS,
+    B,
+    D,
+    Guide,
+    L,
+    X,
+    assert_within_4se,
+    draw_grads,
+    exact_grad,
+    make_model,
+    setup,
+)
 
 from pyrolvm.errors import ConfigError
-from pyrolvm.inference import (CIWAE, IWAE, MIWAE, MMDELBO, PIWAE, BetaELBO, BetaSchedule,
-                               FreeBitsELBO, Renyi, make_elbo, train)
+from pyrolvm.inference import (
+    CIWAE,
+    IWAE,
+    MIWAE,
+    MMDELBO,
+    PIWAE,
+    BetaELBO,
+    BetaSchedule,
+    FreeBitsELBO,
+    Renyi,
+    make_elbo,
+    train,
+)
 from pyrolvm.inference.objectives import mmd, rbf_kernel
 
 torch.set_num_threads(1)
@@ -46,23 +69,36 @@ def pair():
     return model, guide, x
 
 
-@pytest.mark.parametrize("objective", [
-    BetaELBO(1, beta=1.0), FreeBitsELBO(1, free_bits=0.0), MMDELBO(1, mmd_weight=0.0),
-    CIWAE(1, beta=1.0), MIWAE(1, num_groups=1), Renyi(1, alpha=0.5),
-], ids=["beta=1", "freebits-0", "mmd-0", "ciwae-1", "miwae-1-1", "renyi-k1"])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        BetaELBO(1, beta=1.0),
+        FreeBitsELBO(1, free_bits=0.0),
+        MMDELBO(1, mmd_weight=0.0),
+        CIWAE(1, beta=1.0),
+        MIWAE(1, num_groups=1),
+        Renyi(1, alpha=0.5),
+    ],
+    ids=["beta=1", "freebits-0", "mmd-0", "ciwae-1", "miwae-1-1", "renyi-k1"],
+)
 def test_reduces_exactly_to_the_elbo(pair, objective):
     # same draws, same loss and gradients, bit for bit, as the plain ELBO (IWAE with K = 1)
     model, guide, x = pair
-    assert_same(loss_and_grads(objective, model, guide, x),
-                loss_and_grads(IWAE(1), model, guide, x))
+    assert_same(
+        loss_and_grads(objective, model, guide, x), loss_and_grads(IWAE(1), model, guide, x)
+    )
 
 
-@pytest.mark.parametrize("objective", [Renyi(4, alpha=0.0), MIWAE(4, num_groups=1),
-                                       CIWAE(4, beta=0.0)], ids=["renyi-0", "miwae-M1", "ciwae-0"])
+@pytest.mark.parametrize(
+    "objective",
+    [Renyi(4, alpha=0.0), MIWAE(4, num_groups=1), CIWAE(4, beta=0.0)],
+    ids=["renyi-0", "miwae-M1", "ciwae-0"],
+)
 def test_reduces_exactly_to_iwae(pair, objective):
     model, guide, x = pair
-    assert_same(loss_and_grads(objective, model, guide, x),
-                loss_and_grads(IWAE(4), model, guide, x))
+    assert_same(
+        loss_and_grads(objective, model, guide, x), loss_and_grads(IWAE(4), model, guide, x)
+    )
 
 
 def test_multi_particle_reductions_to_the_averaged_elbo(pair):
@@ -70,8 +106,12 @@ def test_multi_particle_reductions_to_the_averaged_elbo(pair):
     # particles, free bits at 0 and CIWAE at beta = 1
     model, guide, x = pair
     ref = loss_and_grads(BetaELBO(5, beta=1.0), model, guide, x)
-    for objective in (MIWAE(1, num_groups=5), FreeBitsELBO(5, 0.0), CIWAE(5, beta=1.0),
-                      MMDELBO(5, mmd_weight=0.0)):
+    for objective in (
+        MIWAE(1, num_groups=5),
+        FreeBitsELBO(5, 0.0),
+        CIWAE(5, beta=1.0),
+        MMDELBO(5, mmd_weight=0.0),
+    ):
         assert_same(loss_and_grads(objective, model, guide, x), ref)
     with torch.no_grad():
         pyro.set_rng_seed(0)
@@ -84,8 +124,10 @@ def test_renyi_tends_to_the_elbo_as_alpha_tends_to_one(pair):
     with torch.no_grad():
         pyro.set_rng_seed(0)
         log_w = IWAE(6).importance_weights(model, guide, x).log_w
-    gaps = [(Renyi(6, alpha=a).bound(log_w) - log_w.mean(0)).abs().max().item()
-            for a in (0.9, 0.99, 0.999, 1.0)]
+    gaps = [
+        (Renyi(6, alpha=a).bound(log_w) - log_w.mean(0)).abs().max().item()
+        for a in (0.9, 0.99, 0.999, 1.0)
+    ]
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-2 and gaps[3] == 0.0
     # alpha in [0, 1): between the ELBO and IWAE, decreasing in alpha
     b = [Renyi(6, alpha=a).bound(log_w) for a in (0.0, 0.5, 1.0)]
@@ -99,10 +141,16 @@ def exact_beta_grad(model, x, beta):
     v = pyro.param("q_log_scale").exp() ** 2
     w, b, s2 = model.weight, model.bias, model.noise_scale**2
     resid = x - b - m @ w.T
-    exp_lik = -0.5 * D * math.log(2 * math.pi) - 0.5 * D * s2.log() - (
-        resid.pow(2).sum(-1) + (v @ (w**2).T).sum(-1)) / (2 * s2)
-    neg_kl = -0.5 * L * math.log(2 * math.pi) - 0.5 * (m**2 + v).sum(-1) + 0.5 * (
-        math.log(2 * math.pi * math.e) + v.log()).sum(-1)
+    exp_lik = (
+        -0.5 * D * math.log(2 * math.pi)
+        - 0.5 * D * s2.log()
+        - (resid.pow(2).sum(-1) + (v @ (w**2).T).sum(-1)) / (2 * s2)
+    )
+    neg_kl = (
+        -0.5 * L * math.log(2 * math.pi)
+        - 0.5 * (m**2 + v).sum(-1)
+        + 0.5 * (math.log(2 * math.pi * math.e) + v.log()).sum(-1)
+    )
     r = x.shape[0] // B
     params = [store.get_param(k).unconstrained() for k in PARAMS]
     grads = torch.autograd.grad((exp_lik + beta * neg_kl).sum(), params)
@@ -154,6 +202,7 @@ def test_free_bits_floors_only_the_dimensions_below_lambda():
     pyro.set_rng_seed(0)
     fb = FreeBitsELBO(3, free_bits=1.0).importance_weights(model, guide, x)
     from pyrolvm.inference import kl_per_dimension
+
     kl = kl_per_dimension(fb.model_trace, fb.guide_trace)["z"]
     assert kl[0] > 5 and abs(kl[1]) < 0.5
     elbo = FreeBitsELBO(3, free_bits=0.0).batch_bound(fb)
@@ -180,15 +229,26 @@ def crn_derivative(elbo, model, guide, x, name, index, h=1e-3, draws=5):
                 fd += sign * elbo.loss(model, guide, x) / (2 * h)
             with torch.no_grad():
                 p.view(-1)[index] -= sign * h
-        grad += loss_and_grads(elbo, model, guide, x, seed)[1][PARAMS.index(name)].view(-1)[
-            index].item()
+        grad += (
+            loss_and_grads(elbo, model, guide, x, seed)[1][PARAMS.index(name)]
+            .view(-1)[index]
+            .item()
+        )
     return fd / draws, -grad / draws
 
 
-@pytest.mark.parametrize("objective", [Renyi(4, alpha=0.5), Renyi(4, alpha=-1.0),
-                                       MIWAE(3, num_groups=2), CIWAE(4, beta=0.3),
-                                       BetaELBO(3, beta=2.0), MMDELBO(3, mmd_weight=5.0)],
-                         ids=["renyi-0.5", "renyi--1", "miwae", "ciwae", "beta", "mmd"])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        Renyi(4, alpha=0.5),
+        Renyi(4, alpha=-1.0),
+        MIWAE(3, num_groups=2),
+        CIWAE(4, beta=0.3),
+        BetaELBO(3, beta=2.0),
+        MMDELBO(3, mmd_weight=5.0),
+    ],
+    ids=["renyi-0.5", "renyi--1", "miwae", "ciwae", "beta", "mmd"],
+)
 @pytest.mark.parametrize("name", ["q_loc", "q_log_scale", "linear_gaussian$$$weight"])
 def test_gradient_is_the_derivative_of_the_bound_on_common_random_numbers(objective, name):
     # the reparameterized estimator differentiates the sampled bound: a detached term, a
@@ -197,8 +257,10 @@ def test_gradient_is_the_derivative_of_the_bound_on_common_random_numbers(object
     try:
         pyro.clear_param_store()
         model = make_model()
-        guide = Guide(loc=torch.tensor([[0.4], [-0.3]], dtype=torch.float64),
-                      log_scale=torch.full((B, L), -0.7, dtype=torch.float64))
+        guide = Guide(
+            loc=torch.tensor([[0.4], [-0.3]], dtype=torch.float64),
+            log_scale=torch.full((B, L), -0.7, dtype=torch.float64),
+        )
         x = X.double()
         guide(x)
         model(x)
@@ -247,6 +309,7 @@ def test_piwae_gives_the_model_iwae_mk_and_the_guide_miwae_gradients(pair):
 
 def test_mmd_matches_pyros_rbf_kernel_and_statistic():
     from pyro.contrib.gp.kernels import RBF
+
     torch.manual_seed(0)
     a, b = torch.randn(30, 3), torch.randn(20, 3) + 1.0
     kernel = RBF(3, lengthscale=torch.tensor(0.7))
@@ -262,13 +325,11 @@ def test_mmd_penalty_pulls_the_aggregate_posterior_to_the_prior(pair):
     with torch.no_grad():
         pyro.param("q_loc").add_(3.0)  # aggregate posterior far from N(0, 1)
     pyro.set_rng_seed(0)
-    far = MMDELBO(2, mmd_weight=1.0).divergence(
-        MMDELBO(2).importance_weights(model, guide, x))
+    far = MMDELBO(2, mmd_weight=1.0).divergence(MMDELBO(2).importance_weights(model, guide, x))
     with torch.no_grad():
         pyro.param("q_loc").sub_(3.0)
     pyro.set_rng_seed(0)
-    near = MMDELBO(2, mmd_weight=1.0).divergence(
-        MMDELBO(2).importance_weights(model, guide, x))
+    near = MMDELBO(2, mmd_weight=1.0).divergence(MMDELBO(2).importance_weights(model, guide, x))
     assert far > 5 * near > 0
 
 
@@ -294,12 +355,19 @@ def test_annealed_training_resumes_bitwise():
         guide = Guide(r=10)
         x = X.repeat(10, 1)
         saved = []
-        history = train(model, guide, x, BetaELBO(2, beta=1.0, anneal="linear",
-                                                  warmup_epochs=3), epochs=4, batch_size=20,
-                        progress=False, checkpoint=lambda s: saved.append(copy.deepcopy(s)),
-                        resume_from=resume_from)
+        history = train(
+            model,
+            guide,
+            x,
+            BetaELBO(2, beta=1.0, anneal="linear", warmup_epochs=3),
+            epochs=4,
+            batch_size=20,
+            progress=False,
+            checkpoint=lambda s: saved.append(copy.deepcopy(s)),
+            resume_from=resume_from,
+        )
         store = pyro.get_param_store()
-        return history, {k: store.get_param(k).detach().clone() for k in store.keys()}, saved
+        return history, {k: store.get_param(k).detach().clone() for k in store}, saved
 
     history, params, saved = run()
     resumed_history, resumed, _ = run(saved[1])
@@ -316,18 +384,26 @@ def test_make_elbo_options():
         make_elbo("beta", 1, alpha=0.5)
     with pytest.raises(ConfigError, match="does not take"):
         make_elbo("trace", 1, beta=2.0)
-    for bad in (dict(name="beta", beta=-1.0), dict(name="freebits", free_bits=-0.1),
-                dict(name="ciwae", beta=1.5), dict(name="mmd", bandwidth=0.0),
-                dict(name="miwae", num_groups=0), dict(name="beta", anneal="cosine")):
+    for bad in (
+        dict(name="beta", beta=-1.0),
+        dict(name="freebits", free_bits=-0.1),
+        dict(name="ciwae", beta=1.5),
+        dict(name="mmd", bandwidth=0.0),
+        dict(name="miwae", num_groups=0),
+        dict(name="beta", anneal="cosine"),
+    ):
         with pytest.raises(ConfigError):
             make_elbo(bad.pop("name"), 2, **bad)
 
 
 def test_miwae_dreg_with_one_group_is_dreg(pair):
     from pyrolvm.inference import DReG, MIWAEDReG
+
     model, guide, x = pair
-    assert_same(loss_and_grads(MIWAEDReG(4, num_groups=1), model, guide, x),
-                loss_and_grads(DReG(4), model, guide, x))
+    assert_same(
+        loss_and_grads(MIWAEDReG(4, num_groups=1), model, guide, x),
+        loss_and_grads(DReG(4), model, guide, x),
+    )
 
 
 @pytest.mark.parametrize("single_pass", [True, False])
@@ -335,6 +411,7 @@ def test_miwae_dreg_unbiased_for_the_miwae_gradient(single_pass):
     # the guide's DReG gradient has MIWAE's expectation; the model's equals MIWAE's on the
     # same draws; the loss is MIWAE's
     from pyrolvm.inference import MIWAEDReG
+
     model, guide, x = setup()
     d = draw_grads(MIWAEDReG(3, num_groups=2, single_pass=single_pass), model, guide, x, 15)
     pyro.set_rng_seed(1)
@@ -358,6 +435,7 @@ def test_renyi_scales_the_bound_of_a_subsampled_batch_and_pyros_does_not(pair, a
     from pyro import poutine
     from pyro.infer import RenyiELBO
     from test_estimators import _value_and_grads
+
     model, guide, x = pair
     c, k = 5.0, 6
     scaled = (poutine.scale(model, c), poutine.scale(guide, c))

@@ -94,13 +94,35 @@ def make_elbo(name: str, num_particles: int = 1, **options: object) -> ELBO:
     extra = sorted(set(options) - set(elbo_options(name)))
     if extra:
         accepted = ", ".join(elbo_options(name)) or "none"
-        raise ConfigError(f"ELBO {name!r} does not take {', '.join(extra)} (its options: "
-                          f"{accepted})")
+        raise ConfigError(
+            f"ELBO {name!r} does not take {', '.join(extra)} (its options: {accepted})"
+        )
     return ELBOS[name](int(num_particles), **options)
 
 
-__all__ = ["ANNEALING", "BetaELBO", "BetaSchedule", "CIWAE", "DReG", "ELBOS", "FREE_BITS_GROUPS",
-           "FreeBitsELBO", "IWAE", "ImportanceWeights", "MIWAE", "MIWAEDReG", "MMDELBO",
-           "MinibatchELBO",
-           "MultiSampleELBO", "PIWAE", "Renyi", "STL", "VIMCO", "elbo_options",
-           "kl_per_dimension", "make_elbo", "mmd", "rbf_kernel"]
+__all__ = [
+    "ANNEALING",
+    "BetaELBO",
+    "BetaSchedule",
+    "CIWAE",
+    "DReG",
+    "ELBOS",
+    "FREE_BITS_GROUPS",
+    "FreeBitsELBO",
+    "IWAE",
+    "ImportanceWeights",
+    "MIWAE",
+    "MIWAEDReG",
+    "MMDELBO",
+    "MinibatchELBO",
+    "MultiSampleELBO",
+    "PIWAE",
+    "Renyi",
+    "STL",
+    "VIMCO",
+    "elbo_options",
+    "kl_per_dimension",
+    "make_elbo",
+    "mmd",
+    "rbf_kernel",
+]

@@ -63,9 +63,7 @@ def _stop_guide_params(guide_trace):
 def param_tensors(trace):
     """Unconstrained leaf tensors of the ``param`` sites of a trace (what ``SVI`` updates)."""
     return {
-        site["value"].unconstrained()
-        for site in trace.nodes.values()
-        if site["type"] == "param"
+        site["value"].unconstrained() for site in trace.nodes.values() if site["type"] == "param"
     }
 
 
@@ -173,9 +171,14 @@ class MultiSampleELBO(ELBO):
                     )
         if stop_guide_params:
             guide_trace = _stop_guide_params(guide_trace)
-        log_w, scale = log_weights(model_trace, guide_trace, int(self.max_plate_nesting),
-                                   self.batch_plate, particles=self.num_particles > 1,
-                                   latent_weight=self.latent_weight)
+        log_w, scale = log_weights(
+            model_trace,
+            guide_trace,
+            int(self.max_plate_nesting),
+            self.batch_plate,
+            particles=self.num_particles > 1,
+            latent_weight=self.latent_weight,
+        )
         return ImportanceWeights(log_w, scale, model_trace, guide_trace)
 
     def bound(self, log_w: torch.Tensor) -> torch.Tensor:
@@ -240,8 +243,9 @@ class MinibatchELBO(MultiSampleELBO):
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         """The loss as a float (nats); the gradient accumulated into ``.grad``."""
-        weights = self.importance_weights(model, guide, *args,
-                                          stop_guide_params=self.stop_guide_params, **kwargs)
+        weights = self.importance_weights(
+            model, guide, *args, stop_guide_params=self.stop_guide_params, **kwargs
+        )
         total = self.batch_bound(weights)
         surrogate = -weights.scale * total
         if surrogate.requires_grad:

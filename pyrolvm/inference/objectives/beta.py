@@ -13,9 +13,11 @@ class BetaSchedule:
 
     - ``"none"``: :math:`\beta_e = \beta`.
     - ``"linear"`` (KL warm-up, Bowman et al. 2016, "Generating Sentences from a Continuous
-      Space", the KL cost annealing of its optimization section): :math:`\beta_e = \beta \min(1, (e - 1) / W)`, from 0 in the first
-      epoch to :math:`\beta` after ``W = warmup_epochs`` epochs.
-    - ``"cyclical"`` (Fu et al. 2019, "Cyclical Annealing Schedule", its cyclical schedule with R = 0.5):
+      Space", the KL cost annealing of its optimization section):
+      :math:`\beta_e = \beta \min(1, (e - 1) / W)`, from 0 in the first epoch to
+      :math:`\beta` after ``W = warmup_epochs`` epochs.
+    - ``"cyclical"`` (Fu et al. 2019, "Cyclical Annealing Schedule", its cyclical schedule with
+      R = 0.5):
       cycles of ``T = 2 W`` epochs; in each, :math:`\beta` rises linearly from 0 over the first
       W epochs and stays at :math:`\beta` for the next W: :math:`\beta_e = \beta
       \min(1, ((e - 1) \bmod T) / W)`.
@@ -81,8 +83,15 @@ class BetaELBO(MultiSampleELBO):
         ConfigError: as :class:`BetaSchedule` and :class:`~pyrolvm.inference.MultiSampleELBO`.
     """
 
-    def __init__(self, num_particles=1, beta=1.0, anneal="none", warmup_epochs=10,
-                 max_plate_nesting=float("inf"), batch_plate=None):
+    def __init__(
+        self,
+        num_particles=1,
+        beta=1.0,
+        anneal="none",
+        warmup_epochs=10,
+        max_plate_nesting=float("inf"),
+        batch_plate=None,
+    ):
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         self.schedule = BetaSchedule(beta, anneal, warmup_epochs)
         self.set_epoch(1)
@@ -100,4 +109,3 @@ class BetaELBO(MultiSampleELBO):
         """The per-datapoint beta-ELBO estimate, shape (B,): the mean of the beta-weighted
         log-weights over the K particles (nats)."""
         return log_w.mean(0)
-

@@ -10,8 +10,6 @@ from ..importance import find_batch_plate, latent_sites
 from .base import MultiSampleELBO, accumulate_grads, param_tensors
 
 
-
-
 class DReG(MultiSampleELBO):
     r"""Doubly reparameterized gradient estimator of the IWAE bound (Tucker, Lawson, Gu &
     Maddison 2019, "Doubly Reparameterized Gradient Estimators for Monte Carlo Objectives",
@@ -101,8 +99,7 @@ class DReG(MultiSampleELBO):
         # model: IWAE gradient sum_k w~_k grad log w_k (log q does not depend on theta)
         surrogate_model = -scale * (normalized * log_w).sum()
         # guide: squared normalized weights on the path derivative (q's params are detached)
-        squared = normalized.pow(2) if inner is None or inner is normalized \
-            else normalized * inner
+        squared = normalized.pow(2) if inner is None or inner is normalized else normalized * inner
         surrogate_guide = -scale * (squared * log_w).sum()
         if model_params and surrogate_model.requires_grad:
             grads = torch.autograd.grad(

@@ -69,14 +69,21 @@ class FreeBitsELBO(MinibatchELBO):
             :class:`~pyrolvm.inference.MultiSampleELBO`.
     """
 
-    def __init__(self, num_particles=1, free_bits=0.0, per="dimension",
-                 max_plate_nesting=float("inf"), batch_plate=None):
+    def __init__(
+        self,
+        num_particles=1,
+        free_bits=0.0,
+        per="dimension",
+        max_plate_nesting=float("inf"),
+        batch_plate=None,
+    ):
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         if not float(free_bits) >= 0:
             raise ConfigError(f"free bits lambda must be >= 0 nats, got {free_bits}")
         if per not in FREE_BITS_GROUPS:
-            raise ConfigError(f"unknown free-bits grouping {per!r}: choose one of "
-                              f"{', '.join(FREE_BITS_GROUPS)}")
+            raise ConfigError(
+                f"unknown free-bits grouping {per!r}: choose one of {', '.join(FREE_BITS_GROUPS)}"
+            )
         self.free_bits, self.per = float(free_bits), per
 
     def batch_bound(self, weights):
@@ -85,7 +92,8 @@ class FreeBitsELBO(MinibatchELBO):
         total = self.bound(weights.log_w).sum()
         if self.free_bits > 0:
             kl = kl_per_dimension(weights.model_trace, weights.guide_trace)
-            kl = torch.cat([v if self.per == "dimension" else v.sum(0, keepdim=True)
-                            for v in kl.values()])
+            kl = torch.cat(
+                [v if self.per == "dimension" else v.sum(0, keepdim=True) for v in kl.values()]
+            )
             total = total - weights.log_w.shape[1] * torch.relu(self.free_bits - kl).sum()
         return total

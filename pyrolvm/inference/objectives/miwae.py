@@ -24,7 +24,8 @@ def _check_groups(num_groups):
 
 class MIWAE(MultiSampleELBO):
     r"""The multiply importance-weighted bound of Rainforth, Kosiorek, Le, Maddison, Igl,
-    Wood & Teh (2018), "Tighter Variational Bounds are Not Necessarily Better" (their MIWAE objective):
+    Wood & Teh (2018), "Tighter Variational Bounds are Not Necessarily Better" (their MIWAE
+    objective):
 
     .. math::
         \mathcal{L}_{M,K}(x) = \frac1M \sum_{m=1}^M \log \frac1K \sum_{k=1}^K w_{mk},
@@ -43,8 +44,9 @@ class MIWAE(MultiSampleELBO):
         ConfigError: M < 1; as :class:`~pyrolvm.inference.MultiSampleELBO`.
     """
 
-    def __init__(self, num_particles=5, num_groups=1, max_plate_nesting=float("inf"),
-                 batch_plate=None):
+    def __init__(
+        self, num_particles=5, num_groups=1, max_plate_nesting=float("inf"), batch_plate=None
+    ):
         m = _check_groups(num_groups)
         if int(num_particles) < 1:
             raise ConfigError(f"num_particles must be >= 1, got {num_particles}")
@@ -78,17 +80,19 @@ class PIWAE(MIWAE):
         model_params = param_tensors(weights.model_trace)
         guide_params = param_tensors(weights.guide_trace)
         if model_params & guide_params:
-            raise ConfigError("PIWAE needs disjoint model and guide parameters, but the model "
-                              "and the guide share some: use MIWAE or IWAE for such a pair")
+            raise ConfigError(
+                "PIWAE needs disjoint model and guide parameters, but the model "
+                "and the guide share some: use MIWAE or IWAE for such a pair"
+            )
         model_params, guide_params = list(model_params), list(guide_params)
         log_w, scale = weights.log_w, weights.scale
-        for params, target in ((model_params, self.bound), (guide_params,
-                                                             lambda lw: miwae_bound(
-                                                                 lw, self.num_groups))):
+        for params, target in (
+            (model_params, self.bound),
+            (guide_params, lambda lw: miwae_bound(lw, self.num_groups)),
+        ):
             surrogate = -scale * target(log_w).sum()
             if params and surrogate.requires_grad:
-                grads = torch.autograd.grad(surrogate, params, retain_graph=True,
-                                            allow_unused=True)
+                grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
                 accumulate_grads(params, grads)
         return -scale * self.bound(log_w.detach()).sum().item()
 
@@ -113,8 +117,7 @@ class CIWAE(MultiSampleELBO):
         ConfigError: beta outside [0, 1]; as :class:`~pyrolvm.inference.MultiSampleELBO`.
     """
 
-    def __init__(self, num_particles=5, beta=0.5, max_plate_nesting=float("inf"),
-                 batch_plate=None):
+    def __init__(self, num_particles=5, beta=0.5, max_plate_nesting=float("inf"), batch_plate=None):
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         if not 0.0 <= float(beta) <= 1.0:
             raise ConfigError(f"CIWAE's beta must lie in [0, 1], got {beta}")
@@ -150,8 +153,14 @@ class MIWAEDReG(DReG):
     Raises: as :class:`DReG` and :class:`MIWAE`.
     """
 
-    def __init__(self, num_particles=5, num_groups=1, max_plate_nesting=float("inf"),
-                 batch_plate=None, single_pass=True):
+    def __init__(
+        self,
+        num_particles=5,
+        num_groups=1,
+        max_plate_nesting=float("inf"),
+        batch_plate=None,
+        single_pass=True,
+    ):
         m = _check_groups(num_groups)
         if int(num_particles) < 1:
             raise ConfigError(f"num_particles must be >= 1, got {num_particles}")

@@ -23,8 +23,11 @@ def mmd(x, y, bandwidth):
     ("A Kernel Two-Sample Test"), between the rows of x (N, E) and y (M, E) with :func:`rbf_kernel`:
     ``mean k(x, x') + mean k(y, y') - 2 mean k(x, y)`` (as Pyro's ``Trace_MMD`` computes it); a
     0-d tensor, >= 0."""
-    return (rbf_kernel(x, x, bandwidth).mean() + rbf_kernel(y, y, bandwidth).mean()
-            - 2 * rbf_kernel(x, y, bandwidth).mean())
+    return (
+        rbf_kernel(x, x, bandwidth).mean()
+        + rbf_kernel(y, y, bandwidth).mean()
+        - 2 * rbf_kernel(x, y, bandwidth).mean()
+    )
 
 
 class MMDELBO(MinibatchELBO):
@@ -57,12 +60,21 @@ class MMDELBO(MinibatchELBO):
         ConfigError: w < 0, h <= 0 or beta < 0; as :class:`~pyrolvm.inference.MultiSampleELBO`.
     """
 
-    def __init__(self, num_particles=1, mmd_weight=1.0, bandwidth=1.0, beta=1.0,
-                 max_plate_nesting=float("inf"), batch_plate=None):
+    def __init__(
+        self,
+        num_particles=1,
+        mmd_weight=1.0,
+        bandwidth=1.0,
+        beta=1.0,
+        max_plate_nesting=float("inf"),
+        batch_plate=None,
+    ):
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         if not float(mmd_weight) >= 0 or not float(bandwidth) > 0 or not float(beta) >= 0:
-            raise ConfigError("MMD needs mmd_weight >= 0, bandwidth > 0 and beta >= 0, got "
-                              f"{mmd_weight}, {bandwidth}, {beta}")
+            raise ConfigError(
+                "MMD needs mmd_weight >= 0, bandwidth > 0 and beta >= 0, got "
+                f"{mmd_weight}, {bandwidth}, {beta}"
+            )
         self.mmd_weight, self.bandwidth = float(mmd_weight), float(bandwidth)
         self.latent_weight = float(beta)
 
@@ -73,8 +85,9 @@ class MMDELBO(MinibatchELBO):
             prior = weights.model_trace.nodes[site["name"]]["fn"]
             z_p = prior.rsample() if prior.has_rsample else prior.sample()
             size = max(1, math.prod(site["fn"].event_shape))
-            total = total + mmd(site["value"].reshape(-1, size), z_p.reshape(-1, size),
-                                self.bandwidth)
+            total = total + mmd(
+                site["value"].reshape(-1, size), z_p.reshape(-1, size), self.bandwidth
+            )
         return total
 
     def batch_bound(self, weights):

@@ -21,7 +21,8 @@ class Renyi(MultiSampleELBO):
     scale inside the log-sum-exp). alpha = 0 is exactly :class:`IWAE`; alpha -> 1 tends to the
     ELBO (at alpha = 1 exactly: the mean of log w). For alpha in [0, 1) and any K the estimate's
     expectation lies below log p(x) (Li & Turner's bound on the K-sample estimate); for alpha < 0 it
-    can exceed it. The gradient is the reparameterized one (Li & Turner's reparameterized VR gradient), unbiased
+    can exceed it. The gradient is the reparameterized one (Li & Turner's reparameterized VR
+    gradient), unbiased
     for the gradient of :math:`\mathbb{E}[\hat{\mathcal L}_{\alpha,K}]`.
 
     Args:
@@ -32,8 +33,9 @@ class Renyi(MultiSampleELBO):
     Raises: see :class:`~pyrolvm.inference.MultiSampleELBO`.
     """
 
-    def __init__(self, num_particles=5, alpha=0.0, max_plate_nesting=float("inf"),
-                 batch_plate=None):
+    def __init__(
+        self, num_particles=5, alpha=0.0, max_plate_nesting=float("inf"), batch_plate=None
+    ):
         super().__init__(num_particles, max_plate_nesting, batch_plate)
         self.alpha = float(alpha)
 
