@@ -393,7 +393,7 @@ def train_vae(config=None, data=None, **overrides):
     ``test_elbo_curve``, ``seconds``; final ``train_elbo``, ``test_elbo``, ``test_nll``,
     ``test_nll_stderr``, ``test_ess``, ``seconds_per_epoch``; nats per datapoint; for Gaussian
     latents the test set's ``rate``, ``distortion``, ``kl_per_dim``, ``activity``,
-    ``active_units``, ``mutual_information``, see :func:`latent_diagnostics`); ``checkpoint.pt``
+    ``active_units``, ``mutual_information``, see ``latent_diagnostics``); ``checkpoint.pt``
     (model and guide state and the training state of :func:`pyrolvm.inference.train`:
     optimizer, RNGs, position; rewritten after every epoch and on interruption); the PNG
     figures. A folder holding another run is refused unless ``overwrite`` (cleared first) or
@@ -493,7 +493,7 @@ def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True, amort
         eval_samples (int or None): importance samples K (default: the run's).
         data_root (str or None): MNIST root, if it moved since the run.
         amortization_gap (int or None): also the amortization gap on this many test points
-            (:func:`gap_metrics`).
+            (``gap_metrics``).
 
     Returns:
         dict: ``test_elbo``, ``test_nll``, ``test_nll_stderr``, ``test_ess``, ``eval_samples``

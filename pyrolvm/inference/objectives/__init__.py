@@ -84,7 +84,7 @@ def make_elbo(name: str, num_particles: int = 1, **options: object) -> ELBO:
 
     Raises:
         ConfigError: unknown name, num_particles < 1, an option the objective does not take,
-        or an invalid option value.
+            or an invalid option value.
     """
     if name not in ELBOS:
         raise ConfigError(f"unknown ELBO {name!r}: choose one of {', '.join(ELBOS)}")
