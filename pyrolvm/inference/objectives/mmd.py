@@ -43,7 +43,7 @@ class MMDELBO(MinibatchELBO):
 
     per minibatch of B, times the plate scale. The aggregate posterior :math:`q(z)` is
     represented by the K * B guide samples of the batch, the prior by as many fresh draws from
-    the model's prior sites (reparameterized where they can be); the MMD is ``mmd`` of this module with a
+    the model's prior sites (reparameterized where they can be); the MMD is ``mmd`` here, with a
     Gaussian kernel of bandwidth h (Pyro's ``Trace_MMD`` with ``RBF(lengthscale=h)`` computes
     the same statistic; it is not reused because its kernel's parameters would become Pyro
     params that ``SVI`` trains). One MMD term per latent site, summed. ``mmd_weight = 0`` is
