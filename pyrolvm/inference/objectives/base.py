@@ -159,7 +159,10 @@ class MultiSampleELBO(ELBO):
         Returns:
             ImportanceWeights
         """
-        with _quiet("pyro.infer.elbo"):
+        if self.max_plate_nesting == float("inf"):  # the first call guesses it (and logs)
+            with _quiet("pyro.infer.elbo"):
+                model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
+        else:
             model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
         if self.needs_rsample and check_rsample:
             for site in latent_sites(guide_trace):
