@@ -178,7 +178,7 @@ def test_nan_loss_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
         capsys, ["train", "vae", "--out", out, "--epochs", "5", "--hidden", "16", "--no-progress"]
     )
     assert "the loss became nan at epoch 3, step 5" in err and "holds epoch 2" in err
-    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert state["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     metrics = read_json(os.path.join(out, "metrics.json"))

@@ -137,7 +137,7 @@ def _enumerated_test_nll(out):
     from pyrolvm.data import load
     from pyrolvm.models import SigmoidBeliefNet
 
-    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     cfg = state["config"]
     net = SigmoidBeliefNet(
         cfg["data_dim"],
