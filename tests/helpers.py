@@ -53,3 +53,29 @@ def cli_error(capsys, argv):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return err
+
+
+def run_tutorial_fast(name, figures_dir):
+    """Run ``tutorials/NAME`` in a fresh interpreter in its fast mode (``PYROLVM_FAST=1``),
+    writing its figures to ``figures_dir``; assert it succeeds."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(
+        os.environ,
+        PYROLVM_FAST="1",
+        PYROLVM_FIGURES=str(figures_dir),
+        PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    proc = subprocess.run(
+        [sys.executable, os.path.join(repo, "tutorials", name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

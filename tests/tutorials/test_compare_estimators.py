@@ -1,32 +1,15 @@
 """The estimator-comparison tutorial runs end to end in fast mode and writes its figures."""
 
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers import run_tutorial_fast
 
 from pyrolvm.runs.common import read_json
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def test_tutorial_fast_mode(tmp_path):
-    env = dict(
-        os.environ,
-        PYROLVM_FAST="1",
-        PYROLVM_FIGURES=str(tmp_path),
-        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tutorials", "compare_estimators.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_tutorial_fast("compare_estimators.py", tmp_path)
     for name in ("estimators_curves.png", "snr_vs_k.png", "discrete.png", "naive_vs_is.png"):
         assert os.path.getsize(tmp_path / name) > 1000
     results = read_json(tmp_path / "compare_estimators.json")

@@ -2,30 +2,14 @@
 figure."""
 
 import os
-import subprocess
-import sys
+
+from helpers import run_tutorial_fast
 
 from pyrolvm.runs.common import read_json
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def test_tutorial_fast_mode(tmp_path):
-    env = dict(
-        os.environ,
-        PYROLVM_FAST="1",
-        PYROLVM_FIGURES=str(tmp_path),
-        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tutorials", "losses_and_collapse.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_tutorial_fast("losses_and_collapse.py", tmp_path)
     assert os.path.getsize(tmp_path / "rate_distortion.png") > 1000
     results = read_json(tmp_path / "losses_and_collapse.json")
     assert len(results["part1"]) == 6 and len(results["part2"]) == 5
