@@ -14,11 +14,12 @@ def check_batch(
     data_dim: int,
     name: str = "x",
     binary: bool = False,
-    dtype: torch.dtype | None = None,
+    network: torch.nn.Module | None = None,
 ) -> None:
     """Raise :class:`DataError` unless ``x`` is a (B, data_dim) floating tensor of finite values
-    (of ``dtype``, the network's, where given; and, with ``binary``, of zeros and ones: a
-    Bernoulli likelihood's support). Does nothing while Pyro's validation is disabled."""
+    (of the dtype of ``network``'s parameters, where given; and, with ``binary``, of zeros and
+    ones: a Bernoulli likelihood's support). Does nothing while Pyro's validation is disabled,
+    so a training step pays no more than that check."""
     if not is_validation_enabled():
         return
     if not isinstance(x, torch.Tensor):
@@ -38,6 +39,7 @@ def check_batch(
         )
     if not x.is_floating_point():
         raise DataError(f"{name} must be a floating tensor (e.g. x.float()), got {x.dtype}")
+    dtype = None if network is None else next(network.parameters()).dtype
     if dtype is not None and x.dtype != dtype:
         raise DataError(
             f"{name} has dtype {x.dtype} but the networks use {dtype}: convert it (x.to({dtype}))"

@@ -95,7 +95,7 @@ class AmortizedNormal(nn.Module):
 
     def forward(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)
-        check_batch(x, self.data_dim, dtype=next(self.encoder.parameters()).dtype)
+        check_batch(x, self.data_dim, network=self.encoder)
         loc, scale = self.encode(x)
         q: TorchDistribution = dist.Normal(loc, scale)
         if not self.reparameterized:

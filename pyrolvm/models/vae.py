@@ -91,7 +91,7 @@ class VAE(nn.Module):
                 x,
                 self.data_dim,
                 binary=self.likelihood == "bernoulli",
-                dtype=next(self.decoder.parameters()).dtype,
+                network=self.decoder,
             )
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
