@@ -1,73 +1,163 @@
-"""Speed of pyrolvm's importance-sampled log-likelihood against the same computation written by
-hand in PyTorch, measured in the same run. Prints the ratio (> 1: pyrolvm slower).
+"""Speed and peak memory of pyro-lvm's importance-sampled log-likelihood against the same
+computation written by hand in PyTorch, measured in the same run (medians of interleaved
+rounds; ratio > 1: pyro-lvm slower).
 
-    python benchmarks/bench_log_likelihood.py [--samples 1000] [--points 200] [--repeats 3]
+    python benchmarks/bench_log_likelihood.py [--samples 1000 5000] [--points 200]
+        [--rounds 3] [--device cpu] [--json out.json]
 
-The model is the MNIST VAE (784-200-200-50, tanh, Bernoulli) with random weights; both compute the
-same per-datapoint estimate from K = --samples draws, in chunks of 100 particles.
+The model is the MNIST VAE (784-200-200-50, tanh, Bernoulli) with random weights. Both compute
+the same three per-datapoint figures from K = --samples draws, in the same chunks (100
+datapoints x 100 particles, pyro-lvm's default chunking): the log-likelihood estimate
+log (1/K) sum_k w_k, the ELBO estimate (1/K) sum_k log w_k and the effective sample size
+(sum w)^2 / sum w^2. Peak memory: the growth of the peak resident set size during one
+evaluation (CPU, Linux), or of ``torch.cuda.max_memory_allocated`` (CUDA).
 """
 
 import argparse
+import json
 import math
-import time
 
 import torch
-import torch.nn.functional as F
 
+from benchmarks.common import interleaved, log_weights, machine, table
+from pyrolvm.devices import resolve_device
 from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import importance_sample
 from pyrolvm.models import VAE
 
+BATCH, CHUNK = 100, 100
 
-def handwritten(model, guide, x, k, chunk):
-    """log (1/K) sum_k p(x, z_k) / q(z_k | x) per datapoint, plain PyTorch."""
-    out = []
-    for i in range(0, len(x), 100):
-        xb = x[i : i + 100]
-        loc, scale = guide.encode(xb)
-        lse = None
+
+@torch.no_grad()
+def handwritten(model, guide, x, k, chunk=CHUNK):
+    """(log-likelihood, ELBO, ESS) per datapoint, plain PyTorch."""
+    out_ll, out_elbo, out_ess = [], [], []
+    for i in range(0, len(x), BATCH):
+        xb = x[i : i + BATCH]
+        lse = lse2 = None
+        total = 0.0
         for k0 in range(0, k, chunk):
-            c = min(chunk, k - k0)
-            eps = torch.randn(c, *loc.shape)
-            z = loc + scale * eps
-            log_q = (-0.5 * eps**2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
-            log_pz = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
-            logits = model.decoder(z)
-            log_px = -F.binary_cross_entropy_with_logits(
-                logits, xb.expand_as(logits), reduction="none"
-            ).sum(-1)
-            log_w = (log_px + log_pz - log_q).double()
-            c_lse = torch.logsumexp(log_w, 0)
-            lse = c_lse if lse is None else torch.logaddexp(lse, c_lse)
-        out.append(lse - math.log(k))
-    return torch.cat(out)
+            log_w, _ = log_weights(model, guide, xb, min(chunk, k - k0))
+            log_w = log_w.double()
+            c, c2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
+            lse = c if lse is None else torch.logaddexp(lse, c)
+            lse2 = c2 if lse2 is None else torch.logaddexp(lse2, c2)
+            total = total + log_w.sum(0)
+        out_ll.append(lse - math.log(k))
+        out_elbo.append(total / k)
+        out_ess.append((2 * lse - lse2).exp())
+    return torch.cat(out_ll), torch.cat(out_elbo), torch.cat(out_ess)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--points", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def setup(points, device):
     torch.manual_seed(0)
-    model, guide = VAE(784, 50, (200, 200)), AmortizedNormal(784, 50, (200, 200))
-    x = torch.bernoulli(torch.full((args.points, 784), 0.2))
-    chunk = 100
-    with torch.no_grad():
-        times = {"pyrolvm": [], "hand-written": []}
-        for _ in range(args.repeats):
-            for name in times:
-                t0 = time.perf_counter()
-                if name == "pyrolvm":
-                    importance_sample(model, guide, x, num_samples=args.samples, chunk_size=chunk)
-                else:
-                    handwritten(model, guide, x, args.samples, chunk)
-                times[name].append(time.perf_counter() - t0)
-    best = {name: min(t) for name, t in times.items()}
-    print(f"K={args.samples}, {args.points} datapoints, best of {args.repeats}:")
-    for name, t in best.items():
-        print(f"  {name:<13} {t:.3f} s")
-    print(f"ratio pyrolvm / hand-written: {best['pyrolvm'] / best['hand-written']:.2f}")
+    model = VAE(784, 50, (200, 200)).to(device)
+    guide = AmortizedNormal(784, 50, (200, 200)).to(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.full((points, 784), 0.2), generator=gen).to(device)
+    return model, guide, x
+
+
+def evaluate(method, model, guide, x, k):
+    if method == "pyro-lvm":
+        return importance_sample(
+            model, guide, x, num_samples=k, batch_size=BATCH, chunk_size=CHUNK
+        ).log_likelihood
+    return handwritten(model, guide, x, k)[0]
+
+
+def _status_kb(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def peak_mb(method, k, points, device):
+    """Peak memory (MB) of one evaluation beyond what was resident before it: on the CPU the
+    growth of the peak resident set size (Linux: ``VmHWM``, reset through
+    ``/proc/self/clear_refs``), on CUDA the peak allocation (``max_memory_allocated``) minus
+    the allocation before; ``None`` where neither is available."""
+    model, guide, x = setup(points, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        evaluate(method, model, guide, x, k)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current resident set size
+        before = _status_kb("VmRSS")
+    except OSError:
+        return None
+    evaluate(method, model, guide, x, k)
+    return (_status_kb("VmHWM") - before) / 1024
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--points", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    model, guide, x = setup(args.points, device)
+    rows = []
+    for k in args.samples:
+        ours = importance_sample(model, guide, x, num_samples=k, batch_size=BATCH, chunk_size=CHUNK)
+        ll, elbo, ess = handwritten(model, guide, x, k)
+        # the same estimator: equal up to Monte Carlo noise (different draws)
+        assert torch.allclose(ours.log_likelihood.mean(), ll.mean(), atol=1.0)
+        med = interleaved(
+            {
+                "pyro-lvm": lambda k=k: importance_sample(
+                    model, guide, x, num_samples=k, batch_size=BATCH, chunk_size=CHUNK
+                ),
+                "hand-written": lambda k=k: handwritten(model, guide, x, k),
+            },
+            args.rounds,
+            device,
+        )
+        case = f"evaluator K={k}, {args.points} images"
+        peaks = {}
+        if not args.no_memory:
+            peaks = {m: peak_mb(m, k, args.points, device) for m in ("pyro-lvm", "hand-written")}
+        rows.append(
+            {
+                "case": case,
+                "method": "hand-written",
+                "seconds": med["hand-written"],
+                "peak_mb": peaks.get("hand-written"),
+            }
+        )
+        rows.append(
+            {
+                "case": case,
+                "method": "pyro-lvm",
+                "seconds": med["pyro-lvm"],
+                "ratio": med["pyro-lvm"] / med["hand-written"],
+                "peak_mb": peaks.get("pyro-lvm"),
+                "peak_ratio": (peaks["pyro-lvm"] / max(peaks["hand-written"], 1e-9))
+                if peaks
+                else None,
+            }
+        )
+    print(table(f"importance-sampled log-likelihood on {device} ({machine()})", rows))
+    result = {
+        "benchmark": "log_likelihood",
+        "device": str(device),
+        "machine": machine(),
+        "rows": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
 
 
 if __name__ == "__main__":

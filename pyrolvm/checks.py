@@ -17,9 +17,9 @@ def check_batch(
     network: torch.nn.Module | None = None,
 ) -> None:
     """Raise :class:`DataError` unless ``x`` is a (B, data_dim) floating tensor of finite values
-    (of the dtype of ``network``'s parameters, where given; and, with ``binary``, of zeros and
-    ones: a Bernoulli likelihood's support). Does nothing while Pyro's validation is disabled,
-    so a training step pays no more than that check."""
+    (on the device and of the dtype of ``network``'s parameters, where given; and, with
+    ``binary``, of zeros and ones: a Bernoulli likelihood's support). Does nothing while Pyro's
+    validation is disabled, so a training step pays no more than that check."""
     if not is_validation_enabled():
         return
     if not isinstance(x, torch.Tensor):
@@ -39,10 +39,16 @@ def check_batch(
         )
     if not x.is_floating_point():
         raise DataError(f"{name} must be a floating tensor (e.g. x.float()), got {x.dtype}")
-    dtype = None if network is None else next(network.parameters()).dtype
-    if dtype is not None and x.dtype != dtype:
+    param = None if network is None else next(network.parameters())
+    if param is not None and x.device != param.device:
         raise DataError(
-            f"{name} has dtype {x.dtype} but the networks use {dtype}: convert it (x.to({dtype}))"
+            f"{name} is on {x.device} but the networks are on {param.device}: move it "
+            f"(x.to('{param.device}')), or the model and guide (.to(device))"
+        )
+    if param is not None and x.dtype != param.dtype:
+        raise DataError(
+            f"{name} has dtype {x.dtype} but the networks use {param.dtype}: convert it "
+            f"(x.to({param.dtype}))"
         )
     if not torch.isfinite(x).all():
         raise DataError(f"{name} holds NaN or infinite values; remove or impute those rows")

@@ -36,6 +36,8 @@ class Evaluate:
     """MNIST root, if it moved"""
     progress: bool = True
     """show progress bars"""
+    device: str = "auto"
+    """where to evaluate: auto (CUDA when available), cpu, cuda or cuda:N"""
 
 
 def _kinds():
@@ -101,6 +103,7 @@ def run(command: Any) -> str:
             command.folder,
             command.data_root,
             command.progress,
+            command.device,
             eval_samples=command.eval_samples,
             amortization_gap=command.amortization_gap,
         )

@@ -18,7 +18,7 @@ def _tile(images: torch.Tensor, image_shape: Sequence[int], ncols: int) -> torch
     h, w = image_shape
     n = images.shape[0]
     nrows = math.ceil(n / ncols)
-    canvas = torch.full((nrows * (h + 1) - 1, ncols * (w + 1) - 1), 0.15)
+    canvas = torch.full((nrows * (h + 1) - 1, ncols * (w + 1) - 1), 0.15, device=images.device)
     for i in range(n):
         r, c = divmod(i, ncols)
         canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = images[i].reshape(
@@ -103,13 +103,15 @@ def latent_manifold(
     decode: Callable[[torch.Tensor], torch.Tensor],
     image_shape: Sequence[int],
     n: int = 15,
+    device: torch.device | str | None = None,
 ) -> None:
     """Save the learned 2-D manifold: images decoded on an n x n grid of latent points at the
     standard-normal quantiles (Kingma & Welling 2014, figure 4). ``decode`` maps (M, 2) to
-    (M, D)."""
-    q = torch.linspace(0.5 / n, 1 - 0.5 / n, n)
-    grid = torch.distributions.Normal(0.0, 1.0).icdf(q)
+    (M, D); the grid is made on ``device`` (default: the CPU), that of the decoder."""
+    q = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device="cpu")
+    grid = torch.special.ndtri(q)  # the standard normal's quantile function
     z = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)
+    z = z.to(device=device, dtype=torch.get_default_dtype())
     image_grid(path, decode(z), image_shape, "latent manifold (z at N(0, 1) quantiles)", ncols=n)
 
 

@@ -17,7 +17,7 @@ def latent_traversals(path, decode, z, image_shape, dims=None, span=3.0, n=9):
     other dimensions held fixed (Higgins et al. 2017, figure 1). ``decode`` maps (M, L) -> (M, D).
     Returns the dimensions shown."""
     dims = list(range(z.shape[-1])) if dims is None else list(dims)
-    values = torch.linspace(-span, span, n)
+    values = torch.linspace(-span, span, n, dtype=z.dtype, device=z.device)
     rows = []
     for u in dims:
         zz = z.expand(n, -1).clone()
@@ -37,7 +37,7 @@ def latent_traversals(path, decode, z, image_shape, dims=None, span=3.0, n=9):
 def interpolation(path, decode, z0, z1, image_shape, n=10):
     """Save the images decoded along the straight line from ``z0`` to ``z1`` (shape (L,)),
     n points including both ends."""
-    t = torch.linspace(0, 1, n)[:, None]
+    t = torch.linspace(0, 1, n, dtype=z0.dtype, device=z0.device)[:, None]
     plots.image_grid(
         path,
         decode((1 - t) * z0 + t * z1),

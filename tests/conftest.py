@@ -4,6 +4,12 @@ import pyro
 import pytest
 import torch
 
+# The float64 job (``PYROLVM_TEST_DTYPE=float64 pytest``, run by .ci/run) makes float64 the
+# default dtype, so that a tensor created with a hard-coded float32 (or without the dtype and
+# device of the data it meets) fails a test instead of a user's run.
+if os.environ.get("PYROLVM_TEST_DTYPE"):
+    torch.set_default_dtype(getattr(torch, os.environ["PYROLVM_TEST_DTYPE"]))
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

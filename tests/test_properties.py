@@ -166,8 +166,8 @@ def test_a_text_file_named_npz_gets_one_clear_error(tmp_path):
         (torch.rand(3, 5), "has 5 dimensions per datapoint but the model was built for 4"),
         (torch.rand(2, 3, 4), "must have shape (B, 4)"),
         (torch.rand(4), "one datapoint: x.unsqueeze(0)"),
-        (torch.full((2, 4), float("nan")), "NaN or infinite"),
-        (torch.rand(2, 4) + 0.1, "is not binary"),
+        (torch.full((2, 4), float("nan"), dtype=torch.float32), "NaN or infinite"),
+        (torch.rand(2, 4, dtype=torch.float32) + 0.1, "is not binary"),
         (
             torch.rand(2, 4).double().round(),
             "dtype torch.float64 but the networks use torch.float32",

@@ -13,6 +13,7 @@ Two sources:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,10 +44,11 @@ class Dataset:
 
     Attributes:
         name (str): ``"digits"`` or ``"mnist"``.
-        train (torch.Tensor): float32, shape (N_train, D), values in [0, 1] (in {0, 1} after
-            static binarization).
-        test (torch.Tensor): float32, shape (N_test, D); binarized once with a fixed seed under
-            ``"dynamic"`` and ``"static"`` binarization so that evaluation is reproducible.
+        train (torch.Tensor): shape (N_train, D), torch's default dtype (float32 unless
+            changed), values in [0, 1] (in {0, 1} after static binarization).
+        test (torch.Tensor): the same dtype, shape (N_test, D); binarized once with a fixed
+            seed under ``"dynamic"`` and ``"static"`` binarization so that evaluation is
+            reproducible.
         train_labels (torch.Tensor): int64, shape (N_train,), digit classes 0..9.
         test_labels (torch.Tensor): int64, shape (N_test,).
         image_shape (tuple): (height, width) of one image; ``D = height * width``.
@@ -73,6 +75,19 @@ class Dataset:
         Bernoulli draw of every pixel each time a minibatch is drawn (Burda et al. 2016,
         section 5.1), else ``None``."""
         return torch.bernoulli if self.binarize == "dynamic" else None
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """A copy with images and labels on ``device`` (moved once, so that training and
+        evaluation index them there); ``self`` when they are already there."""
+        if self.train.device == torch.device(device):
+            return self
+        return dataclasses.replace(
+            self,
+            train=self.train.to(device),
+            test=self.test.to(device),
+            train_labels=self.train_labels.to(device),
+            test_labels=self.test_labels.to(device),
+        )
 
 
 def load(
@@ -140,7 +155,7 @@ def _load_digits():
     from sklearn.model_selection import train_test_split
 
     digits: Any = load_digits()  # a Bunch (typed as Bunch | tuple)
-    x = torch.as_tensor(digits.data, dtype=torch.float32) / 16.0
+    x = torch.as_tensor(digits.data, dtype=torch.get_default_dtype()) / 16.0
     y = torch.as_tensor(digits.target, dtype=torch.int64)
     idx_train, idx_test = train_test_split(
         torch.arange(len(y)).numpy(),
@@ -175,8 +190,9 @@ def _load_npz(path):
             raise DataError(
                 f"array {which!r} of {path!r} must be numeric, got dtype {arrays[which].dtype}"
             )
-    train = torch.as_tensor(arrays["train"]).float()
-    test = torch.as_tensor(arrays["test"]).float()
+    dtype = torch.get_default_dtype()
+    train = torch.as_tensor(arrays["train"]).to(dtype)
+    test = torch.as_tensor(arrays["test"]).to(dtype)
     for x, which in ((train, "train"), (test, "test")):
         if x.dim() != 2 or 0 in x.shape:
             raise DataError(
@@ -246,7 +262,9 @@ def _load_mnist(root, download):
         ) from exc
 
     def flat(ds):
-        return ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0, ds.targets.long()
+        return ds.data.reshape(len(ds.data), -1).to(
+            torch.get_default_dtype()
+        ) / 255.0, ds.targets.long()
 
     (xtr, ytr), (xte, yte) = flat(train), flat(test)
     return xtr, xte, ytr, yte, (28, 28)

@@ -26,14 +26,18 @@ def _moments(model, x, labels, reg):
     counts = torch.bincount(labels, minlength=k).double()
     weights = (counts + 1) / (counts.sum() + k)
     overall_mean = x.mean(0)
-    overall_cov = torch.atleast_2d(torch.cov(x.T)) if len(x) > 1 else torch.eye(d, dtype=x.dtype)
+    overall_cov = (
+        torch.atleast_2d(torch.cov(x.T))
+        if len(x) > 1
+        else torch.eye(d, dtype=x.dtype, device=x.device)
+    )
     locs, covs = [], []
     for j in range(k):
         xj = x[labels == j]
         locs.append(xj.mean(0) if len(xj) else overall_mean)
         covs.append(torch.atleast_2d(torch.cov(xj.T)) if len(xj) > 1 else overall_cov)
     locs, covs = torch.stack(locs), torch.stack(covs)
-    covs = covs + reg * torch.eye(d, dtype=x.dtype)
+    covs = covs + reg * torch.eye(d, dtype=x.dtype, device=x.device)
     return model.params_from_moments(weights, locs, covs)
 
 
@@ -74,22 +78,22 @@ def initial_params(
     k = check_num_components(model.num_components, len(x))
     if method not in INITS:
         raise ConfigError(f"unknown initialization {method!r}: choose one of {', '.join(INITS)}")
-    xn = x.detach().double().numpy()
+    xn = x.detach().double().cpu().numpy()
     if method == "random":
         gen = torch.Generator().manual_seed(int(seed))
-        centres = x[torch.randperm(len(x), generator=gen)[:k]].double()
+        centres = x[torch.randperm(len(x), generator=gen)[:k].to(x.device)].double()
         labels = torch.cdist(x.double(), centres).argmin(-1)
     elif method == "kmeans++":
         from sklearn.cluster import kmeans_plusplus
 
         centres, _ = kmeans_plusplus(xn, k, random_state=int(seed))
-        labels = torch.cdist(x.double(), torch.as_tensor(centres)).argmin(-1)
+        labels = torch.cdist(x.double(), torch.as_tensor(centres, device=x.device)).argmin(-1)
     else:
         from sklearn.cluster import KMeans
 
         kmeans = KMeans(k, n_init=1, random_state=int(seed))  # pyright: ignore[reportArgumentType]
         labels = kmeans.fit(xn).labels_
-        labels = torch.as_tensor(labels, dtype=torch.int64)
+        labels = torch.as_tensor(labels, dtype=torch.int64, device=x.device)
     return _moments(model, x.double(), labels, reg)
 
 
@@ -204,7 +208,7 @@ def fit_mixture(
         """Factor of ``lr`` in epoch ``epoch`` (0-based): linear warm-up, geometric decay."""
         return min(1.0, (epoch + 1) / warm) * lr_decay ** (epoch / max(1, int(epochs) - 1))
 
-    data = (x, torch.arange(n))
+    data = (x, torch.arange(n, device=x.device))
     t0 = time.perf_counter()
 
     def make_guide(r):

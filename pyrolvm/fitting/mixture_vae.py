@@ -30,6 +30,7 @@ def cluster_accuracy(labels: torch.Tensor, clusters: torch.Tensor) -> float:
     from scipy.optimize import linear_sum_assignment
 
     k = int(max(labels.max(), clusters.max())) + 1
+    labels, clusters = labels.cpu(), clusters.cpu()
     counts = torch.zeros(k, k, dtype=torch.int64)
     counts.index_put_((clusters, labels), torch.ones_like(labels), accumulate=True)
     rows, cols = linear_sum_assignment(-counts.numpy())
@@ -56,7 +57,7 @@ def cluster_scores(
     c = cluster(model, guide, x)
     return {
         f"{prefix}test_cluster_accuracy": cluster_accuracy(labels, c),
-        f"{prefix}test_ari": float(adjusted_rand_score(labels.numpy(), c.numpy())),
+        f"{prefix}test_ari": float(adjusted_rand_score(labels.cpu().numpy(), c.cpu().numpy())),
     }
 
 
@@ -93,6 +94,8 @@ def fit_mixture_vae(
     t0 = time.perf_counter()
     model = MixturePriorVAE(data.data_dim, latent_dim, num_components, hidden)
     guide = AmortizedNormal(data.data_dim, latent_dim, hidden, "relu")
+    model.to(data.train.device)
+    guide.to(data.train.device)
     loss = TraceEnum_ELBO(max_plate_nesting=1)
     optim = make_optim(lr)
     history = train(
@@ -112,7 +115,7 @@ def fit_mixture_vae(
         loc, scale = guide.encode(data.train)
         draws = loc + scale * torch.randn_like(loc)
     store = pyro.get_param_store().get_state()
-    gmm = fit_mixture(draws, num_components, "diag", epochs=100, seed=seed)
+    gmm = fit_mixture(draws.cpu(), num_components, "diag", epochs=100, seed=seed)
     pyro.get_param_store().set_state(store)  # fit_mixture used the param store
     model.set_prior(gmm.params["weights"], gmm.params["locs"], gmm.params["scales"])
     metrics: dict[str, Any] = cluster_scores(model, guide, data.test, data.test_labels, "init_")

@@ -21,7 +21,8 @@ def split_labels(
     as Kingma et al.) and of the rest, drawn with ``seed``.
 
     Returns:
-        (labelled (num_labelled,), unlabelled (N - num_labelled,)) int64 index tensors.
+        (labelled (num_labelled,), unlabelled (N - num_labelled,)) int64 index tensors on the
+        CPU.
 
     Raises:
         ConfigError: ``num_labelled`` not a positive multiple of C, or more than a class holds.
@@ -32,15 +33,16 @@ def split_labels(
             f"classes), got {num_labelled}"
         )
     gen = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()  # the indices are drawn on the CPU: the same on every device
     per_class = num_labelled // num_classes
     chosen = []
     for c in range(num_classes):
         idx = (labels == c).nonzero().flatten()
         if len(idx) < per_class:
             raise ConfigError(f"class {c} has {len(idx)} images, fewer than {per_class} labels")
-        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+        chosen.append(idx[torch.randperm(len(idx), generator=gen, device="cpu")[:per_class]])
     labelled = torch.cat(chosen)
-    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask = torch.ones(len(labels), dtype=torch.bool, device="cpu")
     mask[labelled] = False
     return labelled, mask.nonzero().flatten()
 
@@ -125,9 +127,11 @@ def fit_m2(
     onehot = torch.nn.functional.one_hot(train_labels, num_classes).to(train_x.dtype)
     tf = transform or (lambda v: v)
     lab_batch = min(batch_size, len(lab))
+    lab_on_device = lab.to(train_x.device)
 
     def labelled_batch():
-        li = lab[torch.randperm(len(lab))[:lab_batch]]
+        pick = torch.randperm(len(lab), device="cpu")[:lab_batch]  # the CPU RNG on every device
+        li = lab_on_device[pick.to(lab_on_device.device)]
         return tf(train_x[li]), onehot[li]
 
     callbacks: list[Callable] = []
@@ -138,7 +142,7 @@ def fit_m2(
     history = train(
         model,
         guide,
-        train_x[unlab],
+        train_x[unlab.to(train_x.device)],
         unsup_loss,
         optim,
         epochs=epochs,

@@ -156,7 +156,7 @@ class AmortizedBernoulli(_AmortizedDiscrete):
     def posterior(self, x: torch.Tensor) -> TorchDistribution:
         """The distribution q(z | x), event shape (latent_dim,)."""
         logits = self.logits(x)
-        t = torch.tensor(self.temperature)
+        t = logits.new_tensor(float(self.temperature))
         if self.relaxation == "concrete":
             return dist.RelaxedBernoulli(t, logits=logits).to_event(1)
         if self.relaxation == "straight_through":
@@ -214,7 +214,7 @@ class AmortizedCategorical(_AmortizedDiscrete):
     def posterior(self, x: torch.Tensor) -> TorchDistribution:
         """The distribution q(z | x), event shape (latent_dim, num_categories)."""
         logits = self.logits(x)
-        t = torch.tensor(self.temperature)
+        t = logits.new_tensor(float(self.temperature))
         if self.relaxation == "concrete":
             return dist.RelaxedOneHotCategorical(t, logits=logits).to_event(1)
         if self.relaxation == "straight_through":

@@ -5,6 +5,7 @@ summed out by ``TraceEnum_ELBO``, so these guides pair with the mixture under th
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, cast
 
 import pyro
@@ -66,7 +67,8 @@ class MixtureMAP(AutoDelta):
         # the global sites do not depend on the data: set the guide up now (one call on a
         # dummy datapoint, hidden from any enclosing handler) so that median() works at once
         with poutine.block():
-            self(torch.zeros(1, model.data_dim))
+            # on the hyperparameters' device and dtype (GaussianMixture.from_data: the data's)
+            self(model.loc_loc.new_zeros(1, model.data_dim))
 
 
 class MixtureMeanField(nn.Module):
@@ -115,7 +117,7 @@ class MixtureMeanField(nn.Module):
         self.num_components = model.num_components
         self.name = name
         total = init_concentration or model.num_data or 100.0
-        log_s = torch.tensor(float(init_scale)).log().item()
+        log_s = math.log(float(init_scale))
         v = {k: t.detach().to(torch.get_default_dtype()) for k, t in init_values.items()}
         self.log_concentration = nn.Parameter((v["weights"] * total).log())
         self.locs_loc = nn.Parameter(v["locs"].clone())

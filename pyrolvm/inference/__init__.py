@@ -39,7 +39,7 @@ from .objectives import (
     make_elbo,
 )
 from .state import load_param_state, param_state, rng_state, set_rng_state
-from .training import make_optim, train
+from .training import make_optim, svi_step, train
 
 __all__ = [
     "ANNEALING",
@@ -84,5 +84,6 @@ __all__ = [
     "rows",
     "set_rng_state",
     "sum_to_batch",
+    "svi_step",
     "train",
 ]

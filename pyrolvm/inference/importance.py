@@ -81,7 +81,8 @@ def sum_to_batch(
         ConfigError: more dimensions than plates (enumerated or unplated batch dimensions), or
             a site outside the batch plate.
     """
-    log_p = torch.as_tensor(log_p)
+    if not isinstance(log_p, torch.Tensor):  # a number (e.g. a masked-out site's 0)
+        log_p = torch.tensor(float(log_p), device="cpu")
     if log_p.dim() > rank:
         raise ConfigError(
             f"site {site['name']!r} has log_prob of shape {tuple(log_p.shape)}, more dimensions "
@@ -147,8 +148,8 @@ def log_weights(
             if latent_weight != 1.0 and not site["is_observed"]:
                 term = latent_weight * term
             total = total + sign * term
-            s = torch.as_tensor(site["scale"])
-            if s.numel() != 1:
+            s = site["scale"]  # a float, unless poutine.scale was given a tensor
+            if isinstance(s, torch.Tensor) and s.numel() != 1:
                 raise ConfigError(
                     f"site {site['name']!r} has a per-element scale; importance-weighted "
                     "estimators need one scalar scale per site"
@@ -160,7 +161,7 @@ def log_weights(
             f"(subsampling or poutine.scale); found {len(scales)} different scales"
         )
     scale = scales.pop() if scales else 1.0
-    log_w = torch.as_tensor(total)
+    log_w = total if isinstance(total, torch.Tensor) else torch.tensor(total, device="cpu")
     if log_w.dim() == 1:
         log_w = log_w.unsqueeze(-1)
     return log_w, scale

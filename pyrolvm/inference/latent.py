@@ -62,7 +62,9 @@ def mutual_information(loc, scale, generator=None):
     """
     _check(loc, scale)
     loc, scale = loc.double(), scale.double()
-    eps = torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
+    # drawn on the CPU (the generator's device), so the figure is the same on every device
+    cpu = generator.device if generator is not None else "cpu"
+    eps = torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=cpu).to(loc.device)
     z = loc + scale * eps  # (N, L)
     log_norm = -0.5 * math.log(2 * math.pi) - scale.log()  # (N, L)
     own = (log_norm - 0.5 * eps.pow(2)).sum(-1)  # log q(z_i | x_i)

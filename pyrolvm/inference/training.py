@@ -11,8 +11,9 @@ from typing import Any, cast
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import ELBO, SVI
-from pyro.infer.util import is_validation_enabled
+from pyro import poutine
+from pyro.infer import ELBO
+from pyro.infer.util import is_validation_enabled, zero_grads
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
@@ -52,6 +53,26 @@ def _stop_requests(enabled):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def svi_step(model: Callable, guide: Callable, loss: ELBO, optim: PyroOptim, *args: Any) -> Any:
+    """One step of ``pyro.infer.SVI``: the objective's ``loss_and_grads`` under a trace of the
+    ``param`` sites it touches, then ``optim`` on those parameters and their gradients zeroed.
+
+    Returns the loss like ``SVI.step`` (nats), except that an objective with
+    ``loss_tensor_and_grads`` (every :class:`~pyrolvm.inference.MultiSampleELBO`) gives it as
+    a 0-d tensor on the data's device: the step then needs no host synchronisation (on a
+    GPU the next step is queued while this one runs) and the caller reads the value when it
+    prints it."""
+    objective = cast(Any, loss)
+    step_loss = getattr(objective, "loss_tensor_and_grads", None) or objective.loss_and_grads
+    with poutine.trace(param_only=True) as capture:
+        value = step_loss(model, guide, *args)
+    sites = cast(Any, capture.trace.nodes).values()
+    params = {site["value"].unconstrained() for site in sites}
+    optim(list(params))
+    zero_grads(params)
+    return value
 
 
 def _warm_up(objectives, batches):
@@ -179,7 +200,7 @@ def train(
         else [cast(Callable, callback)]
     )
     objectives = [(model, guide, loss), *extra_objectives]
-    svis = [SVI(m, g, optim, lo) for m, g, lo in objectives]
+    device = tensors[0].device
     steps_per_epoch = math.ceil(n / batch_size)
     position: dict = {
         "first_epoch": None,
@@ -225,6 +246,28 @@ def train(
             "rng": rng_state(),
         }
 
+    # the steps' losses, read (one host synchronisation) only when the bar shows them, at the
+    # end of an epoch and before a checkpoint: (epoch, step, main, main + extra, rows)
+    pending: list[tuple[int, int, Any, Any, int]] = []
+
+    def read_losses():
+        for epoch_, step_, main_, value_, rows_ in pending:
+            main_, value_ = float(main_), float(value_)
+            if not math.isfinite(value_):
+                pending.clear()
+                raise TrainingDiverged(
+                    f"the loss became {value_} at epoch {epoch_}, step {step_ + 1}: lower "
+                    "the learning rate (--lr), check the data for extreme values, or "
+                    "use more particles; the checkpoint of the last completed epoch is "
+                    "kept",
+                    epoch=epoch_,
+                    step=(epoch_ - 1) * steps_per_epoch + step_ + 1,
+                )
+            position["total"] += main_
+            position["total_all"] += value_
+            position["seen"] += rows_
+        pending.clear()
+
     validate, first_step = is_validation_enabled(), True
     done = (
         0
@@ -249,7 +292,7 @@ def train(
                 elif resume_epoch == epoch:
                     continue  # this epoch ended (callbacks and checkpoint included)
                 else:
-                    perm = torch.randperm(n)
+                    perm = torch.randperm(n, device="cpu")
                     position.update(
                         epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0, seen=0
                     )
@@ -258,31 +301,26 @@ def train(
                     if set_epoch is not None:  # schedules (BetaELBO's anneal)
                         set_epoch(epoch)
                 assert perm is not None
+                # the order is drawn on the CPU (the same order on every device), the data
+                # is indexed where it lies
+                order = perm.to(device)
                 for step in range(position["step"], steps_per_epoch):
-                    idx = perm[step * batch_size : (step + 1) * batch_size]
+                    idx = order[step * batch_size : (step + 1) * batch_size]
                     batch = tuple(d[idx] for d in tensors)
                     if transform is not None:
                         batch = (transform(batch[0]),) + batch[1:]
                     more = extra_batch() if extra_batch is not None else batch
                     with pyro.validation_enabled(validate and (check_every_step or first_step)):
-                        main = float(cast(float, svis[0].step(*batch)))
-                        value = main + sum(float(cast(float, e.step(*more))) for e in svis[1:])
+                        main = svi_step(model, guide, loss, optim, *batch)
+                        value = main
+                        for m, g, lo in extra_objectives:
+                            value = value + svi_step(m, g, lo, optim, *more)
                     first_step = False
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(
-                            f"the loss became {value} at epoch {epoch}, step {step + 1}: lower "
-                            "the learning rate (--lr), check the data for extreme values, or "
-                            "use more particles; the checkpoint of the last completed epoch is "
-                            "kept",
-                            epoch=epoch,
-                            step=(epoch - 1) * steps_per_epoch + step + 1,
-                        )
-                    position["total"] += main
-                    position["total_all"] += value
-                    position["seen"] += len(idx)
+                    pending.append((epoch, step, main, value, len(idx)))
                     position["step"] = step + 1
                     bar.update(1)
-                    if step % 10 == 0 or step == steps_per_epoch - 1:
+                    if step % 10 == 0 or step == steps_per_epoch - 1 or stop["stop"]:
+                        read_losses()
                         bar.set_postfix_str(
                             f"epoch {epoch} elbo {-position['total'] / position['seen']:.2f}",
                             refresh=False,

@@ -62,7 +62,7 @@ class LinearGaussian(nn.Module):
         pyro.module(self.name, self)
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
-            z = pyro.sample("z", dist.Normal(torch.zeros(self.latent_dim), 1.0).to_event(1))
+            z = pyro.sample("z", dist.Normal(self.bias.new_zeros(self.latent_dim), 1.0).to_event(1))
             loc = z @ self.weight.T + self.bias
             pyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
         return z
@@ -70,7 +70,9 @@ class LinearGaussian(nn.Module):
     def marginal(self) -> dist.MultivariateNormal:
         """The exact marginal p(x) = N(b, W W^T + sigma^2 I), event shape (D,)."""
         d = self.weight.shape[0]
-        cov = self.weight @ self.weight.T + self.noise_scale**2 * torch.eye(d)
+        cov = self.weight @ self.weight.T + self.noise_scale**2 * torch.eye(
+            d, dtype=self.weight.dtype, device=self.weight.device
+        )
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov)
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +83,8 @@ class LinearGaussian(nn.Module):
         """The exact posterior p(z | x) for x of shape (B, D): a MultivariateNormal with loc of
         shape (B, L) and a shared covariance (L, L)."""
         s2 = self.noise_scale**2
-        precision = torch.eye(self.latent_dim) + self.weight.T @ self.weight / s2
+        eye = torch.eye(self.latent_dim, dtype=self.weight.dtype, device=self.weight.device)
+        precision = eye + self.weight.T @ self.weight / s2
         cov = torch.linalg.inv(precision)
         loc = (x - self.bias) @ self.weight @ cov / s2
         return dist.MultivariateNormal(loc, covariance_matrix=cov)

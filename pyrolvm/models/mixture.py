@@ -120,12 +120,14 @@ class GaussianMixture:
             ("scale_scale", scale_scale),
             ("corr_concentration", corr_concentration),
         ):
-            if not (torch.as_tensor(value) > 0).all():
+            if not (torch.as_tensor(value, device="cpu") > 0).all():
                 raise ConfigError(f"{name} must be positive, got {value!r}")
 
         def vector(value):
             dtype = torch.get_default_dtype()
-            return torch.as_tensor(value, dtype=dtype).expand(self.data_dim).clone()
+            if not isinstance(value, torch.Tensor):
+                value = torch.tensor(value, dtype=dtype, device="cpu")
+            return value.to(dtype).expand(self.data_dim).clone()
 
         self.weight_concentration = float(weight_concentration)
         self.loc_loc, self.loc_scale = vector(loc_loc), vector(loc_scale)
@@ -207,17 +209,21 @@ class GaussianMixture:
         """Run the model on x (see the class docstring); returns the assignment sample
         (shape (B,), or (K, 1) when enumerated)."""
         k, d = self.num_components, self.data_dim
-        weights = pyro.sample(
-            "weights", dist.Dirichlet(torch.full((k,), self.weight_concentration))
+        # the hyperparameters meet the data on its device and in its dtype
+        loc_loc, loc_scale, scale_loc = (
+            v.to(x) for v in (self.loc_loc, self.loc_scale, self.scale_loc)
         )
-        with pyro.plate("components", k):
-            locs = pyro.sample("locs", dist.Normal(self.loc_loc, self.loc_scale).to_event(1))
-            scales = pyro.sample(
-                "scales", dist.LogNormal(self.scale_loc, self.scale_scale).to_event(1)
-            )
+        weights = pyro.sample(
+            "weights", dist.Dirichlet(x.new_full((k,), self.weight_concentration))
+        )
+        with pyro.plate("components", k, device=str(x.device)):
+            locs = pyro.sample("locs", dist.Normal(loc_loc, loc_scale).to_event(1))
+            scales = pyro.sample("scales", dist.LogNormal(scale_loc, self.scale_scale).to_event(1))
             corr = None
             if "corr" in self.global_sites:
-                corr = pyro.sample("corr", dist.LKJCholesky(d, self.corr_concentration))
+                corr = pyro.sample(
+                    "corr", dist.LKJCholesky(d, x.new_tensor(self.corr_concentration))
+                )
         if index is not None:
             if self.num_data is None:
                 raise ConfigError(
@@ -226,9 +232,11 @@ class GaussianMixture:
                 )
             plate = pyro.plate("data", self.num_data, subsample=index)
         elif subsample_size is not None:
-            plate = pyro.plate("data", len(x), subsample_size=int(subsample_size))
+            plate = pyro.plate(
+                "data", len(x), subsample_size=int(subsample_size), device=str(x.device)
+            )
         else:
-            plate = pyro.plate("data", len(x))
+            plate = pyro.plate("data", len(x), device=str(x.device))
         with plate as idx:
             if index is None and subsample_size is not None:
                 x = x[idx]

@@ -84,7 +84,11 @@ class SigmoidBeliefNet(nn.Module):
         self.prior_logits = nn.Parameter(torch.zeros(shape))
         self.decoder = mlp(self.latent_dim * self.num_categories, hidden, self.data_dim, activation)
         if data_mean is not None:
-            mean = torch.as_tensor(data_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
+            mean = (
+                torch.as_tensor(data_mean, dtype=torch.get_default_dtype())
+                .cpu()
+                .clamp(1e-3, 1 - 1e-3)
+            )
             set_output_bias(self.decoder, mean.log() - (-mean).log1p())
 
     @property
@@ -99,12 +103,12 @@ class SigmoidBeliefNet(nn.Module):
             if self.temperature is None:
                 return dist.Bernoulli(logits=logits).to_event(1)
             return dist.RelaxedBernoulli(
-                torch.tensor(float(self.temperature)), logits=logits
+                logits.new_tensor(float(self.temperature)), logits=logits
             ).to_event(1)
         if self.temperature is None:
             return dist.OneHotCategorical(logits=logits).to_event(1)
         return dist.RelaxedOneHotCategorical(
-            torch.tensor(float(self.temperature)), logits=logits
+            logits.new_tensor(float(self.temperature)), logits=logits
         ).to_event(1)
 
     def likelihood_dist(self, z: torch.Tensor) -> TorchDistribution:
@@ -133,7 +137,8 @@ class SigmoidBeliefNet(nn.Module):
                 f"{num} latent states exceed max_states={max_states}: exact enumeration is "
                 "only for small models; use importance sampling (log_likelihood)"
             )
-        idx = torch.cartesian_prod(*[torch.arange(c)] * self.latent_dim).reshape(num, -1)
+        states = torch.arange(c, device=self.prior_logits.device)
+        idx = torch.cartesian_prod(*[states] * self.latent_dim).reshape(num, -1)
         if self.latent == "bernoulli":
             return idx.to(self.prior_logits.dtype)
         return nn.functional.one_hot(idx, c).to(self.prior_logits.dtype)

@@ -67,7 +67,7 @@ class SSVAE(nn.Module):
         pyro.module(self.name, self)
         c, d = self.num_classes, self.latent_dim
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(d), 1.0).to_event(1))
-            y = pyro.sample("y", dist.OneHotCategorical(logits=torch.zeros(c)), obs=y)
+            z = pyro.sample("z", dist.Normal(x.new_zeros(d), 1.0).to_event(1))
+            y = pyro.sample("y", dist.OneHotCategorical(logits=x.new_zeros(c)), obs=y)
             logits = self.decoder(concat_broadcast(z, y))
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)

@@ -48,6 +48,8 @@ class VAE(nn.Module):
         ConfigError: unknown likelihood or activation, or a latent_dim < 1.
     """
 
+    prior_loc: torch.Tensor
+
     def __init__(
         self,
         data_dim: int,
@@ -68,10 +70,13 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.name = name
         self.decoder = mlp(self.latent_dim, hidden, self.data_dim, activation)
+        # p(z)'s location: a buffer, so that it follows the module to its device and dtype
+        # (not saved: the state dict holds parameters only, as before)
+        self.register_buffer("prior_loc", torch.zeros(self.latent_dim), persistent=False)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.full((self.data_dim,), math.log(0.1)))
         if data_mean is not None:
-            mean = torch.as_tensor(data_mean, dtype=torch.float32)
+            mean = torch.as_tensor(data_mean, dtype=torch.get_default_dtype()).cpu()
             if likelihood == "bernoulli":
                 mean = mean.clamp(1e-3, 1 - 1e-3)
                 mean = mean.log() - (-mean).log1p()
@@ -97,7 +102,7 @@ class VAE(nn.Module):
         with pyro.plate("data", batch_size):
             z = pyro.sample(
                 "z",
-                dist.Normal(torch.zeros(self.latent_dim), 1.0).to_event(1),
+                dist.Normal(self.prior_loc, 1.0).to_event(1),
             )
             pyro.sample("x", self.likelihood_dist(z), obs=x)
         return z
@@ -110,7 +115,8 @@ class VAE(nn.Module):
         Returns:
             torch.Tensor of shape (num_samples, D).
         """
-        z = torch.randn(num_samples, self.latent_dim)
+        loc = self.prior_loc
+        z = torch.randn(num_samples, self.latent_dim, device=loc.device, dtype=loc.dtype)
         return self.decode(z, mean=mean)
 
     @torch.no_grad()

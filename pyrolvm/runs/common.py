@@ -19,7 +19,7 @@ from ..errors import ConfigError, Interrupted, PyroLVMError, TrainingDiverged
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = ("progress", "data_root", "out", "resume", "overwrite")
+RESUMABLE_DIFFERENCES = ("progress", "data_root", "out", "resume", "overwrite", "device")
 
 
 def _is_run_file(name):
@@ -261,6 +261,12 @@ def load_data(
     check_data(data.train, "the training data", binary=binary)
     check_data(data.test, "the test data", binary=binary)
     return data
+
+
+def on_device(data: Any, device: torch.device) -> Any:
+    """``data`` (a :class:`~pyrolvm.data.Dataset`) with its tensors on ``device``, moved once;
+    ``data`` itself when it is already there."""
+    return data if data.train.device == device else data.to(device)
 
 
 def format_summary(title: str, rows: list[tuple[str, str]]) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import tyro
 from typing_extensions import Self
 
+from ..devices import resolve_device
 from ..errors import ConfigError
 
 
@@ -172,6 +173,8 @@ class RunConfig:
     """continue the interrupted run in --out from its checkpoint (same settings)"""
     overwrite: bool = False
     """replace the run already in --out"""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda or cuda:N: where the model, guide and data live"""
 
     def resolve_defaults(self, values: dict) -> None:
         """Hook for defaults that depend on other fields; ``values`` is the dict of fields,
@@ -195,6 +198,7 @@ class RunConfig:
         config = validate(type(self)(**values))
         if not config.out:
             raise ConfigError("the run folder (--out) must be a non-empty path")
+        resolve_device(config.device)  # a clear error now for a device this machine lacks
         config.check()
         return config
 

@@ -15,6 +15,7 @@ from typing import Annotated, ClassVar, Literal
 import torch
 
 from .. import plots
+from ..devices import resolve_device
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import GUIDES, INITS, MixtureFit, fit_mixture
 from ..inference import mean_and_stderr
@@ -265,9 +266,10 @@ def train_gmm(config=None, data=None, **overrides):
                 },
             )
 
+        device = resolve_device(cfg.device)
         try:
             fit = fit_mixture(
-                xtrain,
+                xtrain.to(device),
                 cfg.components,
                 cfg.covariance,
                 guide=cfg.guide,
@@ -285,6 +287,9 @@ def train_gmm(config=None, data=None, **overrides):
             )
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
+        # the exact figures, the scikit-learn reference and the figures on the CPU
+        fit.params = {k: v.cpu() for k, v in fit.params.items()}
+        fit.model = GaussianMixture.from_data(xtrain, cfg.components, cfg.covariance)
         save(
             last["fit"],
             {"epoch": len(fit.history["train_elbo"]), "history": fit.history, "params": fit.params},
@@ -327,7 +332,7 @@ def train_gmm(config=None, data=None, **overrides):
     return metrics
 
 
-def evaluate_gmm(folder, data_root=None, progress=True):
+def evaluate_gmm(folder, data_root=None, progress=True, device="auto"):
     """Reload the checkpoint of a mixture run folder and recompute its exact test figures
     (equal to those in its metrics.json).
 
@@ -338,7 +343,8 @@ def evaluate_gmm(folder, data_root=None, progress=True):
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or a checkpoint of another kind of run.
     """
-    state, cfg, _ = reload_run(folder, "gmm", GMMConfig, data_root, progress)
+    # the exact figures are computed on the CPU whatever the device
+    state, cfg, _ = reload_run(folder, "gmm", GMMConfig, data_root, progress, device=device)
     data = load_data(cfg, "none")
     xtrain = apply_pca(data.train, state["pca_mean"], state["pca_components"])
     xtest = apply_pca(data.test, state["pca_mean"], state["pca_components"])

@@ -11,6 +11,7 @@ import pyro
 import torch
 
 from .. import plots
+from ..devices import resolve_device
 from ..errors import ConfigError
 from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from ..guides import AmortizedNormal
@@ -19,6 +20,7 @@ from .common import (
     CHECKPOINT,
     format_summary,
     load_data,
+    on_device,
     reload_run,
     run_folder,
     save_checkpoint,
@@ -84,7 +86,7 @@ def train_mixture_vae(config=None, **overrides):
         TrainingDiverged: the loss became NaN or infinite.
     """
     cfg = dataclasses.replace(config or MixtureVAEConfig(), **overrides).resolved()
-    data = load_data(cfg, "dynamic")
+    data = on_device(load_data(cfg, "dynamic"), resolve_device(cfg.device))
     if cfg.resume:
         raise ConfigError(
             "mixture-vae runs cannot be resumed yet (pre-training, the prior's fit "
@@ -144,18 +146,21 @@ def train_mixture_vae(config=None, **overrides):
     return metrics
 
 
-def evaluate_mixture_vae(folder, data_root=None, progress=True):
+def evaluate_mixture_vae(folder, data_root=None, progress=True, device="auto"):
     """Reload a mixture-VAE run folder and recompute its test cluster accuracy and ARI (equal
     to those in its metrics.json).
 
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
     """
-    state, cfg, data_dim = reload_run(folder, "mixture-vae", MixtureVAEConfig, data_root, progress)
-    data = load_data(cfg, "dynamic")
+    state, cfg, data_dim = reload_run(
+        folder, "mixture-vae", MixtureVAEConfig, data_root, progress, device=device
+    )
+    device = resolve_device(cfg.device)
+    data = on_device(load_data(cfg, "dynamic"), device)
     pyro.clear_param_store()
-    model = MixturePriorVAE(data_dim, cfg.latent_dim, cfg.components, cfg.hidden)
-    guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, "relu")
+    model = MixturePriorVAE(data_dim, cfg.latent_dim, cfg.components, cfg.hidden).to(device)
+    guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, "relu").to(device)
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     return cluster_scores(model, guide, data.test, data.test_labels)

@@ -18,8 +18,8 @@ class RunKind:
         config (type): its :class:`~pyrolvm.runs.config.RunConfig` subclass; the CLI flags are
             generated from it.
         train (callable): ``train(config) -> metrics``, writes the run folder.
-        evaluate (callable): ``evaluate(folder, data_root=None, progress=True, **options)
-            -> metrics``, recomputes the test figures from the checkpoint.
+        evaluate (callable): ``evaluate(folder, data_root=None, progress=True,
+            device="auto", **options) -> metrics``, recomputes the test figures from the checkpoint.
         summary (callable): ``summary(metrics, config, folder) -> str``, printed after training.
         evaluation_rows (callable): ``evaluation_rows(metrics) -> [(label, value)]``, printed
             by ``pyrolvm evaluate``.
@@ -49,13 +49,19 @@ def register(kind: RunKind) -> RunKind:
 
 
 def evaluate_run(
-    folder: str, data_root: str | None = None, progress: bool = True, **options: Any
+    folder: str,
+    data_root: str | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    **options: Any,
 ) -> tuple[RunKind, dict]:
     """Reload a run folder of any kind and recompute its test figures.
 
     Args:
         folder (str): a run folder written by ``pyrolvm train``.
         data_root (str or None): MNIST root, if it moved.
+        device (str): where to evaluate: auto, cpu, cuda or cuda:N (any device, whichever the
+            run was trained on).
         **options: kind-specific options that are not None (e.g. ``eval_samples`` of a vae run).
 
     Returns:
@@ -78,4 +84,6 @@ def evaluate_run(
     if extra:
         flags = ", ".join("--" + e.replace("_", "-") for e in extra)
         raise ConfigError(f"{flags} does not apply to runs of kind {name!r}")
-    return kind, kind.evaluate(folder, data_root=data_root, progress=progress, **given)
+    return kind, kind.evaluate(
+        folder, data_root=data_root, progress=progress, device=device, **given
+    )

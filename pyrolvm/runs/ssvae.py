@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar
 import pyro
 import tyro
 
+from ..devices import resolve_device
 from ..errors import Interrupted, TrainingDiverged
 from ..fitting import accuracy, fit_m2, split_labels
 from ..guides.ssvae import SSVAEGuide
@@ -17,6 +18,7 @@ from .common import (
     CHECKPOINT,
     format_summary,
     load_data,
+    on_device,
     record_stop,
     reload_run,
     run_folder,
@@ -91,7 +93,8 @@ def train_m2(config=None, **overrides):
         TrainingDiverged: the loss became NaN or infinite.
     """
     cfg = dataclasses.replace(config or M2Config(), **overrides).resolved()
-    data = load_data(cfg, "dynamic")
+    device = resolve_device(cfg.device)
+    data = on_device(load_data(cfg, "dynamic"), device)
     split_labels(data.train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
     with run_folder(cfg.out, "m2", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
@@ -100,6 +103,8 @@ def train_m2(config=None, **overrides):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         model, guide = build(cfg, data.data_dim, int(data.train_labels.max()) + 1)
+        model.to(device)
+        guide.to(device)
 
         def save(state):
             save_checkpoint(
@@ -153,7 +158,7 @@ def train_m2(config=None, **overrides):
     return metrics
 
 
-def evaluate_m2(folder, data_root=None, progress=True):
+def evaluate_m2(folder, data_root=None, progress=True, device="auto"):
     """Reload the checkpoint of an M2 run folder and recompute its test accuracy (equal to
     the one in its metrics.json).
 
@@ -163,10 +168,13 @@ def evaluate_m2(folder, data_root=None, progress=True):
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
     """
-    state, cfg, data_dim = reload_run(folder, "m2", M2Config, data_root, progress)
-    data = load_data(cfg, "dynamic")
+    state, cfg, data_dim = reload_run(folder, "m2", M2Config, data_root, progress, device=device)
+    device = resolve_device(cfg.device)
+    data = on_device(load_data(cfg, "dynamic"), device)
     pyro.clear_param_store()
     model, guide = build(cfg, data_dim, int(data.train_labels.max()) + 1)
+    model.to(device)
+    guide.to(device)
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     acc = accuracy(guide, data.test, data.test_labels)

@@ -15,6 +15,7 @@ import tyro
 
 from .. import plots, plots_latent
 from ..data import BINARIZATIONS
+from ..devices import resolve_device
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting.amortization import amortization_gap
 from ..guides import (
@@ -42,6 +43,7 @@ from .common import (
     CHECKPOINT,
     format_summary,
     load_data,
+    on_device,
     record_stop,
     reload_run,
     run_folder,
@@ -366,7 +368,9 @@ def figures(folder, model, guide, data, history, kl_order=None):
         )
     if model.latent_dim == 2 and isinstance(model, VAE):
         names.append("latent_manifold.png")
-        plots.latent_manifold(os.path.join(folder, names[-1]), model.decode, shape)
+        plots.latent_manifold(
+            os.path.join(folder, names[-1]), model.decode, shape, device=data.test.device
+        )
     return names
 
 
@@ -411,12 +415,15 @@ def train_vae(config=None, data=None, **overrides):
             curves so far (``"complete": false``).
     """
     cfg = dataclasses.replace(config or VAEConfig(), **overrides).resolved()
-    data = _load_data(cfg, data)
+    device = resolve_device(cfg.device)
+    data = on_device(_load_data(cfg, data), device)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
     with run_folder(cfg.out, "vae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         model, guide = build(cfg, data.data_dim, data.train.mean(0))
+        model.to(device)
+        guide.to(device)
         elbo = make_elbo(cfg.elbo, cfg.num_particles, **cfg.elbo_options(elbo_options(cfg.elbo)))
         optim = make_optim(cfg.lr, cfg.betas, cfg.eps)
         if saved is None:
@@ -483,7 +490,9 @@ def train_vae(config=None, data=None, **overrides):
     return metrics
 
 
-def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True, amortization_gap=None):
+def evaluate_vae(
+    folder, eval_samples=None, data_root=None, progress=True, amortization_gap=None, device="auto"
+):
     """Reload the checkpoint of a VAE run folder and recompute its test figures.
 
     With the run's own ``eval_samples`` and seed the numbers equal those in its metrics.json.
@@ -494,6 +503,7 @@ def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True, amort
         data_root (str or None): MNIST root, if it moved since the run.
         amortization_gap (int or None): also the amortization gap on this many test points
             (``gap_metrics``).
+        device (str): where to evaluate (``--device``; the run's own device is not needed).
 
     Returns:
         dict: ``test_elbo``, ``test_nll``, ``test_nll_stderr``, ``test_ess``, ``eval_samples``
@@ -503,10 +513,14 @@ def evaluate_vae(folder, eval_samples=None, data_root=None, progress=True, amort
         ConfigError: no checkpoint in ``folder``.
     """
     overrides = {} if eval_samples is None else {"eval_samples": eval_samples}
+    overrides["device"] = device
     state, cfg, data_dim = reload_run(folder, "vae", VAEConfig, data_root, progress, **overrides)
-    data = _load_data(cfg, None)
+    device = resolve_device(cfg.device)
+    data = on_device(_load_data(cfg, None), device)
     pyro.clear_param_store()
     model, guide = build(cfg, data_dim)
+    model.to(device)
+    guide.to(device)
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     metrics = evaluate(model, guide, data.test, cfg)

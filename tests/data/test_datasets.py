@@ -12,7 +12,7 @@ from pyrolvm.errors import ConfigError, DataError
 def test_digits_split_shapes_and_range():
     ds = load("digits")
     assert ds.train.shape == (1437, 64) and ds.test.shape == (360, 64)
-    assert ds.train.dtype == torch.float32 and ds.image_shape == (8, 8)
+    assert ds.train.dtype == torch.get_default_dtype() and ds.image_shape == (8, 8)
     assert ds.train.min() == 0 and ds.train.max() == 1
     # Stratified fixed split: every class appears in the test set in proportion (~36 each).
     counts = torch.bincount(ds.test_labels, minlength=10)
@@ -53,7 +53,7 @@ def test_npz_file(tmp_path):
     np.savez(path, train=np.random.rand(30, 4), test=np.random.rand(10, 4))
     ds = load(str(path))
     assert ds.train.shape == (30, 4) and ds.test.shape == (10, 4)
-    assert ds.train.dtype == torch.float32 and ds.image_shape == (2, 2)
+    assert ds.train.dtype == torch.get_default_dtype() and ds.image_shape == (2, 2)
     np.savez(path, train=np.random.rand(30, 4))
     with pytest.raises(DataError, match="arrays named 'train' and 'test'"):
         load(str(path))

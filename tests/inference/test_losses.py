@@ -253,6 +253,7 @@ def crn_derivative(elbo, model, guide, x, name, index, h=1e-3, draws=5):
 def test_gradient_is_the_derivative_of_the_bound_on_common_random_numbers(objective, name):
     # the reparameterized estimator differentiates the sampled bound: a detached term, a
     # missing path or a wrong weight shows up as a mismatch with the finite difference
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         pyro.clear_param_store()
@@ -267,7 +268,7 @@ def test_gradient_is_the_derivative_of_the_bound_on_common_random_numbers(object
         fd, grad = crn_derivative(objective, model, guide, x, name, 0)
         assert grad == pytest.approx(-fd, rel=1e-4, abs=1e-6)
     finally:
-        torch.set_default_dtype(torch.float32)
+        torch.set_default_dtype(previous)
 
 
 def test_miwae_gradient_has_the_expectation_of_iwae_k():

@@ -55,6 +55,7 @@ def log_prior(model, params):
 
 @pytest.mark.parametrize("covariance", ["full", "diag"])
 def test_log_likelihood_equals_closed_form_float64(covariance):
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         model = GaussianMixture(4, 3, covariance)
@@ -66,7 +67,7 @@ def test_log_likelihood_equals_closed_form_float64(covariance):
         np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(model.log_joint(x, params).numpy(), joint, rtol=1e-12)
     finally:
-        torch.set_default_dtype(torch.float32)
+        torch.set_default_dtype(previous)
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag"])
@@ -156,6 +157,7 @@ def test_infer_discrete_samples_follow_responsibilities():
 def test_bic_and_log_likelihood_equal_sklearn_at_sklearn_parameters():
     from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         gen = torch.Generator().manual_seed(0)
@@ -172,7 +174,7 @@ def test_bic_and_log_likelihood_equal_sklearn_at_sklearn_parameters():
             )
             assert model.bic(x, params) == pytest.approx(sk.bic(x.numpy()), rel=1e-10)
     finally:
-        torch.set_default_dtype(torch.float32)
+        torch.set_default_dtype(previous)
 
 
 @pytest.mark.parametrize("method", ["kmeans++", "kmeans", "random"])

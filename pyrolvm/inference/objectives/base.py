@@ -212,13 +212,21 @@ class MultiSampleELBO(ELBO):
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float (nats); the estimator's gradient is accumulated into the
         parameters' ``.grad``."""
+        return self.loss_tensor_and_grads(model, guide, *args, **kwargs).item()
+
+    def loss_tensor_and_grads(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """:meth:`loss_and_grads` with the loss as a detached 0-d float64 tensor on the data's
+        device instead of a float, so that a training step needs no host synchronisation
+        (:func:`pyrolvm.inference.train` reads the values only when it prints them)."""
         weights = self.importance_weights(
             model, guide, *args, stop_guide_params=self.stop_guide_params, **kwargs
         )
         surrogate = self.surrogate(weights)
         if surrogate.requires_grad:
             surrogate.backward(retain_graph=self.retain_graph)
-        return -weights.scale * self.bound(weights.log_w.detach()).sum().item()
+        return -weights.scale * self.bound(weights.log_w.detach()).sum().double()
 
 
 class MinibatchELBO(MultiSampleELBO):
@@ -244,8 +252,9 @@ class MinibatchELBO(MultiSampleELBO):
             weights = self.importance_weights(model, guide, *args, **kwargs)
             return -weights.scale * self.batch_bound(weights).item()
 
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        """The loss as a float (nats); the gradient accumulated into ``.grad``."""
+    def loss_tensor_and_grads(self, model, guide, *args, **kwargs):
+        """The loss as a detached 0-d float64 tensor (nats); the gradient accumulated into
+        ``.grad``."""
         weights = self.importance_weights(
             model, guide, *args, stop_guide_params=self.stop_guide_params, **kwargs
         )
@@ -253,4 +262,4 @@ class MinibatchELBO(MultiSampleELBO):
         surrogate = -weights.scale * total
         if surrogate.requires_grad:
             surrogate.backward(retain_graph=self.retain_graph)
-        return -weights.scale * total.detach().item()
+        return -weights.scale * total.detach().double()

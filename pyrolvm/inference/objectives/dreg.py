@@ -87,7 +87,7 @@ class DReG(MultiSampleELBO):
             shape[rank + plate.dim] = inner.shape[1]
         event_dim = value.dim() - len(site["fn"].batch_shape)
         w = inner.reshape(shape + [1] * event_dim)
-        handle = value.register_hook(lambda g: g * w)
+        handle = value.register_hook(lambda g: g * w.to(g.dtype))
         try:
             surrogate.backward(retain_graph=self.retain_graph)
         finally:
@@ -115,9 +115,11 @@ class DReG(MultiSampleELBO):
             )
             accumulate_grads(guide_params, grads)
 
-    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """The negative IWAE bound as a float (nats); DReG gradients are accumulated into the
-        ``.grad`` of the model's and the guide's parameters."""
+    def loss_tensor_and_grads(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """The negative IWAE bound as a detached 0-d float64 tensor (nats); DReG gradients are
+        accumulated into the ``.grad`` of the model's and the guide's parameters."""
         weights = self.importance_weights(model, guide, *args, stop_guide_params=True, **kwargs)
         model_params = param_tensors(weights.model_trace)
         guide_params = param_tensors(weights.guide_trace)
@@ -132,4 +134,4 @@ class DReG(MultiSampleELBO):
             self._one_pass(weights, latent[0], normalized, inner)
         else:
             self._two_passes(list(model_params), list(guide_params), weights, normalized, inner)
-        return -weights.scale * self.bound(weights.log_w.detach()).sum().item()
+        return -weights.scale * self.bound(weights.log_w.detach()).sum().double()

@@ -73,9 +73,10 @@ class PIWAE(MIWAE):
         """The IWAE bound over all M * K particles, shape (B,) (the model's target)."""
         return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
 
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        """The negative IWAE_{MK} bound as a float; IWAE_{MK} gradients for the model's
-        params and MIWAE_{M,K} gradients for the guide's are accumulated into ``.grad``."""
+    def loss_tensor_and_grads(self, model, guide, *args, **kwargs):
+        """The negative IWAE_{MK} bound as a detached 0-d float64 tensor; IWAE_{MK} gradients
+        for the model's params and MIWAE_{M,K} gradients for the guide's are accumulated into
+        ``.grad``."""
         weights = self.importance_weights(model, guide, *args, **kwargs)
         model_params = param_tensors(weights.model_trace)
         guide_params = param_tensors(weights.guide_trace)
@@ -94,7 +95,7 @@ class PIWAE(MIWAE):
             if params and surrogate.requires_grad:
                 grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
                 accumulate_grads(params, grads)
-        return -scale * self.bound(log_w.detach()).sum().item()
+        return -scale * self.bound(log_w.detach()).sum().double()
 
 
 class CIWAE(MultiSampleELBO):
