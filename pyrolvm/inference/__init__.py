@@ -38,11 +38,23 @@ from .objectives import (
     kl_per_dimension,
     make_elbo,
 )
+from .schedules import (
+    BURDA_EPOCHS,
+    SCHEDULES,
+    burda_lr_factor,
+    burda_stage_ends,
+    make_scheduled_optim,
+)
 from .state import load_param_state, param_state, rng_state, set_rng_state
 from .training import make_optim, svi_step, train
 
 __all__ = [
     "ANNEALING",
+    "BURDA_EPOCHS",
+    "SCHEDULES",
+    "burda_lr_factor",
+    "burda_stage_ends",
+    "make_scheduled_optim",
     "BetaELBO",
     "BetaSchedule",
     "CIWAE",

@@ -29,10 +29,11 @@ from ..inference import (
     ANNEALING,
     ELBOS,
     FREE_BITS_GROUPS,
+    SCHEDULES,
     elbo_options,
     importance_sample,
     make_elbo,
-    make_optim,
+    make_scheduled_optim,
     mean_and_stderr,
     train,
 )
@@ -143,6 +144,10 @@ class VAEConfig(RunConfig):
     amortization_gap: Annotated[int, Range(0)] = 0
     """after training, the amortization gap (Cremer et al. 2018) on this many test points:
     a per-datapoint guide refined from the encoder's output by SVI (0: not computed)"""
+    lr_schedule: Literal[SCHEDULES] = "constant"
+    """constant, or burda: the 8 stages of Burda et al. (2016), stage i lasting 3^i/3280 of
+    --epochs at --lr times 10^(-i/7) (--epochs 3280 --lr 1e-3 --batch-size 20 --eps 1e-4 is
+    their protocol)"""
 
     def resolve_defaults(self, values):
         if values["binarize"] is None:
@@ -425,7 +430,7 @@ def train_vae(config=None, data=None, **overrides):
         model.to(device)
         guide.to(device)
         elbo = make_elbo(cfg.elbo, cfg.num_particles, **cfg.elbo_options(elbo_options(cfg.elbo)))
-        optim = make_optim(cfg.lr, cfg.betas, cfg.eps)
+        optim = make_scheduled_optim(cfg.lr, cfg.betas, cfg.eps, cfg.lr_schedule, cfg.epochs)
         if saved is None:
             write_json(os.path.join(folder, "config.json"), config_dict)
 
