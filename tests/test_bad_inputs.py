@@ -93,6 +93,7 @@ def _pair():
 
 
 X = torch.bernoulli(torch.rand(6, 4, generator=torch.Generator().manual_seed(0)))
+OTHER_DTYPE = torch.float32 if torch.get_default_dtype() == torch.float64 else torch.float64
 API = {
     "width": lambda m, g: IWAE(2).loss(m, g, torch.rand(6, 5).round()),
     "3-D": lambda m, g: IWAE(2).loss(m, g, torch.rand(2, 3, 4)),
@@ -105,7 +106,8 @@ API = {
     "1-D x to a guide": lambda m, g: g(torch.rand(4).round()),
     "epochs -1": lambda m, g: train(m, g, X, epochs=-1),
     "ragged tuple": lambda m, g: train(m, g, (X, torch.zeros(3))),
-    "float64 data": lambda m, g: train(m, g, X.double(), progress=False),
+    # data in a dtype other than the networks' (float64, or float32 in the float64 job)
+    "float64 data": lambda m, g: train(m, g, X.to(OTHER_DTYPE), progress=False),
     "unknown ELBO": lambda m, g: make_elbo("renyi2"),
     "lr 0": lambda m, g: make_optim(lr=0),
     "unknown dataset": lambda m, g: load("cifar"),

@@ -152,10 +152,10 @@ def _enumerated_test_nll(out):
     c = 2 if cfg["latent"] == "bernoulli" else cfg["num_categories"]
     states = torch.tensor(list(itertools.product(range(c), repeat=cfg["latent_dim"])))
     if cfg["latent"] == "bernoulli":
-        z = states.float()
+        z = states.to(logits.dtype)
         log_prior = (z * logits - torch.nn.functional.softplus(logits)).sum(-1)
     else:
-        z = torch.nn.functional.one_hot(states, c).float()
+        z = torch.nn.functional.one_hot(states, c).to(logits.dtype)
         log_prior = (z * logits.log_softmax(-1)).sum((-1, -2))
     x = load("digits", binarize=cfg["binarize"], seed=cfg["seed"]).test
     with torch.no_grad():

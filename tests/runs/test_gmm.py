@@ -15,8 +15,14 @@ def separated_mixture(n_per=150, seed=0):
     gen = torch.Generator().manual_seed(seed)
     means = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
     sizes = [n_per, 2 * n_per, n_per]
-    x = torch.cat([torch.randn(s, 2, generator=gen) + m for s, m in zip(sizes, means, strict=True)])
-    return x, means, torch.tensor(sizes, dtype=torch.float32) / sum(sizes)
+    # drawn in float32 whatever the default dtype (the float64 job fits the same points)
+    x = torch.cat(
+        [
+            torch.randn(s, 2, generator=gen, dtype=torch.float32) + m
+            for s, m in zip(sizes, means, strict=True)
+        ]
+    ).to(means.dtype)
+    return x, means, torch.tensor(sizes, dtype=means.dtype) / sum(sizes)
 
 
 def match(estimated, truth):
