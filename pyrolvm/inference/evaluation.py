@@ -15,6 +15,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
@@ -104,6 +105,7 @@ def importance_sample(
     if proposal not in PROPOSALS:
         raise ConfigError(f"unknown proposal {proposal!r}: choose one of {', '.join(PROPOSALS)}")
     q = guide if proposal == "guide" else prior_proposal(model)
+    validate = is_validation_enabled()
     k_total = int(num_samples)
     if int(batch_size) < 1 or (chunk_size is not None and int(chunk_size) < 1):
         raise ConfigError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
@@ -115,13 +117,6 @@ def importance_sample(
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise DataError("the data to evaluate holds NaN or infinite values")
     chunk_size = int(chunk_size or max(1, min(k_total, 10000 // batch_size)))
-    # One run of guide and model with a single particle on the first batch guesses the plate
-    # nesting and runs Pyro's shape and support checks (when validation is on) at 1/K of a
-    # chunk's cost; the chunks repeat the same computation, unchecked.
-    first = rows(data, slice(0, batch_size)) + tuple(args)
-    probe = MultiSampleELBO(1, batch_plate=batch_plate)
-    probe.importance_weights(model, q, *first, check_rsample=False, **kwargs)
-    nesting = probe.max_plate_nesting
     # one objective per chunk size (a full chunk and the remainder) computes the (K, B)
     # log-weights of a chunk
     chunks = {}
@@ -135,8 +130,13 @@ def importance_sample(
         for k0 in range(0, k_total, chunk_size):
             k = min(chunk_size, k_total - k0)
             if k not in chunks:
+                # the plate nesting is guessed once (one run of guide and model; its draws are
+                # part of the seeded stream that the published figures were measured with)
+                known = [o.max_plate_nesting - (o.num_particles > 1) for o in chunks.values()]
+                nesting = known[0] if known else float("inf")
                 chunks[k] = MultiSampleELBO(k, max_plate_nesting=nesting, batch_plate=batch_plate)
-            with pyro.validation_enabled(False):
+            # Pyro's shape and support checks run on the first chunk only: the rest repeat it.
+            with pyro.validation_enabled(validate and i == 0 and k0 == 0):
                 log_w = (
                     chunks[k]
                     .importance_weights(model, q, *batch, check_rsample=False, **kwargs)
