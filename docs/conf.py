@@ -196,6 +196,12 @@ Network builders
 
 .. automodule:: pyrolvm.nets
    :members:
+
+Devices
+-------
+
+.. automodule:: pyrolvm.devices
+   :members:
 """
 
 

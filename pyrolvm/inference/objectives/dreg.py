@@ -37,7 +37,8 @@ class DReG(MultiSampleELBO):
     is rejected, since its gradient would mix the two estimators. Works per datapoint under
     the batch plate, like :class:`IWAE`. The loss is the negative IWAE bound;
     :meth:`~pyrolvm.inference.MultiSampleELBO.differentiable_loss` is IWAE's (its plain
-    gradient is IWAE's, not DReG's: use :meth:`loss_and_grads` for the DReG gradient).
+    gradient is IWAE's, not DReG's: use ``loss_and_grads`` (or :meth:`loss_tensor_and_grads`)
+    for the DReG gradient).
 
     Args: see :class:`~pyrolvm.inference.MultiSampleELBO` (``num_particles`` = K).
         single_pass (bool): use the one-backward hook where the guide has one latent site
