@@ -89,6 +89,7 @@ def test_resume_after_sigkill_starts_from_the_last_epoch(tmp_path, uninterrupted
         sys.path[:0] = [{str(REPO / "tests")!r}, {str(REPO / "tests" / "runs")!r}]
         import torch
         torch.set_num_threads(1)
+        import conftest  # the float64 job's default dtype, as in this process
         from test_reliability import KillAt, VAE
         from pyrolvm.runs import train_vae
         train_vae(out={out!r}, data=KillAt(24, signal.SIGKILL), **VAE)
