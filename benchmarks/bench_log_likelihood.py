@@ -14,12 +14,11 @@ evaluation (CPU, Linux), or of ``torch.cuda.max_memory_allocated`` (CUDA).
 """
 
 import argparse
-import json
 import math
 
 import torch
 
-from benchmarks.common import interleaved, log_weights, machine, table
+from benchmarks.common import interleaved, log_weights, report
 from pyrolvm.devices import resolve_device
 from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import importance_sample
@@ -147,17 +146,7 @@ def main(argv=None):
                 else None,
             }
         )
-    print(table(f"importance-sampled log-likelihood on {device} ({machine()})", rows))
-    result = {
-        "benchmark": "log_likelihood",
-        "device": str(device),
-        "machine": machine(),
-        "rows": rows,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return report("log_likelihood", "importance-sampled log-likelihood", rows, device, args.json)
 
 
 if __name__ == "__main__":

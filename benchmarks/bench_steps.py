@@ -13,12 +13,11 @@ of benchmarks/common.py with one `torch.optim.Adam`, reading the loss as a float
 """
 
 import argparse
-import json
 
 import pyro
 import torch
 
-from benchmarks.common import handwritten_step, interleaved, machine, table
+from benchmarks.common import handwritten_step, interleaved, report
 from pyrolvm.devices import resolve_device
 from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import make_elbo, make_optim, svi_step
@@ -101,12 +100,7 @@ def main(argv=None):
     for size in args.sizes:
         for label, name, k, kind, reparam in OBJECTIVES:
             rows += case(size, label, name, k, kind, reparam, args.rounds, args.steps, device)
-    print(table(f"SVI step, per step, on {device} ({machine()})", rows))
-    result = {"benchmark": "steps", "device": str(device), "machine": machine(), "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return report("steps", "SVI step, per step", rows, device, args.json)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ binarize each minibatch with torch.bernoulli and read the loss as a float every 
 """
 
 import argparse
-import json
 import math
 
 import pyro
 import torch
 
-from benchmarks.common import handwritten_step, interleaved, machine, table
+from benchmarks.common import handwritten_step, interleaved, report
 from pyrolvm.devices import resolve_device
 from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import make_elbo, make_optim, train
@@ -92,12 +91,7 @@ def main(argv=None):
             "ratio": med["pyro-lvm train"] / med["hand-written"],
         },
     ]
-    print(table(f"one training epoch on {device} ({machine()})", rows))
-    result = {"benchmark": "epoch", "device": str(device), "machine": machine(), "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return report("epoch", "one training epoch", rows, device, args.json)
 
 
 if __name__ == "__main__":

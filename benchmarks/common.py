@@ -71,6 +71,19 @@ def table(title: str, rows: list[dict], reference: str = "hand-written") -> str:
     return "\n".join(lines)
 
 
+def report(name: str, title: str, rows: list[dict], device: torch.device, path: str | None):
+    """Print the table of ``rows`` and write them (with the machine) as JSON to ``path``;
+    return the result dict."""
+    print(table(f"{title} on {device} ({machine()})", rows))
+    result = {"benchmark": name, "device": str(device), "machine": machine(), "rows": rows}
+    if path:
+        import json
+
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
 # --- hand-written references: the VAE of pyrolvm.models.VAE / guides.AmortizedNormal --------
 
 

@@ -216,24 +216,11 @@ def test_vae_run_on_cuda_evaluates_on_either_device(tmp_path):
 
 
 @needs_cuda
-def test_cuda_run_resumes_bitwise(tmp_path):
+def test_a_cuda_run_repeats(tmp_path):
     from pyrolvm.runs import train_vae
 
-    a = train_vae(
-        dataset="digits",
-        epochs=3,
-        eval_samples=5,
-        out=str(tmp_path / "a"),
-        device="cuda",
-        progress=False,
-    )
-    b = train_vae(
-        dataset="digits",
-        epochs=3,
-        eval_samples=5,
-        out=str(tmp_path / "b"),
-        device="cuda",
-        progress=False,
-    )
+    kw = dict(dataset="digits", epochs=3, eval_samples=5, device="cuda", progress=False)
+    a = train_vae(out=str(tmp_path / "a"), **kw)
+    b = train_vae(out=str(tmp_path / "b"), **kw)
     # same seed, same device: the same curve (CUDA's matmuls are deterministic at this size)
     assert a["curves"]["train_elbo"] == b["curves"]["train_elbo"]
