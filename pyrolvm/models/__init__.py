@@ -1,6 +1,7 @@
 """Generative models p(x, z), one module per family. Each model is a callable ``model(x)``
 that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites)."""
 
+from .autoregressive import MADE, PixelCNN, bits_per_dim
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
@@ -18,4 +19,7 @@ __all__ = [
     "SSVAE",
     "SigmoidBeliefNet",
     "VAE",
+    "MADE",
+    "PixelCNN",
+    "bits_per_dim",
 ]
