@@ -4,6 +4,13 @@ once (``pyrolvm.runs.config``) and registers itself (:data:`RUNS`); the ``pyrolv
 command is generated from the registry, and each command is one Python call here."""
 
 from ..fitting import MixtureFit, fit_mixture
+from .autoregressive import (
+    MADEConfig,
+    PixelCNNConfig,
+    evaluate_autoregressive,
+    train_made,
+    train_pixelcnn,
+)
 from .config import Range, RunConfig, validate
 from .gmm import GMMConfig, evaluate_gmm, train_gmm
 from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_vae
@@ -34,4 +41,9 @@ __all__ = [
     "train_mixture_vae",
     "train_vae",
     "validate",
+    "MADEConfig",
+    "PixelCNNConfig",
+    "evaluate_autoregressive",
+    "train_made",
+    "train_pixelcnn",
 ]
