@@ -8,6 +8,7 @@ from .mixture_vae import MixturePriorVAE
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
+from .vqvae import VQVAE, codebook_usage, quantize
 
 __all__ = [
     "COVARIANCES",
@@ -22,4 +23,7 @@ __all__ = [
     "MADE",
     "PixelCNN",
     "bits_per_dim",
+    "VQVAE",
+    "codebook_usage",
+    "quantize",
 ]
