@@ -17,6 +17,7 @@ from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_v
 from .registry import RUNS, RunKind, evaluate_run, register
 from .ssvae import M2Config, evaluate_m2, train_m2
 from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
+from .vqvae import VQVAEConfig, evaluate_vqvae, train_vqvae
 
 __all__ = [
     "DATASET_DEFAULTS",
@@ -46,4 +47,7 @@ __all__ = [
     "evaluate_autoregressive",
     "train_made",
     "train_pixelcnn",
+    "VQVAEConfig",
+    "evaluate_vqvae",
+    "train_vqvae",
 ]
