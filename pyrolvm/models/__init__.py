@@ -2,6 +2,7 @@
 that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites)."""
 
 from .autoregressive import MADE, PixelCNN, bits_per_dim
+from .causal import HUSZAR_MODELS, conditional_y, interventional_y
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
@@ -26,4 +27,7 @@ __all__ = [
     "VQVAE",
     "codebook_usage",
     "quantize",
+    "HUSZAR_MODELS",
+    "conditional_y",
+    "interventional_y",
 ]
