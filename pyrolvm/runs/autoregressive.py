@@ -61,6 +61,8 @@ class AutoregressiveConfig(RunConfig):
     """Adam learning rate (default: 3e-3 digits, 1e-3 mnist)"""
     eval_batch_size: Count = 500
     """test images per evaluation call"""
+    num_samples: Count = 64
+    """images drawn for samples.png (ancestral sampling: one network pass per pixel)"""
 
 
 @dataclass
@@ -163,9 +165,9 @@ def evaluate(model, test, cfg, progress=False):
     }
 
 
-def samples_figure(path, model, image_shape, eight_bit):
-    """64 ancestral samples of the model as a PNG (seeded by the caller)."""
-    x = model.sample(64)
+def samples_figure(path, model, image_shape, eight_bit, num_samples=64):
+    """``num_samples`` ancestral samples of the model as a PNG (seeded by the caller)."""
+    x = model.sample(num_samples)
     if eight_bit:
         x = x / 255
     plots.image_grid(path, x, image_shape, "samples from the model (ancestral, exact)")
@@ -233,7 +235,9 @@ def fit(kind, cfg, data=None):
             "figures": ["samples.png", "nll_curve.png"],
         }
         pyro.set_rng_seed(cfg.seed)
-        samples_figure(os.path.join(folder, "samples.png"), model, data.image_shape, eight_bit)
+        samples_figure(
+            os.path.join(folder, "samples.png"), model, data.image_shape, eight_bit, cfg.num_samples
+        )
         curves = {"train_nll": [-v for v in history["train_elbo"]]}
         curves["test_nll"] = history.get("test_nll_curve", [])
         plots.curves(
