@@ -108,7 +108,7 @@ ANCHORS = {
     "iwae": "85.54 (Burda et al. 2016, Table 1, k = 5)",
     "made": "88.04 (Germain et al. 2015, one mask; as cited by pytorch-generative)",
     "made8": "86.64 (Germain et al. 2015, best mask ensemble; papers-with-code listing)",
-    "pixelcnn": "81.30 (van den Oord et al. 2016a, Pixel RNN paper; as cited by pytorch-generative)",
+    "pixelcnn": "81.30 (van den Oord et al. 2016a, PixelRNN paper; cited by pytorch-generative)",
     "vqvae": "none on binarized MNIST",
 }
 rows = {}

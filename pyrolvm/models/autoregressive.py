@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import pyro
 import pyro.distributions as dist
@@ -134,7 +135,8 @@ class MADE(nn.Module):
         self.name = name
         self.activation = ACTIVATIONS[activation]()
         sizes = (self.data_dim, *hidden, self.data_dim)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
+        linears = [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False)]
+        self.layers = nn.ModuleList(linears)
         gen = torch.Generator().manual_seed(int(seed))
         orders, per_layer = [], [[] for _ in self.layers]
         for m in range(self.num_masks):
@@ -155,7 +157,11 @@ class MADE(nn.Module):
         if data_mean is not None:
             mean = torch.as_tensor(data_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
             with torch.no_grad():
-                self.layers[-1].bias.copy_(mean.log() - (-mean).log1p())
+                linears[-1].bias.copy_(mean.log() - (-mean).log1p())
+
+    def linears(self) -> list[nn.Linear]:
+        """The masked layers' ``nn.Linear`` modules (their weights are used times the masks)."""
+        return [cast(nn.Linear, layer) for layer in self.layers]
 
     def masks(self, m: int | torch.Tensor) -> list[torch.Tensor]:
         """The per-layer masks of mask ``m`` (an int or a 0-dim long tensor)."""
@@ -165,7 +171,7 @@ class MADE(nn.Module):
         """Logits of p(x_d = 1 | x_<d) under mask ``m`` for x of shape (..., D); shape (..., D).
         Output d depends only on the inputs before d in ordering m."""
         h = x
-        for i, (layer, mask) in enumerate(zip(self.layers, self.masks(m), strict=True)):
+        for i, (layer, mask) in enumerate(zip(self.linears(), self.masks(m), strict=True)):
             h = F.linear(h, mask * layer.weight, layer.bias)
             if i < len(self.layers) - 1:
                 h = self.activation(h)
@@ -173,7 +179,7 @@ class MADE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> None:
         pyro.module(self.name, self)
-        check_batch(x, self.data_dim, binary=True, network=self.layers[0])
+        check_batch(x, self.data_dim, binary=True, network=self.linears()[0])
         with pyro.plate("data", x.shape[0]):
             if self.num_masks == 1:
                 pyro.sample("x", dist.Bernoulli(logits=self.logits(x)).to_event(1), obs=x)
@@ -190,9 +196,10 @@ class MADE(nn.Module):
     def sample(self, num_samples: int, m: int = 0) -> torch.Tensor:
         """Draw ``num_samples`` binary vectors ancestrally in ordering ``m`` (D network
         evaluations); returns shape (num_samples, D), the dtype and device of the weights."""
-        w = self.layers[0].weight
+        w = self.linears()[0].weight
         x = w.new_zeros(int(num_samples), self.data_dim)
-        for d in torch.argsort(self.orders[m]).tolist():
+        orders = cast(torch.Tensor, self.orders)
+        for d in torch.argsort(orders[m]).tolist():
             x[:, d] = torch.bernoulli(torch.sigmoid(self.logits(x, m)[:, d]))
         return x
 
@@ -334,11 +341,15 @@ class PixelCNN(nn.Module):
             nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(), nn.Conv2d(channels, out, 1)
         )
 
+    def output_weight(self) -> torch.Tensor:
+        """The last convolution's weight (its dtype and device are the model's)."""
+        return cast(nn.Conv2d, self.head[-1]).weight
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of every pixel given the pixels before it, for x of shape (B, H * W):
         shape (B, H * W) for ``levels=2``, else (B, H * W, levels)."""
         h, w = self.image_shape
-        weight = self.head[-1].weight
+        weight = self.output_weight()
         if self.input == "onehot":
             img = F.one_hot(x.long(), self.levels).to(weight.dtype)
             img = img.reshape(-1, h, w, self.levels).permute(0, 3, 1, 2)
@@ -375,7 +386,7 @@ class PixelCNN(nn.Module):
         """Draw ``num_samples`` grids in raster order (H * W network evaluations); returns
         shape (num_samples, H * W), float values in {0, ..., levels - 1}, the dtype and device
         of the weights."""
-        weight = self.head[-1].weight
+        weight = self.output_weight()
         x = weight.new_zeros(int(num_samples), self.data_dim)
         for d in range(self.data_dim):
             logits = self.logits(x)[:, d]
