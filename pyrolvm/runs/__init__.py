@@ -5,6 +5,7 @@ command is generated from the registry, and each command is one Python call here
 
 from ..fitting import MixtureFit, fit_mixture
 from .autoregressive import (
+    AutoregressiveConfig,
     MADEConfig,
     PixelCNNConfig,
     evaluate_autoregressive,
@@ -42,6 +43,7 @@ __all__ = [
     "train_mixture_vae",
     "train_vae",
     "validate",
+    "AutoregressiveConfig",
     "MADEConfig",
     "PixelCNNConfig",
     "evaluate_autoregressive",

@@ -144,7 +144,7 @@ def train_vqvae(config=None, data=None, **overrides):
     """Train a VQ-VAE and its PixelCNN prior and write the run folder; ``pyrolvm train vqvae``
     in one call.
 
-    Writes ``config.json``, ``metrics.json`` (the figures of :func:`evaluate`, ``curves`` with
+    Writes ``config.json``, ``metrics.json`` (the figures of ``evaluate``, ``curves`` with
     ``stage1_loss`` (the stage-1 loss per image: reconstruction NLL + codebook + commitment,
     not a bound) and ``prior_log_likelihood`` per epoch), ``checkpoint.pt`` (both networks),
     ``reconstructions.png`` and ``samples.png`` (codes from the prior, decoded to pixel
