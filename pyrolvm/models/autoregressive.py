@@ -290,8 +290,8 @@ class PixelCNN(nn.Module):
     Architecture (van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
     Decoders", section 2): ``num_layers`` gated layers (``GatedLayer``) of ``channels``
     channels (the first with the centre pixel masked, type "A"), then ReLU, 1x1 conv, ReLU,
-    1x1 conv to the logits. The receptive field of pixel (i, j) is the rows above (within the stack's reach)
-    and the pixels left of it in row i, never (i, j) itself or anything after it.
+    1x1 conv to the logits. The receptive field of pixel (i, j) is the rows above (within the
+    stacks' reach) and the pixels left of it in row i, never (i, j) itself or anything after.
 
     Args:
         image_shape (tuple of int): (H, W).
