@@ -28,7 +28,8 @@
 #
 # Run as a script: `PYROLVM_DATA_ROOT=DIR PYTHONPATH=. python
 # tutorials/autoregressive_and_codebooks.py` (full mode: MNIST under DIR, the first
-# `PYROLVM_TRAIN` training images, default 10000), or with `PYROLVM_FAST=1` (digits, seconds). Figures and `autoregressive_and_codebooks.json` go to `PYROLVM_FIGURES` (default
+# `PYROLVM_TRAIN` training images, default 10000), or with `PYROLVM_FAST=1` (digits, seconds).
+# Figures and `autoregressive_and_codebooks.json` go to `PYROLVM_FIGURES` (default
 # `tutorials/figures/`).
 
 # %%
