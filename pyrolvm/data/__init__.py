@@ -1,5 +1,14 @@
 """Dataset loaders and binarization. Returns tensors; knows nothing of models."""
 
+from .causal import TreatmentData, confounded_treatment
 from .datasets import BINARIZATIONS, DATASETS, Dataset, check_data, load
 
-__all__ = ["BINARIZATIONS", "DATASETS", "Dataset", "check_data", "load"]
+__all__ = [
+    "BINARIZATIONS",
+    "DATASETS",
+    "Dataset",
+    "TreatmentData",
+    "check_data",
+    "confounded_treatment",
+    "load",
+]

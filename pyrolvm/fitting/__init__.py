@@ -3,6 +3,7 @@ mixtures from k-means starts with restarts, M2's labelled/unlabelled objectives,
 mixture-prior VAE's pre-training and prior initialization. Each composes models, guides and
 :mod:`pyrolvm.inference`; runs call them."""
 
+from .causal import cevae_ate, naive_ate, regression_ate
 from .mixture import GUIDES, INITS, MixtureFit, fit_mixture, initial_params
 from .mixture_vae import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from .ssvae import accuracy, fit_m2, split_labels
@@ -20,4 +21,7 @@ __all__ = [
     "fit_mixture_vae",
     "initial_params",
     "split_labels",
+    "cevae_ate",
+    "naive_ate",
+    "regression_ate",
 ]

@@ -4,6 +4,7 @@ amortized encoders, flows, per-datapoint guides. A guide has its model's signatu
 from .amortized import AmortizedNormal, non_reparameterized
 from .baselines import BASELINES, Baseline
 from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
+from .empty import empty_guide
 from .mixture import MixtureMAP, MixtureMeanField
 from .ssvae import SSVAEGuide
 
@@ -17,5 +18,6 @@ __all__ = [
     "MixtureMeanField",
     "RELAXATIONS",
     "SSVAEGuide",
+    "empty_guide",
     "non_reparameterized",
 ]

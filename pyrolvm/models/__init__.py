@@ -1,12 +1,15 @@
 """Generative models p(x, z), one module per family. Each model is a callable ``model(x)``
 that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites)."""
 
+from .autoregressive import MADE, PixelCNN, bits_per_dim
+from .causal import HUSZAR_MODELS, conditional_y, interventional_y
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
+from .vqvae import VQVAE, codebook_usage, quantize
 
 __all__ = [
     "COVARIANCES",
@@ -18,4 +21,13 @@ __all__ = [
     "SSVAE",
     "SigmoidBeliefNet",
     "VAE",
+    "MADE",
+    "PixelCNN",
+    "bits_per_dim",
+    "VQVAE",
+    "codebook_usage",
+    "quantize",
+    "HUSZAR_MODELS",
+    "conditional_y",
+    "interventional_y",
 ]

@@ -4,12 +4,21 @@ once (``pyrolvm.runs.config``) and registers itself (:data:`RUNS`); the ``pyrolv
 command is generated from the registry, and each command is one Python call here."""
 
 from ..fitting import MixtureFit, fit_mixture
+from .autoregressive import (
+    AutoregressiveConfig,
+    MADEConfig,
+    PixelCNNConfig,
+    evaluate_autoregressive,
+    train_made,
+    train_pixelcnn,
+)
 from .config import Range, RunConfig, validate
 from .gmm import GMMConfig, evaluate_gmm, train_gmm
 from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_vae
 from .registry import RUNS, RunKind, evaluate_run, register
 from .ssvae import M2Config, evaluate_m2, train_m2
 from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
+from .vqvae import VQVAEConfig, evaluate_vqvae, train_vqvae
 
 __all__ = [
     "DATASET_DEFAULTS",
@@ -34,4 +43,13 @@ __all__ = [
     "train_mixture_vae",
     "train_vae",
     "validate",
+    "AutoregressiveConfig",
+    "MADEConfig",
+    "PixelCNNConfig",
+    "evaluate_autoregressive",
+    "train_made",
+    "train_pixelcnn",
+    "VQVAEConfig",
+    "evaluate_vqvae",
+    "train_vqvae",
 ]
