@@ -159,6 +159,28 @@ def test_mixture_prior_vae_with_enumeration():
         )
 
 
+# (VQVAE is left out: Pyro's pyro.factor passes its tensor through torch.as_tensor, which moves
+# it to the default device, meta here, though it keeps a CUDA tensor on CUDA)
+@pytest.mark.parametrize("name", ["made", "made-ensemble", "pixelcnn", "pixelcnn-8bit"])
+def test_autoregressive_and_codebook_models(name):
+    from pyrolvm.guides import empty_guide
+    from pyrolvm.models import MADE, PixelCNN
+
+    x = binary_data(16, 16)
+    if name.startswith("made"):
+        model = MADE(16, (12,), 3 if name == "made-ensemble" else 1)
+    else:
+        levels = 256 if name.endswith("8bit") else 2
+        model = PixelCNN((4, 4), levels, 4, 2, 3)
+        x = (255 * torch.rand(16, 16)).round() if levels == 256 else x
+    with stray_tensors_on_meta():
+        train(model, empty_guide, x, epochs=1, batch_size=8, progress=False)
+        model.eval()
+        result = importance_sample(model, empty_guide, x, num_samples=1, batch_size=8)
+    assert_on_cpu(result.log_likelihood)
+    assert torch.isfinite(result.log_likelihood).all()
+
+
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,6 +15,7 @@ from typing import Annotated, ClassVar, Literal
 import pyro
 
 from .. import plots
+from ..devices import resolve_device
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..guides import empty_guide
 from ..inference import importance_sample, make_optim, mean_and_stderr, train
@@ -25,6 +26,7 @@ from .common import (
     format_summary,
     load_checkpoint,
     load_data,
+    on_device,
     record_stop,
     reload_run,
     run_folder,
@@ -134,7 +136,7 @@ def load_pixels(cfg, data=None):
             train=data.train[: cfg.train_size],
             train_labels=data.train_labels[: cfg.train_size],
         )
-    return data
+    return on_device(data, resolve_device(cfg.device))
 
 
 def evaluate(model, test, cfg, progress=False):
@@ -183,7 +185,7 @@ def fit(kind, cfg, data=None):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         mean = data.train.mean(0) if not eight_bit else None
-        model = build(kind, cfg, data.image_shape, mean)
+        model = build(kind, cfg, data.image_shape, mean).to(data.train.device)
         if saved is None:
             write_json(os.path.join(folder, "config.json"), config_dict)
 
@@ -281,7 +283,7 @@ def train_pixelcnn(config=None, data=None, **overrides):
     return fit("pixelcnn", cfg, data)
 
 
-def evaluate_autoregressive(folder, data_root=None, progress=True):
+def evaluate_autoregressive(folder, data_root=None, progress=True, device="auto"):
     """Reload a ``made`` or ``pixelcnn`` run folder and recompute its exact test NLL (equal to
     the one in its metrics.json).
 
@@ -293,10 +295,10 @@ def evaluate_autoregressive(folder, data_root=None, progress=True):
     """
     kind = load_checkpoint(folder)["kind"]
     config_class = MADEConfig if kind == "made" else PixelCNNConfig
-    state, cfg, _ = reload_run(folder, kind, config_class, data_root, progress)
+    state, cfg, _ = reload_run(folder, kind, config_class, data_root, progress, device=device)
     data = load_pixels(cfg)
     pyro.clear_param_store()
-    model = build(kind, cfg, data.image_shape)
+    model = build(kind, cfg, data.image_shape).to(data.train.device)
     model.load_state_dict(state["model"])
     return evaluate(model, data.test, cfg, progress)
 

@@ -164,6 +164,8 @@ def train_vqvae(config=None, data=None, **overrides):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         model, prior = build(cfg, data.image_shape)
+        model.to(data.train.device)
+        prior.to(data.train.device)
         write_json(os.path.join(folder, "config.json"), config_dict)
         options = dict(batch_size=cfg.batch_size, progress=cfg.progress)
         try:
@@ -235,16 +237,18 @@ def train_vqvae(config=None, data=None, **overrides):
     return metrics
 
 
-def evaluate_vqvae(folder, data_root=None, progress=True):
+def evaluate_vqvae(folder, data_root=None, progress=True, device="auto"):
     """Reload a vqvae run folder and recompute its test figures (equal to its metrics.json).
 
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or one of another kind.
     """
-    state, cfg, _ = reload_run(folder, "vqvae", VQVAEConfig, data_root, progress)
+    state, cfg, _ = reload_run(folder, "vqvae", VQVAEConfig, data_root, progress, device=device)
     data = load_pixels(cfg)
     pyro.clear_param_store()
     model, prior = build(cfg, data.image_shape)
+    model.to(data.train.device)
+    prior.to(data.train.device)
     model.load_state_dict(state["model"])
     prior.load_state_dict(state["prior"])
     return evaluate(model, prior, data.test, cfg, progress)
