@@ -1,5 +1,6 @@
 """Dataset loaders and binarization. Returns tensors; knows nothing of models."""
 
 from .datasets import BINARIZATIONS, DATASETS, Dataset, check_data, load
+from .masks import MASKS, make_mask
 
-__all__ = ["BINARIZATIONS", "DATASETS", "Dataset", "check_data", "load"]
+__all__ = ["BINARIZATIONS", "DATASETS", "Dataset", "MASKS", "check_data", "load", "make_mask"]
