@@ -1,6 +1,15 @@
 """Dataset loaders and binarization. Returns tensors; knows nothing of models."""
 
 from .datasets import BINARIZATIONS, DATASETS, Dataset, check_data, load
-from .masks import MASKS, make_mask
+from .masks import MASKS, make_mask, quadrant_mask
 
-__all__ = ["BINARIZATIONS", "DATASETS", "Dataset", "MASKS", "check_data", "load", "make_mask"]
+__all__ = [
+    "BINARIZATIONS",
+    "DATASETS",
+    "Dataset",
+    "MASKS",
+    "check_data",
+    "load",
+    "make_mask",
+    "quadrant_mask",
+]

@@ -81,4 +81,31 @@ def make_mask(
     return (~hole).reshape(num, h * w)
 
 
-__all__ = ["MASKS", "make_mask"]
+def quadrant_mask(image_shape: tuple[int, ...], num_inputs: int) -> torch.Tensor:
+    """The input pixels of the quadrant-completion task of Sohn, Lee & Yan (2015), section
+    4.1, with the quadrants of Pyro's CVAE example: 1 input quadrant is the bottom-left one,
+    2 are the left half, 3 all but the bottom-right quadrant; the other pixels are the output
+    y to predict.
+
+    Returns:
+        torch.Tensor: bool, shape (D,), ``True`` at the input pixels x.
+
+    Raises:
+        ConfigError: ``num_inputs`` not 1, 2 or 3, or an image shape that is not (H, W).
+    """
+    if num_inputs not in (1, 2, 3):
+        raise ConfigError(f"the number of input quadrants must be 1, 2 or 3, got {num_inputs!r}")
+    if len(image_shape) != 2:
+        raise ConfigError(f"quadrants need (H, W) images, got image shape {image_shape}")
+    h, w = (int(s) for s in image_shape)
+    rows, cols = torch.arange(h).view(h, 1), torch.arange(w).view(1, w)
+    bottom_left = (rows >= h // 2) & (cols < w // 2)
+    inputs = {
+        1: bottom_left,
+        2: (cols < w // 2).expand(h, w),
+        3: ~((rows >= h // 2) & (cols >= w // 2)),
+    }[num_inputs]
+    return inputs.reshape(h * w)
+
+
+__all__ = ["MASKS", "make_mask", "quadrant_mask"]

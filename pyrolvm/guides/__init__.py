@@ -3,6 +3,7 @@ amortized encoders, flows, per-datapoint guides. A guide has its model's signatu
 
 from .amortized import AmortizedNormal, non_reparameterized
 from .baselines import BASELINES, Baseline
+from .cvae import CVAEGuide
 from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
 from .mixture import MixtureMAP, MixtureMeanField
 from .ssvae import SSVAEGuide
@@ -13,6 +14,7 @@ __all__ = [
     "AmortizedNormal",
     "BASELINES",
     "Baseline",
+    "CVAEGuide",
     "MixtureMAP",
     "MixtureMeanField",
     "RELAXATIONS",

@@ -1,6 +1,7 @@
 """Generative models p(x, z), one module per family. Each model is a callable ``model(x)``
 that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites)."""
 
+from .cvae import CVAE, CVAE_LIKELIHOODS, BaselineNet, no_latents
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
@@ -9,6 +10,9 @@ from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
 
 __all__ = [
+    "BaselineNet",
+    "CVAE",
+    "CVAE_LIKELIHOODS",
     "COVARIANCES",
     "GaussianMixture",
     "LATENTS",
@@ -18,4 +22,5 @@ __all__ = [
     "SSVAE",
     "SigmoidBeliefNet",
     "VAE",
+    "no_latents",
 ]
