@@ -5,6 +5,7 @@ command is generated from the registry, and each command is one Python call here
 
 from ..fitting import MixtureFit, fit_mixture
 from .config import Range, RunConfig, validate
+from .cvae import CVAEConfig, evaluate_cvae, train_cvae
 from .gmm import GMMConfig, evaluate_gmm, train_gmm
 from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_vae
 from .registry import RUNS, RunKind, evaluate_run, register
@@ -12,6 +13,7 @@ from .ssvae import M2Config, evaluate_m2, train_m2
 from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
 
 __all__ = [
+    "CVAEConfig",
     "DATASET_DEFAULTS",
     "GMMConfig",
     "M2Config",
@@ -22,6 +24,7 @@ __all__ = [
     "RunConfig",
     "RunKind",
     "VAEConfig",
+    "evaluate_cvae",
     "evaluate_gmm",
     "evaluate_m2",
     "evaluate_mixture_vae",
@@ -29,6 +32,7 @@ __all__ = [
     "evaluate_vae",
     "fit_mixture",
     "register",
+    "train_cvae",
     "train_gmm",
     "train_m2",
     "train_mixture_vae",
