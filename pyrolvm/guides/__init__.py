@@ -6,6 +6,7 @@ from .baselines import BASELINES, Baseline
 from .cvae import CVAEGuide
 from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
 from .mixture import MixtureMAP, MixtureMeanField
+from .mvae import MVAEGuide, product_of_experts
 from .ssvae import SSVAEGuide
 
 __all__ = [
@@ -15,9 +16,11 @@ __all__ = [
     "BASELINES",
     "Baseline",
     "CVAEGuide",
+    "MVAEGuide",
     "MixtureMAP",
     "MixtureMeanField",
     "RELAXATIONS",
     "SSVAEGuide",
     "non_reparameterized",
+    "product_of_experts",
 ]

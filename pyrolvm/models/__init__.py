@@ -5,6 +5,7 @@ from .cvae import CVAE, CVAE_LIKELIHOODS, BaselineNet, no_latents
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
+from .mvae import MVAE
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
@@ -18,6 +19,7 @@ __all__ = [
     "LATENTS",
     "LIKELIHOODS",
     "LinearGaussian",
+    "MVAE",
     "MixturePriorVAE",
     "SSVAE",
     "SigmoidBeliefNet",

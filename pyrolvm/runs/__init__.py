@@ -8,6 +8,7 @@ from .config import Range, RunConfig, validate
 from .cvae import CVAEConfig, evaluate_cvae, train_cvae
 from .gmm import GMMConfig, evaluate_gmm, train_gmm
 from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_vae
+from .mvae import MVAEConfig, evaluate_mvae, train_mvae
 from .registry import RUNS, RunKind, evaluate_run, register
 from .ssvae import M2Config, evaluate_m2, train_m2
 from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
@@ -18,6 +19,7 @@ __all__ = [
     "GMMConfig",
     "M2Config",
     "MixtureFit",
+    "MVAEConfig",
     "MixtureVAEConfig",
     "RUNS",
     "Range",
@@ -28,6 +30,7 @@ __all__ = [
     "evaluate_gmm",
     "evaluate_m2",
     "evaluate_mixture_vae",
+    "evaluate_mvae",
     "evaluate_run",
     "evaluate_vae",
     "fit_mixture",
@@ -36,6 +39,7 @@ __all__ = [
     "train_gmm",
     "train_m2",
     "train_mixture_vae",
+    "train_mvae",
     "train_vae",
     "validate",
 ]
