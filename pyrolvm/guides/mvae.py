@@ -38,9 +38,9 @@ def product_of_experts(
         raise ConfigError(f"{len(locs)} expert locations but {len(scales)} scales")
     if not locs:
         raise ConfigError("product_of_experts needs at least one expert besides the prior")
-    precisions = [s.pow(-2) for s in scales]
-    precision = 1.0 + sum(precisions)
-    loc = sum(m * p for m, p in zip(locs, precisions, strict=True)) / precision
+    precisions = torch.stack([s.pow(-2) for s in scales])
+    precision = 1.0 + precisions.sum(0)
+    loc = (torch.stack(list(locs)) * precisions).sum(0) / precision
     return loc, precision.rsqrt()
 
 

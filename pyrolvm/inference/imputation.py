@@ -122,7 +122,8 @@ def impute(
                 )
             if site not in weights.model_trace.nodes:
                 raise ConfigError(f"the model has no site {site!r} to impute from")
-            mean = weights.model_trace.nodes[site]["fn"].mean
+            fn: Any = weights.model_trace.nodes[site].get("fn")
+            mean = fn.mean
             mean = mean.expand((k,) + xb.shape) if k > 1 else mean.expand(xb.shape).unsqueeze(0)
             log_w = weights.log_w.double()
             c = torch.logsumexp(log_w, 0)

@@ -73,7 +73,7 @@ class MVAE(nn.Module):
             raise ConfigError("the MVAE needs at least one modality: an image or a label")
         if image is not None:
             check_batch(image, self.data_dim, "image", binary=True, network=self.image_decoder)
-        ref = image if image is not None else self.image_decoder[0].weight
+        ref = next(self.image_decoder.parameters())
         batch = image.shape[0] if image is not None else label.shape[0]  # type: ignore[union-attr]
         with pyro.plate("data", batch):
             z = pyro.sample("z", dist.Normal(ref.new_zeros(self.latent_dim), 1.0).to_event(1))
