@@ -156,7 +156,7 @@ def train_mvae(config=None, data=None, **overrides):
     the image alone and of the label alone (Wu & Goodman 2018, section 2.2: for two
     modalities the sub-sampled set is every subset).
 
-    Writes into ``config.out``: ``config.json``; ``metrics.json`` (the :func:`evaluate`
+    Writes into ``config.out``: ``config.json``; ``metrics.json`` (the ``pyrolvm.runs.mvae.evaluate``
     figures, ``train_elbo`` of the joint bound per epoch); ``checkpoint.pt``;
     ``label_to_image.png``.
 
@@ -213,7 +213,7 @@ def train_mvae(config=None, data=None, **overrides):
 
 
 def evaluate_mvae(folder, eval_samples=None, data_root=None, progress=True):
-    """Reload an MVAE run folder and recompute its test figures (:func:`evaluate`).
+    """Reload an MVAE run folder and recompute its test figures (``pyrolvm.runs.mvae.evaluate``).
 
     Raises:
         ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
