@@ -3,8 +3,6 @@
 import math
 import os
 
-import pytest
-
 from pyrolvm.cli import main
 from pyrolvm.runs.common import read_json
 
@@ -20,8 +18,10 @@ def test_train_mvae_writes_the_run_folder_and_evaluate_reproduces(tmp_path, caps
     )
     m = read_json(os.path.join(out, "metrics.json"))
     assert 0 <= m["accuracy"] <= 1
-    # the conditionals are the differences of the joint and marginal estimates
-    assert m["label_given_image_nll"] == pytest.approx(m["joint_nll"] - m["image_nll"], abs=1e-9)
+    # -log p(label | image) is a self-normalized average of p(label | z_k) over the same draws:
+    # a -log of a probability, so between 0 and the worst class's -log p
+    assert 0 < m["label_given_image_nll"] < 10
+    assert m["label_given_image_nll_stderr"] > 0
     # -log p(label) lies near log 10 for balanced digits (within the estimator's slack)
     assert 0 < m["label_nll"] < math.log(10) + 0.5
     assert 0 < m["image_nll"] < 64 * math.log(2)

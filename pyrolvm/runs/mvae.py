@@ -102,9 +102,12 @@ def evaluate(model, guide, data, cfg):
     """Test figures of an MVAE, seeded by ``cfg.seed``: ``accuracy`` (image -> label: argmax of
     p(label | z) at the mean of q(z | image)); importance-sampled (K = ``cfg.eval_samples``)
     ``joint_nll`` -log p(image, label), ``image_nll`` -log p(image), ``label_nll`` -log p(label),
-    and the conditionals ``label_given_image_nll`` = joint - image and
-    ``image_given_label_nll`` = joint - label (differences of two estimates), nats per test
-    datapoint, with ``*_stderr``."""
+    and the conditionals ``label_given_image_nll`` -log p(label | image) and
+    ``image_given_label_nll`` -log p(image | label), nats per test datapoint, with
+    ``*_stderr``. A conditional is the self-normalized estimate
+    ``log sum_k w_k p(label | z_k) - log sum_k w_k`` with z_k ~ q(z | image) and
+    w_k = p(image, z_k) / q(z_k | image): the joint and the marginal importance-sampled with
+    the *same* draws from the one-modality guide (consistent as K grows; not a bound)."""
     test = (data.test, data.test_labels)
     weight, model.label_weight = model.label_weight, 1.0
     try:
@@ -120,15 +123,21 @@ def _evaluate(model, guide, data, test, cfg):
     options = dict(num_samples=cfg.eval_samples, batch_size=cfg.eval_batch_size)
     pyro.set_rng_seed(cfg.seed)
     joint = importance_sample(model, guide, test, **options).log_likelihood
-    image = importance_sample(image_only(model), image_only(guide), test, **options)
-    label = importance_sample(label_only(model), label_only(guide), test, **options)
+    marginals, conditionals = {}, {}
+    for name, only in (("image", image_only), ("label", label_only)):
+        # the same seed, so the same draws z_k ~ q(z | one modality) in both calls
+        pyro.set_rng_seed(cfg.seed + 1)
+        marginals[name] = importance_sample(only(model), only(guide), test, **options)
+        pyro.set_rng_seed(cfg.seed + 1)
+        both = importance_sample(model, only(guide), test, **options)
+        conditionals[name] = marginals[name].log_likelihood - both.log_likelihood
     out = {"accuracy": accuracy.item(), "eval_samples": cfg.eval_samples}
     for name, values in (
         ("joint_nll", -joint),
-        ("image_nll", -image.log_likelihood),
-        ("label_nll", -label.log_likelihood),
-        ("label_given_image_nll", image.log_likelihood - joint),
-        ("image_given_label_nll", label.log_likelihood - joint),
+        ("image_nll", -marginals["image"].log_likelihood),
+        ("label_nll", -marginals["label"].log_likelihood),
+        ("label_given_image_nll", conditionals["image"]),
+        ("image_given_label_nll", conditionals["label"]),
     ):
         out[name], out[name + "_stderr"] = mean_and_stderr(values)
     return out
@@ -156,9 +165,9 @@ def train_mvae(config=None, data=None, **overrides):
     the image alone and of the label alone (Wu & Goodman 2018, section 2.2: for two
     modalities the sub-sampled set is every subset).
 
-    Writes into ``config.out``: ``config.json``; ``metrics.json`` (the ``pyrolvm.runs.mvae.evaluate``
-    figures, ``train_elbo`` of the joint bound per epoch); ``checkpoint.pt``;
-    ``label_to_image.png``.
+    Writes into ``config.out``: ``config.json``; ``metrics.json`` (the figures of
+    ``pyrolvm.runs.mvae.evaluate``, ``train_elbo`` of the joint bound per epoch, the label
+    weighted by ``label_weight``); ``checkpoint.pt``; ``label_to_image.png``.
 
     Raises:
         ConfigError, DataError: bad settings or data, or an occupied run folder.
