@@ -136,3 +136,14 @@ def test_baseline_log_likelihood_is_exact_and_feeds_the_prior():
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
     with pytest.raises(ConfigError, match="same input and output"):
         CVAE(5, 10, baseline=net)
+
+
+def test_quadrant_masks_follow_pyros_cvae_example():
+    from pyrolvm.data import quadrant_mask
+
+    one, two, three = (quadrant_mask((4, 4), q).view(4, 4) for q in (1, 2, 3))
+    assert one.sum() == 4 and one[2:, :2].all()  # the bottom-left quadrant
+    assert two.sum() == 8 and two[:, :2].all()  # the left half
+    assert three.sum() == 12 and not three[2:, 2:].any()  # all but the bottom right
+    with pytest.raises(ConfigError, match="1, 2 or 3"):
+        quadrant_mask((4, 4), 4)
