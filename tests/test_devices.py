@@ -181,6 +181,22 @@ def test_autoregressive_and_codebook_models(name):
     assert torch.isfinite(result.log_likelihood).all()
 
 
+def test_missing_data_training_evaluation_and_imputation():
+    from pyrolvm.data import make_mask
+    from pyrolvm.inference import impute
+
+    x = binary_data(24, 16)
+    mask = make_mask("random", 24, (4, 4), 0.5, seed=0)
+    model, guide = VAE(16, 2, (8,)), AmortizedNormal(16, 2, (8,), mask_input=True)
+    with stray_tensors_on_meta():
+        train(model, guide, (x, mask), make_elbo("iwae", 3), epochs=1, batch_size=8, progress=False)
+        result = importance_sample(model, guide, (x, mask), num_samples=5, batch_size=8)
+        imputed = impute(model, guide, x, mask, num_samples=5, batch_size=8)
+    assert_on_cpu(
+        result.log_likelihood, *[v for v in vars(imputed).values() if isinstance(v, torch.Tensor)]
+    )
+
+
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -2,6 +2,7 @@
 
 from .causal import TreatmentData, confounded_treatment
 from .datasets import BINARIZATIONS, DATASETS, Dataset, check_data, load
+from .masks import MASKS, make_mask, quadrant_mask
 
 __all__ = [
     "BINARIZATIONS",
@@ -11,4 +12,9 @@ __all__ = [
     "check_data",
     "confounded_treatment",
     "load",
+    "MASKS",
+    "check_data",
+    "load",
+    "make_mask",
+    "quadrant_mask",
 ]

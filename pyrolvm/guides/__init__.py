@@ -3,9 +3,11 @@ amortized encoders, flows, per-datapoint guides. A guide has its model's signatu
 
 from .amortized import AmortizedNormal, non_reparameterized
 from .baselines import BASELINES, Baseline
+from .cvae import CVAEGuide
 from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
 from .empty import empty_guide
 from .mixture import MixtureMAP, MixtureMeanField
+from .mvae import MVAEGuide, product_of_experts
 from .ssvae import SSVAEGuide
 
 __all__ = [
@@ -14,10 +16,13 @@ __all__ = [
     "AmortizedNormal",
     "BASELINES",
     "Baseline",
+    "CVAEGuide",
+    "MVAEGuide",
     "MixtureMAP",
     "MixtureMeanField",
     "RELAXATIONS",
     "SSVAEGuide",
     "empty_guide",
     "non_reparameterized",
+    "product_of_experts",
 ]

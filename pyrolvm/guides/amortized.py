@@ -15,6 +15,7 @@ from pyro.poutine.runtime import InferDict
 from torch import nn
 
 from ..checks import check_batch
+from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp
 from .baselines import Baseline
 
@@ -53,9 +54,15 @@ class AmortizedNormal(nn.Module):
             (see :mod:`pyrolvm.guides.baselines`); used by ``TraceGraph_ELBO`` only at a
             non-reparameterized site.
         baseline_beta (float): decay of the ``"decaying_avg"`` baseline.
+        mask_input (bool): a guide for partly observed data, ``guide(x, mask)`` with a bool
+            mask of shape (B, D) (``True``: observed): the encoder reads the zero-imputed image
+            concatenated with the mask, ``[x * mask, mask]`` of shape (B, 2 D) (Nazábal et al.
+            2020, "HI-VAE", section 3.2; Mattei & Frellsen 2019, "MIWAE", section 4).
+            ``mask=None`` means every pixel observed.
 
     Raises:
-        ConfigError: unknown activation or baseline, or a latent_dim < 1.
+        ConfigError: unknown activation or baseline, or a latent_dim < 1; at call time, a mask
+            given to a guide built without ``mask_input``.
     """
 
     baseline: Baseline  # in __dict__, not a submodule (see __init__)
@@ -72,8 +79,10 @@ class AmortizedNormal(nn.Module):
         reparameterized: bool = True,
         baseline: str = "none",
         baseline_beta: float = 0.9,
+        mask_input: bool = False,
     ) -> None:
         super().__init__()
+        self.mask_input = bool(mask_input)
         self.reparameterized = bool(reparameterized)
         # kept outside this module's children: its parameters are registered under their own
         # name (Pyro's nn_baseline), not with the encoder's
@@ -82,21 +91,42 @@ class AmortizedNormal(nn.Module):
         )
         self.latent_dim = check_latent_dim(latent_dim)
         self.data_dim = int(data_dim)
-        self.encoder = mlp(data_dim, hidden, 2 * self.latent_dim, activation)
+        in_dim = 2 * self.data_dim if self.mask_input else self.data_dim
+        self.encoder = mlp(in_dim, hidden, 2 * self.latent_dim, activation)
         self.latent_site = latent_site
         self.min_scale = min_scale
         self.name = name
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior location and scale, each of shape (..., latent_dim), for x of shape
-        (..., D)."""
+        (..., D); with ``mask_input`` the encoder reads ``zero_impute(x, mask)`` (an all-observed
+        mask when ``mask`` is None)."""
+        if self.mask_input:
+            if mask is None:
+                mask = torch.ones_like(x, dtype=torch.bool)
+            x = zero_impute(x, mask)
         loc, raw = self.encoder(x).split(self.latent_dim, dim=-1)
         return loc, F.softplus(raw) + self.min_scale
 
-    def forward(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
         pyro.module(self.name, self)
         check_batch(x, self.data_dim, network=self.encoder)
-        loc, scale = self.encode(x)
+        if self.mask_input:
+            loc, scale = self.encode(x, mask)
+        else:
+            if mask is not None:
+                raise ConfigError(
+                    "this guide was built without mask_input: build it with "
+                    "AmortizedNormal(..., mask_input=True) to encode partly observed data"
+                )
+            loc, scale = self.encode(x)
         q: TorchDistribution = dist.Normal(loc, scale)
         if not self.reparameterized:
             q = non_reparameterized(q)
@@ -106,3 +136,11 @@ class AmortizedNormal(nn.Module):
             z = pyro.sample(self.latent_site, q, infer=cast(InferDict, infer))
         self.baseline.match(self.latent_site, infer, z.shape[:-1])
         return z
+
+
+def zero_impute(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The input of a missing-data encoder: the zero-imputed image concatenated with the mask,
+    ``[x * mask, mask]`` of shape (..., 2 D) for ``x`` (floating) and ``mask`` (bool, ``True``
+    where observed) of shape (..., D) (Nazábal et al. 2020, section 3.2)."""
+    m = mask.to(x.dtype)
+    return torch.cat([x * m, m], dim=-1)

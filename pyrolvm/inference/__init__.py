@@ -14,6 +14,7 @@ from .evaluation import (
     mean_and_stderr,
 )
 from .importance import find_batch_plate, latent_sites, log_weights, prior_proposal, sum_to_batch
+from .imputation import ImputationResult, imputation_error, impute
 from .objectives import (
     ANNEALING,
     CIWAE,
@@ -74,6 +75,7 @@ __all__ = [
     "IWAE",
     "ImportanceResult",
     "ImportanceWeights",
+    "ImputationResult",
     "MultiSampleELBO",
     "PROPOSALS",
     "STL",
@@ -82,6 +84,8 @@ __all__ = [
     "find_batch_plate",
     "gradient_snr",
     "importance_sample",
+    "imputation_error",
+    "impute",
     "latent_sites",
     "load_param_state",
     "log_likelihood",

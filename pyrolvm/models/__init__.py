@@ -3,20 +3,26 @@ that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites
 
 from .autoregressive import MADE, PixelCNN, bits_per_dim
 from .causal import HUSZAR_MODELS, conditional_y, interventional_y
+from .cvae import CVAE, CVAE_LIKELIHOODS, BaselineNet, no_latents
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
+from .mvae import MVAE
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
 from .vqvae import VQVAE, codebook_usage, quantize
 
 __all__ = [
+    "BaselineNet",
+    "CVAE",
+    "CVAE_LIKELIHOODS",
     "COVARIANCES",
     "GaussianMixture",
     "LATENTS",
     "LIKELIHOODS",
     "LinearGaussian",
+    "MVAE",
     "MixturePriorVAE",
     "SSVAE",
     "SigmoidBeliefNet",
@@ -30,4 +36,5 @@ __all__ = [
     "HUSZAR_MODELS",
     "conditional_y",
     "interventional_y",
+    "no_latents",
 ]

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution
+from pyro.infer.util import is_validation_enabled
 from torch import nn
 
 from ..checks import check_batch
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..nets import check_latent_dim, mlp, set_output_bias
 
 #: The ``likelihood`` choices of :class:`VAE`.
@@ -32,6 +34,13 @@ class VAE(nn.Module):
     the latent site is ``"z"`` (event shape (latent_dim,)) and the observed site ``"x"``
     (event shape (D,)). Calling ``model(None, batch_size=B)`` samples B images' worth of latent
     and likelihood without observations. The decoder is registered with ``pyro.module(name, ...)``.
+
+    **Missing data.** ``model(x, mask)`` with a bool ``mask`` of shape (B, D), ``True`` where a
+    pixel is observed, scores only the observed pixels: the site ``"x"`` is p(x | z) masked per
+    pixel (Pyro's ``TorchDistribution.mask``), so its log-density is log p(x_obs | z), the
+    ELBO bounds log p(x_obs) and importance sampling estimates it (Mattei & Frellsen 2019,
+    "MIWAE", eq. 4). The values of ``x`` at missing pixels are ignored (any value in the
+    likelihood's support). A datapoint with no observed pixel contributes zero likelihood.
 
     Args:
         data_dim (int): D, pixels per image.
@@ -89,7 +98,12 @@ class VAE(nn.Module):
             return dist.Bernoulli(logits=out).to_event(1)
         return dist.Normal(out, self.log_scale.exp()).to_event(1)
 
-    def forward(self, x: torch.Tensor | None, batch_size: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
         pyro.module(self.name, self)
         if x is not None:
             check_batch(
@@ -98,13 +112,18 @@ class VAE(nn.Module):
                 binary=self.likelihood == "bernoulli",
                 network=self.decoder,
             )
+            if mask is not None:
+                check_mask(mask, x)
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
             z = pyro.sample(
                 "z",
                 dist.Normal(self.prior_loc, 1.0).to_event(1),
             )
-            pyro.sample("x", self.likelihood_dist(z), obs=x)
+            likelihood = self.likelihood_dist(z)
+            if mask is not None:
+                likelihood = mask_pixels(likelihood, mask)
+            pyro.sample("x", likelihood, obs=x)
         return z
 
     @torch.no_grad()
@@ -125,3 +144,37 @@ class VAE(nn.Module):
         for z of shape (..., latent_dim); returns shape (..., D)."""
         d = self.likelihood_dist(z)
         return d.mean if mean else d.sample()
+
+
+def check_mask(mask: object, x: torch.Tensor) -> None:
+    """Raise :class:`~pyrolvm.errors.DataError` unless ``mask`` is a bool tensor of the shape of
+    ``x`` (B, D). Runs while Pyro's validation is enabled, as
+    :func:`~pyrolvm.checks.check_batch`."""
+    if not is_validation_enabled():
+        return
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise DataError(
+            "the mask must be a bool tensor, True where a pixel is observed "
+            f"(e.g. mask = x_observed_flags.bool()), got {getattr(mask, 'dtype', type(mask))}"
+        )
+    if mask.shape != x.shape:
+        raise DataError(
+            f"the mask has shape {tuple(mask.shape)} but x has {tuple(x.shape)}: one flag per pixel"
+        )
+
+
+def mask_pixels(likelihood: TorchDistribution, mask: torch.Tensor) -> TorchDistribution:
+    """A per-pixel likelihood ``Independent(base, 1)`` (event shape (D,)) with the pixels where
+    ``mask`` (bool, shape (..., D)) is ``False`` removed from its log-density:
+    ``Independent(base.mask(mask), 1)``, whose log-density is the sum over observed pixels.
+
+    Raises:
+        ConfigError: ``likelihood`` is not an ``Independent`` of per-pixel distributions.
+    """
+    if not isinstance(likelihood, dist.Independent) or likelihood.reinterpreted_batch_ndims != 1:
+        raise ConfigError(
+            "a pixel mask needs a likelihood that factorizes over pixels, got "
+            f"{type(likelihood).__name__}"
+        )
+    base = cast(TorchDistribution, likelihood.base_dist)
+    return base.mask(mask).to_event(1)

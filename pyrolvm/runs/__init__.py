@@ -13,34 +13,42 @@ from .autoregressive import (
     train_pixelcnn,
 )
 from .config import Range, RunConfig, validate
+from .cvae import CVAEConfig, evaluate_cvae, train_cvae
 from .gmm import GMMConfig, evaluate_gmm, train_gmm
 from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_vae
+from .mvae import MVAEConfig, evaluate_mvae, train_mvae
 from .registry import RUNS, RunKind, evaluate_run, register
 from .ssvae import M2Config, evaluate_m2, train_m2
 from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
 from .vqvae import VQVAEConfig, evaluate_vqvae, train_vqvae
 
 __all__ = [
+    "CVAEConfig",
     "DATASET_DEFAULTS",
     "GMMConfig",
     "M2Config",
     "MixtureFit",
+    "MVAEConfig",
     "MixtureVAEConfig",
     "RUNS",
     "Range",
     "RunConfig",
     "RunKind",
     "VAEConfig",
+    "evaluate_cvae",
     "evaluate_gmm",
     "evaluate_m2",
     "evaluate_mixture_vae",
+    "evaluate_mvae",
     "evaluate_run",
     "evaluate_vae",
     "fit_mixture",
     "register",
+    "train_cvae",
     "train_gmm",
     "train_m2",
     "train_mixture_vae",
+    "train_mvae",
     "train_vae",
     "validate",
     "AutoregressiveConfig",

@@ -14,7 +14,7 @@ import torch
 import tyro
 
 from .. import plots, plots_latent
-from ..data import BINARIZATIONS
+from ..data import BINARIZATIONS, MASKS
 from ..devices import resolve_device
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting.amortization import amortization_gap
@@ -30,6 +30,7 @@ from ..inference import (
     ELBOS,
     FREE_BITS_GROUPS,
     SCHEDULES,
+    as_tuple,
     elbo_options,
     importance_sample,
     make_elbo,
@@ -52,6 +53,7 @@ from .common import (
     write_json,
 )
 from .config import Count, PositiveFloat, Range, RunConfig, Sizes
+from .missing import imputation_figure, missing_metrics, missing_rows, run_masks
 from .registry import RunKind, register
 
 Beta = Annotated[float, Range(0, 1, high_open=True)]
@@ -148,8 +150,19 @@ class VAEConfig(RunConfig):
     """constant, or burda: the 8 stages of Burda et al. (2016), stage i lasting 3^i/3280 of
     --epochs at --lr times 10^(-i/7) (--epochs 3280 --lr 1e-3 --batch-size 20 --eps 1e-4 is
     their protocol)"""
+    mask: Literal[("none",) + MASKS] = "none"
+    """missing data (Mattei & Frellsen 2019): which pixels of each image are unobserved, drawn
+    once with --seed: random (each pixel missing with probability --missing-rate), square
+    (one square hole of area --missing-rate), half (top, bottom, left or right half)"""
+    missing_rate: Annotated[float, Range(0, 1, high_open=True)] | None = None
+    """--mask random / square: the share of missing pixels (default 0.5; given without
+    --mask, it means --mask random)"""
 
     def resolve_defaults(self, values):
+        if values["mask"] == "none" and values["missing_rate"] is not None:
+            values["mask"] = "random"
+        if values["mask"] != "none" and values["missing_rate"] is None:
+            values["missing_rate"] = 0.5
         if values["binarize"] is None:
             values["binarize"] = "dynamic" if values["likelihood"] == "bernoulli" else "none"
 
@@ -179,6 +192,14 @@ class VAEConfig(RunConfig):
                 f"--elbo {self.elbo} does not take "
                 + ", ".join("--" + flags.get(k, k).replace("_", "-") for k in extra)
             )
+        if self.mask != "none" and self.latent != "gaussian":
+            raise ConfigError("--mask (missing data) is for Gaussian latents: drop --latent")
+        if self.mask == "half" and self.missing_rate != 0.5:
+            raise ConfigError(
+                f"--mask half hides half of each image: drop --missing-rate {self.missing_rate:g}"
+            )
+        if self.mask != "none" and self.amortization_gap:
+            raise ConfigError("--amortization-gap is computed on complete data: drop --mask")
         if self.warmup_epochs is not None and self.anneal in (None, "none"):
             raise ConfigError("--warmup-epochs needs --anneal linear or --anneal cyclical")
         make_elbo(self.elbo, self.num_particles, **self.elbo_options(given))
@@ -217,6 +238,7 @@ def build(cfg, data_dim, data_mean=None):
             cfg.activation,
             reparameterized=cfg.reparameterized,
             baseline=cfg.baseline,
+            mask_input=cfg.mask != "none",
         )
         return model, guide
     relaxed_prior = cfg.temperature if cfg.relaxation == "concrete" else None
@@ -299,7 +321,8 @@ def latent_diagnostics(model, guide, test, cfg, final):
     if not isinstance(model, VAE):
         return {}
     with torch.no_grad():
-        parts = [guide.encode(x) for x in test.split(1000)]
+        batches = zip(*(t.split(1000) for t in as_tuple(test)), strict=True)
+        parts = [guide.encode(*batch) for batch in batches]
     loc, scale = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     out = latent_summary(loc, scale, generator=torch.Generator().manual_seed(cfg.seed))
     out["distortion"] = -final["test_elbo"] - out["rate"]
@@ -429,6 +452,9 @@ def train_vae(config=None, data=None, **overrides):
         model, guide = build(cfg, data.data_dim, data.train.mean(0))
         model.to(device)
         guide.to(device)
+        masks = run_masks(cfg, data)
+        train_data = data.train if masks is None else (data.train, masks[0])
+        test_data = data.test if masks is None else (data.test, masks[1])
         elbo = make_elbo(cfg.elbo, cfg.num_particles, **cfg.elbo_options(elbo_options(cfg.elbo)))
         optim = make_scheduled_optim(cfg.lr, cfg.betas, cfg.eps, cfg.lr_schedule, cfg.epochs)
         if saved is None:
@@ -437,7 +463,7 @@ def train_vae(config=None, data=None, **overrides):
         def end_of_epoch(epoch, history):
             with torch.no_grad(), _discrete(model, guide):
                 test_elbo = (
-                    importance_sample(model, guide, data.test, num_samples=1, batch_size=1000)
+                    importance_sample(model, guide, test_data, num_samples=1, batch_size=1000)
                     .elbo.mean()
                     .item()
                 )
@@ -460,7 +486,7 @@ def train_vae(config=None, data=None, **overrides):
             history = train(
                 model,
                 guide,
-                data.train,
+                train_data,
                 elbo,
                 optim,
                 epochs=cfg.epochs,
@@ -474,8 +500,12 @@ def train_vae(config=None, data=None, **overrides):
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
         history["test_elbo"] = history.pop("test_elbo_curve", [])
-        final = evaluate(model, guide, data.test, cfg)
-        final.update(latent_diagnostics(model, guide, data.test, cfg, final))
+        final = evaluate(model, guide, test_data, cfg)
+        final.update(latent_diagnostics(model, guide, test_data, cfg, final))
+        imputed = None
+        if masks is not None:
+            missing, imputed = missing_metrics(model, guide, data, masks, cfg)
+            final.update(missing)
         if cfg.amortization_gap:
             final.update(gap_metrics(model, guide, data.test, cfg, cfg.amortization_gap))
         seconds = history["seconds"]
@@ -491,6 +521,8 @@ def train_vae(config=None, data=None, **overrides):
         kl = metrics.get("kl_per_dim")
         order = sorted(range(len(kl)), key=lambda u: -kl[u]) if kl else None
         metrics["figures"] = figures(folder, model, guide, data, history, order)
+        if masks is not None and imputed is not None:
+            metrics["figures"].append(imputation_figure(folder, data, masks, imputed))
         write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
@@ -528,7 +560,10 @@ def evaluate_vae(
     guide.to(device)
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
-    metrics = evaluate(model, guide, data.test, cfg)
+    masks = run_masks(cfg, data)
+    metrics = evaluate(model, guide, data.test if masks is None else (data.test, masks[1]), cfg)
+    if masks is not None:
+        metrics.update(missing_metrics(model, guide, data, masks, cfg)[0])
     if amortization_gap is not None:
         metrics.update(gap_metrics(model, guide, data.test, cfg, amortization_gap))
     return metrics
@@ -548,6 +583,7 @@ def summary(metrics, cfg, folder):
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {metrics['eval_samples']}"),
         *_latent_rows(metrics),
         *_gap_rows(metrics),
+        *missing_rows(metrics),
         ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
         (
             "run folder",
@@ -560,6 +596,11 @@ def summary(metrics, cfg, folder):
         f"{_elbo_label(cfg)}, "
         f"{metrics['epochs']} epochs, "
         f"seed={cfg.seed}"
+        + (
+            f", missing data: {cfg.mask} mask at rate {cfg.missing_rate:g} (NLL of x_obs)"
+            if cfg.mask != "none"
+            else ""
+        )
     )
     return format_summary(title, rows)
 
@@ -608,6 +649,7 @@ def evaluation_rows(metrics):
         (f"test NLL (K={k})", f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {k}"),
         *_gap_rows(metrics),
+        *missing_rows(metrics),
     ]
 
 

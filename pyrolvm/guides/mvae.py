@@ -1,0 +1,119 @@
+"""The product-of-experts guide of the multimodal VAE (Wu & Goodman 2018, section 2.1):
+each modality's encoder is a Gaussian expert q(z | x_i), and the posterior given any subset S
+of modalities is ``q(z | x_S) ∝ p(z) prod_{i in S} q(z | x_i)``, a Gaussian in closed form
+(their eq. 4 with the prior expert), so one guide serves every subset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..nets import check_latent_dim, mlp
+
+
+def product_of_experts(
+    locs: Sequence[torch.Tensor], scales: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The product of diagonal Gaussian experts N(loc_i, diag(scale_i^2)) and the prior expert
+    N(0, I), normalized: precision ``1 + sum_i scale_i^-2``, mean
+    ``(sum_i loc_i scale_i^-2) / precision`` (Wu & Goodman 2018, section 2.1; Cao & Fleet
+    2014).
+
+    Args:
+        locs, scales: tensors of one shape (..., L) each, one per expert (at least one).
+
+    Returns:
+        (loc, scale) of the product, shape (..., L).
+
+    Raises:
+        ConfigError: no expert, or as many locations as scales.
+    """
+    if len(locs) != len(scales):
+        raise ConfigError(f"{len(locs)} expert locations but {len(scales)} scales")
+    if not locs:
+        raise ConfigError("product_of_experts needs at least one expert besides the prior")
+    precisions = torch.stack([s.pow(-2) for s in scales])
+    precision = 1.0 + precisions.sum(0)
+    loc = (torch.stack(list(locs)) * precisions).sum(0) / precision
+    return loc, precision.rsqrt()
+
+
+class MVAEGuide(nn.Module):
+    """Product-of-experts guide ``q(z | image, label) ∝ p(z) q(z | image) q(z | label)`` of
+    :class:`pyrolvm.models.MVAE`, with the model's signature: ``guide(image, label)``, either
+    one ``None`` (its expert left out).
+
+    Args:
+        data_dim (int): D, pixels per image.
+        num_classes (int): label classes.
+        latent_dim (int): size of z (> 0).
+        hidden (sequence of int): hidden sizes of the image expert (the label expert is an
+            embedding followed by one hidden layer of ``hidden[-1]`` units).
+        activation (str): hidden nonlinearity.
+        min_scale (float): lower bound of each expert's standard deviation.
+        name (str): prefix in Pyro's param store.
+
+    Raises:
+        ConfigError: a latent_dim < 1 or unknown activation; at call time, both modalities
+            absent.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        num_classes: int = 10,
+        latent_dim: int = 20,
+        hidden: Sequence[int] = (512, 512),
+        activation: str = "relu",
+        min_scale: float = 1e-3,
+        name: str = "mvae_experts",
+    ) -> None:
+        super().__init__()
+        self.latent_dim = check_latent_dim(latent_dim)
+        self.min_scale, self.name = min_scale, name
+        self.image_expert = mlp(int(data_dim), hidden, 2 * self.latent_dim, activation)
+        width = tuple(hidden)[-1] if hidden else 2 * self.latent_dim
+        self.label_embedding = nn.Embedding(int(num_classes), width)
+        self.label_expert = mlp(width, (), 2 * self.latent_dim, activation)
+
+    def _expert(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw = out.split(self.latent_dim, dim=-1)
+        return loc, F.softplus(raw) + self.min_scale
+
+    def experts(
+        self, image: torch.Tensor | None = None, label: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The present modalities' experts: lists of locations and scales, each (B, L)."""
+        locs, scales = [], []
+        if image is not None:
+            loc, scale = self._expert(self.image_expert(image))
+            locs.append(loc)
+            scales.append(scale)
+        if label is not None:
+            hidden = torch.relu(self.label_embedding(label))
+            loc, scale = self._expert(self.label_expert(hidden))
+            locs.append(loc)
+            scales.append(scale)
+        return locs, scales
+
+    def encode(
+        self, image: torch.Tensor | None = None, label: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of q(z | present modalities), each (B, L)."""
+        if image is None and label is None:
+            raise ConfigError("the MVAE guide needs at least one modality: an image or a label")
+        return product_of_experts(*self.experts(image, label))
+
+    def forward(
+        self, image: torch.Tensor | None = None, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pyro.module(self.name, self)
+        loc, scale = self.encode(image, label)
+        with pyro.plate("data", loc.shape[0]):
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
