@@ -64,7 +64,8 @@ def posterior_guide(model, shift=0.0, inflate=1.0):
             loc, cov = exact_posterior(model, x, mask)
         scale = cov.diagonal(dim1=-2, dim2=-1).sqrt() * inflate
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal((loc + shift).float(), scale.float()).to_event(1))
+            dtype = x.dtype  # the data's (float32, or float64 in the float64 job)
+            pyro.sample("z", dist.Normal((loc + shift).to(dtype), scale.to(dtype)).to_event(1))
 
     return guide
 
