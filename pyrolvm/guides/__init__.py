@@ -4,6 +4,7 @@ amortized encoders, flows, per-datapoint guides. A guide has its model's signatu
 from .amortized import AmortizedNormal, non_reparameterized
 from .baselines import BASELINES, Baseline
 from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
+from .flows import FLOWS, AmortizedFlow, AmortizedFullCovariance
 from .mixture import MixtureMAP, MixtureMeanField
 from .ssvae import SSVAEGuide
 
@@ -18,4 +19,7 @@ __all__ = [
     "RELAXATIONS",
     "SSVAEGuide",
     "non_reparameterized",
+    "AmortizedFlow",
+    "AmortizedFullCovariance",
+    "FLOWS",
 ]
