@@ -5,6 +5,7 @@ from .amortized import AmortizedNormal, non_reparameterized
 from .baselines import BASELINES, Baseline
 from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
 from .flows import FLOWS, AmortizedFlow, AmortizedFullCovariance
+from .hierarchical import TwoLayerGuide
 from .mixture import MixtureMAP, MixtureMeanField
 from .ssvae import SSVAEGuide
 
@@ -22,4 +23,5 @@ __all__ = [
     "AmortizedFlow",
     "AmortizedFullCovariance",
     "FLOWS",
+    "TwoLayerGuide",
 ]

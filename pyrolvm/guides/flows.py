@@ -177,10 +177,14 @@ class AmortizedFlow(nn.Module):
         self.latent_site, self.min_scale, self.name = latent_site, min_scale, name
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The base Gaussian's location and scale, each (..., latent_dim), for x of shape
-        (..., D) (before the flow: not the posterior's moments)."""
-        loc, raw, _ = self.encoder(x).split([self.latent_dim] * 2 + [self.context_dim], dim=-1)
-        return loc, F.softplus(raw) + self.min_scale
+        """A point estimate of z and the base Gaussian's scale, each (..., latent_dim), for x
+        of shape (..., D): the flow's image of the base Gaussian's mean (not the posterior's
+        mean), and sigma(x) before the flow."""
+        q = self.posterior(x)
+        loc = q.base_dist.mean  # type: ignore[attr-defined]
+        for step in q.transforms:  # type: ignore[attr-defined]
+            loc = step(loc)
+        return loc, q.base_dist.stddev  # type: ignore[attr-defined]
 
     def posterior(self, x: torch.Tensor) -> TorchDistribution:
         """q(z | x) for x of shape (N, D): a ``TransformedDistribution`` with batch shape (N,)

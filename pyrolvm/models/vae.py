@@ -8,10 +8,9 @@ Autoencoders", section 5 (784-200-200-50, tanh, output bias at the logit of the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution
 from torch import nn
@@ -19,9 +18,15 @@ from torch import nn
 from ..checks import check_batch
 from ..errors import ConfigError
 from ..nets import check_latent_dim, mlp, set_output_bias
-
-#: The ``likelihood`` choices of :class:`VAE`.
-LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
+from .likelihoods import (
+    LIKELIHOODS,
+    likelihood_dist,
+    likelihood_mean,
+    likelihood_sample,
+    outputs_per_pixel,
+    to_levels,
+)
+from .priors import PRIORS, make_prior
 
 
 class VAE(nn.Module):
@@ -43,9 +48,23 @@ class VAE(nn.Module):
             bias starts at its logit (Bernoulli, clamped to [1e-3, 1 - 1e-3]) or at the mean
             itself (Gaussian), as in Burda et al. (2016).
         name (str): prefix of the decoder's parameters in Pyro's param store.
+        prior (str): p(z), one of :data:`~pyrolvm.models.priors.PRIORS`: ``"normal"``
+            (N(0, I)), ``"vamp"`` (:class:`~pyrolvm.models.priors.VampPrior`, needs
+            ``posterior``) or ``"flow"`` (:class:`~pyrolvm.models.priors.FlowPrior`); the
+            prior module is ``self.prior``, registered with the decoder.
+        num_pseudo_inputs (int): K of the VampPrior.
+        posterior (callable or None): for the VampPrior, the guide's ``posterior(u)``
+            (e.g. ``guide.posterior`` of :class:`~pyrolvm.guides.AmortizedNormal`).
+        pseudo_init (torch.Tensor or None): initial pseudo-inputs, shape (K, D).
+        prior_flows (int): steps of the flow prior.
+        levels (int): grey levels of the ``"categorical"`` likelihood (256 for 8-bit images);
+            the observed x in [0, 1] is scored as the level ``round(x * (levels - 1))``.
+
+    The other likelihoods: ``"continuous-bernoulli"`` (a density on [0, 1] for grey levels
+    without binarization) and ``"categorical"`` (see :mod:`pyrolvm.models.likelihoods`).
 
     Raises:
-        ConfigError: unknown likelihood or activation, or a latent_dim < 1.
+        ConfigError: unknown likelihood, prior or activation, or a latent_dim < 1.
     """
 
     def __init__(
@@ -57,6 +76,12 @@ class VAE(nn.Module):
         likelihood: str = "bernoulli",
         data_mean: torch.Tensor | None = None,
         name: str = "decoder",
+        prior: str = "normal",
+        num_pseudo_inputs: int = 500,
+        posterior: Callable[[torch.Tensor], TorchDistribution] | None = None,
+        pseudo_init: torch.Tensor | None = None,
+        prior_flows: int = 2,
+        levels: int = 256,
     ) -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -67,10 +92,26 @@ class VAE(nn.Module):
         self.latent_dim = check_latent_dim(latent_dim)
         self.likelihood = likelihood
         self.name = name
-        self.decoder = mlp(self.latent_dim, hidden, self.data_dim, activation)
+        if prior not in PRIORS:
+            raise ConfigError(f"unknown prior {prior!r}: choose one of {', '.join(PRIORS)}")
+        if likelihood == "categorical" and int(levels) < 2:
+            raise ConfigError(f"a categorical likelihood needs >= 2 levels, got {levels}")
+        self.levels = int(levels)
+        self.prior_name = prior
+        self.prior = make_prior(
+            prior,
+            self.latent_dim,
+            self.data_dim,
+            num_pseudo_inputs,
+            posterior,
+            pseudo_init,
+            prior_flows,
+        )
+        width = self.data_dim * outputs_per_pixel(likelihood, self.levels)
+        self.decoder = mlp(self.latent_dim, hidden, width, activation)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.full((self.data_dim,), math.log(0.1)))
-        if data_mean is not None:
+        if data_mean is not None and likelihood in ("bernoulli", "gaussian"):
             mean = torch.as_tensor(data_mean, dtype=torch.float32)
             if likelihood == "bernoulli":
                 mean = mean.clamp(1e-3, 1 - 1e-3)
@@ -79,10 +120,9 @@ class VAE(nn.Module):
 
     def likelihood_dist(self, z: torch.Tensor) -> TorchDistribution:
         """The distribution p(x | z) for z of shape (..., latent_dim); event shape (D,)."""
-        out = self.decoder(z)
-        if self.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out).to_event(1)
-        return dist.Normal(out, self.log_scale.exp()).to_event(1)
+        return likelihood_dist(
+            self.likelihood, self.decoder(z), getattr(self, "log_scale", None), self.levels
+        )
 
     def forward(self, x: torch.Tensor | None, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)
@@ -95,11 +135,11 @@ class VAE(nn.Module):
             )
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
-            z = pyro.sample(
-                "z",
-                dist.Normal(torch.zeros(self.latent_dim), 1.0).to_event(1),
-            )
-            pyro.sample("x", self.likelihood_dist(z), obs=x)
+            z = pyro.sample("z", self.prior.distribution())
+            obs = x
+            if x is not None and self.likelihood == "categorical":
+                obs = to_levels(x, self.levels)
+            pyro.sample("x", self.likelihood_dist(z), obs=obs)
         return z
 
     @torch.no_grad()
@@ -110,7 +150,7 @@ class VAE(nn.Module):
         Returns:
             torch.Tensor of shape (num_samples, D).
         """
-        z = torch.randn(num_samples, self.latent_dim)
+        z = self.prior.distribution().sample((num_samples,))
         return self.decode(z, mean=mean)
 
     @torch.no_grad()
@@ -118,4 +158,6 @@ class VAE(nn.Module):
         """The mean of p(x | z) (Bernoulli probabilities or Gaussian means) or a draw from it,
         for z of shape (..., latent_dim); returns shape (..., D)."""
         d = self.likelihood_dist(z)
-        return d.mean if mean else d.sample()
+        if mean:
+            return likelihood_mean(self.likelihood, d, self.levels)
+        return likelihood_sample(self.likelihood, d, self.levels)
