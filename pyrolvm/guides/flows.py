@@ -16,13 +16,14 @@ planar flow has no inverse in Pyro, so DReG and STL refuse planar guides with a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 import torch.nn.functional as F
-from pyro.distributions import TorchDistribution
+from pyro.distributions import ConditionalTransformModule, TorchDistribution
 from torch import nn
 from torch.distributions.utils import vec_to_tril_matrix
 
@@ -191,7 +192,8 @@ class AmortizedFlow(nn.Module):
         and event shape (latent_dim,)."""
         loc, raw, h = self.encoder(x).split([self.latent_dim] * 2 + [self.context_dim], dim=-1)
         base = dist.Normal(loc, F.softplus(raw) + self.min_scale).to_event(1)
-        return dist.TransformedDistribution(base, [step.condition(h) for step in self.flows])
+        steps = [cast(ConditionalTransformModule, step).condition(h) for step in self.flows]
+        return dist.TransformedDistribution(base, steps)
 
     def forward(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         pyro.module(self.name, self)

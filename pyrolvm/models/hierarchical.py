@@ -26,7 +26,7 @@ from .likelihoods import (
     outputs_per_pixel,
     to_levels,
 )
-from .priors import make_prior
+from .priors import Prior, make_prior
 
 
 class TwoLayerVAE(nn.Module):
@@ -57,6 +57,8 @@ class TwoLayerVAE(nn.Module):
     Raises:
         ConfigError: unknown likelihood or activation, a latent size < 1, or ``prior="vamp"``.
     """
+
+    prior: Prior
 
     def __init__(
         self,

@@ -20,8 +20,18 @@ from ..nets import check_latent_dim
 PRIORS: tuple[str, ...] = ("normal", "vamp", "flow")
 
 
-class StandardNormalPrior(nn.Module):
+class Prior(nn.Module):
+    """The base of the priors: ``distribution()`` is p(z), event shape (latent_dim,)."""
+
+    def distribution(self) -> TorchDistribution:
+        """p(z), batch shape (), event shape (latent_dim,)."""
+        raise NotImplementedError
+
+
+class StandardNormalPrior(Prior):
     """p(z) = N(0, I_latent_dim) (Kingma & Welling 2014)."""
+
+    loc: torch.Tensor
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -33,7 +43,7 @@ class StandardNormalPrior(nn.Module):
         return dist.Normal(self.loc, torch.ones_like(self.loc)).to_event(1)
 
 
-class VampPrior(nn.Module):
+class VampPrior(Prior):
     """The VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior", eq. (9)):
     ``p(z) = (1/K) sum_k q(z | u_k)``, the mixture of the guide's posteriors at K learned
     pseudo-inputs ``u_k`` (shape (K, D)), a ``MixtureSameFamily`` with uniform weights.
@@ -91,7 +101,7 @@ class VampPrior(nn.Module):
         return dist.MixtureSameFamily(weights, components)
 
 
-class FlowPrior(nn.Module):
+class FlowPrior(Prior):
     """A learned flow prior: N(0, I) pushed through ``num_flows`` affine coupling steps
     (real NVP, Dinh, Sohl-Dickstein & Bengio 2017, "Density estimation using Real NVP",
     eq. (7)-(8); Pyro's ``AffineCoupling``), the order of the latent dimensions reversed
@@ -106,6 +116,9 @@ class FlowPrior(nn.Module):
     Raises:
         ConfigError: latent_dim < 2 or num_flows < 1.
     """
+
+    loc: torch.Tensor
+    reverse: torch.Tensor
 
     def __init__(
         self, latent_dim: int, num_flows: int = 2, hidden: Sequence[int] | None = None
@@ -140,7 +153,7 @@ def make_prior(
     posterior: Callable[[torch.Tensor], TorchDistribution] | None = None,
     pseudo_init: torch.Tensor | None = None,
     prior_flows: int = 2,
-) -> nn.Module:
+) -> Prior:
     """The prior module named ``prior`` (one of :data:`PRIORS`).
 
     Raises:
@@ -155,4 +168,4 @@ def make_prior(
     raise ConfigError(f"unknown prior {prior!r}: choose one of {', '.join(PRIORS)}")
 
 
-__all__ = ["FlowPrior", "PRIORS", "StandardNormalPrior", "VampPrior", "make_prior"]
+__all__ = ["FlowPrior", "PRIORS", "Prior", "StandardNormalPrior", "VampPrior", "make_prior"]

@@ -26,7 +26,7 @@ from .likelihoods import (
     outputs_per_pixel,
     to_levels,
 )
-from .priors import PRIORS, make_prior
+from .priors import PRIORS, Prior, make_prior
 
 
 class VAE(nn.Module):
@@ -66,6 +66,8 @@ class VAE(nn.Module):
     Raises:
         ConfigError: unknown likelihood, prior or activation, or a latent_dim < 1.
     """
+
+    prior: Prior
 
     def __init__(
         self,

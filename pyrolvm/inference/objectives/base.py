@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-from pyro.distributions import TransformedDistribution
 from pyro.distributions.util import detach
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
+from torch.distributions import TransformedDistribution
 
 from ...errors import ConfigError
 from ..importance import latent_sites, log_weights
