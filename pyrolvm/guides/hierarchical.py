@@ -23,8 +23,8 @@ class TwoLayerGuide(nn.Module):
 
     Args:
         data_dim (int): D.
-        latent_dims (pair of int): sizes of z1 and z2.
-        hidden (pair of sequences of int): layers of q(z1 | x) and q(z2 | z1).
+        latent_dims (tuple of int): sizes of z1 and z2.
+        hidden (tuple of sequence of int): layers of q(z1 | x) and q(z2 | z1).
         activation (str): hidden-layer nonlinearity.
         min_scale (float): lower bound of the standard deviations.
         name (str): prefix in Pyro's param store.

@@ -6,7 +6,7 @@ from .likelihoods import bits_per_dim, scored_on
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
-from .priors import PRIORS, FlowPrior, StandardNormalPrior, VampPrior
+from .priors import PRIORS, FlowPrior, Prior, StandardNormalPrior, VampPrior
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
@@ -23,6 +23,7 @@ __all__ = [
     "VAE",
     "FlowPrior",
     "PRIORS",
+    "Prior",
     "StandardNormalPrior",
     "VampPrior",
     "bits_per_dim",

@@ -41,8 +41,8 @@ class TwoLayerVAE(nn.Module):
 
     Args:
         data_dim (int): D.
-        latent_dims (pair of int): sizes of z1 and z2 (Burda et al.: 100, 50).
-        hidden (pair of sequences of int): deterministic layers of p(x | z1) and p(z1 | z2)
+        latent_dims (tuple of int): sizes of z1 and z2 (Burda et al.: 100, 50).
+        hidden (tuple of sequence of int): deterministic layers of p(x | z1) and p(z1 | z2)
             (Burda et al.: (200, 200) and (100, 100)).
         activation (str): hidden-layer nonlinearity.
         likelihood (str): as :class:`pyrolvm.models.VAE`.

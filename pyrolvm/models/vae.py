@@ -48,9 +48,9 @@ class VAE(nn.Module):
             bias starts at its logit (Bernoulli, clamped to [1e-3, 1 - 1e-3]) or at the mean
             itself (Gaussian), as in Burda et al. (2016).
         name (str): prefix of the decoder's parameters in Pyro's param store.
-        prior (str): p(z), one of :data:`~pyrolvm.models.priors.PRIORS`: ``"normal"``
-            (N(0, I)), ``"vamp"`` (:class:`~pyrolvm.models.priors.VampPrior`, needs
-            ``posterior``) or ``"flow"`` (:class:`~pyrolvm.models.priors.FlowPrior`); the
+        prior (str): p(z), one of :data:`~pyrolvm.models.PRIORS`: ``"normal"``
+            (N(0, I)), ``"vamp"`` (:class:`~pyrolvm.models.VampPrior`, needs
+            ``posterior``) or ``"flow"`` (:class:`~pyrolvm.models.FlowPrior`); the
             prior module is ``self.prior``, registered with the decoder.
         num_pseudo_inputs (int): K of the VampPrior.
         posterior (callable or None): for the VampPrior, the guide's ``posterior(u)``
@@ -61,7 +61,7 @@ class VAE(nn.Module):
             the observed x in [0, 1] is scored as the level ``round(x * (levels - 1))``.
 
     The other likelihoods: ``"continuous-bernoulli"`` (a density on [0, 1] for grey levels
-    without binarization) and ``"categorical"`` (see :mod:`pyrolvm.models.likelihoods`).
+    without binarization) and ``"categorical"`` (see :func:`~pyrolvm.models.scored_on`).
 
     Raises:
         ConfigError: unknown likelihood, prior or activation, or a latent_dim < 1.
