@@ -36,7 +36,8 @@ class StandardNormalPrior(Prior):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
-        self.register_buffer("loc", torch.zeros(self.latent_dim))
+        # not persistent: the state dict of the default VAE stays that of earlier versions
+        self.register_buffer("loc", torch.zeros(self.latent_dim), persistent=False)
 
     def distribution(self) -> TorchDistribution:
         """N(0, I), event shape (latent_dim,)."""
@@ -133,8 +134,8 @@ class FlowPrior(Prior):
         self.flows = nn.ModuleList(
             [T.affine_coupling(self.latent_dim, sizes) for _ in range(int(num_flows))]
         )
-        self.register_buffer("loc", torch.zeros(self.latent_dim))
-        self.register_buffer("reverse", torch.arange(self.latent_dim - 1, -1, -1))
+        self.register_buffer("loc", torch.zeros(self.latent_dim), persistent=False)
+        self.register_buffer("reverse", torch.arange(self.latent_dim - 1, -1, -1), persistent=False)
 
     def distribution(self) -> TorchDistribution:
         """The flow's density, a ``TransformedDistribution`` with event shape (latent_dim,)."""

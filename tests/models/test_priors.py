@@ -92,3 +92,13 @@ def test_flow_prior_is_normalized_and_its_draws_have_its_moments():
 def test_flow_prior_needs_two_dimensions():
     with pytest.raises(ConfigError, match="latent_dim >= 2"):
         FlowPrior(1)
+
+
+def test_the_default_vae_state_dict_is_unchanged():
+    """The standard normal prior holds no state: checkpoints of the earlier VAE still load."""
+    assert set(VAE(D, L, (8,)).state_dict()) == {
+        "decoder.0.weight",
+        "decoder.0.bias",
+        "decoder.2.weight",
+        "decoder.2.bias",
+    }
