@@ -18,6 +18,7 @@ def test_tutorial_fast_mode(tmp_path):
         # between a perfect model and a coin per pixel (64 log 2 = 44.4 nats)
         assert 0 < row["test_nll"] < 64 * 0.6932
         assert row["kl"] > 0 and row["scored_on"] == "binarized"
+        assert abs(row["nll_minus_diagonal"]) < 5
     for kls in results["posterior_kl"].values():
         assert all(k > -0.05 for k in kls)  # a KL, up to the 2000-draw Monte Carlo error
     assert "| setting | test NLL (nats) |" in proc.stdout
