@@ -128,7 +128,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
 )
 
-TUTORIALS = ("compare_estimators", "mixture_models")
+TUTORIALS = ("compare_estimators", "mixture_models", "posteriors_and_priors")
 FAST_NOTE = """# %% [markdown]
 # ```{note}
 # This page is the tutorial `tutorials/NAME.py` executed in its fast mode while the

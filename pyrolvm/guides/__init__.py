@@ -6,6 +6,8 @@ from .baselines import BASELINES, Baseline
 from .cvae import CVAEGuide
 from .discrete import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
 from .empty import empty_guide
+from .flows import FLOWS, AmortizedFlow, AmortizedFullCovariance
+from .hierarchical import TwoLayerGuide
 from .mixture import MixtureMAP, MixtureMeanField
 from .mvae import MVAEGuide, product_of_experts
 from .ssvae import SSVAEGuide
@@ -25,4 +27,8 @@ __all__ = [
     "empty_guide",
     "non_reparameterized",
     "product_of_experts",
+    "AmortizedFlow",
+    "AmortizedFullCovariance",
+    "FLOWS",
+    "TwoLayerGuide",
 ]

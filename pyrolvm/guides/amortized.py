@@ -110,6 +110,12 @@ class AmortizedNormal(nn.Module):
         loc, raw = self.encoder(x).split(self.latent_dim, dim=-1)
         return loc, F.softplus(raw) + self.min_scale
 
+    def posterior(self, x: torch.Tensor) -> TorchDistribution:
+        """q(z | x) for x of shape (N, D): ``Normal(loc, scale).to_event(1)``, batch shape
+        (N,), event shape (latent_dim,) (what a VampPrior mixes, at its pseudo-inputs)."""
+        loc, scale = self.encode(x)
+        return dist.Normal(loc, scale).to_event(1)
+
     def forward(
         self,
         x: torch.Tensor,

@@ -1,13 +1,16 @@
 """Generative models p(x, z), one module per family. Each model is a callable ``model(x)``
 that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites)."""
 
-from .autoregressive import MADE, PixelCNN, bits_per_dim
+from .autoregressive import MADE, PixelCNN
 from .causal import HUSZAR_MODELS, conditional_y, interventional_y
 from .cvae import CVAE, CVAE_LIKELIHOODS, BaselineNet, no_latents
+from .hierarchical import TwoLayerVAE
+from .likelihoods import bits_per_dim, scored_on
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
 from .mvae import MVAE
+from .priors import PRIORS, FlowPrior, Prior, StandardNormalPrior, VampPrior
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
 from .vae import LIKELIHOODS, VAE
@@ -37,4 +40,11 @@ __all__ = [
     "conditional_y",
     "interventional_y",
     "no_latents",
+    "FlowPrior",
+    "PRIORS",
+    "Prior",
+    "StandardNormalPrior",
+    "VampPrior",
+    "scored_on",
+    "TwoLayerVAE",
 ]

@@ -21,7 +21,6 @@ Sampling is sequential (one network evaluation per dimension), as it must be.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -395,8 +394,3 @@ class PixelCNN(nn.Module):
             else:
                 x[:, d] = torch.distributions.Categorical(logits=logits).sample().to(x.dtype)
         return x
-
-
-def bits_per_dim(nll: float | torch.Tensor, data_dim: int) -> float | torch.Tensor:
-    """Nats per datapoint to bits per dimension: ``nll / (D ln 2)``."""
-    return nll / (data_dim * math.log(2))

@@ -8,7 +8,7 @@ Autoencoders", section 5 (784-200-200-50, tanh, output bias at the logit of the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import pyro
@@ -21,9 +21,15 @@ from torch import nn
 from ..checks import check_batch
 from ..errors import ConfigError, DataError
 from ..nets import check_latent_dim, mlp, set_output_bias
-
-#: The ``likelihood`` choices of :class:`VAE`.
-LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
+from .likelihoods import (
+    LIKELIHOODS,
+    likelihood_dist,
+    likelihood_mean,
+    likelihood_sample,
+    outputs_per_pixel,
+    to_levels,
+)
+from .priors import PRIORS, Prior, make_prior
 
 
 class VAE(nn.Module):
@@ -52,12 +58,26 @@ class VAE(nn.Module):
             bias starts at its logit (Bernoulli, clamped to [1e-3, 1 - 1e-3]) or at the mean
             itself (Gaussian), as in Burda et al. (2016).
         name (str): prefix of the decoder's parameters in Pyro's param store.
+        prior (str): p(z), one of :data:`~pyrolvm.models.PRIORS`: ``"normal"``
+            (N(0, I)), ``"vamp"`` (:class:`~pyrolvm.models.VampPrior`, needs
+            ``posterior``) or ``"flow"`` (:class:`~pyrolvm.models.FlowPrior`); the
+            prior module is ``self.prior``, registered with the decoder.
+        num_pseudo_inputs (int): K of the VampPrior.
+        posterior (callable or None): for the VampPrior, the guide's ``posterior(u)``
+            (e.g. ``guide.posterior`` of :class:`~pyrolvm.guides.AmortizedNormal`).
+        pseudo_init (torch.Tensor or None): initial pseudo-inputs, shape (K, D).
+        prior_flows (int): steps of the flow prior.
+        levels (int): grey levels of the ``"categorical"`` likelihood (256 for 8-bit images);
+            the observed x in [0, 1] is scored as the level ``round(x * (levels - 1))``.
+
+    The other likelihoods: ``"continuous-bernoulli"`` (a density on [0, 1] for grey levels
+    without binarization) and ``"categorical"`` (see :func:`~pyrolvm.models.scored_on`).
 
     Raises:
-        ConfigError: unknown likelihood or activation, or a latent_dim < 1.
+        ConfigError: unknown likelihood, prior or activation, or a latent_dim < 1.
     """
 
-    prior_loc: torch.Tensor
+    prior: Prior
 
     def __init__(
         self,
@@ -68,6 +88,12 @@ class VAE(nn.Module):
         likelihood: str = "bernoulli",
         data_mean: torch.Tensor | None = None,
         name: str = "decoder",
+        prior: str = "normal",
+        num_pseudo_inputs: int = 500,
+        posterior: Callable[[torch.Tensor], TorchDistribution] | None = None,
+        pseudo_init: torch.Tensor | None = None,
+        prior_flows: int = 2,
+        levels: int = 256,
     ) -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -78,13 +104,26 @@ class VAE(nn.Module):
         self.latent_dim = check_latent_dim(latent_dim)
         self.likelihood = likelihood
         self.name = name
-        self.decoder = mlp(self.latent_dim, hidden, self.data_dim, activation)
-        # p(z)'s location: a buffer, so that it follows the module to its device and dtype
-        # (not saved: the state dict holds parameters only, as before)
-        self.register_buffer("prior_loc", torch.zeros(self.latent_dim), persistent=False)
+        if prior not in PRIORS:
+            raise ConfigError(f"unknown prior {prior!r}: choose one of {', '.join(PRIORS)}")
+        if likelihood == "categorical" and int(levels) < 2:
+            raise ConfigError(f"a categorical likelihood needs >= 2 levels, got {levels}")
+        self.levels = int(levels)
+        self.prior_name = prior
+        self.prior = make_prior(
+            prior,
+            self.latent_dim,
+            self.data_dim,
+            num_pseudo_inputs,
+            posterior,
+            pseudo_init,
+            prior_flows,
+        )
+        width = self.data_dim * outputs_per_pixel(likelihood, self.levels)
+        self.decoder = mlp(self.latent_dim, hidden, width, activation)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.full((self.data_dim,), math.log(0.1)))
-        if data_mean is not None:
+        if data_mean is not None and likelihood in ("bernoulli", "gaussian"):
             mean = torch.as_tensor(data_mean, dtype=torch.get_default_dtype()).cpu()
             if likelihood == "bernoulli":
                 mean = mean.clamp(1e-3, 1 - 1e-3)
@@ -93,10 +132,9 @@ class VAE(nn.Module):
 
     def likelihood_dist(self, z: torch.Tensor) -> TorchDistribution:
         """The distribution p(x | z) for z of shape (..., latent_dim); event shape (D,)."""
-        out = self.decoder(z)
-        if self.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out).to_event(1)
-        return dist.Normal(out, self.log_scale.exp()).to_event(1)
+        return likelihood_dist(
+            self.likelihood, self.decoder(z), getattr(self, "log_scale", None), self.levels
+        )
 
     def forward(
         self,
@@ -116,14 +154,14 @@ class VAE(nn.Module):
                 check_mask(mask, x)
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
-            z = pyro.sample(
-                "z",
-                dist.Normal(self.prior_loc, 1.0).to_event(1),
-            )
+            z = pyro.sample("z", self.prior.distribution())
+            obs = x
+            if x is not None and self.likelihood == "categorical":
+                obs = to_levels(x, self.levels)
             likelihood = self.likelihood_dist(z)
             if mask is not None:
                 likelihood = mask_pixels(likelihood, mask)
-            pyro.sample("x", likelihood, obs=x)
+            pyro.sample("x", likelihood, obs=obs)
         return z
 
     @torch.no_grad()
@@ -134,8 +172,7 @@ class VAE(nn.Module):
         Returns:
             torch.Tensor of shape (num_samples, D).
         """
-        loc = self.prior_loc
-        z = torch.randn(num_samples, self.latent_dim, device=loc.device, dtype=loc.dtype)
+        z = self.prior.distribution().sample((num_samples,))
         return self.decode(z, mean=mean)
 
     @torch.no_grad()
@@ -143,7 +180,9 @@ class VAE(nn.Module):
         """The mean of p(x | z) (Bernoulli probabilities or Gaussian means) or a draw from it,
         for z of shape (..., latent_dim); returns shape (..., D)."""
         d = self.likelihood_dist(z)
-        return d.mean if mean else d.sample()
+        if mean:
+            return likelihood_mean(self.likelihood, d, self.levels)
+        return likelihood_sample(self.likelihood, d, self.levels)
 
 
 def check_mask(mask: object, x: torch.Tensor) -> None:

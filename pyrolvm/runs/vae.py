@@ -23,7 +23,10 @@ from ..guides import (
     RELAXATIONS,
     AmortizedBernoulli,
     AmortizedCategorical,
+    AmortizedFlow,
+    AmortizedFullCovariance,
     AmortizedNormal,
+    TwoLayerGuide,
 )
 from ..inference import (
     ANNEALING,
@@ -39,7 +42,16 @@ from ..inference import (
     train,
 )
 from ..inference.latent import latent_summary
-from ..models import LATENTS, LIKELIHOODS, VAE, SigmoidBeliefNet
+from ..models import (
+    LATENTS,
+    LIKELIHOODS,
+    PRIORS,
+    VAE,
+    SigmoidBeliefNet,
+    TwoLayerVAE,
+    bits_per_dim,
+    scored_on,
+)
 from ..nets import ACTIVATIONS
 from .common import (
     CHECKPOINT,
@@ -58,6 +70,12 @@ from .registry import RunKind, register
 
 Beta = Annotated[float, Range(0, 1, high_open=True)]
 NonNegative = Annotated[float, Range(0)]
+#: The ``--guide`` choices: the diagonal Gaussian, the full-covariance Gaussian, planar flows
+#: and inverse autoregressive flows (:mod:`pyrolvm.guides.flows`).
+GUIDES: tuple[str, ...] = ("normal", "fullcov", "planar", "iaf")
+#: Objectives that evaluate the guide's log density with detached parameters (a planar flow
+#: cannot: it has no inverse).
+PATH_DERIVATIVE_ELBOS: tuple[str, ...] = ("stl", "dreg", "miwae-dreg")
 
 
 @dataclass
@@ -157,6 +175,31 @@ class VAEConfig(RunConfig):
     missing_rate: Annotated[float, Range(0, 1, high_open=True)] | None = None
     """--mask random / square: the share of missing pixels (default 0.5; given without
     --mask, it means --mask random)"""
+    guide: Literal[GUIDES] = "normal"
+    """q(z | x): normal (diagonal Gaussian), fullcov (full-covariance Gaussian), planar
+    (planar flows, Rezende & Mohamed 2015) or iaf (inverse autoregressive flows, Kingma et
+    al. 2016) on top of the amortized Gaussian"""
+    flows: Count | None = None
+    """--guide planar / iaf: number of flow steps (default 4)"""
+    prior: Literal[PRIORS] = "normal"
+    """p(z): normal (N(0, I)), vamp (VampPrior, Tomczak & Welling 2018; with --guide normal or
+    fullcov) or flow (a learned real-NVP flow over N(0, I))"""
+    pseudo_inputs: Count | None = None
+    """--prior vamp: number K of pseudo-inputs, started at K random training images (default
+    500)"""
+    prior_flows: Count | None = None
+    """--prior flow: number of coupling steps (default 2)"""
+    layers: Literal[1, 2] = 1
+    """stochastic layers: 2 is the VAE of Burda et al. 2016, section 5 (latents --latent-dim and
+    --latent-dim2, deterministic layers --hidden and --hidden2), with its two-layer guide"""
+    latent_dim2: Count | None = None
+    """--layers 2: size of the top latent z2 (default: 4 digits, 50 mnist); --latent-dim then
+    defaults to 16 digits, 100 mnist"""
+    hidden2: Sizes | None = None
+    """--layers 2: hidden sizes between z1 and z2 (default: 64,64 digits, 100,100 mnist)"""
+    levels: Count | None = None
+    """--likelihood categorical: grey levels per pixel, the data scored as round(x * (levels -
+    1)) (default: 256 mnist and .npz files, 17 digits)"""
 
     def resolve_defaults(self, values):
         if values["mask"] == "none" and values["missing_rate"] is not None:
@@ -165,6 +208,23 @@ class VAEConfig(RunConfig):
             values["missing_rate"] = 0.5
         if values["binarize"] is None:
             values["binarize"] = "dynamic" if values["likelihood"] == "bernoulli" else "none"
+        mnist = values["dataset"] == "mnist"
+        if values["layers"] == 2:
+            if self.latent_dim is None:
+                values["latent_dim"] = 100 if mnist else 16
+            if values["latent_dim2"] is None:
+                values["latent_dim2"] = 50 if mnist else 4
+            if values["hidden2"] is None:
+                values["hidden2"] = (100, 100) if mnist else (64, 64)
+        if values["likelihood"] == "categorical" and values["levels"] is None:
+            values["levels"] = 17 if values["dataset"] == "digits" else 256
+        for key, default, needs in (
+            ("flows", 4, values["guide"] in ("planar", "iaf")),
+            ("pseudo_inputs", 500, values["prior"] == "vamp"),
+            ("prior_flows", 2, values["prior"] == "flow"),
+        ):
+            if values[key] is None and needs:
+                values[key] = default
 
     def check(self):
         if self.latent == "gaussian" and self.relaxation != "none":
@@ -198,11 +258,73 @@ class VAEConfig(RunConfig):
             raise ConfigError(
                 f"--mask half hides half of each image: drop --missing-rate {self.missing_rate:g}"
             )
+        if self.mask != "none" and (
+            self.guide != "normal" or self.prior == "vamp" or self.layers != 1
+        ):
+            raise ConfigError(
+                "--mask (missing data) reads the mask with the diagonal Gaussian guide of one "
+                "layer: drop --guide, --prior vamp and --layers"
+            )
         if self.mask != "none" and self.amortization_gap:
             raise ConfigError("--amortization-gap is computed on complete data: drop --mask")
         if self.warmup_epochs is not None and self.anneal in (None, "none"):
             raise ConfigError("--warmup-epochs needs --anneal linear or --anneal cyclical")
+        self.check_posterior_and_prior()
         make_elbo(self.elbo, self.num_particles, **self.elbo_options(given))
+
+    def check_posterior_and_prior(self):
+        """The rules joining --guide, --prior, --layers, --likelihood and their options."""
+        for key, needs, what in (
+            ("flows", self.guide in ("planar", "iaf"), "--guide planar or iaf"),
+            ("pseudo_inputs", self.prior == "vamp", "--prior vamp"),
+            ("prior_flows", self.prior == "flow", "--prior flow"),
+            ("latent_dim2", self.layers == 2, "--layers 2"),
+            ("hidden2", self.layers == 2, "--layers 2"),
+            ("levels", self.likelihood == "categorical", "--likelihood categorical"),
+        ):
+            if getattr(self, key) is not None and not needs:
+                raise ConfigError(f"--{key.replace('_', '-')} is for {what}")
+        richer = self.guide != "normal" or self.prior != "normal" or self.layers != 1
+        if richer and self.latent != "gaussian":
+            raise ConfigError(
+                "--guide, --prior and --layers are for Gaussian latents: drop --latent"
+            )
+        if richer and not self.reparameterized:
+            raise ConfigError(
+                "--no-reparam is for the diagonal Gaussian guide of one layer: drop it"
+            )
+        if self.likelihood in ("continuous-bernoulli", "categorical") and self.binarize not in (
+            None,
+            "none",
+        ):
+            raise ConfigError(
+                f"--likelihood {self.likelihood} scores grey levels: drop --binarize (it is for "
+                "the Bernoulli likelihood)"
+            )
+        if self.layers == 2 and self.guide != "normal":
+            raise ConfigError("--layers 2 comes with its own two-layer guide: drop --guide")
+        if self.prior == "vamp" and self.guide not in ("normal", "fullcov"):
+            raise ConfigError(
+                "--prior vamp mixes the guide's Gaussian posteriors at the pseudo-inputs: use "
+                "--guide normal or fullcov"
+            )
+        if self.prior == "vamp" and self.layers == 2:
+            raise ConfigError("--prior vamp is for one stochastic layer: drop --layers 2")
+        if self.guide == "planar" and self.elbo in PATH_DERIVATIVE_ELBOS:
+            raise ConfigError(
+                f"--elbo {self.elbo} evaluates the guide's density at its draws with "
+                "the parameters detached, which needs the flow's inverse; a planar flow has "
+                "none: use --guide iaf, or --elbo trace / iwae"
+            )
+        if self.amortization_gap and (self.guide != "normal" or self.layers != 1):
+            raise ConfigError(
+                "--amortization-gap refines a diagonal Gaussian per datapoint: it needs "
+                "--guide normal and --layers 1"
+            )
+        if self.latent_dim is not None and self.prior == "flow" and self.latent_dim < 2:
+            raise ConfigError("--prior flow needs --latent-dim >= 2")
+        if self.latent_dim2 is not None and self.prior == "flow" and self.latent_dim2 < 2:
+            raise ConfigError("--prior flow needs --latent-dim2 >= 2")
 
     def elbo_options(self, names=None):
         """The objective's options among this config's fields (``make_elbo`` keywords)."""
@@ -224,22 +346,63 @@ class VAEConfig(RunConfig):
 DATASET_DEFAULTS = VAEConfig.DATASET_DEFAULTS
 
 
-def build(cfg, data_dim, data_mean=None):
+def build(cfg, data_dim, data_mean=None, pseudo_init=None):
     """The model and guide of a resolved config, with mirrored hidden layers:
-    :class:`~pyrolvm.models.VAE` and :class:`~pyrolvm.guides.AmortizedNormal` (``latent``
-    ``"gaussian"``), or :class:`~pyrolvm.models.SigmoidBeliefNet` with
-    :class:`~pyrolvm.guides.AmortizedBernoulli` / :class:`~pyrolvm.guides.AmortizedCategorical`."""
+    :class:`~pyrolvm.models.VAE` (with ``cfg.prior`` and ``cfg.likelihood``) and the guide of
+    ``cfg.guide`` (:class:`~pyrolvm.guides.AmortizedNormal`,
+    :class:`~pyrolvm.guides.AmortizedFullCovariance`, :class:`~pyrolvm.guides.AmortizedFlow`)
+    for ``latent`` ``"gaussian"``; :class:`~pyrolvm.models.TwoLayerVAE` with
+    :class:`~pyrolvm.guides.TwoLayerGuide` for ``layers`` 2; or
+    :class:`~pyrolvm.models.SigmoidBeliefNet` with :class:`~pyrolvm.guides.AmortizedBernoulli`
+    / :class:`~pyrolvm.guides.AmortizedCategorical`. ``pseudo_init``: the VampPrior's initial
+    pseudo-inputs, shape (K, D) (a reloaded run takes them from its checkpoint)."""
+    if cfg.latent == "gaussian" and cfg.layers == 2:
+        dims, hidden = (cfg.latent_dim, cfg.latent_dim2), (cfg.hidden, cfg.hidden2)
+        model = TwoLayerVAE(
+            data_dim,
+            dims,
+            hidden,
+            cfg.activation,
+            cfg.likelihood,
+            data_mean,
+            prior=cfg.prior,
+            prior_flows=cfg.prior_flows or 2,
+            levels=cfg.levels or 256,
+        )
+        return model, TwoLayerGuide(data_dim, dims, hidden, cfg.activation)
     if cfg.latent == "gaussian":
-        model = VAE(data_dim, cfg.latent_dim, cfg.hidden, cfg.activation, cfg.likelihood, data_mean)
-        guide = AmortizedNormal(
+        guide = None
+
+        def posterior(u):  # the VampPrior's components: the guide's posterior (built below)
+            assert guide is not None
+            return guide.posterior(u)
+
+        model = VAE(
             data_dim,
             cfg.latent_dim,
             cfg.hidden,
             cfg.activation,
-            reparameterized=cfg.reparameterized,
-            baseline=cfg.baseline,
-            mask_input=cfg.mask != "none",
+            cfg.likelihood,
+            data_mean,
+            prior=cfg.prior,
+            num_pseudo_inputs=cfg.pseudo_inputs or 500,
+            posterior=posterior,
+            pseudo_init=pseudo_init,
+            prior_flows=cfg.prior_flows or 2,
+            levels=cfg.levels or 256,
         )
+        shape = (data_dim, cfg.latent_dim, cfg.hidden, cfg.activation)
+        if cfg.guide == "fullcov":
+            guide = AmortizedFullCovariance(*shape)
+        elif cfg.guide in ("planar", "iaf"):
+            guide = AmortizedFlow(*shape[:2], cfg.guide, cfg.flows or 4, *shape[2:])
+        else:
+            guide = AmortizedNormal(
+                *shape,
+                reparameterized=cfg.reparameterized,
+                baseline=cfg.baseline,
+                mask_input=cfg.mask != "none",
+            )
         return model, guide
     relaxed_prior = cfg.temperature if cfg.relaxation == "concrete" else None
     model = SigmoidBeliefNet(
@@ -300,6 +463,7 @@ def evaluate(model, guide, test, cfg):
             num_samples=cfg.eval_samples,
             batch_size=cfg.eval_batch_size,
             progress=cfg.progress,
+            chunk_size=_chunk_size(cfg),
         )
     nll, nll_se = mean_and_stderr(-result.log_likelihood)
     elbo, _ = mean_and_stderr(result.elbo)
@@ -309,7 +473,34 @@ def evaluate(model, guide, test, cfg):
         "test_nll_stderr": nll_se,
         "test_ess": result.ess.mean().item(),
         "eval_samples": cfg.eval_samples,
+        **scoring(cfg, test.shape[-1], nll, nll_se),
     }
+
+
+def _chunk_size(cfg):
+    """Particles per model call of the evaluator: fewer for the categorical likelihood,
+    whose model call holds ``levels`` logits per pixel (default: the evaluator's own)."""
+    if cfg.likelihood != "categorical":
+        return None
+    return max(1, 10000 // (cfg.eval_batch_size * max(1, (cfg.levels or 256) // 8)))
+
+
+def scoring(cfg, data_dim, nll, nll_se):
+    """What the test log-likelihood scores and in which units, for metrics.json:
+    ``scored_on`` (:func:`pyrolvm.models.scored_on`: ``"binarized"``, ``"8-bit"``, ``"grey,
+    [0, 1] density"``, ...; figures of different kinds are never compared), ``guide``,
+    ``prior``, ``layers``, and for discrete data (Bernoulli, categorical)
+    ``test_bits_per_dim`` and its ``_stderr`` (``nll / (D ln 2)``)."""
+    out = {
+        "scored_on": scored_on(cfg.likelihood, cfg.binarize, cfg.levels or 256),
+        "guide": cfg.guide if cfg.layers == 1 else "two-layer",
+        "prior": cfg.prior,
+        "layers": cfg.layers,
+    }
+    if cfg.likelihood in ("bernoulli", "categorical"):
+        out["test_bits_per_dim"] = bits_per_dim(nll, data_dim)
+        out["test_bits_per_dim_stderr"] = bits_per_dim(nll_se, data_dim)
+    return out
 
 
 def latent_diagnostics(model, guide, test, cfg, final):
@@ -317,8 +508,11 @@ def latent_diagnostics(model, guide, test, cfg, final):
     (:func:`pyrolvm.inference.latent.latent_summary`) of a Gaussian-latent VAE on the test
     set, with ``distortion = -test_elbo - rate`` (nats per datapoint; Alemi et al. 2018); the
     MI's draws come from a generator seeded by ``cfg.seed`` (the global RNG is untouched).
-    An empty dict for discrete latents."""
+    An empty dict for discrete latents, and where the rate is not the KL of a diagonal
+    Gaussian to N(0, I) (other guides, priors or layers)."""
     if not isinstance(model, VAE):
+        return {}
+    if not isinstance(guide, AmortizedNormal) or model.prior_name != "normal":
         return {}
     with torch.no_grad():
         batches = zip(*(t.split(1000) for t in as_tuple(test)), strict=True)
@@ -410,7 +604,43 @@ def _load_data(cfg, data):
             "a Bernoulli likelihood with binarization needs pixel intensities in [0, 1]: "
             "rescale the data (e.g. x / 255) or use --likelihood gaussian"
         )
+    _check_grey_levels(cfg, data)
     return data
+
+
+def _check_grey_levels(cfg, data):
+    """Data the continuous Bernoulli (values in [0, 1]) and the categorical (values on the
+    grid of ``levels`` grey levels) can score."""
+    if cfg.likelihood not in ("continuous-bernoulli", "categorical"):
+        return
+    for x, which in ((data.train, "training"), (data.test, "test")):
+        if not ((x >= 0) & (x <= 1)).all():
+            raise ConfigError(
+                f"--likelihood {cfg.likelihood} scores intensities in [0, 1], but the {which} "
+                "data leaves it: rescale it (e.g. x / 255)"
+            )
+        if cfg.likelihood == "categorical":
+            scaled = x * (cfg.levels - 1)
+            if ((scaled - scaled.round()).abs() > 1e-3).any():
+                raise ConfigError(
+                    f"--likelihood categorical with --levels {cfg.levels} scores the grey "
+                    f"levels k / {cfg.levels - 1}, but the {which} data holds other values: "
+                    "give the data's number of levels (256 for 8-bit images, 17 for digits)"
+                )
+
+
+def _pseudo_init(cfg, data):
+    """K training images drawn without replacement by a generator seeded by ``cfg.seed`` (the
+    global RNG is untouched), the VampPrior's initial pseudo-inputs; ``None`` otherwise."""
+    if cfg.prior != "vamp":
+        return None
+    k = cfg.pseudo_inputs
+    if k > data.train.shape[0]:
+        raise ConfigError(
+            f"--pseudo-inputs {k} exceeds the {data.train.shape[0]} training images: lower it"
+        )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return data.train[torch.randperm(data.train.shape[0], generator=gen)[:k]]
 
 
 def train_vae(config=None, data=None, **overrides):
@@ -449,7 +679,7 @@ def train_vae(config=None, data=None, **overrides):
     with run_folder(cfg.out, "vae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
-        model, guide = build(cfg, data.data_dim, data.train.mean(0))
+        model, guide = build(cfg, data.data_dim, data.train.mean(0), _pseudo_init(cfg, data))
         model.to(device)
         guide.to(device)
         masks = run_masks(cfg, data)
@@ -555,7 +785,7 @@ def evaluate_vae(
     device = resolve_device(cfg.device)
     data = on_device(_load_data(cfg, None), device)
     pyro.clear_param_store()
-    model, guide = build(cfg, data_dim)
+    model, guide = build(cfg, data_dim, pseudo_init=state["model"].get("prior.pseudo_inputs"))
     model.to(device)
     guide.to(device)
     model.load_state_dict(state["model"])
@@ -581,6 +811,7 @@ def summary(metrics, cfg, folder):
             f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats",
         ),
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {metrics['eval_samples']}"),
+        *_scoring_rows(metrics),
         *_latent_rows(metrics),
         *_gap_rows(metrics),
         *missing_rows(metrics),
@@ -638,7 +869,30 @@ def _latent_label(cfg):
         parts.append("not reparameterized")
     if cfg.baseline != "none":
         parts.append(f"baseline={cfg.baseline}")
+    if cfg.guide != "normal":
+        steps = f" ({cfg.flows} steps)" if cfg.guide in ("planar", "iaf") else ""
+        parts.append(f"guide={cfg.guide}{steps}")
+    if cfg.prior != "normal":
+        what = f" (K={cfg.pseudo_inputs})" if cfg.prior == "vamp" else f" ({cfg.prior_flows} steps)"
+        parts.append(f"prior={cfg.prior}{what}")
+    if cfg.layers == 2:
+        parts.append(f"2 stochastic layers ({cfg.latent_dim}, {cfg.latent_dim2})")
     return "".join(", " + p for p in parts)
+
+
+def _scoring_rows(metrics):
+    """The rows saying what the log-likelihood scores, and bits per dimension if discrete."""
+    rows = []
+    if "test_bits_per_dim" in metrics:
+        rows.append(
+            (
+                "test NLL in bits per dim",
+                f"{metrics['test_bits_per_dim']:.4f} ± {metrics['test_bits_per_dim_stderr']:.4f}",
+            )
+        )
+    if "scored_on" in metrics:
+        rows.append(("data scored", metrics["scored_on"]))
+    return rows
 
 
 def evaluation_rows(metrics):
@@ -648,6 +902,7 @@ def evaluation_rows(metrics):
         ("test ELBO", f"{metrics['test_elbo']:.2f} nats"),
         (f"test NLL (K={k})", f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {k}"),
+        *_scoring_rows(metrics),
         *_gap_rows(metrics),
         *missing_rows(metrics),
     ]

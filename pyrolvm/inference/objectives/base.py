@@ -12,6 +12,7 @@ from pyro.distributions.util import detach
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
+from torch.distributions import TransformedDistribution
 
 from ...errors import ConfigError
 from ..importance import latent_sites, log_weights
@@ -47,15 +48,59 @@ class ImportanceWeights(NamedTuple):
     guide_trace: Trace
 
 
+def _transforms(fn):
+    """The transforms of a (possibly wrapped: ``Independent``, ``ExpandedDistribution``, ...)
+    ``TransformedDistribution``, each part of a ``ComposeTransform`` listed; ``[]`` for any
+    other distribution."""
+    while not isinstance(fn, TransformedDistribution) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    out, todo = [], list(getattr(fn, "transforms", []))
+    while todo:
+        t = todo.pop(0)
+        todo[:0] = getattr(t, "parts", [])
+        out.append(t)
+    return out
+
+
+def detached_log_prob(site):
+    """``log q(z)`` of a guide's sample site at its value z, with the distribution's parameters
+    detached and z attached (Roeder et al. 2017, eq. 8): a detached copy of ``site["fn"]``.
+
+    For a flow (a ``TransformedDistribution``) the copy's transforms forget the values cached
+    while sampling (which hold the attached base draw), so that the copy inverts them at z with
+    the detached parameters: exact for any invertible transform, at the cost of the inverse
+    (one network pass per latent dimension for an autoregressive flow such as IAF).
+
+    Raises:
+        ConfigError: a transform without an inverse (Pyro's planar and radial flows), whose
+            density at a given z cannot be evaluated: such a guide cannot be used with STL or
+            DReG.
+    """
+    fn = detach(site["fn"])
+    for t in _transforms(fn):
+        if getattr(t, "_cached_x_y", None) is not None:  # torch's cache of size 1
+            t._cached_x_y = None, None
+    try:
+        return fn.log_prob(site["value"])
+    except (KeyError, NotImplementedError) as exc:
+        raise ConfigError(
+            f"the guide's site {site['name']!r} ({type(site['fn']).__name__}) cannot evaluate "
+            "its density at a given point with its parameters detached, which STL and DReG "
+            f"need (a transform has no inverse: {exc}): use an invertible flow (e.g. IAF) "
+            "or another objective (trace, iwae)"
+        ) from None
+
+
 def _stop_guide_params(guide_trace):
     """A copy of ``guide_trace`` whose latent sites' log-densities are evaluated with the
     distribution's parameters detached but the sampled value attached, so that only the path
-    derivative through z reaches the guide's parameters (Roeder et al. 2017, eq. 8)."""
+    derivative through z reaches the guide's parameters (Roeder et al. 2017, eq. 8); see
+    :func:`detached_log_prob`."""
     trace = Trace()
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"]:
             site = dict(site)
-            site["unscaled_log_prob"] = detach(site["fn"]).log_prob(site["value"])
+            site["unscaled_log_prob"] = detached_log_prob(site)
         trace.add_node(name, **site)
     return trace
 
