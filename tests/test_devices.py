@@ -197,6 +197,36 @@ def test_missing_data_training_evaluation_and_imputation():
     )
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(guide="fullcov"),
+        dict(guide="planar", flows=2),
+        dict(guide="iaf", flows=2, elbo="dreg", num_particles=3),
+        dict(prior="vamp", pseudo_inputs=4),
+        dict(prior="flow", prior_flows=2),
+        dict(layers=2, latent_dim2=2, hidden2=(8,)),
+        dict(likelihood="continuous-bernoulli", binarize="none"),
+        dict(likelihood="categorical", levels=5, binarize="none"),
+    ],
+    ids=["fullcov", "planar", "iaf-dreg", "vamp", "flow-prior", "two-layers", "cb", "categorical"],
+)
+def test_richer_guides_priors_and_likelihoods(options):
+    from pyrolvm.runs import VAEConfig
+    from pyrolvm.runs.vae import build
+
+    cfg = VAEConfig(dataset="digits", latent_dim=2, hidden=(8,), **options).resolved()
+    x = binary_data(16, D) if cfg.likelihood == "bernoulli" else torch.rand(16, D)
+    pseudo = x[:4] if cfg.prior == "vamp" else None
+    model, guide = build(cfg, D, x.mean(0), pseudo)
+    elbo = make_elbo(cfg.elbo, cfg.num_particles)
+    with stray_tensors_on_meta():
+        train(model, guide, x, elbo, epochs=1, batch_size=8, progress=False)
+        result = importance_sample(model, guide, x, num_samples=4, batch_size=8)
+        samples = model.sample(3)
+    assert_on_cpu(result.log_likelihood, samples)
+
+
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
