@@ -473,7 +473,7 @@ def evaluate(model, guide, test, cfg):
         "test_nll_stderr": nll_se,
         "test_ess": result.ess.mean().item(),
         "eval_samples": cfg.eval_samples,
-        **scoring(cfg, test.shape[-1], nll, nll_se),
+        **scoring(cfg, as_tuple(test)[0].shape[-1], nll, nll_se),
     }
 
 
