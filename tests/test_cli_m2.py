@@ -19,7 +19,9 @@ def test_train_m2_writes_the_run_folder_and_evaluate_reproduces(tmp_path, capsys
     assert main([*RUN, "--out", out]) == 0
     printed = capsys.readouterr()
     assert "test accuracy" in printed.out and "step/s" not in printed.err
-    assert {"config.json", "metrics.json", "checkpoint.pt"} <= set(os.listdir(out))
+    assert {"config.json", "metrics.json", "checkpoint.pt", "samples_per_class.png"} <= set(
+        os.listdir(out)
+    )
     metrics = read_json(os.path.join(out, "metrics.json"))
     config = read_json(os.path.join(out, "config.json"))
     assert config["labels"] == 50

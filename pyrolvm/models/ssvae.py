@@ -71,3 +71,19 @@ class SSVAE(nn.Module):
             y = pyro.sample("y", dist.OneHotCategorical(logits=x.new_zeros(c)), obs=y)
             logits = self.decoder(concat_broadcast(z, y))
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    @torch.no_grad()
+    def sample_per_class(self, num_per_class: int) -> torch.Tensor:
+        """Class-conditional samples: for each class y, ``num_per_class`` draws z ~ N(0, I)
+        decoded to the mean of p(x | y, z) (Kingma et al. 2014, figure 1: the label fixes the
+        digit, z its style; the same z across classes).
+
+        Returns:
+            torch.Tensor of shape (C * num_per_class, D), pixel probabilities, grouped by class.
+        """
+        weight = next(self.decoder.parameters())
+        n, c = int(num_per_class), self.num_classes
+        z = torch.randn(n, self.latent_dim, device=weight.device, dtype=weight.dtype)
+        y = torch.eye(c, device=weight.device, dtype=weight.dtype)
+        zz, yy = z.repeat(c, 1), y.repeat_interleave(n, 0)
+        return torch.sigmoid(self.decoder(torch.cat([zz, yy], -1)))

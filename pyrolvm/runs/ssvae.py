@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar
 import pyro
 import tyro
 
+from .. import plots
 from ..devices import resolve_device
 from ..errors import Interrupted, TrainingDiverged
 from ..fitting import accuracy, fit_m2, split_labels
@@ -153,7 +154,16 @@ def train_m2(config=None, **overrides):
             "epochs": len(history["train_elbo"]),
             "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
             "curves": history,
+            "figures": ["samples_per_class.png"],
         }
+        # after the metrics are computed: the figure's draws touch no reported number
+        plots.image_grid(
+            os.path.join(folder, "samples_per_class.png"),
+            model.sample_per_class(10),
+            data.image_shape,
+            "p(x | y, z): one row per class y, one column per z ~ N(0, I)",
+            ncols=10,
+        )
         write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
