@@ -87,15 +87,10 @@ def report(name: str, title: str, rows: list[dict], device: torch.device, path: 
 # --- hand-written references: the VAE of pyrolvm.models.VAE / guides.AmortizedNormal --------
 
 
-def encode(guide, x):
-    """The guide's encoder: (loc, scale) of q(z | x)."""
-    return guide.encode(x)
-
-
 def log_weights(model, guide, x, k, detach_guide=False):
     """(K, B) log-weights log p(x, z) - log q(z | x) of the Gaussian-latent Bernoulli VAE, and
     the draws z (K, B, L), in plain PyTorch."""
-    loc, scale = encode(guide, x)
+    loc, scale = guide.encode(x)
     eps = torch.randn((k,) + loc.shape, device=x.device, dtype=x.dtype)
     z = loc + scale * eps
     if detach_guide:  # log q with the parameters detached (STL, DReG)
@@ -126,7 +121,7 @@ def handwritten_step(kind: str, model, guide, opt, k: int = 1) -> Callable[[torc
             loss = -bound.sum()
             loss.backward()
         elif kind == "meanfield":  # analytic KL(q || N(0, I))
-            loc, scale = encode(guide, x)
+            loc, scale = guide.encode(x)
             z = loc + scale * torch.randn_like(loc)
             logits = model.decoder(z)
             log_px = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
@@ -134,7 +129,7 @@ def handwritten_step(kind: str, model, guide, opt, k: int = 1) -> Callable[[torc
             loss = -(log_px - kl).sum()
             loss.backward()
         elif kind == "score":  # REINFORCE without baseline (TraceGraph_ELBO's surrogate)
-            loc, scale = encode(guide, x)
+            loc, scale = guide.encode(x)
             z = (loc + scale * torch.randn_like(loc)).detach()
             log_q = (
                 -0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)

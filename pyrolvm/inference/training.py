@@ -237,6 +237,7 @@ def train(
     resume_epoch = position["epoch"]
 
     def state():
+        read_losses()  # the running sums include every step taken (a signal may come late)
         return {
             **position,
             "steps_per_epoch": steps_per_epoch,
