@@ -129,7 +129,7 @@ def fit_m2(
     lab_batch = min(batch_size, len(lab))
     lab_on_device = lab.to(train_x.device)
 
-    def labelled_batch():
+    def labelled_batch(epoch, step):
         pick = torch.randperm(len(lab), device="cpu")[:lab_batch]  # the CPU RNG on every device
         li = lab_on_device[pick.to(lab_on_device.device)]
         return tf(train_x[li]), onehot[li]

@@ -98,7 +98,7 @@ def train(
     history: dict[str, list] | None = None,
     check_every_step: bool = False,
     extra_objectives: Sequence[tuple[Callable, Callable, ELBO]] = (),
-    extra_batch: Callable[[], tuple[torch.Tensor, ...]] | None = None,
+    extra_batch: Callable[[int, int], tuple[torch.Tensor, ...] | None] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume_from: dict[str, Any] | None = None,
     handle_signals: bool = True,
@@ -115,8 +115,10 @@ def train(
     Models that need several objectives per step (M2: the unlabelled and labelled bounds and
     a classification loss) give the further ones as ``extra_objectives``: each
     ``(model, guide, loss)`` takes one SVI step with the same optimizer after the main one,
-    called with ``extra_batch()`` (drawn once per step, e.g. a labelled minibatch) or, without
-    it, with the main batch.
+    called with ``extra_batch(epoch, step)`` (drawn once per step, e.g. a labelled minibatch;
+    ``None`` skips the extra objectives in that step, so they can run on a schedule of their
+    own, as Pyro's ss-vae example interleaves its labelled minibatches) or, without it, with
+    the main batch.
 
     **Checkpoints and resume.** ``checkpoint(state)`` is called at the end of every epoch
     (after the callbacks) and when the run is interrupted; ``state`` is a dict of tensors and
@@ -157,8 +159,10 @@ def train(
             step time of small models. Has no effect when Pyro's validation is disabled.
         extra_objectives (sequence of tuple): further objectives, ``(model, guide, elbo)``
             stepped after the main one in every step.
-        extra_batch (callable or None): returns the tuple of tensors the extra objectives are
-            called with, once per step (after the main batch is drawn).
+        extra_batch (callable or None): ``extra_batch(epoch, step)`` (1-based epoch, 0-based
+            step within it) returns the tuple of tensors the extra objectives are called with,
+            or ``None`` to skip them in that step; called once per step, after the main batch
+            is drawn.
         checkpoint (callable or None): ``checkpoint(state)``, see above.
         resume_from (dict or None): a ``state`` passed to ``checkpoint`` by an earlier call.
         handle_signals (bool): turn SIGINT/SIGTERM into a checkpoint and
@@ -215,7 +219,11 @@ def train(
         first = tensors[0][:batch_size]
         first = transform(first) if transform is not None else first
         batch0 = (first,) + tuple(t[:batch_size] for t in tensors[1:])
-        more0 = extra_batch() if extra_batch is not None else batch0
+        more0 = batch0
+        if extra_batch is not None:  # a step of the resumed epoch that has extra batches
+            at = resume_from.get("epoch") or 1
+            found = (extra_batch(at, s) for s in range(steps_per_epoch))
+            more0 = next((b for b in found if b is not None), batch0)
         _warm_up(objectives, [batch0] + [more0] * len(extra_objectives))
         if resume_from.get("steps_per_epoch") != steps_per_epoch:
             raise ConfigError(
@@ -310,11 +318,11 @@ def train(
                     batch = tuple(d[idx] for d in tensors)
                     if transform is not None:
                         batch = (transform(batch[0]),) + batch[1:]
-                    more = extra_batch() if extra_batch is not None else batch
+                    more = extra_batch(epoch, step) if extra_batch is not None else batch
                     with pyro.validation_enabled(validate and (check_every_step or first_step)):
                         main = svi_step(model, guide, loss, optim, *batch)
                         value = main
-                        for m, g, lo in extra_objectives:
+                        for m, g, lo in extra_objectives if more is not None else ():
                             value = value + svi_step(m, g, lo, optim, *more)
                     first_step = False
                     pending.append((epoch, step, main, value, len(idx)))
