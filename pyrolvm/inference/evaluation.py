@@ -122,7 +122,7 @@ def importance_sample(
     chunks = {}
     out_ll, out_elbo, out_ess = [], [], []
     batches = range(0, n, batch_size)
-    for i in tqdm(batches, desc="log-likelihood", disable=not progress, leave=False):
+    for i in tqdm(batches, desc="log-likelihood", disable=None if progress else True, leave=False):
         batch = rows(data, slice(i, i + batch_size)) + tuple(args)
         lse_w: torch.Tensor | None = None
         lse_w2: torch.Tensor | None = None

@@ -150,7 +150,7 @@ def train(
         callback (callable, list of callables, or None): ``callback(epoch, history)`` after
             each epoch (1-based); may return a dict of further per-epoch metrics, appended to
             ``history`` before the next callback runs.
-        progress (bool): show a progress bar with the running ELBO.
+        progress (bool): show a progress bar with the running ELBO (on a terminal only).
         history (dict or None): curves to continue (e.g. from a checkpoint); epochs are
             numbered after them.
         check_every_step (bool): run Pyro's validation (site shapes, model/guide match,
@@ -286,7 +286,7 @@ def train(
     bar = tqdm(
         total=epochs * steps_per_epoch,
         initial=done,
-        disable=not progress,
+        disable=None if progress else True,  # tqdm: None = quiet when not a terminal
         unit="step",
         dynamic_ncols=True,
     )

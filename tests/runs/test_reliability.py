@@ -101,10 +101,13 @@ def test_resume_after_sigkill_starts_from_the_last_epoch(tmp_path, uninterrupted
     assert without_times(resumed) == without_times(full)
 
 
-def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", ["every-step", "interleaved"])
+def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, schedule):
+    # stopped mid-epoch and resumed: the interleaved schedule's labelled order of an epoch
+    # is a function of the seed and the epoch, so it needs no state of its own
     from pyrolvm.runs import common
 
-    kw = dict(labels=50, epochs=2, hidden=(16,), progress=False)
+    kw = dict(labels=50, epochs=2, hidden=(16,), progress=False, labelled_schedule=schedule)
     full = train_m2(out=str(tmp_path / "full"), **kw)
     monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(20))
     with pytest.raises(Interrupted):
