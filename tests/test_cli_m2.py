@@ -130,9 +130,10 @@ def test_m2_validation_split_selects_the_test_accuracy_at_the_best_epoch(tmp_pat
     )
     curves = metrics["curves"]
     assert len(curves["validation_accuracy"]) == 2
-    assert metrics["test_accuracy_at_best_validation"] == curves["test_accuracy"][
-        metrics["best_validation_epoch"] - 1
-    ]
+    assert (
+        metrics["test_accuracy_at_best_validation"]
+        == curves["test_accuracy"][metrics["best_validation_epoch"] - 1]
+    )
 
 
 def test_bad_m2_schedule_and_validation(tmp_path, capsys):
