@@ -11,38 +11,15 @@ import textwrap
 
 import pytest
 import torch
-from helpers import cli_error
+from helpers import KillAt, cli_error
 
 from pyrolvm.cli import main
-from pyrolvm.data import load
 from pyrolvm.errors import ConfigError, Interrupted
 from pyrolvm.runs import evaluate_run, train_gmm, train_m2, train_vae
 from pyrolvm.runs.common import read_json
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VAE = dict(epochs=3, hidden=(16,), eval_samples=20, progress=False)  # 15 steps per epoch
-
-
-class KillAt:
-    """A dynamically binarized digits dataset whose k-th training minibatch sends ``sig`` to
-    this process (a real signal, delivered while the step runs)."""
-
-    def __init__(self, step, sig=signal.SIGINT):
-        self.data = load("digits", binarize="dynamic", seed=0)
-        self.step, self.sig, self.calls = step, sig, 0
-
-    def __getattr__(self, name):
-        return getattr(self.data, name)
-
-    @property
-    def train_transform(self):
-        def transform(x):
-            self.calls += 1
-            if self.calls == self.step:
-                os.kill(os.getpid(), self.sig)
-            return torch.bernoulli(x)
-
-        return transform
 
 
 def without_times(metrics):
