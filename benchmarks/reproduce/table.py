@@ -85,7 +85,8 @@ def markdown(results=RESULTS) -> str:
                 f"| {i} | {r['source']} | {r['metric']} | {_fmt(r['published'])} | {ours} "
                 f"| {_budget(r)} | {r['device']} | {_time(r['train_seconds'])} |"
             )
-        commands.append(f"{i}. `{cmd}`")
+        note = f" ({r['note']})" if r is not None and r.get("note") else ""
+        commands.append(f"{i}. `{cmd}`{note}")
         key = (entry.protocol, entry.differs or "nothing")
         protocols.setdefault(key, []).append(str(i))
     lines = [*rows, "", "The commands (each resumable: rerun it after a stop):", "", *commands, ""]
