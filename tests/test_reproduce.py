@@ -128,3 +128,16 @@ def test_partial_results_and_the_generated_table(tmp_path, monkeypatch):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "STALE-TABLE" not in text
     assert "pyrolvm train vae --data-root DIR --dataset mnist" in text
+
+
+def test_an_override_is_in_the_folder_and_the_command():
+    # a run with fewer importance samples than the paper's is another folder (never read back
+    # as the paper's protocol) and says so in its command
+    from benchmarks.reproduce.runner import command, config
+
+    entry = ENTRIES["vampprior"]
+    cfg = config(entry, 0.005, data_root="DIR", overrides={"eval_samples": 500})
+    assert cfg.eval_samples == 500 and cfg.epochs == 10
+    assert cfg.out.endswith("vampprior-budget0.005-eval-samples500")
+    assert "--eval-samples 500 --epochs 10" in command(entry, cfg, {"eval_samples": 500})
+    assert config(entry, 1.0).out.endswith(os.path.join("runs", "vampprior"))

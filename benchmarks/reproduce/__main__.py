@@ -28,6 +28,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="importance samples K of the test NLL instead of the paper's (said in the result)",
+    )
+    parser.add_argument(
         "--partial",
         action="store_true",
         help="record the progress of unfinished runs from their checkpoints; train nothing",
@@ -44,6 +50,8 @@ def main(argv=None):
         parser.error("--budget is a fraction of the paper's epochs, in (0, 1]")
     from pyrolvm.errors import PyroLVMError
 
+    overrides = {} if args.eval_samples is None else {"eval_samples": args.eval_samples}
+
     for name in args.names:
         if args.partial:
             r = partial_result(
@@ -53,6 +61,7 @@ def main(argv=None):
                 data_root=args.data_root,
                 device=args.device,
                 seed=args.seed,
+                overrides=overrides,
             )
             if r is None:
                 print(f"{name}: no unfinished run with per-epoch figures to record")
@@ -72,6 +81,7 @@ def main(argv=None):
                 device=args.device,
                 seed=args.seed,
                 progress=args.progress,
+                overrides=overrides,
             )
         except PyroLVMError as exc:
             print(f"error: {name}: {exc}", file=sys.stderr)

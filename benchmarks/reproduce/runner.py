@@ -37,8 +37,10 @@ def epochs_at(entry: Entry, budget: float) -> dict:
     }
 
 
-def folder_name(entry, budget):
-    return entry.name if budget == 1 else f"{entry.name}-budget{budget:g}"
+def folder_name(entry, budget, overrides=None):
+    """``NAME``, ``NAME-budgetF`` below the full budget, then ``-FIELDVALUE`` per override."""
+    name = entry.name if budget == 1 else f"{entry.name}-budget{budget:g}"
+    return name + "".join(f"-{k.replace('_', '-')}{v}" for k, v in (overrides or {}).items())
 
 
 def config(
@@ -52,6 +54,7 @@ def config(
     root=RUNS_ROOT,
     progress=True,
     smoke=False,
+    overrides=None,
 ):
     """The run config of ``entry`` at ``budget`` (fraction of the paper's epochs)."""
     from pyrolvm.runs import RUNS
@@ -61,13 +64,14 @@ def config(
     fields.update(epochs_at(entry, budget))
     if smoke:
         fields.update(entry.smoke)
+    fields.update(overrides or {})
     return kind.config(
         dataset=dataset,
         data_root=data_root,
         device=device,
         seed=seed,
         progress=progress,
-        out=os.path.join(root, folder_name(entry, budget)),
+        out=os.path.join(root, folder_name(entry, budget, overrides)),
         **fields,
     )
 
@@ -78,12 +82,14 @@ def _value(v):
     return str(v)
 
 
-def command(entry, cfg) -> str:
+def command(entry, cfg, overrides=None) -> str:
     """The ``pyrolvm train KIND`` command line of ``cfg`` (the fields the entry sets, the
     budget, the data, the device, the seed and the folder)."""
     from pyrolvm.runs.config import flag
 
-    names = ["dataset", *entry.options, *entry.epochs_fields, "seed", "device", "out"]
+    names = ["dataset", *entry.options, *entry.epochs_fields]
+    names += [k for k in overrides or () if k not in names]
+    names += ["seed", "device", "out"]
     parts = [f"pyrolvm train {entry.kind}"]
     if cfg.data_root:
         parts.append("--data-root DIR")
@@ -109,7 +115,7 @@ def _versions():
     return {"pyrolvm": pyrolvm.__version__, "torch": torch.__version__, "pyro": pyro.__version__}
 
 
-def _result(entry, budget, cfg, ours, stderr, published, seconds):
+def _result(entry, budget, cfg, ours, stderr, published, seconds, overrides=None):
     from pyrolvm.devices import resolve_device
 
     return {
@@ -126,7 +132,7 @@ def _result(entry, budget, cfg, ours, stderr, published, seconds):
         "epochs": epochs_at(entry, budget),
         "device": str(resolve_device(cfg.device)),
         "train_seconds": seconds,
-        "command": command(entry, cfg),
+        "command": command(entry, cfg, overrides),
         "run_folder": cfg.out,
         "date": datetime.date.today().isoformat(),
         "versions": _versions(),
@@ -180,7 +186,7 @@ def run_entry(entry, budget=1.0, *, results=RESULTS, **options) -> dict:
     curves = metrics.get("curves", {})
     seconds = curves.get("seconds", []) if isinstance(curves, dict) else []
     seconds = sum(seconds) if seconds else time.perf_counter() - t0
-    result = _result(entry, budget, cfg, ours, stderr, published, seconds)
+    result = _result(entry, budget, cfg, ours, stderr, published, seconds, options.get("overrides"))
     also = ("test_accuracy_at_best_validation", "best_validation_epoch")
     if any(k in metrics for k in also):
         result["also"] = {k: metrics[k] for k in also if k in metrics}
@@ -209,7 +215,10 @@ def partial_result(entry, budget=1.0, *, results=RESULTS, **options) -> dict | N
     if not history.get("seconds"):
         return None
     ours, stderr = entry.read_partial(history)
-    result = _result(entry, budget, cfg, ours, stderr, entry.published, sum(history["seconds"]))
+    seconds = sum(history["seconds"])
+    result = _result(
+        entry, budget, cfg, ours, stderr, entry.published, seconds, options.get("overrides")
+    )
     result["partial"] = {
         "epochs_done": len(history["seconds"]),
         "epochs_planned": epochs_at(entry, budget)["epochs"],
