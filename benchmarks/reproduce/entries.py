@@ -334,7 +334,7 @@ for _q, _pyro_nll in {1: 71.8, 2: 51.0, 3: 24.2}.items():
 _add(
     Entry(
         name="vade",
-        source="Jiang et al. 2017 (VaDE), Table 2, MNIST clustering accuracy",
+        source="Jiang et al. 2017 (VaDE, IJCAI), MNIST clustering accuracy (results table)",
         protocol=(
             "encoder 784-500-500-2000-10 and the mirrored decoder (ReLU), a Gaussian-mixture "
             "prior of 10 components, a pre-trained autoencoder whose codes initialize the "
@@ -367,3 +367,21 @@ _add(
         smoke=dict(latent_dim=2, hidden=(16,), components=3),
     )
 )
+
+# --- DReG as reproduced by the public TF2 code nbip/IWAE (Burda et al.'s protocol) ----------
+for _k, _nll in {5: 84.90, 50: 84.32}.items():
+    _add(
+        Entry(
+            name=f"dreg-{_k}",
+            source=f"nbip/IWAE (public TF2 reproduction, README), one stochastic layer, DReG "
+            f"k = {_k} (Tucker et al. 2019's estimator)",
+            protocol=BURDA + " (nbip/IWAE follows Burda et al.'s protocol)",
+            published=_nll,
+            metric="test NLL, nats",
+            kind="vae",
+            full_epochs=3280,
+            options=dict(elbo="dreg", num_particles=_k, **BURDA_RUN),
+            read=nll(),
+            smoke=dict(TINY_VAE, batch_size=100),
+        )
+    )
