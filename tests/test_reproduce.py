@@ -141,3 +141,15 @@ def test_an_override_is_in_the_folder_and_the_command():
     assert cfg.out.endswith("vampprior-budget0.005-eval-samples500")
     assert "--eval-samples 500 --epochs 10" in command(entry, cfg, {"eval_samples": 500})
     assert config(entry, 1.0).out.endswith(os.path.join("runs", "vampprior"))
+
+
+def test_the_readme_table_is_generated_from_the_committed_results():
+    # the README's reproducibility table is exactly what the generator writes from
+    # benchmarks/reproduce/results/: regenerate it (python -m benchmarks.reproduce.table
+    # --readme README.md) after a run
+    from benchmarks.reproduce import table
+
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    inside = text.split(table.BEGIN, 1)[1].split(table.END, 1)[0]
+    assert inside == "\n" + table.markdown()
