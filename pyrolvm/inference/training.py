@@ -322,8 +322,9 @@ def train(
                     with pyro.validation_enabled(validate and (check_every_step or first_step)):
                         main = svi_step(model, guide, loss, optim, *batch)
                         value = main
-                        for m, g, lo in extra_objectives if more is not None else ():
-                            value = value + svi_step(m, g, lo, optim, *more)
+                        if more is not None:  # None: this step has no extra batch
+                            for m, g, lo in extra_objectives:
+                                value = value + svi_step(m, g, lo, optim, *more)
                     first_step = False
                     pending.append((epoch, step, main, value, len(idx)))
                     position["step"] = step + 1
