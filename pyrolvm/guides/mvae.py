@@ -1,7 +1,8 @@
 """The product-of-experts guide of the multimodal VAE (Wu & Goodman 2018, section 2.1):
 each modality's encoder is a Gaussian expert q(z | x_i), and the posterior given any subset S
 of modalities is ``q(z | x_S) ∝ p(z) prod_{i in S} q(z | x_i)``, a Gaussian in closed form
-(their eq. 4 with the prior expert), so one guide serves every subset."""
+(their eq. 4 with the prior expert), so one guide serves every subset. :class:`MVAEGuide`
+has an image and a label expert, :class:`HalvesMVAEGuide` one expert per image half."""
 
 from __future__ import annotations
 
@@ -44,6 +45,16 @@ def product_of_experts(
     return loc, precision.rsqrt()
 
 
+def gaussian_expert(
+    out: torch.Tensor, latent_dim: int, min_scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loc, scale) of a diagonal Gaussian expert from a network's output of shape
+    (..., 2 * latent_dim): the first half the location, ``softplus`` of the second half plus
+    ``min_scale`` the scale."""
+    loc, raw = out.split(latent_dim, dim=-1)
+    return loc, F.softplus(raw) + min_scale
+
+
 class MVAEGuide(nn.Module):
     """Product-of-experts guide ``q(z | image, label) ∝ p(z) q(z | image) q(z | label)`` of
     :class:`pyrolvm.models.MVAE`, with the model's signature: ``guide(image, label)``, either
@@ -83,8 +94,7 @@ class MVAEGuide(nn.Module):
         self.label_expert = mlp(width, (), 2 * self.latent_dim, activation)
 
     def _expert(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw = out.split(self.latent_dim, dim=-1)
-        return loc, F.softplus(raw) + self.min_scale
+        return gaussian_expert(out, self.latent_dim, self.min_scale)
 
     def experts(
         self, image: torch.Tensor | None = None, label: torch.Tensor | None = None
@@ -115,5 +125,68 @@ class MVAEGuide(nn.Module):
     ) -> torch.Tensor:
         pyro.module(self.name, self)
         loc, scale = self.encode(image, label)
+        with pyro.plate("data", loc.shape[0]):
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+class HalvesMVAEGuide(nn.Module):
+    """Product-of-experts guide ``q(z | top, bottom) ∝ p(z) q(z | top) q(z | bottom)`` of
+    :class:`pyrolvm.models.HalvesMVAE`, with the model's signature: ``guide(top, bottom)``,
+    either one ``None`` (its expert left out).
+
+    Args:
+        top_dim (int): pixels of the top half.
+        bottom_dim (int): pixels of the bottom half.
+        latent_dim (int): size of z (> 0).
+        hidden (sequence of int): hidden sizes of each half's expert.
+        activation (str): hidden nonlinearity.
+        min_scale (float): lower bound of each expert's standard deviation.
+        name (str): prefix in Pyro's param store.
+
+    Raises:
+        ConfigError: a latent_dim < 1 or unknown activation; at call time, both halves absent.
+    """
+
+    def __init__(
+        self,
+        top_dim: int,
+        bottom_dim: int,
+        latent_dim: int = 20,
+        hidden: Sequence[int] = (512, 512),
+        activation: str = "relu",
+        min_scale: float = 1e-3,
+        name: str = "mvae_halves_experts",
+    ) -> None:
+        super().__init__()
+        self.latent_dim = check_latent_dim(latent_dim)
+        self.min_scale, self.name = min_scale, name
+        self.top_expert = mlp(int(top_dim), hidden, 2 * self.latent_dim, activation)
+        self.bottom_expert = mlp(int(bottom_dim), hidden, 2 * self.latent_dim, activation)
+
+    def experts(
+        self, top: torch.Tensor | None = None, bottom: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The present halves' experts: lists of locations and scales, each (B, L)."""
+        locs, scales = [], []
+        for half, expert in ((top, self.top_expert), (bottom, self.bottom_expert)):
+            if half is not None:
+                loc, scale = gaussian_expert(expert(half), self.latent_dim, self.min_scale)
+                locs.append(loc)
+                scales.append(scale)
+        return locs, scales
+
+    def encode(
+        self, top: torch.Tensor | None = None, bottom: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of q(z | present halves), each (B, L)."""
+        if top is None and bottom is None:
+            raise ConfigError("the MVAE guide needs at least one modality: the top or the bottom")
+        return product_of_experts(*self.experts(top, bottom))
+
+    def forward(
+        self, top: torch.Tensor | None = None, bottom: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pyro.module(self.name, self)
+        loc, scale = self.encode(top, bottom)
         with pyro.plate("data", loc.shape[0]):
             return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
