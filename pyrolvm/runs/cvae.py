@@ -420,15 +420,19 @@ def fit_setting(cfg, key, data, folder, config_dict, done, resume):
                 base_history = resume["baseline_history"]
                 setting.baseline.load_state_dict(resume["baseline"])
             else:
+                if phase == "baseline":  # the CVAE's initial values, drawn before the baseline
+                    setting.model.load_state_dict(resume["init"]["model"])
+                    setting.guide.load_state_dict(resume["init"]["guide"])
                 # each phase's parameters alone in the store: a checkpoint restores exactly them
                 pyro.clear_param_store()
+                init = {"model": setting.model.state_dict(), "guide": setting.guide.state_dict()}
                 base_history = train(
                     wrap(setting.baseline),
                     wrap(no_latents),
                     train_data,
                     optim=make_optim(cfg.lr),
                     epochs=cfg.baseline_epochs,
-                    checkpoint=saver("baseline"),
+                    checkpoint=saver("baseline", init=init),
                     resume_from=resume["train"] if phase == "baseline" else None,
                     **common,
                 )
