@@ -125,7 +125,7 @@ def build(cfg, data_dim, num_classes, image_shape=None):
     halves of ``image_shape``)."""
     device = resolve_device(cfg.device)
     if cfg.modalities == "halves":
-        top = int(top_mask(image_shape).sum())
+        top = int(top_mask(image_shape, "cpu").sum())
         model = HalvesMVAE(top, data_dim - top, cfg.latent_dim, cfg.hidden, cfg.activation)
         guide = HalvesMVAEGuide(top, data_dim - top, cfg.latent_dim, cfg.hidden, cfg.activation)
         return model.to(device), guide.to(device)
@@ -136,8 +136,9 @@ def build(cfg, data_dim, num_classes, image_shape=None):
     return model.to(device), guide.to(device)
 
 
-def top_mask(image_shape):
-    """Bool mask of shape (D,): True on the image's top half (its first ``H // 2`` rows).
+def top_mask(image_shape, device=None):
+    """Bool mask of shape (D,) on ``device``: True on the image's top half (its first
+    ``H // 2`` rows).
 
     Raises:
         ConfigError: no image shape of at least two rows (an .npz of flat vectors).
@@ -147,7 +148,7 @@ def top_mask(image_shape):
             f"--modalities halves splits images into a top and a bottom half; these data have "
             f"no image shape of two rows or more ({image_shape}): use --modalities image-label"
         )
-    mask = torch.zeros(tuple(image_shape), dtype=torch.bool)
+    mask = torch.zeros(tuple(image_shape), dtype=torch.bool, device=device)
     mask[: image_shape[0] // 2] = True
     return mask.flatten()
 
@@ -172,7 +173,7 @@ class Pairing:
     def __init__(self, cfg, data):
         self.modalities, self.names = cfg.modalities, MODALITIES[cfg.modalities]
         self.mask = (
-            top_mask(data.image_shape).to(data.train.device) if cfg.modalities == "halves" else None
+            top_mask(data.image_shape, data.train.device) if cfg.modalities == "halves" else None
         )
         self.dataset = data
 

@@ -54,3 +54,48 @@ def test_every_objective_trains_the_pair(pair, name):
     )
     assert all(math.isfinite(v) for v in history["train_elbo"])
     assert all(torch.isfinite(p).all() for p in [*model.parameters(), *guide.parameters()])
+
+
+def test_conditional_and_multimodal_runs_create_no_stray_tensors(tmp_path):
+    """Torch's default device set to meta (tests/test_devices.py): training, evaluation and the
+    figures of the class-conditional VAE and the halves MVAE create every tensor where the
+    data lie."""
+    from test_devices import assert_on_cpu, stray_tensors_on_meta
+
+    from pyrolvm.data import load
+    from pyrolvm.runs.cvae import CVAEConfig, build_setting, samples_per_class_figure
+    from pyrolvm.runs.cvae import evaluate as evaluate_cvae_setting
+    from pyrolvm.runs.mvae import MVAEConfig, Pairing, build, figures
+    from pyrolvm.runs.mvae import evaluate as evaluate_mvae
+
+    data = load("digits", binarize="dynamic", seed=0)
+    data.train, data.train_labels = data.train[:40], data.train_labels[:40]
+    data.test, data.test_labels = data.test[:20], data.test_labels[:20]
+    binarize = data.train_transform
+    small = dict(hidden=(8,), eval_samples=3, progress=False, out=str(tmp_path))
+    pyro.clear_param_store()
+    cfg = CVAEConfig(condition="label", **small).resolved()
+    setting = build_setting(cfg, "label", data)  # modules built on the CPU, then run on meta
+    wrap = setting.wrap
+    with stray_tensors_on_meta():
+        rows = setting.data(data, "train")
+        train(wrap(setting.model), wrap(setting.guide), rows, transform=binarize, progress=False)
+        evaluate_cvae_setting(setting, data, cfg)
+        samples_per_class_figure(str(tmp_path / "s.png"), setting, data, cfg)
+    cfg = MVAEConfig(modalities="halves", elbo="iwae", num_particles=2, **small).resolved()
+    model, guide = build(cfg, data.data_dim, 0, data.image_shape)
+    with stray_tensors_on_meta():
+        pairing = Pairing(cfg, data)
+        train(
+            pairing.joint(model),
+            pairing.joint(guide),
+            pairing.data("train"),
+            cfg.make_objective(),
+            extra_objectives=[(pairing.first(model), pairing.first(guide), cfg.make_objective())],
+            transform=binarize,
+            progress=False,
+        )
+        out = evaluate_mvae(model, guide, data, cfg)
+        figures(str(tmp_path), model, guide, pairing, 0)
+    assert all(math.isfinite(v) for v in out.values())
+    assert_on_cpu(*model.parameters(), *guide.parameters())
