@@ -79,3 +79,17 @@ def test_bad_mvae_options(tmp_path, capsys):
 
     cfg = MVAEConfig(elbo="iwae", num_particles=2, label_weight=1.0, out=out).resolved()
     assert cfg.make_objective().num_particles == 2
+
+
+def test_train_mmvae_mixture_of_experts_and_evaluate_reproduces(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = ["train", "mvae", "--posterior", "moe", "--epochs", "2", "--hidden", "32"]
+    assert main([*argv, "--eval-samples", "10", "--no-progress", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "mixture of experts, MMVAE" in printed and "image -> label accuracy" in printed
+    m = read_json(os.path.join(out, "metrics.json"))
+    assert 0 <= m["accuracy"] <= 1 and 0 < m["label_given_image_nll"] < 10
+    assert 0 < m["image_nll"] < 64 * math.log(2)
+    capsys.readouterr()
+    assert main(["evaluate", out]) == 0
+    assert f"{m['joint_nll']:.2f} ± {m['joint_nll_stderr']:.2f}" in capsys.readouterr().out

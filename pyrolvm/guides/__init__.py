@@ -9,7 +9,7 @@ from .empty import empty_guide
 from .flows import FLOWS, AmortizedFlow, AmortizedFullCovariance
 from .hierarchical import TwoLayerGuide
 from .mixture import MixtureMAP, MixtureMeanField
-from .mvae import HalvesMVAEGuide, MVAEGuide, product_of_experts
+from .mvae import HalvesMVAEGuide, MoEGuide, MVAEGuide, StratifiedMixture, product_of_experts
 from .ssvae import SSVAEGuide
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "CVAEGuide",
     "MVAEGuide",
     "HalvesMVAEGuide",
+    "MoEGuide",
+    "StratifiedMixture",
     "MixtureMAP",
     "MixtureMeanField",
     "RELAXATIONS",

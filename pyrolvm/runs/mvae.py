@@ -23,7 +23,7 @@ import torch
 from .. import plots
 from ..devices import resolve_device
 from ..errors import ConfigError, Interrupted, TrainingDiverged
-from ..guides import HalvesMVAEGuide, MVAEGuide
+from ..guides import HalvesMVAEGuide, MoEGuide, MVAEGuide
 from ..inference import (
     ELBOS,
     MultiSampleELBO,
@@ -77,6 +77,10 @@ class MVAEConfig(ObjectiveConfig):
     modalities: Literal[tuple(MODALITIES)] = "image-label"
     """the two modalities: an image and its label, or the top and the bottom half of an
     image"""
+    posterior: Literal["poe", "moe"] = "poe"
+    """q(z | both modalities): poe, the product of the experts and the prior expert, trained
+    on every subset (MVAE, Wu & Goodman 2018); moe, their mixture, trained on the joint by
+    stratified sampling (MMVAE, Shi et al. 2019)"""
     latent_dim: Count | None = None
     """latent dimensions (default: 8 digits, 20 mnist)"""
     hidden: Sizes | None = None
@@ -121,19 +125,39 @@ class MVAEConfig(ObjectiveConfig):
 
 
 def build(cfg, data_dim, num_classes, image_shape=None):
-    """The MVAE model and its product-of-experts guide (for ``--modalities halves``, with the
-    halves of ``image_shape``)."""
+    """The MVAE model and its guide: the product of experts, or with ``--posterior moe`` the
+    mixture of the same experts (for ``--modalities halves``, with the halves of
+    ``image_shape``)."""
     device = resolve_device(cfg.device)
     if cfg.modalities == "halves":
         top = int(top_mask(image_shape, "cpu").sum())
         model = HalvesMVAE(top, data_dim - top, cfg.latent_dim, cfg.hidden, cfg.activation)
         guide = HalvesMVAEGuide(top, data_dim - top, cfg.latent_dim, cfg.hidden, cfg.activation)
-        return model.to(device), guide.to(device)
-    model = MVAE(
-        data_dim, num_classes, cfg.latent_dim, cfg.hidden, cfg.activation, cfg.label_weight
-    )
-    guide = MVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden, cfg.activation)
+    else:
+        model = MVAE(
+            data_dim, num_classes, cfg.latent_dim, cfg.hidden, cfg.activation, cfg.label_weight
+        )
+        guide = MVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden, cfg.activation)
+    if cfg.posterior == "moe":
+        guide = MoEGuide(guide)
     return model.to(device), guide.to(device)
+
+
+def objectives(cfg, model, guide, pairing):
+    """The (model, guide, objective) triples of one training step: for the product of
+    experts the joint and each modality alone (Wu & Goodman 2018, section 2.2: for two
+    modalities the sub-sampled set is every subset); for the mixture the joint, one stratum
+    per expert (Shi et al. 2019, section 3)."""
+    if cfg.posterior == "moe":
+        return [
+            (pairing.joint(model), pairing.joint(guide.stratum(m)), cfg.make_objective())
+            for m in (0, 1)
+        ]
+    return [
+        (pairing.joint(model), pairing.joint(guide), cfg.make_objective()),
+        (pairing.first(model), pairing.first(guide), cfg.make_objective()),
+        (pairing.second(model), pairing.second(guide), cfg.make_objective()),
+    ]
 
 
 def top_mask(image_shape, device=None):
@@ -335,13 +359,15 @@ def figures(folder, model, guide, pairing, num_classes):
 def train_mvae(config=None, data=None, **overrides):
     """Train and evaluate an MVAE and write the run folder; ``pyrolvm train mvae`` in one call.
 
-    Each step takes three SVI steps of the objective with one Adam optimizer: on both
-    modalities, on the first alone and on the second alone (Wu & Goodman 2018, section 2.2:
-    for two modalities the sub-sampled set is every subset).
+    Each step takes the SVI steps of :func:`objectives` with one Adam optimizer: for the
+    product of experts on both modalities, on the first alone and on the second alone (Wu &
+    Goodman 2018, section 2.2: for two modalities the sub-sampled set is every subset); for
+    the mixture one per stratum of the joint (Shi et al. 2019).
 
     Writes into ``config.out``: ``config.json``; ``metrics.json`` (the figures of
-    ``pyrolvm.runs.mvae.evaluate``, ``train_elbo`` of the joint bound per epoch (for
-    image-label the label weighted by ``label_weight``), ``epochs``); ``checkpoint.pt``
+    ``pyrolvm.runs.mvae.evaluate``, ``train_elbo`` per epoch: the joint bound for the product
+    of experts, the first stratum's for the mixture (for image-label the label weighted by
+    ``label_weight``), ``epochs``); ``checkpoint.pt``
     (rewritten after every epoch, and on interruption); ``label_to_image.png``, or
     ``top_to_bottom.png`` and ``bottom_to_top.png``. With ``resume`` an interrupted run
     continues from its checkpoint and ends as the uninterrupted run would.
@@ -375,21 +401,19 @@ def train_mvae(config=None, data=None, **overrides):
                 },
             )
 
+        (main_model, main_guide, main_loss), *extra = objectives(cfg, model, guide, pairing)
         try:
             history = train(
-                pairing.joint(model),
-                pairing.joint(guide),
+                main_model,
+                main_guide,
                 pairing.data("train"),
-                cfg.make_objective(),
+                main_loss,
                 make_optim(cfg.lr),
                 epochs=cfg.epochs,
                 batch_size=cfg.batch_size,
                 transform=data.train_transform,
                 progress=cfg.progress,
-                extra_objectives=[
-                    (pairing.first(model), pairing.first(guide), cfg.make_objective()),
-                    (pairing.second(model), pairing.second(guide), cfg.make_objective()),
-                ],
+                extra_objectives=extra,
                 checkpoint=save,
                 resume_from=saved and saved["train"],
             )
@@ -447,8 +471,9 @@ def summary(metrics, cfg, folder):
     """The summary table printed at the end of ``pyrolvm train mvae``."""
     cfg = cfg.resolved()
     what = "image + label" if cfg.modalities == "image-label" else "top + bottom half"
+    posterior = "product of experts" if cfg.posterior == "poe" else "mixture of experts, MMVAE"
     title = (
-        f"MVAE ({what}, product of experts) on {cfg.dataset}: latent_dim="
+        f"MVAE ({what}, {posterior}) on {cfg.dataset}: latent_dim="
         f"{cfg.latent_dim}, hidden={cfg.hidden}, {cfg.objective_label()}, "
         f"{len(metrics['train_elbo'])} epochs, seed={cfg.seed}"
     )

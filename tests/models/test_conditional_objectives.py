@@ -7,7 +7,7 @@ import pyro
 import pytest
 import torch
 
-from pyrolvm.guides import CVAEGuide, HalvesMVAEGuide, MVAEGuide
+from pyrolvm.guides import CVAEGuide, HalvesMVAEGuide, MoEGuide, MVAEGuide
 from pyrolvm.inference import ELBOS, make_elbo, train
 from pyrolvm.models import CVAE, MVAE, HalvesMVAE
 
@@ -34,18 +34,27 @@ def pairs():
             HalvesMVAEGuide(4, 4, **small),
             (images[:, :4], images[:, 4:]),
         ),
+        # MMVAE: one stratum of the mixture (the run trains both)
+        "mmvae": (MVAE(8, 3, **small), MoEGuide(MVAEGuide(8, 3, **small)), (images, labels)),
+        "mmvae-halves": (
+            HalvesMVAE(4, 4, **small),
+            MoEGuide(HalvesMVAEGuide(4, 4, **small)),
+            (images[:, :4], images[:, 4:]),
+        ),
     }
 
 
 @pytest.mark.parametrize("name", sorted(ELBOS))
-@pytest.mark.parametrize("pair", ["cvae", "cvae-standard", "mvae", "mvae-halves"])
+@pytest.mark.parametrize(
+    "pair", ["cvae", "cvae-standard", "mvae", "mvae-halves", "mmvae", "mmvae-halves"]
+)
 def test_every_objective_trains_the_pair(pair, name):
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     model, guide, data = pairs()[pair]
     history = train(
         model,
-        guide,
+        guide.stratum(1) if isinstance(guide, MoEGuide) else guide,
         data,
         make_elbo(name, PARTICLES.get(name, 1)),
         epochs=2,
