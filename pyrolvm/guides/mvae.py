@@ -221,8 +221,9 @@ class StratifiedMixture(TorchDistribution):
         component (int): the stratum m, 0 <= m < M.
     """
 
-    arg_constraints = {"locs": constraints.real, "scales": constraints.positive}
-    support = constraints.independent(constraints.real, 1)
+    # class attributes, as torch's own distributions declare them (its stubs say property)
+    arg_constraints = {"locs": constraints.real, "scales": constraints.positive}  # pyright: ignore[reportAssignmentType]
+    support = constraints.independent(constraints.real, 1)  # pyright: ignore[reportAssignmentType]
     has_rsample = True
 
     def __init__(
