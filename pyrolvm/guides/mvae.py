@@ -214,7 +214,7 @@ class StratifiedMixture(TorchDistribution):
     with IWAE): ``(1 / M) sum_m E_{z ~ q_m}[log p(x, z) - log q_MoE(z | x)]``, the ELBO of the
     mixture q_MoE with lower variance than sampling the mixture's component at random (which
     is not reparameterizable). It is not a distribution to sample as the mixture: for that
-    (evaluation by importance sampling) use :func:`uniform_mixture`.
+    (evaluation by importance sampling) use ``uniform_mixture`` of this module.
 
     Args:
         locs, scales (torch.Tensor): shape (..., M, L), the components.

@@ -359,10 +359,10 @@ def figures(folder, model, guide, pairing, num_classes):
 def train_mvae(config=None, data=None, **overrides):
     """Train and evaluate an MVAE and write the run folder; ``pyrolvm train mvae`` in one call.
 
-    Each step takes the SVI steps of :func:`objectives` with one Adam optimizer: for the
-    product of experts on both modalities, on the first alone and on the second alone (Wu &
-    Goodman 2018, section 2.2: for two modalities the sub-sampled set is every subset); for
-    the mixture one per stratum of the joint (Shi et al. 2019).
+    Each step takes the SVI steps of ``pyrolvm.runs.mvae.objectives`` with one Adam
+    optimizer: for the product of experts on both modalities, on the first alone and on the
+    second alone (Wu & Goodman 2018, section 2.2: for two modalities the sub-sampled set is
+    every subset); for the mixture one per stratum of the joint (Shi et al. 2019).
 
     Writes into ``config.out``: ``config.json``; ``metrics.json`` (the figures of
     ``pyrolvm.runs.mvae.evaluate``, ``train_elbo`` per epoch: the joint bound for the product
