@@ -28,4 +28,5 @@ def test_tutorial_fast_mode(tmp_path):
     assert 0 < results["cvae_label"]["cvae_nll"] < 64 * math.log(2)
     assert 0 < results["mvae_halves"]["bottom_given_top_nll"] < 32 * math.log(2)
     assert "| -log p(bottom given top) |" in proc.stdout
+    assert 0 <= results["mmvae"]["accuracy"] <= 1 and "| MVAE (PoE) | MMVAE (MoE) |" in proc.stdout
     assert "| SNIS over q(z | x_obs)" in proc.stdout and "| 1 quadrant(s) |" in proc.stdout
