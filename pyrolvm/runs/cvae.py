@@ -355,8 +355,8 @@ def train_cvae(config=None, data=None, **overrides):
         pyro.set_rng_seed(cfg.seed)
         metrics = {"status": "ok", "complete": True, "eval_samples": cfg.eval_samples}
         # finished settings: {key: {"result", "model", "guide"}}; the one in training
-        done = dict(saved["done"]) if saved else {}
-        current = saved["current"] if saved else None
+        done = dict(saved.get("done", {})) if saved else {}
+        current = saved.get("current") if saved else None
         figures = []
         for key in cfg.settings():
             if key in done:  # finished before the interruption: its figure is in the folder
