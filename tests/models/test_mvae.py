@@ -175,6 +175,8 @@ def test_halves_conditionals_converge_to_the_quadrature_values(posterior):
         ("bottom_nll", -bottom),
         ("bottom_given_top_nll", top - joint),
         ("top_given_bottom_nll", bottom - joint),
+        ("bottom_given_top_snis_nll", top - joint),
+        ("top_given_bottom_snis_nll", bottom - joint),
     ):
         assert abs(out[key] - exact.mean().item()) < tol, (key, out[key], exact.mean(), tol)
 
