@@ -73,7 +73,7 @@ SETTINGS = {
     else dict(epochs=2, hidden=(256, 256), eval_samples=50),
     "mvae_halves": dict(epochs=1, hidden=(32,), eval_samples=10)
     if FAST
-    else dict(epochs=2, hidden=(256, 256), eval_samples=50),
+    else dict(epochs=1, hidden=(256, 256), eval_samples=20),
 }
 SETTINGS["mmvae"] = SETTINGS["mvae"]  # the same budget, to compare the two posteriors
 WORK = tempfile.mkdtemp(prefix="pyrolvm_cond_")
