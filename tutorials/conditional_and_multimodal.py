@@ -25,11 +25,15 @@
 #    CVAE (conditional prior p(z | x) that also reads the baseline's guess, generation
 #    p(y | x, z), recognition q(z | x, y)) are scored by -log p(y | x), the CVAE's by
 #    importance sampling with K samples from q(z | x, y), beside the table of Pyro's CVAE
-#    tutorial.
+#    tutorial. The same model and guide with the label as x and the image as y are the
+#    **class-conditional VAE**: -log p(image | label) and samples per class.
 # 3. **Multimodal VAE** (Wu & Goodman 2018): image and label share z; the guide is the
 #    product of the image expert, the label expert and the prior expert, trained on the joint
 #    and on each modality alone. Image -> label accuracy, label -> image samples, and the
-#    joint and conditional test log-likelihoods.
+#    joint and conditional test log-likelihoods. Then the two modalities are the top and the
+#    bottom half of the image: each half completed from the other, and the joint, marginal
+#    and conditional log-likelihoods of the halves. Last, the mixture of the same experts
+#    (MMVAE, Shi et al. 2019) against the product, on the same numbers.
 #
 # Run as a script: `PYTHONPATH=. python tutorials/conditional_and_multimodal.py` (full mode:
 # MNIST at the short budget stated in each setting below), or with `PYROLVM_FAST=1` (digits,
@@ -61,10 +65,17 @@ SETTINGS = {
     "cvae": dict(epochs=1, baseline_epochs=1, hidden=(32,), eval_samples=10)
     if FAST
     else dict(epochs=3, baseline_epochs=2, hidden=(256, 256), eval_samples=50),
+    "cvae_label": dict(epochs=1, hidden=(32,), eval_samples=10)
+    if FAST
+    else dict(epochs=5, hidden=(256, 256), eval_samples=50),
     "mvae": dict(epochs=1, hidden=(32,), eval_samples=10)
     if FAST
     else dict(epochs=2, hidden=(256, 256), eval_samples=50),
+    "mvae_halves": dict(epochs=1, hidden=(32,), eval_samples=10)
+    if FAST
+    else dict(epochs=1, hidden=(256, 256), eval_samples=20),
 }
+SETTINGS["mmvae"] = SETTINGS["mvae"]  # the same budget, to compare the two posteriors
 WORK = tempfile.mkdtemp(prefix="pyrolvm_cond_")
 results = {"dataset": DATASET, "settings": SETTINGS}
 
@@ -147,6 +158,27 @@ for q in (1, 2, 3):
 # %% [markdown]
 # ![completions, 1 quadrant](figures/cvae_completions_q1.png)
 #
+# ### The class-conditional VAE
+#
+# `pyrolvm train cvae --condition label`: x is the one-hot label, y the image; the learned
+# prior p(z | label) (`--prior standard` for N(0, I)), p(image | label, z) and
+# q(z | image, label). Each row of the figure is one class, each column one z ~ p(z | label).
+
+# %%
+folder = os.path.join(WORK, "cvae_label")
+cl = train_cvae(out=folder, condition="label", **COMMON, **SETTINGS["cvae_label"])
+keep(folder, ["samples_per_class.png"], "cvae_label")
+r = cl["label"]
+results["cvae_label"] = {k: v for k, v in r.items() if k != "train_elbo"}
+results["cvae_label"]["eval_samples"] = cl["eval_samples"]
+print(f"| class-conditional VAE, nats per test image (K = {cl['eval_samples']}) | value |")
+print("|---|---|")
+print(f"| -log p(image given label), IS | {r['cvae_nll']:.2f} ± {r['cvae_nll_stderr']:.2f} |")
+print(f"| test ELBO | {r['cvae_elbo']:.2f} |")
+
+# %% [markdown]
+# ![samples per class](figures/cvae_label_samples_per_class.png)
+#
 # ## 3. The multimodal VAE: image and label through one product of experts
 
 # %%
@@ -167,6 +199,59 @@ for label, key in (
 
 # %% [markdown]
 # ![label to image](figures/mvae_label_to_image.png)
+#
+# ### Two halves of one image
+#
+# `pyrolvm train mvae --modalities halves`: the top and the bottom half are the modalities,
+# with one expert each (`HalvesMVAEGuide`), the same product with the prior expert and the
+# same sub-sampled ELBOs. Both conditionals are self-normalized over the given half's
+# posterior q(z | half).
+
+# %%
+folder = os.path.join(WORK, "mvae_halves")
+h = train_mvae(out=folder, modalities="halves", **COMMON, **SETTINGS["mvae_halves"])
+keep(folder, h["figures"], "mvae_halves")
+results["mvae_halves"] = {k: val for k, val in h.items() if k not in ("train_elbo", "figures")}
+print(f"| test, nats (IS, K = {h['eval_samples']}) | value |")
+print("|---|---|")
+for label, key in (
+    ("-log p(top, bottom)", "joint_nll"),
+    ("-log p(top)", "top_nll"),
+    ("-log p(bottom)", "bottom_nll"),
+    ("-log p(bottom given top)", "bottom_given_top_nll"),
+    ("-log p(top given bottom)", "top_given_bottom_nll"),
+):
+    print(f"| {label} | {h[key]:.2f} ± {h[key + '_stderr']:.2f} |")
+
+# %% [markdown]
+# ![top to bottom](figures/mvae_halves_top_to_bottom.png)
+# ![bottom to top](figures/mvae_halves_bottom_to_top.png)
+#
+# ### A mixture of the same experts: MMVAE
+#
+# `pyrolvm train mvae --posterior moe` (Shi, Siddharth, Paige & Torr 2019): q(z | image,
+# label) is the uniform mixture of the two experts (no prior expert), trained on the joint
+# only, by stratified sampling (one objective per expert: z drawn from that expert, scored by
+# the mixture's density). The same numbers as the product of experts above, at the same
+# budget.
+
+# %%
+folder = os.path.join(WORK, "mmvae")
+mo = train_mvae(out=folder, posterior="moe", **COMMON, **SETTINGS["mmvae"])
+results["mmvae"] = {k: val for k, val in mo.items() if k not in ("train_elbo", "figures")}
+print(f"| image and label, test (IS, K = {mo['eval_samples']}) | MVAE (PoE) | MMVAE (MoE) |")
+print("|---|---|---|")
+print(f"| image -> label accuracy | {100 * v['accuracy']:.2f} % | {100 * mo['accuracy']:.2f} % |")
+for label, key in (
+    ("-log p(image, label)", "joint_nll"),
+    ("-log p(image)", "image_nll"),
+    ("-log p(label given image)", "label_given_image_nll"),
+    ("-log p(image given label)", "image_given_label_nll"),
+):
+    print(
+        f"| {label} | {v[key]:.2f} ± {v[key + '_stderr']:.2f} | "
+        f"{mo[key]:.2f} ± {mo[key + '_stderr']:.2f} |"
+    )
 
 # %%
 with open(os.path.join(OUT, "conditional_and_multimodal.json"), "w") as f:

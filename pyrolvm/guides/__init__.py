@@ -9,7 +9,7 @@ from .empty import empty_guide
 from .flows import FLOWS, AmortizedFlow, AmortizedFullCovariance
 from .hierarchical import TwoLayerGuide
 from .mixture import MixtureMAP, MixtureMeanField
-from .mvae import MVAEGuide, product_of_experts
+from .mvae import HalvesMVAEGuide, MoEGuide, MVAEGuide, StratifiedMixture, product_of_experts
 from .ssvae import SSVAEGuide
 
 __all__ = [
@@ -20,6 +20,9 @@ __all__ = [
     "Baseline",
     "CVAEGuide",
     "MVAEGuide",
+    "HalvesMVAEGuide",
+    "MoEGuide",
+    "StratifiedMixture",
     "MixtureMAP",
     "MixtureMeanField",
     "RELAXATIONS",

@@ -9,7 +9,7 @@ from .likelihoods import bits_per_dim, scored_on
 from .linear_gaussian import LinearGaussian
 from .mixture import COVARIANCES, GaussianMixture
 from .mixture_vae import MixturePriorVAE
-from .mvae import MVAE
+from .mvae import MVAE, HalvesMVAE
 from .priors import PRIORS, FlowPrior, Prior, StandardNormalPrior, VampPrior
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
@@ -26,6 +26,7 @@ __all__ = [
     "LIKELIHOODS",
     "LinearGaussian",
     "MVAE",
+    "HalvesMVAE",
     "MixturePriorVAE",
     "SSVAE",
     "SigmoidBeliefNet",

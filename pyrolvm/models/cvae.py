@@ -26,6 +26,8 @@ from ..nets import check_latent_dim, mlp
 
 #: The ``likelihood`` choices of :class:`CVAE`.
 CVAE_LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
+#: The ``prior`` choices of :class:`CVAE`: the learned p(z | x), or N(0, I) whatever x.
+CVAE_PRIORS: tuple[str, ...] = ("conditional", "standard")
 
 
 class BaselineNet(nn.Module):
@@ -79,8 +81,14 @@ def no_latents(*args: object, **kwargs: object) -> None:
 
 class CVAE(nn.Module):
     """Pyro model of the conditional VAE: ``z | x ~ N(mu(x), diag(sigma(x)^2))`` (the
-    conditional prior network), ``y | x, z ~ Bernoulli(logits=g(x, z))`` or
-    ``N(g(x, z), diag(exp(2 * log_scale)))`` (the generation network).
+    conditional prior network; ``prior="standard"``: ``z ~ N(0, I)`` independent of x, the
+    class-conditional VAE of Kingma et al. 2014's M2 with the label observed),
+    ``y | x, z ~ Bernoulli(logits=g(x, z))`` or ``N(g(x, z), diag(exp(2 * log_scale)))``
+    (the generation network).
+
+    The input x is any vector: quadrants of an image (Sohn et al. 2015, section 4.1), or a
+    one-hot label with the image as the output y (the class-conditional VAE,
+    ``pyrolvm train cvae --condition label``).
 
     ``model(x, y)`` with x of shape (B, x_dim) and y of shape (B, y_dim) (``y=None``: sample
     it) under one ``pyro.plate("data", B)``; latent site ``"z"`` (event shape (latent_dim,)),
@@ -98,12 +106,14 @@ class CVAE(nn.Module):
         baseline (BaselineNet or None): a trained baseline whose prediction ŷ(x) the prior
             network reads beside x (Sohn et al. 2015, section 3.3); it is held fixed (no
             gradient flows into it).
+        prior (str): ``"conditional"`` (the learned prior network p(z | x)) or
+            ``"standard"`` (N(0, I); no prior network, so no baseline either).
         min_scale (float): lower bound of the prior's standard deviation.
         name (str): prefix in Pyro's param store.
 
     Raises:
-        ConfigError: unknown likelihood or activation, a latent_dim < 1, or a baseline of
-            other sizes.
+        ConfigError: unknown likelihood, prior or activation, a latent_dim < 1, a baseline of
+            other sizes, or a baseline with the standard prior.
     """
 
     def __init__(
@@ -117,11 +127,19 @@ class CVAE(nn.Module):
         baseline: BaselineNet | None = None,
         min_scale: float = 1e-4,
         name: str = "cvae",
+        prior: str = "conditional",
     ) -> None:
         super().__init__()
         if likelihood not in CVAE_LIKELIHOODS:
             raise ConfigError(
                 f"unknown likelihood {likelihood!r}: choose one of {', '.join(CVAE_LIKELIHOODS)}"
+            )
+        if prior not in CVAE_PRIORS:
+            raise ConfigError(f"unknown prior {prior!r}: choose one of {', '.join(CVAE_PRIORS)}")
+        if baseline is not None and prior == "standard":
+            raise ConfigError(
+                "the baseline's prediction feeds the prior network, which the standard prior "
+                "N(0, I) has not: drop the baseline or use prior='conditional'"
             )
         if baseline is not None and (baseline.x_dim, baseline.y_dim) != (int(x_dim), int(y_dim)):
             raise ConfigError(
@@ -131,15 +149,22 @@ class CVAE(nn.Module):
         self.x_dim, self.y_dim = int(x_dim), int(y_dim)
         self.latent_dim = check_latent_dim(latent_dim)
         self.likelihood, self.min_scale, self.name = likelihood, min_scale, name
-        self.baseline = baseline
+        self.baseline, self.prior_kind = baseline, prior
         prior_in = self.x_dim + (self.y_dim if baseline is not None else 0)
-        self.prior_net = mlp(prior_in, hidden, 2 * self.latent_dim, activation)
+        self.prior_net = (
+            mlp(prior_in, hidden, 2 * self.latent_dim, activation)
+            if prior == "conditional"
+            else None
+        )
         self.generation_net = mlp(self.x_dim + self.latent_dim, hidden, self.y_dim, activation)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.full((self.y_dim,), math.log(0.1)))
 
     def prior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and scale of p(z | x), each (B, latent_dim), for x of shape (B, x_dim)."""
+        if self.prior_net is None:
+            loc = x.new_zeros(x.shape[:-1] + (self.latent_dim,))
+            return loc, torch.ones_like(loc)
         if self.baseline is not None:
             with torch.no_grad():
                 y_hat = self.baseline.predict(x)

@@ -17,6 +17,7 @@ from .cvae import CVAEConfig, evaluate_cvae, train_cvae
 from .gmm import GMMConfig, evaluate_gmm, train_gmm
 from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_vae
 from .mvae import MVAEConfig, evaluate_mvae, train_mvae
+from .objective import ObjectiveConfig
 from .registry import RUNS, RunKind, evaluate_run, register
 from .ssvae import M2Config, evaluate_m2, train_m2
 from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
@@ -30,6 +31,7 @@ __all__ = [
     "MixtureFit",
     "MVAEConfig",
     "MixtureVAEConfig",
+    "ObjectiveConfig",
     "RUNS",
     "Range",
     "RunConfig",

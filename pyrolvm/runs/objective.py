@@ -1,0 +1,101 @@
+"""The ``--elbo`` flags of the run kinds that train any objective of
+:data:`pyrolvm.inference.ELBOS` (the conditional and the multimodal VAE): one declaration of
+the objective's name, particles and options, and the rule that an option belongs to its
+objective. A config inherits :class:`ObjectiveConfig` and builds its objective with
+:meth:`ObjectiveConfig.make_objective`.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pyro.infer import ELBO
+
+from ..errors import ConfigError
+from ..inference import ANNEALING, ELBOS, FREE_BITS_GROUPS, elbo_options, make_elbo
+from .config import Count, PositiveFloat, Range, RunConfig
+
+__all__ = ["ObjectiveConfig"]
+
+NonNegative = Annotated[float, Range(0)]
+
+
+@dataclass
+class ObjectiveConfig(RunConfig):
+    """A run config with the flags of the training objective (``--elbo`` and its options).
+    The objectives are those of ``pyrolvm.inference.make_elbo``; an option given to an
+    objective that does not take it is refused."""
+
+    elbo: Literal[tuple(ELBOS)] = "trace"
+    """the objective"""
+    num_particles: Count = 1
+    """particles K of the objective (for miwae / piwae / miwae-dreg: per group)"""
+    beta: NonNegative | None = None
+    """--elbo beta / mmd: the KL weight beta (default 1); --elbo ciwae: the ELBO's weight in
+    beta ELBO + (1 - beta) IWAE, in [0, 1] (default 0.5)"""
+    anneal: Literal[ANNEALING] | None = None
+    """--elbo beta: schedule of beta over epochs: linear warm-up (Bowman et al. 2016) or
+    cyclical (Fu et al. 2019) (default none)"""
+    warmup_epochs: Count | None = None
+    """--elbo beta with --anneal: epochs W of the rise from 0 to beta; a cyclical cycle is 2W
+    epochs (default 10)"""
+    free_bits: NonNegative | None = None
+    """--elbo freebits: lambda, nats per latent dimension below which the KL is not
+    penalized (default 0)"""
+    free_bits_per: Literal[FREE_BITS_GROUPS] | None = None
+    """--elbo freebits: floor the KL of each latent dimension, or of the whole latent site
+    (default dimension)"""
+    alpha: float | None = None
+    """--elbo renyi: the Rényi order alpha (0: IWAE, 1: ELBO; default 0)"""
+    mmd_weight: NonNegative | None = None
+    """--elbo mmd: the weight of the aggregate-posterior MMD (default 1)"""
+    bandwidth: PositiveFloat | None = None
+    """--elbo mmd: the Gaussian kernel's bandwidth (default 1)"""
+    num_groups: Count | None = None
+    """--elbo miwae / piwae / miwae-dreg: M, the number of IWAE bounds averaged (default 1)"""
+
+    def elbo_options(self, names=None):
+        """The objective's options among this config's fields (``make_elbo`` keywords)."""
+        values = {
+            "beta": self.beta,
+            "anneal": self.anneal,
+            "warmup_epochs": self.warmup_epochs,
+            "free_bits": self.free_bits,
+            "per": self.free_bits_per,
+            "alpha": self.alpha,
+            "mmd_weight": self.mmd_weight,
+            "bandwidth": self.bandwidth,
+            "num_groups": self.num_groups,
+        }
+        return values if names is None else {k: values[k] for k in names if k in values}
+
+    def check_objective(self):
+        """Refuse options of another objective, a ``--warmup-epochs`` without ``--anneal``, and
+        what ``make_elbo`` refuses (e.g. VIMCO with one particle).
+
+        Raises:
+            ConfigError: naming the flags to drop or change.
+        """
+        given = [k for k, v in self.elbo_options().items() if v is not None]
+        extra = [k for k in given if k not in elbo_options(self.elbo)]
+        if extra:
+            flags = {"per": "free_bits_per"}
+            raise ConfigError(
+                f"--elbo {self.elbo} does not take "
+                + ", ".join("--" + flags.get(k, k).replace("_", "-") for k in extra)
+            )
+        if self.warmup_epochs is not None and self.anneal in (None, "none"):
+            raise ConfigError("--warmup-epochs needs --anneal linear or --anneal cyclical")
+        self.make_objective()
+
+    def make_objective(self) -> ELBO:
+        """A fresh instance of the configured objective."""
+        return make_elbo(
+            self.elbo, self.num_particles, **self.elbo_options(elbo_options(self.elbo))
+        )
+
+    def objective_label(self) -> str:
+        """``elbo=NAME`` with K and the options given, for summaries."""
+        k = f" K={self.num_particles}" if self.num_particles > 1 else ""
+        given = {k2: v for k2, v in self.elbo_options().items() if v is not None}
+        options = "".join(f", {k2}={v}" for k2, v in given.items())
+        return f"elbo={self.elbo}{k}{options}"
