@@ -7,8 +7,16 @@ Generated, not written: the flags of ``pyrolvm train KIND`` are the fields of th
 config (:data:`pyrolvm.runs.RUNS`), parsed by ``tyro``, with their types, defaults, choices
 and help as declared there. Errors caused by bad input are printed as one message with exit
 status 2 (``pyrolvm: error: ...`` for settings and data, tyro's message for a malformed flag).
+
+Under ``torchrun`` (``torchrun --nproc-per-node N -m pyrolvm train ...``, or ``pyrolvm train
+... --nproc N``, which launches it) every process runs the same command in a
+``torch.distributed`` process group (:mod:`pyrolvm.inference.distributed`); rank 0 alone
+prints the summary and the errors (another rank prints only that it lost its peers, in case
+rank 0 is the one that died).
 """
 
+import os
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
@@ -16,7 +24,8 @@ from typing import Annotated, Any, Union
 
 import tyro
 
-from .errors import Interrupted, PyroLVMError
+from .errors import Interrupted, PeerLost, PyroLVMError
+from .inference import distributed
 from .runs import RUNS, evaluate_run
 from .runs.common import format_summary
 
@@ -113,24 +122,69 @@ def run(command: Any) -> str:
     return kind.summary(metrics, command, command.out)
 
 
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    """The command that runs ``pyrolvm ARGV`` in ``nproc`` processes on this machine:
+    ``python -m torch.distributed.run --standalone --nproc-per-node N -m pyrolvm ARGV``."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={int(nproc)}",
+        "-m",
+        "pyrolvm",
+        *argv,
+    ]
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--nproc N`` (or ``--nproc=N``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _say(message: str, exc: BaseException) -> None:
+    """Print an error line: on rank 0, or on any rank when it lost its peers."""
+    if distributed.is_main() or isinstance(exc, PeerLost):
+        print(message, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pyrolvm`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     command = parse(argv)
+    nproc = getattr(command, "nproc", 1)
+    if nproc > 1 and not distributed.launched():
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        inner = _without_nproc(argv)  # (torchrun's own parser would take --nproc for its own)
+        return subprocess.run(torchrun_command(nproc, inner), env=env, check=False).returncode
     try:
-        print(run(command))
+        distributed.init(getattr(command, "device", "auto"))
+        text = run(command)
+        if distributed.is_main():
+            print(text)
     except Interrupted as exc:
-        print(f"pyrolvm: {exc}", file=sys.stderr)
+        _say(f"pyrolvm: {exc}", exc)
         return 130
     except PyroLVMError as exc:
-        print(f"pyrolvm: error: {exc}", file=sys.stderr)
+        _say(f"pyrolvm: error: {exc}", exc)
         return 2
-    except KeyboardInterrupt:
-        print(
+    except KeyboardInterrupt as exc:
+        _say(
             "pyrolvm: interrupted; the run folder keeps the last checkpoint: run the same "
             "command with --resume to continue",
-            file=sys.stderr,
+            exc,
         )
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 
