@@ -16,7 +16,6 @@ rank 0 is the one that died).
 """
 
 import os
-import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
@@ -122,23 +121,40 @@ def run(command: Any) -> str:
     return kind.summary(metrics, command, command.out)
 
 
-def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
-    """The command that runs ``pyrolvm ARGV`` in ``nproc`` processes on this machine:
-    ``python -m torch.distributed.run --standalone --nproc-per-node N -m pyrolvm ARGV``."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={int(nproc)}",
-        "-m",
-        "pyrolvm",
-        *argv,
-    ]
+def torchrun_args(nproc: int, argv: list[str]) -> list[str]:
+    """torchrun's arguments that run ``pyrolvm ARGV`` in ``nproc`` processes on this machine:
+    ``torchrun --standalone --nproc-per-node N -m pyrolvm ARGV``."""
+    return ["--standalone", f"--nproc-per-node={int(nproc)}", "-m", "pyrolvm", *argv]
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``pyrolvm ARGV`` in ``nproc`` processes with torchrun's own launcher
+    (``torch.distributed.run``, in this process) and return the exit status: 0, or the
+    status of a process that failed (1 for a process killed by a signal, which is then named
+    in one line)."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (torchrun's default, without its warning)
+    try:
+        torchrun.run(torchrun.parse_args(torchrun_args(nproc, _without_nproc(argv))))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode > 0:
+            return failure.exitcode  # the process printed its own error
+        name = failure.signal_name() if failure.exitcode < 0 else "?"
+        print(
+            f"pyrolvm: error: process {rank} of {nproc} was killed ({name}); the others "
+            "stopped: the run folder keeps the checkpoint of the last completed epoch",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
-    """``argv`` without its ``--nproc N`` (or ``--nproc=N``)."""
+    """``argv`` without its ``--nproc N`` (or ``--nproc=N``; torchrun's own parser would take
+    it for its ``--nproc-per-node``)."""
     out, skip = [], False
     for arg in argv:
         if skip:
@@ -162,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     command = parse(argv)
     nproc = getattr(command, "nproc", 1)
     if nproc > 1 and not distributed.launched():
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        inner = _without_nproc(argv)  # (torchrun's own parser would take --nproc for its own)
-        return subprocess.run(torchrun_command(nproc, inner), env=env, check=False).returncode
+        return launch(nproc, argv)
     try:
         distributed.init(getattr(command, "device", "auto"))
         text = run(command)
