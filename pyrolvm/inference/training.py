@@ -420,11 +420,13 @@ def train(
                             sync = distributed.GradientSync(len(batch[0]), len(idx), asked)
                         main = svi_step(model, guide, loss, optim, *batch, sync=sync)
                         value = main
-                        for m, g, lo in extra_objectives if more is not None else ():
+                        extra = more
+                        for m, g, lo in extra_objectives if extra is not None else ():
+                            assert extra is not None
                             more_sync = None
                             if world > 1:
-                                more_sync = distributed.GradientSync(len(more[0]), more_rows)
-                            value = value + svi_step(m, g, lo, optim, *more, sync=more_sync)
+                                more_sync = distributed.GradientSync(len(extra[0]), more_rows)
+                            value = value + svi_step(m, g, lo, optim, *extra, sync=more_sync)
                     first_step = False
                     halted = stop["stop"]  # every process stops at the step where any was asked
                     if sync is not None:

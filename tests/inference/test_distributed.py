@@ -103,9 +103,9 @@ def test_sharded_evaluation_equals_one_process_per_datapoint(two_ranks):
 
 
 def test_a_killed_process_stops_the_launch_with_one_line(tmp_path):
-    # Rank 1 is killed (SIGKILL) at its 6th step, in epoch 2 (3 steps per epoch): rank 0 loses its peer in the next
-    # collective and stops with one line; the launch exits non-zero well before the
-    # collective timeout; the checkpoint of epoch 1 loads.
+    # Rank 1 is killed (SIGKILL) at its 6th step, in epoch 2 (3 steps per epoch): rank 0
+    # loses its peer in the next collective and stops with one line; the launch exits
+    # non-zero well before the collective timeout; the checkpoint of epoch 1 loads.
     out = str(tmp_path / "run")
     done = torchrun("kill", out, timeout=180)
     assert done.returncode != 0
