@@ -198,6 +198,8 @@ def kill(out):
 
 
 if __name__ == "__main__":
+    if os.environ.get("PYROLVM_TEST_DTYPE"):  # the float64 job, as tests/conftest.py
+        torch.set_default_dtype(getattr(torch, os.environ["PYROLVM_TEST_DTYPE"]))
     mode, out = sys.argv[1], sys.argv[2]
     if mode == "kill":
         sys.exit(kill(out))

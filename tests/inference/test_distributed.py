@@ -123,3 +123,36 @@ def test_the_shards_of_a_minibatch():
     assert distributed.split(7, 3) == [(0, 3), (3, 5), (5, 7)]
     assert distributed.world_size() == 1 and distributed.rank() == 0
     assert not distributed.active() and distributed.is_main()
+
+
+@pytest.mark.slow  # two launches of 2 processes (about 20 s each on a busy 2-core machine)
+def test_pyrolvm_train_nproc_launches_torchrun_and_rank_0_writes(tmp_path, capfd, monkeypatch):
+    # `pyrolvm train vae --nproc 2` runs torchrun's launcher in this process: one summary
+    # (rank 0's), the run folder of a single process, a checkpoint that records 2 processes
+    # and loads here, and an evaluation in one process that reproduces the test NLL of the
+    # 2-process run exactly (every batch of test points draws from its own seed).
+    from pyrolvm.cli import main
+    from pyrolvm.runs import evaluate_vae
+    from pyrolvm.runs.common import read_json
+
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    out = str(tmp_path / "run")
+    argv = ["train", "vae", "--epochs", "1", "--hidden", "8", "--eval-samples", "5"]
+    argv += ["--no-progress", "--device", "cpu", "--out", out]
+    assert main([*argv, "--nproc", "2"]) == 0
+    assert sorted(os.listdir(out)) == sorted(
+        [".lock", "config.json", "metrics.json", "checkpoint.pt"]
+        + read_json(os.path.join(out, "metrics.json"))["figures"]
+    )
+    metrics = read_json(os.path.join(out, "metrics.json"))
+    assert metrics["status"] == "ok" and metrics["epochs"] == 1
+    assert load_checkpoint(out)["train"]["streams"]["world_size"] == 2
+    again = evaluate_vae(out, progress=False, device="cpu")
+    assert again["test_nll"] == metrics["test_nll"]
+    # a launch that cannot give every process a row of each minibatch: one line, status 2
+    bad = str(tmp_path / "bad")
+    capfd.readouterr()
+    assert main([*argv[:-1], bad, "--batch-size", "1", "--nproc", "2"]) == 2
+    lines = [x for x in capfd.readouterr().err.splitlines() if x.startswith("pyrolvm: error:")]
+    assert len(lines) == 1 and "at least one row each of every minibatch" in lines[0]
