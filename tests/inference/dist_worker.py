@@ -128,8 +128,9 @@ def build_vae():
 VAE_ROWS, VAE_BATCH, VAE_EPOCHS = 300, 50, 3
 
 
-def train_vae_curve(elbo, k):
-    """The train ELBO curve of a small VAE (Trace_ELBO or IWAE) on 300 digits."""
+def train_vae_curve(elbo, k, resume_from=None, states=None):
+    """The train ELBO curve of a small VAE (Trace_ELBO or IWAE) on 300 digits (``states``:
+    a list that collects the checkpoints)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     model, guide = build_vae()
@@ -144,8 +145,23 @@ def train_vae_curve(elbo, k):
         batch_size=VAE_BATCH,
         progress=False,
         handle_signals=False,
+        resume_from=resume_from,
+        checkpoint=None if states is None else lambda s: states.append(copy.deepcopy(s)),
     )
     return history["train_elbo"]
+
+
+def resumed_vae_is_bitwise_equal():
+    """Whether the VAE with Gaussian draws, resumed after epoch 1 by the same number of
+    processes, ends with the parameters and curve of the uninterrupted run (every process's
+    noise stream restored)."""
+    states = []
+    curve = train_vae_curve("trace", 1, states=states)
+    params = param_state()
+    # rank 0 alone takes checkpoints; every process reads the one it wrote
+    state = distributed.broadcast_object(states[0] if states else None)
+    again = train_vae_curve("trace", 1, resume_from=state)
+    return again == curve and all(torch.equal(v, params[n]) for n, v in param_state().items())
 
 
 def evaluate_sharded():
@@ -172,6 +188,7 @@ def run_all(out):
         }
     for elbo, k in (("trace", 1), ("iwae", 2)):
         result[f"vae-{elbo}"] = train_vae_curve(elbo, k)
+    result["vae-resume"] = resumed_vae_is_bitwise_equal()
     result["eval"] = evaluate_sharded()
     if distributed.is_main():
         torch.save(result, os.path.join(out, "result.pt"))

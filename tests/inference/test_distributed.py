@@ -70,6 +70,12 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_ranks, case):
     assert history["train_elbo"] == pytest.approx(ref_history["train_elbo"], abs=1e-12)
 
 
+def test_a_two_process_run_resumed_by_two_processes_is_bitwise_equal(two_ranks):
+    # the VAE with Gaussian draws: rank 1's noise stream is in the checkpoint too
+    assert two_ranks["vae-resume"] is True
+    assert worker.resumed_vae_is_bitwise_equal()  # and in one process, as before
+
+
 @pytest.mark.parametrize("elbo, k", [("trace", 1), ("iwae", 2)])
 def test_two_processes_follow_the_train_elbo_curve_of_one(two_ranks, elbo, k):
     # A VAE with Gaussian draws: the data order and the updates are the single process's, the
