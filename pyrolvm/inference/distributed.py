@@ -125,7 +125,8 @@ def _comm_device() -> torch.device:
 
 @contextlib.contextmanager
 def collective(what: str) -> Iterator[None]:
-    """Turn the error of a collective whose peer died or timed out into :class:`PeerLost`."""
+    """Turn the error of a collective whose peer died or timed out into
+    :class:`~pyrolvm.PeerLost`."""
     try:
         yield
     except RuntimeError as exc:  # DistBackendError and gloo's errors are RuntimeErrors
