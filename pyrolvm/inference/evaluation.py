@@ -136,7 +136,7 @@ def importance_sample(
     device = as_tuple(data)[0].device
     # one objective per chunk size (a full chunk and the remainder) computes the (K, B)
     # log-weights of a chunk; the plate nesting is guessed once, by one run of guide and model
-    # on the first datapoint, whose draws are discarded (a stream of their own)
+    # on the first batch (one particle), whose draws are discarded (a stream of their own)
     chunks: dict[int, MultiSampleELBO] = {}
 
     def objective(k):
@@ -150,7 +150,7 @@ def importance_sample(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(distributed.mix_seed(seed, n))  # no batch starts at row n
         with pyro.validation_enabled(validate):
-            first = rows(data, slice(0, 1)) + tuple(args)
+            first = rows(data, slice(0, batch_size)) + tuple(args)
             objective(chunk_size).guess_plate_nesting(model, q, *first, **kwargs)
         show = progress and distributed.is_main()
         for i in tqdm(starts, desc="log-likelihood", disable=not show, leave=False):
