@@ -111,6 +111,34 @@ def resume_exact(case, state):
     return param_state(), history
 
 
+def diverge():
+    """(epoch, step) at which TrainingDiverged stops the exact Trace_ELBO case whose datapoint
+    0 is 1e200 (finite, but its squared error overflows in whichever shard holds it)."""
+    from pyrolvm.errors import TrainingDiverged
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    pair = DeltaPair()
+    x, idx = delta_data()
+    x = x.clone()
+    x[0] = 1e200
+    try:
+        train(
+            pair.model,
+            pair.guide,
+            (x, idx),
+            make_elbo("trace"),
+            make_optim(lr=0.05),
+            epochs=EPOCHS,
+            batch_size=BATCH,
+            progress=False,
+            handle_signals=False,
+        )
+    except TrainingDiverged as exc:
+        return exc.epoch, exc.step
+    return None
+
+
 def digits(rows):
     from pyrolvm.data import load
 
@@ -188,6 +216,7 @@ def run_all(out):
         }
     for elbo, k in (("trace", 1), ("iwae", 2)):
         result[f"vae-{elbo}"] = train_vae_curve(elbo, k)
+    result["diverge"] = distributed.gather_objects(diverge())
     result["vae-resume"] = resumed_vae_is_bitwise_equal()
     result["eval"] = evaluate_sharded()
     if distributed.is_main():

@@ -70,6 +70,13 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_ranks, case):
     assert history["train_elbo"] == pytest.approx(ref_history["train_elbo"], abs=1e-12)
 
 
+def test_a_nan_in_one_shard_stops_every_process_at_the_same_step(two_ranks):
+    # datapoint 0 overflows in whichever shard holds it; the summed loss is inf on every
+    # process, which all raise TrainingDiverged at the step a single process does
+    assert two_ranks["diverge"][0] is not None
+    assert two_ranks["diverge"] == [worker.diverge()] * 2
+
+
 def test_a_two_process_run_resumed_by_two_processes_is_bitwise_equal(two_ranks):
     # the VAE with Gaussian draws: rank 1's noise stream is in the checkpoint too
     assert two_ranks["vae-resume"] is True
