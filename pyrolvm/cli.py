@@ -15,6 +15,7 @@ prints the summary and the errors (another rank prints only that it lost its pee
 rank 0 is the one that died).
 """
 
+import dataclasses
 import os
 import sys
 import warnings
@@ -46,6 +47,9 @@ class Evaluate:
     """show progress bars"""
     device: str = "auto"
     """where to evaluate: auto (CUDA when available), cpu, cuda or cuda:N"""
+    nproc: int = 1
+    """processes that share the importance sampling out (N > 1 launches `torchrun
+    --standalone --nproc-per-node N`; ignored when already under torchrun)"""
 
 
 def _kinds():
@@ -180,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if nproc > 1 and not distributed.launched():
         return launch(nproc, argv)
     try:
-        distributed.init(getattr(command, "device", "auto"))
+        if distributed.init(getattr(command, "device", "auto")) and hasattr(command, "nproc"):
+            # config.json records the processes that trained the run
+            command = dataclasses.replace(command, nproc=distributed.world_size())
         text = run(command)
         if distributed.is_main():
             print(text)

@@ -138,7 +138,7 @@ def test_the_shards_of_a_minibatch():
     assert not distributed.active() and distributed.is_main()
 
 
-@pytest.mark.slow  # two launches of 2 processes (about 20 s each on a busy 2-core machine)
+@pytest.mark.slow  # three launches of 2 processes (about 20 s each on a busy 2-core machine)
 def test_pyrolvm_train_nproc_launches_torchrun_and_rank_0_writes(tmp_path, capfd, monkeypatch):
     # `pyrolvm train vae --nproc 2` runs torchrun's launcher in this process: one summary
     # (rank 0's), the run folder of a single process, a checkpoint that records 2 processes
@@ -161,8 +161,13 @@ def test_pyrolvm_train_nproc_launches_torchrun_and_rank_0_writes(tmp_path, capfd
     metrics = read_json(os.path.join(out, "metrics.json"))
     assert metrics["status"] == "ok" and metrics["epochs"] == 1
     assert load_checkpoint(out)["train"]["streams"]["world_size"] == 2
+    assert read_json(os.path.join(out, "config.json"))["nproc"] == 2
     again = evaluate_vae(out, progress=False, device="cpu")
     assert again["test_nll"] == metrics["test_nll"]
+    capfd.readouterr()
+    assert main(["evaluate", out, "--no-progress", "--device", "cpu", "--nproc", "2"]) == 0
+    printed = capfd.readouterr().out
+    assert printed.count("evaluation of") == 1 and f"{metrics['test_nll']:.2f}" in printed
     # a launch that cannot give every process a row of each minibatch: one line, status 2
     bad = str(tmp_path / "bad")
     capfd.readouterr()
