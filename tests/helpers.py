@@ -1,10 +1,14 @@
 """Shared test fixtures: a linear-Gaussian model with guides of known quality."""
 
+import os
+import signal
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 
+from pyrolvm.data import load
 from pyrolvm.models import LinearGaussian
 
 
@@ -79,3 +83,25 @@ def run_tutorial_fast(name, figures_dir):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+class KillAt:
+    """A dynamically binarized digits dataset whose k-th training minibatch sends ``sig`` to
+    this process (a real signal, delivered while the step runs)."""
+
+    def __init__(self, step, sig=signal.SIGINT):
+        self.data = load("digits", binarize="dynamic", seed=0)
+        self.step, self.sig, self.calls = step, sig, 0
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)
+
+    @property
+    def train_transform(self):
+        def transform(x):
+            self.calls += 1
+            if self.calls == self.step:
+                os.kill(os.getpid(), self.sig)
+            return torch.bernoulli(x)
+
+        return transform

@@ -60,3 +60,85 @@ def test_bad_m2_input(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_interleaved_schedule_sees_each_labelled_image_once_per_epoch(monkeypatch):
+    # Pyro's ss_vae_M2.py schedule: ceil(L / B) labelled minibatches per epoch, spread over
+    # the epoch's steps, together holding each of the L labelled images exactly once.
+    from pyrolvm.fitting import ssvae as fitting
+
+    seen: list[tuple[int, int, int]] = []
+    real_train = fitting.train
+
+    def spy_train(*args, extra_batch, **kwargs):
+        def recording(epoch, step):
+            batch = extra_batch(epoch, step)
+            if batch is not None:
+                seen.append((epoch, step, len(batch[0])))
+                recorded.append(batch[0])
+            return batch
+
+        return real_train(*args, extra_batch=recording, **kwargs)
+
+    recorded: list[torch.Tensor] = []
+    monkeypatch.setattr(fitting, "train", spy_train)
+    data = load("digits", binarize="static")  # binary already: no transform, images comparable
+    fitting.fit_m2(
+        data.train,
+        data.train_labels,
+        50,
+        latent_dim=2,
+        hidden=(8,),
+        epochs=2,
+        batch_size=20,
+        labelled_schedule="interleaved",
+        transform=None,
+    )
+    steps = -(-(len(data.train) - 50) // 20)  # 70 unlabelled minibatches
+    assert [(e, s, n) for e, s, n in seen] == [
+        (e, int((j + 0.5) * steps / 3), n) for e in (1, 2) for j, n in enumerate((20, 20, 10))
+    ]
+    labelled, _ = fitting.split_labels(data.train_labels, 50, 10, 0)
+    for epoch in range(2):
+        images = torch.cat(recorded[3 * epoch : 3 * epoch + 3])
+        # the same 50 images, each once (rows compared as sets of distinct images)
+        expect = data.train[labelled]
+        assert sorted(map(tuple, images.tolist())) == sorted(map(tuple, expect.tolist()))
+    # a new order each epoch
+    assert not torch.equal(recorded[0], recorded[3])
+
+
+def test_m2_validation_split_selects_the_test_accuracy_at_the_best_epoch(tmp_path):
+    from pyrolvm.runs.ssvae import at_best_validation, train_m2
+
+    history = {"validation_accuracy": [0.2, 0.5, 0.5, 0.4], "test_accuracy": [0.1, 0.6, 0.7, 0.8]}
+    assert at_best_validation(history) == {
+        "best_validation_accuracy": 0.5,
+        "best_validation_epoch": 2,
+        "test_accuracy_at_best_validation": 0.6,
+    }
+    assert at_best_validation({"test_accuracy": [0.3]}) == {}
+    out = str(tmp_path / "run")
+    metrics = train_m2(
+        labels=50,
+        epochs=2,
+        hidden=(16,),
+        validation=300,
+        labelled_schedule="interleaved",
+        out=out,
+        progress=False,
+    )
+    curves = metrics["curves"]
+    assert len(curves["validation_accuracy"]) == 2
+    assert (
+        metrics["test_accuracy_at_best_validation"]
+        == curves["test_accuracy"][metrics["best_validation_epoch"] - 1]
+    )
+
+
+def test_bad_m2_schedule_and_validation(tmp_path, capsys):
+    err = cli_error(capsys, [*RUN, "--validation", "5000", "--out", str(tmp_path / "r")])
+    assert "--validation 5000 leaves no training image" in err
+    err = cli_error(capsys, [*RUN, "--labelled-schedule", "sometimes"])
+    assert "sometimes" in err and "interleaved" in err
+    assert not os.path.exists(tmp_path / "r")

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyro
+import pyro.distributions as dist
 import torch
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from ..data import Dataset
-from ..guides import AmortizedNormal
+from ..errors import ConfigError
+from ..guides import AmortizedNormal, empty_guide
 from ..inference import make_optim, train
 from ..models.mixture_vae import MixturePriorVAE
 from .mixture import fit_mixture
@@ -61,6 +63,33 @@ def cluster_scores(
     }
 
 
+#: The ``pretrain`` choices of :func:`fit_mixture_vae`.
+PRETRAININGS = ("vae", "autoencoder")
+#: The ``prior_init`` choices of :func:`fit_mixture_vae`.
+PRIOR_INITS = ("draws", "means")
+
+
+def autoencoder(model: MixturePriorVAE, guide: AmortizedNormal):
+    """The deterministic autoencoder of a mixture-prior VAE, as a Pyro model without latent
+    sites: x is scored under the decoder at z = the encoder's mean, so its ``Trace_ELBO`` loss
+    with :func:`~pyrolvm.guides.empty_guide` is the reconstruction loss (binary
+    cross-entropy summed over the pixels, nats). VaDE's pre-training (Jiang et al. 2017,
+    section 4.1) trains the encoder's mean and the decoder this way.
+
+    Returns:
+        callable: ``autoencoder(x)`` for x of shape (B, D), one ``pyro.plate("data", B)``.
+    """
+
+    def reconstruct(x):
+        pyro.module(model.name, model)
+        pyro.module(guide.name, guide)
+        with pyro.plate("data", x.shape[0]):
+            z = guide.encode(x)[0]
+            pyro.sample("x", dist.Bernoulli(logits=model.decoder(z)).to_event(1), obs=x)
+
+    return reconstruct
+
+
 def fit_mixture_vae(
     data: Dataset,
     num_components: int = 10,
@@ -73,6 +102,8 @@ def fit_mixture_vae(
     finetune_lr_ratio: float = 0.1,
     seed: int = 0,
     progress: bool = False,
+    pretrain: str = "vae",
+    prior_init: str = "draws",
 ) -> tuple[MixturePriorVAE, AmortizedNormal, dict]:
     """Train a :class:`~pyrolvm.models.MixturePriorVAE` with an
     :class:`~pyrolvm.guides.AmortizedNormal` guide under
@@ -81,14 +112,33 @@ def fit_mixture_vae(
     from q(z | x) of every training image, then ``epochs`` more epochs with a fresh Adam at
     ``lr * finetune_lr_ratio``.
 
+    VaDE's protocol (Jiang et al. 2017, section 4.1) is ``pretrain="autoencoder"`` (the
+    warm-up trains the deterministic :func:`autoencoder`: encoder means and decoder under the
+    reconstruction loss) with ``prior_init="means"`` (the mixture is fitted to the encoder's
+    means, the autoencoder's codes) and ``finetune_lr_ratio=1``.
+
     Args:
         data (pyrolvm.data.Dataset): images in [0, 1] with ``test_labels``.
+        pretrain (str): ``"vae"`` (the warm-up trains the mixture-prior VAE itself under its
+            ELBO, the prior still random) or ``"autoencoder"`` (above).
+        prior_init (str): fit the mixture to one draw from q(z | x) per training image
+            (``"draws"``) or to the encoder's means (``"means"``).
 
     Returns:
         (model, guide, metrics): ``test_cluster_accuracy``, ``test_ari`` of the test images'
         MAP clusters (:func:`cluster_scores`), the same right after the prior's initialization
-        (``init_``), ``train_elbo`` curve and ``seconds``.
+        (``init_``), ``train_elbo`` curve (the warm-up's bound: the reconstruction term alone
+        after an autoencoder pre-training) and ``seconds``.
+
+    Raises:
+        ConfigError: an unknown ``pretrain`` or ``prior_init``.
     """
+    for value, choices, what in (
+        (pretrain, PRETRAININGS, "pretraining"),
+        (prior_init, PRIOR_INITS, "prior initialization"),
+    ):
+        if value not in choices:
+            raise ConfigError(f"unknown {what} {value!r}: choose one of {', '.join(choices)}")
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     t0 = time.perf_counter()
@@ -98,11 +148,15 @@ def fit_mixture_vae(
     guide.to(data.train.device)
     loss = TraceEnum_ELBO(max_plate_nesting=1)
     optim = make_optim(lr)
+    warm_up = (
+        (autoencoder(model, guide), empty_guide, Trace_ELBO())
+        if pretrain == "autoencoder"
+        else (model, guide, loss)
+    )
     history = train(
-        model,
-        guide,
+        *warm_up[:2],
         data.train,
-        loss,
+        warm_up[2],
         optim,
         epochs=warmup_epochs,
         batch_size=batch_size,
@@ -110,10 +164,11 @@ def fit_mixture_vae(
         progress=progress,
     )
     with torch.no_grad():
-        # draws from q(z | x), not the means: the prior must cover the aggregate posterior,
-        # whose spread includes the encoder's scales
+        # by default draws from q(z | x), not the means: the prior must cover the aggregate
+        # posterior, whose spread includes the encoder's scales (VaDE fits the means: after
+        # an autoencoder pre-training the scales are untrained)
         loc, scale = guide.encode(data.train)
-        draws = loc + scale * torch.randn_like(loc)
+        draws = loc + scale * torch.randn_like(loc) if prior_init == "draws" else loc
     store = pyro.get_param_store().get_state()
     gmm = fit_mixture(draws.cpu(), num_components, "diag", epochs=100, seed=seed)
     pyro.get_param_store().set_state(store)  # fit_mixture used the param store

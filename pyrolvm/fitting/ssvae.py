@@ -13,6 +13,9 @@ from ..guides.ssvae import SSVAEGuide
 from ..inference import make_optim, train
 from ..models.ssvae import SSVAE
 
+#: The ``labelled_schedule`` choices of :func:`fit_m2`.
+LABELLED_SCHEDULES = ("every-step", "interleaved")
+
 
 def split_labels(
     labels: torch.Tensor, num_labelled: int, num_classes: int = 10, seed: int = 0
@@ -81,20 +84,37 @@ def fit_m2(
     callback: Callable | None = None,
     checkpoint: Callable | None = None,
     resume_from: dict | None = None,
+    labelled_schedule: str = "every-step",
+    valid: torch.Tensor | None = None,
+    valid_labels: torch.Tensor | None = None,
 ) -> tuple[SSVAE, SSVAEGuide, dict]:
     """Train M2 on ``num_labelled`` balanced labelled images and the rest unlabelled, with
     :func:`pyrolvm.inference.train` (one loop, progress bar and divergence check).
 
     Every step takes one unlabelled minibatch (bound U(x) of eq. (7), the label enumerated under
-    ``TraceEnum_ELBO`` or sampled under ``Trace_ELBO``) and one labelled minibatch (bound
+    ``TraceEnum_ELBO`` or sampled under ``Trace_ELBO``). The labelled minibatches (bound
     L(x, y) of eq. (6), plus ``aux_loss_multiplier * -log q(y | x)`` of eq. (9) when
-    ``aux_loss``). The multiplier defaults to ``0.1 * N`` as in Kingma et al., section 4.
+    ``aux_loss``) come on one of two schedules:
+
+    - ``"every-step"``: one labelled minibatch, drawn at random, in every step (the labelled
+      images are revisited ``N / num_labelled`` times per epoch);
+    - ``"interleaved"``: Pyro's ``examples/vae/ss_vae_M2.py`` schedule: each labelled image
+      once per epoch, in ``ceil(num_labelled / batch_size)`` minibatches spread evenly over
+      the epoch's steps, in an order drawn from ``seed`` and the epoch (so a resumed run
+      draws the same).
+
+    All terms are sums over their minibatch (no rescaling), as in Pyro's example. The
+    multiplier defaults to ``0.1 * N`` as in Kingma et al., section 4.
     The random state is seeded by ``seed`` only when no ``model`` is given (a fresh fit).
 
     Args:
         train_x (torch.Tensor): (N, D) images in [0, 1]; ``transform`` binarizes each minibatch.
         train_labels (torch.Tensor): (N,) int64 classes (only ``num_labelled`` are used).
         test, test_labels: held-out images and classes for the per-epoch accuracy.
+        labelled_schedule (str): ``"every-step"`` or ``"interleaved"`` (above).
+        valid, valid_labels: a validation split (images and classes, not trained on) for a
+            per-epoch ``"validation_accuracy"``, by which a model is selected without the
+            test set.
         progress (bool): show a progress bar over steps with the running loss.
         model, guide, optim, history: continue training these (default: new ones, seeded).
         callback (callable or None): as :func:`pyrolvm.inference.train`'s, after the accuracy.
@@ -103,14 +123,20 @@ def fit_m2(
 
     Returns:
         (model, guide, history): per-epoch ``"train_elbo"`` (the unlabelled bound per image,
-        nats), ``"train_loss"`` (mean per step of the three losses summed), ``"seconds"`` and,
-        with test data, ``"test_accuracy"``.
+        nats), ``"train_loss"`` (mean per step of the losses summed), ``"seconds"`` and, with
+        test or validation data, ``"test_accuracy"`` and ``"validation_accuracy"``.
 
     Raises:
-        ConfigError: see :func:`split_labels`.
+        ConfigError: see :func:`split_labels`; an unknown ``labelled_schedule``, or an
+            interleaved one with more labelled than unlabelled minibatches.
         TrainingDiverged: the loss became NaN or infinite.
     """
     num_classes = int(train_labels.max()) + 1
+    if labelled_schedule not in LABELLED_SCHEDULES:
+        raise ConfigError(
+            f"unknown labelled schedule {labelled_schedule!r}: choose one of "
+            f"{', '.join(LABELLED_SCHEDULES)}"
+        )
     if model is None:
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
@@ -134,9 +160,33 @@ def fit_m2(
         li = lab_on_device[pick.to(lab_on_device.device)]
         return tf(train_x[li]), onehot[li]
 
+    steps = -(-(len(train_x) - len(lab)) // batch_size)
+    lab_steps = -(-len(lab) // batch_size)
+    if labelled_schedule == "interleaved" and lab_steps > steps:
+        raise ConfigError(
+            f"the interleaved schedule needs fewer labelled minibatches ({lab_steps}) than "
+            f"unlabelled ones ({steps}): use fewer labels or labelled_schedule='every-step'"
+        )
+    # the steps of an epoch that take a labelled minibatch: spread evenly, the j-th at
+    # round((j + 1/2) * steps / lab_steps)
+    at_step = {int((j + 0.5) * steps / lab_steps): j for j in range(lab_steps)}
+
+    def interleaved_batch(epoch, step):
+        j = at_step.get(step)
+        if j is None:
+            return None
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = lab[torch.randperm(len(lab), generator=gen, device="cpu")]
+        li = order[j * batch_size : (j + 1) * batch_size].to(lab_on_device.device)
+        return tf(train_x[li]), onehot[li]
+
     callbacks: list[Callable] = []
     if test is not None and test_labels is not None:
         callbacks.append(lambda epoch, hist: {"test_accuracy": accuracy(guide, test, test_labels)})
+    if valid is not None and valid_labels is not None:
+        callbacks.append(
+            lambda epoch, hist: {"validation_accuracy": accuracy(guide, valid, valid_labels)}
+        )
     if callback is not None:
         callbacks.append(callback)
     history = train(
@@ -152,7 +202,7 @@ def fit_m2(
         progress=progress,
         history=history,
         extra_objectives=extra,
-        extra_batch=labelled_batch,
+        extra_batch=interleaved_batch if labelled_schedule == "interleaved" else labelled_batch,
         checkpoint=checkpoint,
         resume_from=resume_from,
     )

@@ -152,8 +152,8 @@ def importance_sample(
         with pyro.validation_enabled(validate):
             first = rows(data, slice(0, batch_size)) + tuple(args)
             objective(chunk_size).guess_plate_nesting(model, q, *first, **kwargs)
-        show = progress and distributed.is_main()
-        for i in tqdm(starts, desc="log-likelihood", disable=not show, leave=False):
+        quiet = None if progress and distributed.is_main() else True  # tqdm: None = tty only
+        for i in tqdm(starts, desc="log-likelihood", disable=quiet, leave=False):
             torch.manual_seed(distributed.mix_seed(seed, i))
             batch = rows(data, slice(i, i + batch_size)) + tuple(args)
             lse_w: torch.Tensor | None = None

@@ -104,7 +104,9 @@ def impute(
     validate = is_validation_enabled()
     objectives: dict[int, MultiSampleELBO] = {}
     means, lls, esss = [], [], []
-    for i in tqdm(range(0, len(x), batch_size), desc="imputation", disable=not progress):
+    for i in tqdm(
+        range(0, len(x), batch_size), desc="imputation", disable=None if progress else True
+    ):
         xb, mb = x[i : i + batch_size], mask[i : i + batch_size]
         lse: torch.Tensor | None = None
         lse2: torch.Tensor | None = None

@@ -186,7 +186,7 @@ def train(
         callback (callable, list of callables, or None): ``callback(epoch, history)`` after
             each epoch (1-based); may return a dict of further per-epoch metrics, appended to
             ``history`` before the next callback runs.
-        progress (bool): show a progress bar with the running ELBO.
+        progress (bool): show a progress bar with the running ELBO (on a terminal only).
         history (dict or None): curves to continue (e.g. from a checkpoint); epochs are
             numbered after them.
         check_every_step (bool): run Pyro's validation (site shapes, model/guide match,
@@ -371,7 +371,8 @@ def train(
     bar = tqdm(
         total=epochs * steps_per_epoch,
         initial=done,
-        disable=not progress or me != 0,
+        # tqdm: None = quiet when not a terminal; rank 0 alone shows it
+        disable=None if progress and me == 0 else True,
         unit="step",
         dynamic_ncols=True,
     )

@@ -5,7 +5,7 @@
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pyro
 import torch
@@ -14,6 +14,7 @@ from .. import plots
 from ..devices import resolve_device
 from ..errors import ConfigError
 from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
+from ..fitting.mixture_vae import PRETRAININGS, PRIOR_INITS
 from ..guides import AmortizedNormal
 from ..models.mixture_vae import MixturePriorVAE
 from .common import (
@@ -70,6 +71,11 @@ class MixtureVAEConfig(RunConfig):
     """Adam learning rate of the pre-training"""
     finetune_lr_ratio: PositiveFloat = 0.1
     """learning rate after the prior's initialization, relative to --lr"""
+    pretrain: Literal[PRETRAININGS] = "vae"
+    """the warm-up: vae (the model's own ELBO) or autoencoder (VaDE: encoder means and decoder
+    under the reconstruction loss)"""
+    prior_init: Literal[PRIOR_INITS] = "draws"
+    """fit the prior's mixture to draws from q(z | x), or to the encoder's means (VaDE)"""
 
 
 def train_mixture_vae(config=None, **overrides):
@@ -107,6 +113,8 @@ def train_mixture_vae(config=None, **overrides):
             cfg.finetune_lr_ratio,
             cfg.seed,
             cfg.progress,
+            pretrain=cfg.pretrain,
+            prior_init=cfg.prior_init,
         )
         save_checkpoint(
             os.path.join(folder, CHECKPOINT),

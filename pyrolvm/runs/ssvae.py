@@ -4,15 +4,16 @@ accuracy -> run folder. ``train_m2(...)`` is ``pyrolvm train m2`` in one call.""
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import pyro
 import tyro
 
 from .. import plots
 from ..devices import resolve_device
-from ..errors import Interrupted, TrainingDiverged
+from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import accuracy, fit_m2, split_labels
+from ..fitting.ssvae import LABELLED_SCHEDULES
 from ..guides.ssvae import SSVAEGuide
 from ..models.ssvae import SSVAE
 from .common import (
@@ -26,10 +27,18 @@ from .common import (
     save_checkpoint,
     write_json,
 )
-from .config import Count, PositiveFloat, RunConfig, Sizes
+from .config import Count, PositiveFloat, Range, RunConfig, Sizes
 from .registry import RunKind, register
 
-__all__ = ["M2Config", "evaluate_m2", "fit_m2", "split_labels", "train_m2"]
+__all__ = [
+    "M2Config",
+    "at_best_validation",
+    "evaluate_m2",
+    "fit_m2",
+    "split_labels",
+    "train_m2",
+    "validation_split",
+]
 
 
 @dataclass
@@ -67,10 +76,50 @@ class M2Config(RunConfig):
         bool, tyro.conf.arg(aliases=("--sample-labels",)), tyro.conf.FlagCreatePairsOff
     ] = True
     """--sample-labels samples the unobserved label (score function) instead of enumerating"""
+    labelled_schedule: Literal[LABELLED_SCHEDULES] = "every-step"
+    """every-step: a labelled minibatch in every step; interleaved: each labelled image once
+    per epoch, its minibatches spread over the epoch (Pyro's ss_vae_M2.py)"""
+    validation: Annotated[int, Range(low=0)] = 0
+    """hold out the last N training images as a validation set (not trained on); the test
+    accuracy at the best validation accuracy is reported too (Pyro's example: 10000)"""
 
 
 #: Per-dataset defaults of :class:`M2Config`.
 DATASET_DEFAULTS = M2Config.DATASET_DEFAULTS
+
+
+def validation_split(data, size):
+    """(train images, train labels, validation images or None, validation labels or None):
+    the last ``size`` training images held out, as Pyro's ss-vae example holds out MNIST's
+    last 10000.
+
+    Raises:
+        ConfigError: ``size`` leaves no training image.
+    """
+    if not size:
+        return data.train, data.train_labels, None, None
+    if size >= len(data.train):
+        raise ConfigError(
+            f"--validation {size} leaves no training image ({len(data.train)} in all): "
+            "hold out fewer"
+        )
+    cut = len(data.train) - size
+    return data.train[:cut], data.train_labels[:cut], data.train[cut:], data.train_labels[cut:]
+
+
+def at_best_validation(history):
+    """``{"best_validation_accuracy", "best_validation_epoch",
+    "test_accuracy_at_best_validation"}`` from per-epoch curves (the first epoch of the
+    highest validation accuracy); ``{}`` without a validation curve."""
+    valid = history.get("validation_accuracy")
+    if not valid:
+        return {}
+    best = max(range(len(valid)), key=lambda i: (valid[i], -i))
+    return {
+        "best_validation_accuracy": valid[best],
+        "best_validation_epoch": best + 1,
+        "test_accuracy_at_best_validation": history["test_accuracy"][best],
+    }
 
 
 def build(cfg, data_dim, num_classes):
@@ -96,7 +145,8 @@ def train_m2(config=None, **overrides):
     cfg = dataclasses.replace(config or M2Config(), **overrides).resolved()
     device = resolve_device(cfg.device)
     data = on_device(load_data(cfg, "dynamic"), device)
-    split_labels(data.train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
+    train_x, train_labels, valid, valid_labels = validation_split(data, cfg.validation)
+    split_labels(train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
     with run_folder(cfg.out, "m2", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
         if saved is None:
@@ -122,8 +172,8 @@ def train_m2(config=None, **overrides):
 
         try:
             model, guide, history = fit_m2(
-                data.train,
-                data.train_labels,
+                train_x,
+                train_labels,
                 cfg.labels,
                 data.test,
                 data.test_labels,
@@ -142,6 +192,9 @@ def train_m2(config=None, **overrides):
                 guide=guide,
                 checkpoint=save,
                 resume_from=saved and saved["train"],
+                labelled_schedule=cfg.labelled_schedule,
+                valid=valid,
+                valid_labels=valid_labels,
             )
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
@@ -151,6 +204,7 @@ def train_m2(config=None, **overrides):
             "complete": True,
             "test_accuracy": acc,
             "test_error": 1 - acc,
+            **at_best_validation(history),
             "epochs": len(history["train_elbo"]),
             "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
             "curves": history,
@@ -209,6 +263,18 @@ def summary(metrics, cfg, folder):
         title,
         [
             ("test accuracy", f"{100 * metrics['test_accuracy']:.2f} %"),
+            *(
+                [
+                    (
+                        "at best validation",
+                        f"{100 * metrics['test_accuracy_at_best_validation']:.2f} % (epoch "
+                        f"{metrics['best_validation_epoch']}, validation "
+                        f"{100 * metrics['best_validation_accuracy']:.2f} %)",
+                    )
+                ]
+                if "best_validation_epoch" in metrics
+                else []
+            ),
             ("seconds per epoch", f"{metrics['seconds_per_epoch']:.1f}"),
             ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT})"),
         ],

@@ -1,5 +1,6 @@
 import math
 import re
+import sys
 
 import pytest
 import torch
@@ -232,10 +233,13 @@ def test_history_is_continued_and_the_callback_numbers_epochs_after_it():
     assert seen == [(3, 3), (4, 4)]
 
 
-def test_progress_bar_counts_steps_and_shows_the_running_elbo(capsys):
+def test_progress_bar_counts_steps_and_shows_the_running_elbo(capsys, monkeypatch):
     model, guide, x = _tiny(30)
     train(model, guide, x, epochs=2, batch_size=10, progress=False)
     assert capsys.readouterr().err == ""
+    train(model, guide, x, epochs=2, batch_size=10)  # stderr is no terminal here: quiet
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     train(model, guide, x, epochs=2, batch_size=10)  # progress=True is the default
     err = capsys.readouterr().err
     assert "6/6" in err and re.search(r"[ \d](step/s|s/step)", err)

@@ -84,3 +84,55 @@ def test_short_run_on_digits_clusters_above_chance():
 def test_bad_number_of_components():
     with pytest.raises(ConfigError, match="positive integer"):
         MixturePriorVAE(64, 3, 0)
+
+
+def test_autoencoder_pretraining_loss_is_the_reconstruction_cross_entropy():
+    # VaDE's pre-training objective: Trace_ELBO of the autoencoder model with the empty guide
+    # equals the binary cross-entropy of x under the decoder at z = the encoder's mean
+    import torch.nn.functional as F
+    from pyro.infer import Trace_ELBO
+
+    from pyrolvm.fitting.mixture_vae import autoencoder
+    from pyrolvm.guides import AmortizedNormal, empty_guide
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    model = MixturePriorVAE(6, latent_dim=2, num_components=3, hidden=(5,))
+    guide = AmortizedNormal(6, 2, (5,), "relu")
+    x = torch.bernoulli(torch.full((4, 6), 0.5))
+    loss = Trace_ELBO().loss(autoencoder(model, guide), empty_guide, x)
+    logits = model.decoder(guide.encode(x)[0])
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    assert loss == pytest.approx(bce.item(), rel=1e-6)
+
+
+def test_vade_protocol_pretrains_an_autoencoder_and_fits_the_prior_to_its_codes(monkeypatch):
+    # the prior's mixture is fitted to exactly the encoder's means after the pre-training
+    from pyrolvm.data import load
+    from pyrolvm.fitting import mixture_vae as fitting
+
+    seen = {}
+    real_fit = fitting.fit_mixture
+
+    class Recorded(AmortizedNormal):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen["guide"] = self
+
+    def spy(points, *args, **kwargs):
+        seen["points"] = points.clone()
+        with torch.no_grad():  # the encoder's means at the moment of the fit
+            seen["means"] = seen["guide"].encode(data.train)[0].cpu()
+        return real_fit(points, *args, **kwargs)
+
+    monkeypatch.setattr(fitting, "fit_mixture", spy)
+    monkeypatch.setattr(fitting, "AmortizedNormal", Recorded)
+    data = load("digits", binarize="dynamic")
+    model, guide, metrics = fitting.fit_mixture_vae(
+        data, 3, 2, (8,), 1, 1, 100, pretrain="autoencoder", prior_init="means"
+    )
+    # epoch 1's curve is the reconstruction term alone: a bound with no KL, above the ELBO
+    assert len(metrics["train_elbo"]) == 2
+    with pytest.raises(ConfigError, match="unknown pretraining 'pca'"):
+        fitting.fit_mixture_vae(data, 3, 2, (8,), 1, 1, 100, pretrain="pca")
+    assert torch.equal(seen["points"], seen["means"])

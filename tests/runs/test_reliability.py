@@ -11,38 +11,15 @@ import textwrap
 
 import pytest
 import torch
-from helpers import cli_error
+from helpers import KillAt, cli_error
 
 from pyrolvm.cli import main
-from pyrolvm.data import load
 from pyrolvm.errors import ConfigError, Interrupted
 from pyrolvm.runs import evaluate_run, train_gmm, train_m2, train_vae
 from pyrolvm.runs.common import read_json
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VAE = dict(epochs=3, hidden=(16,), eval_samples=20, progress=False)  # 15 steps per epoch
-
-
-class KillAt:
-    """A dynamically binarized digits dataset whose k-th training minibatch sends ``sig`` to
-    this process (a real signal, delivered while the step runs)."""
-
-    def __init__(self, step, sig=signal.SIGINT):
-        self.data = load("digits", binarize="dynamic", seed=0)
-        self.step, self.sig, self.calls = step, sig, 0
-
-    def __getattr__(self, name):
-        return getattr(self.data, name)
-
-    @property
-    def train_transform(self):
-        def transform(x):
-            self.calls += 1
-            if self.calls == self.step:
-                os.kill(os.getpid(), self.sig)
-            return torch.bernoulli(x)
-
-        return transform
 
 
 def without_times(metrics):
@@ -101,10 +78,13 @@ def test_resume_after_sigkill_starts_from_the_last_epoch(tmp_path, uninterrupted
     assert without_times(resumed) == without_times(full)
 
 
-def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", ["every-step", "interleaved"])
+def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, schedule):
+    # stopped mid-epoch and resumed: the interleaved schedule's labelled order of an epoch
+    # is a function of the seed and the epoch, so it needs no state of its own
     from pyrolvm.runs import common
 
-    kw = dict(labels=50, epochs=2, hidden=(16,), progress=False)
+    kw = dict(labels=50, epochs=2, hidden=(16,), progress=False, labelled_schedule=schedule)
     full = train_m2(out=str(tmp_path / "full"), **kw)
     monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(20))
     with pytest.raises(Interrupted):
