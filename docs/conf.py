@@ -172,6 +172,13 @@ _copy_tutorials()
 API = ("models", "guides", "inference", "fitting", "data", "runs")
 #: Further sections of a page (reST appended to it).
 API_EXTRA = {
+    "inference": """
+Data-parallel training and sharded evaluation (torchrun)
+--------------------------------------------------------
+
+.. automodule:: pyrolvm.inference.distributed
+   :members:
+""",
     "guides": """
 Score-function baselines
 ------------------------

@@ -2,7 +2,14 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import ConfigError, DataError, Interrupted, PyroLVMError, TrainingDiverged
+from .errors import (
+    ConfigError,
+    DataError,
+    Interrupted,
+    PeerLost,
+    PyroLVMError,
+    TrainingDiverged,
+)
 
 try:
     __version__: str = version("pyro-lvm")
@@ -13,6 +20,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Interrupted",
+    "PeerLost",
     "PyroLVMError",
     "TrainingDiverged",
     "__version__",

@@ -7,8 +7,16 @@ Generated, not written: the flags of ``pyrolvm train KIND`` are the fields of th
 config (:data:`pyrolvm.runs.RUNS`), parsed by ``tyro``, with their types, defaults, choices
 and help as declared there. Errors caused by bad input are printed as one message with exit
 status 2 (``pyrolvm: error: ...`` for settings and data, tyro's message for a malformed flag).
+
+Under ``torchrun`` (``torchrun --nproc-per-node N -m pyrolvm train ...``, or ``pyrolvm train
+... --nproc N``, which launches it) every process runs the same command in a
+``torch.distributed`` process group (:mod:`pyrolvm.inference.distributed`); rank 0 alone
+prints the summary and the errors (another rank prints only that it lost its peers, in case
+rank 0 is the one that died).
 """
 
+import dataclasses
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -16,7 +24,8 @@ from typing import Annotated, Any, Union
 
 import tyro
 
-from .errors import Interrupted, PyroLVMError
+from .errors import Interrupted, PeerLost, PyroLVMError
+from .inference import distributed
 from .runs import RUNS, evaluate_run
 from .runs.common import format_summary
 
@@ -38,6 +47,9 @@ class Evaluate:
     """show progress bars"""
     device: str = "auto"
     """where to evaluate: auto (CUDA when available), cpu, cuda or cuda:N"""
+    nproc: int = 1
+    """processes that share the importance sampling out (N > 1 launches `torchrun
+    --standalone --nproc-per-node N`; ignored when already under torchrun)"""
 
 
 def _kinds():
@@ -113,24 +125,86 @@ def run(command: Any) -> str:
     return kind.summary(metrics, command, command.out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pyrolvm`` console script; returns the exit status."""
-    command = parse(argv)
+def torchrun_args(nproc: int, argv: list[str]) -> list[str]:
+    """torchrun's arguments that run ``pyrolvm ARGV`` in ``nproc`` processes on this machine:
+    ``torchrun --standalone --nproc-per-node N -m pyrolvm ARGV``."""
+    return ["--standalone", f"--nproc-per-node={int(nproc)}", "-m", "pyrolvm", *argv]
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``pyrolvm ARGV`` in ``nproc`` processes with torchrun's own launcher
+    (``torch.distributed.run``, in this process) and return the exit status: 0, or the
+    status of a process that failed (1 for a process killed by a signal, which is then named
+    in one line)."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (torchrun's default, without its warning)
     try:
-        print(run(command))
-    except Interrupted as exc:
-        print(f"pyrolvm: {exc}", file=sys.stderr)
-        return 130
-    except PyroLVMError as exc:
-        print(f"pyrolvm: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        torchrun.run(torchrun.parse_args(torchrun_args(nproc, _without_nproc(argv))))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode > 0:
+            return failure.exitcode  # the process printed its own error
+        name = failure.signal_name() if failure.exitcode < 0 else "?"
         print(
-            "pyrolvm: interrupted; the run folder keeps the last checkpoint: run the same "
-            "command with --resume to continue",
+            f"pyrolvm: error: process {rank} of {nproc} was killed ({name}); the others "
+            "stopped: the run folder keeps the checkpoint of the last completed epoch",
             file=sys.stderr,
         )
+        return 1
+    return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--nproc N`` (or ``--nproc=N``; torchrun's own parser would take
+    it for its ``--nproc-per-node``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _say(message: str, exc: BaseException) -> None:
+    """Print an error line: on rank 0, or on any rank when it lost its peers."""
+    if distributed.is_main() or isinstance(exc, PeerLost):
+        print(message, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pyrolvm`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = parse(argv)
+    nproc = getattr(command, "nproc", 1)
+    if nproc > 1 and not distributed.launched():
+        return launch(nproc, argv)
+    try:
+        if distributed.init(getattr(command, "device", "auto")) and hasattr(command, "nproc"):
+            # config.json records the processes that trained the run
+            command = dataclasses.replace(command, nproc=distributed.world_size())
+        text = run(command)
+        if distributed.is_main():
+            print(text)
+    except Interrupted as exc:
+        _say(f"pyrolvm: {exc}", exc)
         return 130
+    except PyroLVMError as exc:
+        _say(f"pyrolvm: error: {exc}", exc)
+        return 2
+    except KeyboardInterrupt as exc:
+        _say(
+            "pyrolvm: interrupted; the run folder keeps the last checkpoint: run the same "
+            "command with --resume to continue",
+            exc,
+        )
+        return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

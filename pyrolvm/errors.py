@@ -55,3 +55,9 @@ class Interrupted(PyroLVMError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+class PeerLost(PyroLVMError, RuntimeError):
+    """Another process of a distributed launch (``torchrun``) stopped or stopped answering
+    during a collective operation: this process stops too (the checkpoint of the last
+    completed epoch stays in the run folder)."""

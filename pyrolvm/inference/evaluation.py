@@ -19,6 +19,7 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
+from . import distributed
 from .batches import Data, as_tuple, num_rows, rows
 from .importance import prior_proposal
 from .objectives import MultiSampleELBO
@@ -70,6 +71,7 @@ def importance_sample(
     proposal: str = "guide",
     batch_plate: str | None = None,
     progress: bool = False,
+    shard: bool = True,
     **kwargs: Any,
 ) -> ImportanceResult:
     """Importance-sample p(x_n) for every datapoint with K samples from a proposal.
@@ -77,6 +79,14 @@ def importance_sample(
     ``model`` and ``guide`` are called as ``model(*batch, *args, **kwargs)`` where ``batch``
     holds rows ``i:j`` of ``data`` (a tensor, or a tuple of tensors sliced together, e.g.
     images and labels). They must follow Pyro's rules: every sample site inside one batch plate.
+
+    **Seeds.** The call draws one seed from ``torch``'s global RNG; each batch of datapoints
+    then draws its samples from a stream seeded by that seed and the batch's first row (the
+    global RNG is left as that one draw left it). A datapoint's estimate therefore depends
+    on the seed, its batch and K, not on the other batches nor on how many processes share
+    the work: under ``torchrun`` (``shard``) the batches are dealt out to the processes in
+    turn and the results gathered on every process, equal per datapoint to one process's.
+    Every process must then make the same call.
 
     Args:
         model (callable): the Pyro model.
@@ -89,7 +99,9 @@ def importance_sample(
         proposal (str): ``"guide"`` (importance sampling with q(z | x)) or ``"prior"``
             (naive Monte Carlo with p(z), for comparison).
         batch_plate (str or None): name of the batch plate (default: the one around the data).
-        progress (bool): show a progress bar over batches.
+        progress (bool): show a progress bar over batches (rank 0 only).
+        shard (bool): under a ``torch.distributed`` process group, share the batches out among
+            the processes (each evaluates every W-th batch) and gather the results.
 
     Returns:
         ImportanceResult: per-datapoint log-likelihood, ELBO and ESS, each of shape (N,).
@@ -117,40 +129,62 @@ def importance_sample(
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise DataError("the data to evaluate holds NaN or infinite values")
     chunk_size = int(chunk_size or max(1, min(k_total, 10000 // batch_size)))
+    seed = distributed.shared_seeds(1)[0]
+    starts = list(range(0, n, batch_size))
+    if shard and distributed.active():  # every W-th batch, then gathered
+        starts = starts[distributed.rank() :: distributed.world_size()]
+    device = as_tuple(data)[0].device
     # one objective per chunk size (a full chunk and the remainder) computes the (K, B)
-    # log-weights of a chunk
-    chunks = {}
-    out_ll, out_elbo, out_ess = [], [], []
-    batches = range(0, n, batch_size)
-    for i in tqdm(batches, desc="log-likelihood", disable=None if progress else True, leave=False):
-        batch = rows(data, slice(i, i + batch_size)) + tuple(args)
-        lse_w: torch.Tensor | None = None
-        lse_w2: torch.Tensor | None = None
-        sum_log_w = 0.0
-        for k0 in range(0, k_total, chunk_size):
-            k = min(chunk_size, k_total - k0)
-            if k not in chunks:
-                # the plate nesting is guessed once (one run of guide and model; its draws are
-                # part of the seeded stream that the published figures were measured with)
-                known = [o.max_plate_nesting - (o.num_particles > 1) for o in chunks.values()]
-                nesting = known[0] if known else float("inf")
-                chunks[k] = MultiSampleELBO(k, max_plate_nesting=nesting, batch_plate=batch_plate)
-            # Pyro's shape and support checks run on the first chunk only: the rest repeat it.
-            with pyro.validation_enabled(validate and i == 0 and k0 == 0):
-                log_w = (
-                    chunks[k]
-                    .importance_weights(model, q, *batch, check_rsample=False, **kwargs)
-                    .log_w
-                )
-            log_w = log_w.double()
-            c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
-            lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)
-            lse_w2 = c_w2 if lse_w2 is None else torch.logaddexp(lse_w2, c_w2)
-            sum_log_w = sum_log_w + log_w.sum(0)
-        assert lse_w is not None and lse_w2 is not None  # K >= 1: at least one chunk
-        out_ll.append(lse_w - math.log(k_total))
-        out_elbo.append(sum_log_w / k_total)
-        out_ess.append((2 * lse_w - lse_w2).exp())
+    # log-weights of a chunk; the plate nesting is guessed once, by one run of guide and model
+    # on the first batch (one particle), whose draws are discarded (a stream of their own)
+    chunks: dict[int, MultiSampleELBO] = {}
+
+    def objective(k):
+        if k not in chunks:
+            known = [o.max_plate_nesting - (o.num_particles > 1) for o in chunks.values()]
+            nesting = known[0] if known else float("inf")
+            chunks[k] = MultiSampleELBO(k, max_plate_nesting=nesting, batch_plate=batch_plate)
+        return chunks[k]
+
+    results = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(distributed.mix_seed(seed, n))  # no batch starts at row n
+        with pyro.validation_enabled(validate):
+            first = rows(data, slice(0, batch_size)) + tuple(args)
+            objective(chunk_size).guess_plate_nesting(model, q, *first, **kwargs)
+        quiet = None if progress and distributed.is_main() else True  # tqdm: None = tty only
+        for i in tqdm(starts, desc="log-likelihood", disable=quiet, leave=False):
+            torch.manual_seed(distributed.mix_seed(seed, i))
+            batch = rows(data, slice(i, i + batch_size)) + tuple(args)
+            lse_w: torch.Tensor | None = None
+            lse_w2: torch.Tensor | None = None
+            sum_log_w = 0.0
+            for k0 in range(0, k_total, chunk_size):
+                k = min(chunk_size, k_total - k0)
+                # Pyro's shape and support checks run on the first chunk only: the rest
+                # repeat it.
+                with pyro.validation_enabled(validate and i == 0 and k0 == 0):
+                    log_w = (
+                        objective(k)
+                        .importance_weights(model, q, *batch, check_rsample=False, **kwargs)
+                        .log_w
+                    )
+                log_w = log_w.double()
+                c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
+                lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)
+                lse_w2 = c_w2 if lse_w2 is None else torch.logaddexp(lse_w2, c_w2)
+                sum_log_w = sum_log_w + log_w.sum(0)
+            assert lse_w is not None and lse_w2 is not None  # K >= 1: at least one chunk
+            results.append(
+                (i, lse_w - math.log(k_total), sum_log_w / k_total, (2 * lse_w - lse_w2).exp())
+            )
+    if shard and distributed.active():
+        parts = distributed.gather_objects(
+            [(i, *(t.cpu() for t in r)) for i, *r in results], "the sharded evaluation"
+        )
+        results = sorted((r for part in parts for r in part), key=lambda r: r[0])
+        results = [(i, *(t.to(device) for t in r)) for i, *r in results]
+    out_ll, out_elbo, out_ess = ([r[j] for r in results] for j in (1, 2, 3))
     return ImportanceResult(torch.cat(out_ll), torch.cat(out_elbo), torch.cat(out_ess), k_total)
 
 

@@ -18,6 +18,7 @@ from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
+from . import distributed
 from .batches import Data, as_tuple
 from .objectives import make_elbo
 from .state import load_param_state, param_state, rng_state, set_rng_state
@@ -55,7 +56,14 @@ def _stop_requests(enabled):
             signal.signal(s, h)
 
 
-def svi_step(model: Callable, guide: Callable, loss: ELBO, optim: PyroOptim, *args: Any) -> Any:
+def svi_step(
+    model: Callable,
+    guide: Callable,
+    loss: ELBO,
+    optim: PyroOptim,
+    *args: Any,
+    sync: distributed.GradientSync | None = None,
+) -> Any:
     """One step of ``pyro.infer.SVI``: the objective's ``loss_and_grads`` under a trace of the
     ``param`` sites it touches, then ``optim`` on those parameters and their gradients zeroed.
 
@@ -63,14 +71,27 @@ def svi_step(model: Callable, guide: Callable, loss: ELBO, optim: PyroOptim, *ar
     ``loss_tensor_and_grads`` (every :class:`~pyrolvm.inference.MultiSampleELBO`) gives it as
     a 0-d tensor on the data's device: the step then needs no host synchronisation (on a
     GPU the next step is queued while this one runs) and the caller reads the value when it
-    prints it."""
+    prints it.
+
+    With ``sync`` (a :class:`~pyrolvm.inference.distributed.GradientSync`, data-parallel
+    training under ``torchrun``) ``args`` is this process's shard of the minibatch; the
+    gradients and the loss are summed over the processes between the backward pass and the
+    update, and the loss returned is the whole minibatch's."""
     objective = cast(Any, loss)
     step_loss = getattr(objective, "loss_tensor_and_grads", None) or objective.loss_and_grads
-    with poutine.trace(param_only=True) as capture:
+    probe = distributed.SubsampleProbe() if sync is not None else contextlib.nullcontext()
+    with poutine.trace(param_only=True) as capture, probe:
         value = step_loss(model, guide, *args)
-    sites = cast(Any, capture.trace.nodes).values()
-    params = {site["value"].unconstrained() for site in sites}
-    optim(list(params))
+    nodes = cast(Any, capture.trace.nodes)
+    # by name: the same order on every process
+    named = sorted(
+        ((name, site["value"].unconstrained()) for name, site in nodes.items()),
+        key=lambda item: item[0],
+    )
+    if sync is not None:
+        value = sync(named, value, cast(Any, probe).found)
+    params = [p for _, p in named]
+    optim(params)
     zero_grads(params)
     return value
 
@@ -105,8 +126,9 @@ def train(
 ) -> dict[str, list]:
     """Fit ``model``/``guide`` with ``pyro.infer.SVI`` on minibatches of ``data``.
 
-    Each epoch visits the N datapoints once in a fresh random order (``torch``'s global RNG,
-    seeded by ``pyro.set_rng_seed``), in minibatches of ``batch_size``; ``transform`` is
+    Each epoch visits the N datapoints once in a fresh random order (drawn from a data-order
+    stream seeded by one draw of ``torch``'s global RNG at the start, itself seeded by
+    ``pyro.set_rng_seed``), in minibatches of ``batch_size``; ``transform`` is
     applied to each minibatch's first tensor (e.g. ``torch.bernoulli`` for dynamic
     binarization). Model and guide are called as ``model(*batch)``. A learning-rate
     scheduler (``pyro.optim.PyroLRScheduler``, e.g. ``pyro.optim.LambdaLR``) given as ``optim``
@@ -132,6 +154,20 @@ def train(
     ``anneal``) has it called with the 1-based epoch before the epoch's first step, and before
     the remaining steps of a resumed epoch: a schedule is a function of the epoch, which the
     checkpoint holds, so it needs no state of its own and a resumed run stays bitwise equal.
+
+    **Processes.** Under ``torchrun`` (a ``torch.distributed`` process group of W > 1
+    processes, :mod:`pyrolvm.inference.distributed`) every process runs this same call: each
+    step's minibatch (the one a single process would take: the data order and the extra
+    batches come from the shared data-order stream) is split into W contiguous shards, each
+    process takes one, and the gradients and losses are summed over the processes before the
+    update, so that all hold the same parameters and curves. Rank 0 keeps the global RNG
+    stream a single process would have (its noise: guide draws, ``transform``); rank r > 0
+    draws from a stream of its own, so the noise of a datapoint depends on the number of
+    processes (the data order, the updates and the curves' meaning do not). Only rank 0 calls
+    ``checkpoint`` and shows the progress bar; the state holds every process's RNG, so a
+    resume with the same number of processes is bitwise equal to the uninterrupted run, and
+    one with another number continues exactly in data order, parameters and optimizer, with
+    fresh streams for the new processes. The callbacks run on every process.
 
     **Interruption.** SIGINT (Ctrl-C) or SIGTERM during training finishes the current step,
     calls ``checkpoint`` with the mid-epoch state (or, in an epoch's last step, finishes the
@@ -176,7 +212,9 @@ def train(
 
     Raises:
         ConfigError: no data, ``batch_size < 1`` or ``epochs < 0``; a ``resume_from`` state
-            of another model or schedule.
+            of another model or schedule; under ``torchrun``, a minibatch with fewer rows than
+            processes.
+        PeerLost: under ``torchrun``, another process stopped.
         DataError: ``data`` is not a tensor or tuple of tensors with the same number of rows,
             or holds NaN or infinite values.
         Interrupted: SIGINT or SIGTERM; ``checkpoint`` was called first.
@@ -206,6 +244,14 @@ def train(
     objectives = [(model, guide, loss), *extra_objectives]
     device = tensors[0].device
     steps_per_epoch = math.ceil(n / batch_size)
+    world, me = distributed.world_size(), distributed.rank()
+    if world > 1 and min(batch_size, n % batch_size or batch_size, n) < world:
+        raise ConfigError(
+            f"{world} processes need at least one row each of every minibatch, but the batch "
+            f"size is {batch_size} and the last minibatch of the {n} datapoints holds "
+            f"{n % batch_size or batch_size}: choose a batch size whose minibatches have at "
+            f"least {world} rows, or fewer processes"
+        )
     position: dict = {
         "first_epoch": None,
         "epoch": None,
@@ -236,6 +282,23 @@ def train(
         for key in position:
             position[key] = resume_from[key]
         set_rng_state(resume_from["rng"])
+    # The random streams (see "Processes" above): the data order (and extra batches) from a
+    # stream every process shares, the noise from each process's own.
+    streams = resume_from.get("streams") if resume_from is not None else None
+    order_rng = torch.Generator(device="cpu")
+    if streams is None:  # a fresh start (or a checkpoint older than these streams)
+        order_seed, noise_seed = distributed.shared_seeds(2)
+        order_rng.manual_seed(order_seed)
+        if me > 0:
+            torch.manual_seed(distributed.mix_seed(noise_seed, me))
+    else:
+        order_rng.set_state(streams["order"])
+        noise_seed = int(streams["noise_seed"])
+        saved_ranks = streams["ranks"]
+        if 0 < me < len(saved_ranks) + 1:
+            set_rng_state(saved_ranks[me - 1])
+        elif me > 0:  # a process the interrupted launch did not have: a fresh stream
+            torch.manual_seed(distributed.mix_seed(noise_seed, me, len(saved_ranks) + 1))
     history = history if history is not None else {}
     for key in ("train_elbo", "seconds") + (("train_loss",) if extra_objectives else ()):
         history.setdefault(key, [])
@@ -246,14 +309,36 @@ def train(
 
     def state():
         read_losses()  # the running sums include every step taken (a signal may come late)
+        rngs = distributed.gather_objects(rng_state())  # every process's noise stream
         return {
             **position,
             "steps_per_epoch": steps_per_epoch,
             "history": {k: list(v) for k, v in history.items()},
             "params": param_state(),
             "optim": optim.get_state(),
-            "rng": rng_state(),
+            "rng": rngs[0],
+            "streams": {
+                "order": order_rng.get_state(),
+                "noise_seed": noise_seed,
+                "ranks": rngs[1:],
+                "world_size": world,
+            },
         }
+
+    def save():  # every process takes part in state(); rank 0 alone writes
+        if checkpoint is not None:
+            taken = state()
+            if me == 0:
+                checkpoint(taken)
+
+    def on_order_stream(fn, *args):  # fn's draws from the global RNG come from order_rng
+        saved = torch.get_rng_state()
+        torch.set_rng_state(order_rng.get_state())
+        try:
+            return fn(*args)
+        finally:
+            order_rng.set_state(torch.get_rng_state())
+            torch.set_rng_state(saved)
 
     # the steps' losses, read (one host synchronisation) only when the bar shows them, at the
     # end of an epoch and before a checkpoint: (epoch, step, main, main + extra, rows)
@@ -286,10 +371,12 @@ def train(
     bar = tqdm(
         total=epochs * steps_per_epoch,
         initial=done,
-        disable=None if progress else True,  # tqdm: None = quiet when not a terminal
+        # tqdm: None = quiet when not a terminal; rank 0 alone shows it
+        disable=None if progress and me == 0 else True,
         unit="step",
         dynamic_ncols=True,
     )
+    halted = None
     try:
         with _stop_requests(handle_signals) as stop:
             for epoch in range(start + 1, start + epochs + 1):
@@ -301,7 +388,7 @@ def train(
                 elif resume_epoch == epoch:
                     continue  # this epoch ended (callbacks and checkpoint included)
                 else:
-                    perm = torch.randperm(n, device="cpu")
+                    perm = torch.randperm(n, generator=order_rng, device="cpu")
                     position.update(
                         epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0, seen=0
                     )
@@ -316,31 +403,49 @@ def train(
                 for step in range(position["step"], steps_per_epoch):
                     idx = order[step * batch_size : (step + 1) * batch_size]
                     batch = tuple(d[idx] for d in tensors)
+                    more, more_rows = batch, len(idx)
+                    if extra_batch is not None:
+                        more = on_order_stream(extra_batch, epoch, step)
+                        more_rows = len(more[0]) if more is not None else 0
+                    if world > 1:  # this process's shard of the minibatch (and of the extra)
+                        batch = distributed.shard(batch)
+                        more = distributed.shard(more) if more is not None else None
                     if transform is not None:
                         batch = (transform(batch[0]),) + batch[1:]
-                    more = extra_batch(epoch, step) if extra_batch is not None else batch
+                    if extra_batch is None:
+                        more = batch
                     with pyro.validation_enabled(validate and (check_every_step or first_step)):
-                        main = svi_step(model, guide, loss, optim, *batch)
+                        sync = None
+                        if world > 1:
+                            asked = stop["stop"] is not None
+                            sync = distributed.GradientSync(len(batch[0]), len(idx), asked)
+                        main = svi_step(model, guide, loss, optim, *batch, sync=sync)
                         value = main
                         if more is not None:  # None: this step has no extra batch
                             for m, g, lo in extra_objectives:
-                                value = value + svi_step(m, g, lo, optim, *more)
+                                more_sync = None
+                                if world > 1:
+                                    more_sync = distributed.GradientSync(len(more[0]), more_rows)
+                                value = value + svi_step(m, g, lo, optim, *more, sync=more_sync)
                     first_step = False
+                    halted = stop["stop"]  # every process stops at the step where any was asked
+                    if sync is not None:
+                        halted = (
+                            (halted or "a stop request to another process") if sync.stop else None
+                        )
                     pending.append((epoch, step, main, value, len(idx)))
                     position["step"] = step + 1
                     bar.update(1)
-                    if step % 10 == 0 or step == steps_per_epoch - 1 or stop["stop"]:
+                    if step % 10 == 0 or step == steps_per_epoch - 1 or halted:
                         read_losses()
                         bar.set_postfix_str(
                             f"epoch {epoch} elbo {-position['total'] / position['seen']:.2f}",
                             refresh=False,
                         )
-                    if stop["stop"] and step + 1 < steps_per_epoch:
-                        if checkpoint is not None:
-                            checkpoint(state())
+                    if halted and step + 1 < steps_per_epoch:
+                        save()
                         raise Interrupted(
-                            f"{stop['stop']} at epoch {epoch}, step {step + 1} "
-                            f"of {steps_per_epoch}",
+                            f"{halted} at epoch {epoch}, step {step + 1} of {steps_per_epoch}",
                             epoch=epoch,
                             step=step + 1,
                         )
@@ -354,11 +459,10 @@ def train(
                     for key, value in (cb(epoch, history) or {}).items():
                         history.setdefault(key, []).append(value)
                 position["perm"] = None
-                if checkpoint is not None:
-                    checkpoint(state())
-                if stop["stop"]:
+                save()
+                if stop["stop"] if world == 1 else halted:
                     raise Interrupted(
-                        f"{stop['stop']} at the end of epoch {epoch}",
+                        f"{halted or stop['stop']} at the end of epoch {epoch}",
                         epoch=epoch,
                         step=steps_per_epoch,
                     )

@@ -7,6 +7,7 @@ import glob
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,11 +16,20 @@ from filelock import FileLock, Timeout
 
 from ..data import Dataset, check_data, load
 from ..errors import ConfigError, Interrupted, PyroLVMError, TrainingDiverged
+from ..inference import distributed
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = ("progress", "data_root", "out", "resume", "overwrite", "device")
+RESUMABLE_DIFFERENCES = (
+    "progress",
+    "data_root",
+    "out",
+    "resume",
+    "overwrite",
+    "device",
+    "nproc",
+)
 
 
 def _is_run_file(name):
@@ -43,6 +53,46 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 @contextlib.contextmanager
 def run_folder(
+    out: str, kind: str, config: dict, resume: bool = False, overwrite: bool = False
+) -> Iterator[tuple[str, dict | None]]:
+    """Open the run folder ``out`` as :func:`open_run_folder` does; under ``torchrun`` (a
+    process group of W > 1 processes) rank 0 alone opens it (its checks' outcome is sent to
+    every process, so that all raise the same error or none), and every other process gets a
+    private temporary folder, removed after the block, for the files it would write (the run
+    code runs unchanged on every process, which takes part in every collective) and reads the
+    checkpoint to resume from ``out``.
+
+    Yields:
+        (folder, checkpoint dict or None)
+
+    Raises:
+        ConfigError: as :func:`open_run_folder`, on every process.
+    """
+    if not distributed.active():
+        with open_run_folder(out, kind, config, resume, overwrite) as opened:
+            yield opened
+        return
+    with contextlib.ExitStack() as stack:
+        error = None
+        if distributed.is_main():
+            try:
+                folder, state = stack.enter_context(
+                    open_run_folder(out, kind, config, resume, overwrite)
+                )
+            except ConfigError as exc:
+                error = str(exc)
+        error = distributed.broadcast_object(error, "opening the run folder")
+        if error is not None:
+            raise ConfigError(error)
+        if not distributed.is_main():
+            tag = f"pyrolvm-rank{distributed.rank()}-"
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix=tag))
+            state = load_checkpoint(out) if resume else None
+        yield folder, state  # pyright: ignore[reportPossiblyUnbound]
+
+
+@contextlib.contextmanager
+def open_run_folder(
     out: str, kind: str, config: dict, resume: bool = False, overwrite: bool = False
 ) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` for a run of ``kind`` with settings ``config`` (a dict),

@@ -175,6 +175,10 @@ class RunConfig:
     """replace the run already in --out"""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N: where the model, guide and data live"""
+    nproc: Count = 1
+    """processes of a data-parallel run: N > 1 launches `torchrun --standalone
+    --nproc-per-node N` on this machine (gloo on CPU, NCCL on GPUs, one GPU per process);
+    ignored when already under torchrun"""
 
     def resolve_defaults(self, values: dict) -> None:
         """Hook for defaults that depend on other fields; ``values`` is the dict of fields,

@@ -44,9 +44,13 @@ def test_short_training_on_digits_improves_test_elbo(elbo):
     # train ELBO (trace) -24.34 ... -24.36, (iwae, the K = 3 bound) -24.22 ... -24.33.
     # Seed-to-seed sd <= 0.15 nats: tolerances of 0.6 for the untrained value, 0.4 after
     # (0.5 in the float64 job, whose draws differ: -24.75 there for iwae, 2.7 sd out).
+    # Measured again with the data-order stream of issue 15 (seeds 0-3, one-sample test ELBO):
+    # float32 (trace) -24.33, -24.35, -24.36, -24.25, (iwae) -24.47, -24.47, -24.48, -24.33:
+    # the same spread; float64 (trace) -24.57, -24.54, -24.97, -24.60 (this test: -24.92),
+    # systematically lower in float64 as before, hence 0.7 there.
     wide = torch.get_default_dtype() == torch.float64
     assert before == pytest.approx(-27.9, abs=0.6)
-    assert after == pytest.approx(-24.35, abs=0.5 if wide else 0.4)
+    assert after == pytest.approx(-24.35, abs=0.7 if wide else 0.4)
     assert history["train_elbo"][-1] == pytest.approx(-24.3, abs=0.4)
 
 

@@ -183,6 +183,13 @@ class MultiSampleELBO(ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
 
+    def guess_plate_nesting(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
+        """Set ``max_plate_nesting`` by one run of guide and model (``pyro.infer.ELBO``'s
+        guess, its log line silenced), if it is not known yet; the run's draws are discarded."""
+        if self.max_plate_nesting == float("inf"):
+            with _quiet("pyro.infer.elbo"):
+                self._guess_max_plate_nesting(model, guide, args, kwargs)
+
     def importance_weights(
         self,
         model: Callable,
