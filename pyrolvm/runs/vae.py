@@ -591,11 +591,14 @@ def figures(folder, model, guide, data, history, kl_order=None):
     ``folder``; return their file names."""
     names = ["samples.png", "reconstructions.png", "elbo_curve.png"]
     shape = data.image_shape
+    autoregressive = getattr(model, "decoder_kind", "mlp") == "pixelcnn"
     plots.image_grid(
         os.path.join(folder, names[0]),
         model.sample(64),
         shape,
-        "samples from the model (mean of p(x | z), z ~ p(z))",
+        "samples from the model (p(x_d = 1 | x_<d, z) along one draw, z ~ p(z))"
+        if autoregressive
+        else "samples from the model (mean of p(x | z), z ~ p(z))",
     )
     with torch.no_grad():
         x = data.test[:32]
