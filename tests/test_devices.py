@@ -208,8 +208,19 @@ def test_missing_data_training_evaluation_and_imputation():
         dict(layers=2, latent_dim2=2, hidden2=(8,)),
         dict(likelihood="continuous-bernoulli", binarize="none"),
         dict(likelihood="categorical", levels=5, binarize="none"),
+        dict(decoder="pixelcnn", decoder_layers=2, decoder_channels=4, elbo="iwae"),
     ],
-    ids=["fullcov", "planar", "iaf-dreg", "vamp", "flow-prior", "two-layers", "cb", "categorical"],
+    ids=[
+        "fullcov",
+        "planar",
+        "iaf-dreg",
+        "vamp",
+        "flow-prior",
+        "two-layers",
+        "cb",
+        "categorical",
+        "pixelvae",
+    ],
 )
 def test_richer_guides_priors_and_likelihoods(options):
     from pyrolvm.runs import VAEConfig
@@ -218,7 +229,7 @@ def test_richer_guides_priors_and_likelihoods(options):
     cfg = VAEConfig(dataset="digits", latent_dim=2, hidden=(8,), **options).resolved()
     x = binary_data(16, D) if cfg.likelihood == "bernoulli" else torch.rand(16, D)
     pseudo = x[:4] if cfg.prior == "vamp" else None
-    model, guide = build(cfg, D, x.mean(0), pseudo)
+    model, guide = build(cfg, D, x.mean(0), pseudo, image_shape=(3, 4))
     elbo = make_elbo(cfg.elbo, cfg.num_particles)
     with stray_tensors_on_meta():
         train(model, guide, x, elbo, epochs=1, batch_size=8, progress=False)

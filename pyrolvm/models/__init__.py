@@ -1,7 +1,7 @@
 """Generative models p(x, z), one module per family. Each model is a callable ``model(x)``
 that follows Pyro's rules (one ``pyro.plate`` over the batch, named sample sites)."""
 
-from .autoregressive import MADE, PixelCNN
+from .autoregressive import MADE, AutoregressiveBernoulli, PixelCNN
 from .causal import HUSZAR_MODELS, conditional_y, interventional_y
 from .cvae import CVAE, CVAE_LIKELIHOODS, BaselineNet, no_latents
 from .hierarchical import TwoLayerVAE
@@ -13,7 +13,7 @@ from .mvae import MVAE, HalvesMVAE
 from .priors import PRIORS, FlowPrior, Prior, StandardNormalPrior, VampPrior
 from .sbn import LATENTS, SigmoidBeliefNet
 from .ssvae import SSVAE
-from .vae import LIKELIHOODS, VAE
+from .vae import DECODERS, LIKELIHOODS, VAE
 from .vqvae import VQVAE, codebook_usage, quantize
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "VAE",
     "MADE",
     "PixelCNN",
+    "AutoregressiveBernoulli",
+    "DECODERS",
     "bits_per_dim",
     "VQVAE",
     "codebook_usage",

@@ -14,7 +14,11 @@ inputs before d. It has no latent site: its guide is
 * :class:`PixelCNN`: a small gated PixelCNN with vertical and horizontal stacks (van den
   Oord, Kalchbrenner, Vinyals, Espeholt, Graves & Kavukcuoglu 2016, "Conditional Image
   Generation with PixelCNN Decoders", section 2), for binary images (Bernoulli), 8-bit
-  images (256-way categorical) or grids of discrete codes (a VQ-VAE prior).
+  images (256-way categorical) or grids of discrete codes (a VQ-VAE prior); optionally
+  conditioned on a per-pixel feature map (section 2.3, equation 5).
+* :class:`AutoregressiveBernoulli`: a conditional PixelCNN as a Pyro distribution over
+  binary images, ``p(x | c) = prod_d Bernoulli(x_d | f_d(x_<d, c))``: the PixelVAE-style
+  decoder of :class:`~pyrolvm.models.VAE` (``decoder="pixelcnn"``; Gulrajani et al. 2017).
 
 Sampling is sequential (one network evaluation per dimension), as it must be.
 """
@@ -28,6 +32,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.distributions import TorchDistribution, constraints
 from pyro.infer.util import is_validation_enabled
 from pyro.nn.auto_reg_nn import sample_mask_indices
 from torch import nn
@@ -252,27 +257,44 @@ class GatedLayer(nn.Module):
     PixelCNN Decoders", section 2.2 and figure 2): ``y = tanh(W_f * v) . sigmoid(W_g * v)`` on
     the vertical stack and on the horizontal stack (which also receives the vertical stack's
     features from the rows above through a 1x1 convolution), with a residual connection on
-    the horizontal stack except in the first layer. Shapes (B, C, H, W) for both stacks."""
+    the horizontal stack except in the first layer. Shapes (B, C, H, W) for both stacks.
 
-    def __init__(self, c_in: int, channels: int, kernel_size: int, first: bool) -> None:
+    With ``cond_channels`` > 0 the layer is conditional (section 2.3, equation 5, the
+    location-dependent form): a map ``s`` of shape (B, cond_channels, H, W) enters both gates
+    through 1x1 convolutions, ``tanh(W_f * v + V_f * s) . sigmoid(W_g * v + V_g * s)``. The map
+    is not the image, so it never breaks the ordering."""
+
+    def __init__(
+        self, c_in: int, channels: int, kernel_size: int, first: bool, cond_channels: int = 0
+    ) -> None:
         super().__init__()
         self.first = first
         self.v_conv = CausalConv2d(c_in, 2 * channels, kernel_size, "vertical")
         self.h_conv = CausalConv2d(c_in, 2 * channels, kernel_size, "horizontal", first)
         self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.h_out = nn.Conv2d(channels, channels, 1)
+        if cond_channels:
+            self.v_cond = nn.Conv2d(int(cond_channels), 2 * channels, 1)
+            self.h_cond = nn.Conv2d(int(cond_channels), 2 * channels, 1, bias=False)
 
     @staticmethod
     def gate(h: torch.Tensor) -> torch.Tensor:
         f, g = h.chunk(2, dim=1)
         return torch.tanh(f) * torch.sigmoid(g)
 
-    def forward(self, v: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         v_feat = self.v_conv(v)
         # the vertical features of row i reach the horizontal stack at row i + 1 only
         down = F.pad(v_feat, (0, 0, 1, 0))[:, :, :-1]
-        h_new = self.h_out(self.gate(self.h_conv(h) + self.v_to_h(down)))
-        return self.gate(v_feat), h_new if self.first else h + h_new
+        h_pre = self.h_conv(h) + self.v_to_h(down)
+        v_pre = v_feat
+        if cond is not None:
+            v_pre = v_feat + self.v_cond(cond)
+            h_pre = h_pre + self.h_cond(cond)
+        h_new = self.h_out(self.gate(h_pre))
+        return self.gate(v_pre), h_new if self.first else h + h_new
 
 
 class PixelCNN(nn.Module):
@@ -291,6 +313,9 @@ class PixelCNN(nn.Module):
     channels (the first with the centre pixel masked, type "A"), then ReLU, 1x1 conv, ReLU,
     1x1 conv to the logits. The receptive field of pixel (i, j) is the rows above (within the
     stacks' reach) and the pixels left of it in row i, never (i, j) itself or anything after.
+    With ``cond_channels`` > 0 every gated layer also reads a conditioning map of shape
+    (B, cond_channels, H, W) (``logits(x, cond)``; section 2.3, equation 5): the PixelVAE
+    decoder feeds it a map computed from z (:class:`AutoregressiveBernoulli`).
 
     Args:
         image_shape (tuple of int): (H, W).
@@ -300,6 +325,7 @@ class PixelCNN(nn.Module):
         kernel_size (int): odd, >= 3.
         input (str): ``"scaled"`` or ``"onehot"``.
         name (str): prefix of the parameters in Pyro's param store.
+        cond_channels (int): channels of the conditioning map (0: unconditional).
 
     Raises:
         ConfigError: bad sizes, levels < 2, an even kernel, an unknown input encoding.
@@ -314,6 +340,7 @@ class PixelCNN(nn.Module):
         kernel_size: int = 5,
         input: str = "scaled",
         name: str = "pixelcnn",
+        cond_channels: int = 0,
     ) -> None:
         super().__init__()
         if len(image_shape) != 2 or min(image_shape) < 1:
@@ -327,12 +354,21 @@ class PixelCNN(nn.Module):
             raise ConfigError(f"kernel_size must be odd and >= 3, got {kernel_size}")
         if input not in ("scaled", "onehot"):
             raise ConfigError(f"unknown input {input!r}: choose scaled or onehot")
+        if int(cond_channels) < 0:
+            raise ConfigError(f"cond_channels must be >= 0, got {cond_channels}")
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.data_dim = self.image_shape[0] * self.image_shape[1]
         self.levels, self.input, self.name = int(levels), input, name
+        self.cond_channels = int(cond_channels)
         c_in = self.levels if input == "onehot" else 1
         self.gated = nn.ModuleList(
-            GatedLayer(c_in if i == 0 else channels, channels, kernel_size, first=i == 0)
+            GatedLayer(
+                c_in if i == 0 else channels,
+                channels,
+                kernel_size,
+                first=i == 0,
+                cond_channels=self.cond_channels,
+            )
             for i in range(int(num_layers))
         )
         out = 1 if self.levels == 2 else self.levels
@@ -344,23 +380,40 @@ class PixelCNN(nn.Module):
         """The last convolution's weight (its dtype and device are the model's)."""
         return cast(nn.Conv2d, self.head[-1]).weight
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of every pixel given the pixels before it, for x of shape (B, H * W):
-        shape (B, H * W) for ``levels=2``, else (B, H * W, levels)."""
-        h, w = self.image_shape
-        weight = self.output_weight()
-        if self.input == "onehot":
-            img = F.one_hot(x.long(), self.levels).to(weight.dtype)
-            img = img.reshape(-1, h, w, self.levels).permute(0, 3, 1, 2)
-        else:
-            img = (x.to(weight.dtype) / (self.levels - 1)).reshape(-1, 1, h, w)
-        v = hs = img
-        for layer in self.gated:
-            v, hs = layer(v, hs)
-        out = self.head(hs)
+    def logits(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of every pixel given the pixels before it (and the conditioning map ``cond``
+        of shape (B, cond_channels, H, W), needed exactly when ``cond_channels`` > 0), for x
+        of shape (B, H * W): shape (B, H * W) for ``levels=2``, else (B, H * W, levels)."""
+        if (cond is None) != (self.cond_channels == 0):
+            raise ConfigError(
+                "a PixelCNN with cond_channels > 0 needs a conditioning map, and one without "
+                f"takes none (cond_channels={self.cond_channels}, map given: {cond is not None})"
+            )
+        out = self.image_logits(x.reshape((-1, *self.image_shape)), cond)
         if self.levels == 2:
             return out.reshape(-1, self.data_dim)
         return out.permute(0, 2, 3, 1).reshape(-1, self.data_dim, self.levels)
+
+    def image_logits(self, img: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The network on images of shape (B, H', W') (any H' rows of width W: the top rows
+        of a grid, or a band of rows, see :meth:`receptive_rows`) and their conditioning map
+        (B, cond_channels, H', W'); returns logits of shape (B, 1 or levels, H', W')."""
+        weight = self.output_weight()
+        if self.input == "onehot":
+            x = F.one_hot(img.long(), self.levels).to(weight.dtype).permute(0, 3, 1, 2)
+        else:
+            x = (img.to(weight.dtype) / (self.levels - 1)).unsqueeze(1)
+        v = hs = x
+        for layer in self.gated:
+            v, hs = layer(v, hs, cond)
+        return self.head(hs)
+
+    def receptive_rows(self) -> int:
+        """R such that the logits of row i depend on the grid's rows i - R .. i only: each
+        layer's vertical stack reaches k//2 rows up and its horizontal stack one more row
+        (the vertical features of the row above), so R = L * (k//2) + 1."""
+        k = cast(GatedLayer, self.gated[0]).v_conv.k
+        return len(self.gated) * k + 1
 
     def distribution(self, x: torch.Tensor) -> dist.TorchDistribution:
         """The factorized distribution prod_ij p(x_ij | x_<ij), evaluated at the x given (the
@@ -381,16 +434,129 @@ class PixelCNN(nn.Module):
             pyro.sample("x", self.distribution(x), obs=obs)
 
     @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
-        """Draw ``num_samples`` grids in raster order (H * W network evaluations); returns
-        shape (num_samples, H * W), float values in {0, ..., levels - 1}, the dtype and device
-        of the weights."""
+    def sample(self, num_samples: int, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw ``num_samples`` grids in raster order (H * W network evaluations), given the
+        conditioning map ``cond`` (shape (num_samples, cond_channels, H, W)) of a conditional
+        PixelCNN; returns shape (num_samples, H * W), float values in {0, ..., levels - 1},
+        the dtype and device of the weights."""
+        return self.sample_with_probs(num_samples, cond)[0]
+
+    @torch.no_grad()
+    def sample_with_probs(
+        self,
+        num_samples: int,
+        cond: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`sample`, with the probabilities the draw was made from: for ``levels=2``
+        ``p(x_d = 1 | x_<d)`` along the drawn path, shape (num_samples, H * W); else the
+        probabilities of every level, shape (num_samples, H * W, levels). ``bias`` (shape
+        (H * W,), ``levels=2`` only) is added to the logits (:class:`AutoregressiveBernoulli`)."""
         weight = self.output_weight()
-        x = weight.new_zeros(int(num_samples), self.data_dim)
+        height, width = self.image_shape
+        x = weight.new_zeros(int(num_samples), height, width)
+        shape = (int(num_samples), self.data_dim) + (() if self.levels == 2 else (self.levels,))
+        probs = weight.new_zeros(shape)
+        reach = self.receptive_rows()
         for d in range(self.data_dim):
-            logits = self.logits(x)[:, d]
+            # only the band of rows that pixel d can see: the same logits, fewer rows
+            i, j = divmod(d, width)
+            top = max(0, i - reach)
+            band = None if cond is None else cond[:, :, top : i + 1]
+            logits = self.image_logits(x[:, top : i + 1], band)[:, :, -1, j]
+            logits = logits.squeeze(1) if self.levels == 2 else logits
             if self.levels == 2:
-                x[:, d] = torch.bernoulli(torch.sigmoid(logits))
+                if bias is not None:
+                    logits = logits + bias[d]
+                probs[:, d] = torch.sigmoid(logits)
+                x[:, i, j] = torch.bernoulli(probs[:, d])
             else:
-                x[:, d] = torch.distributions.Categorical(logits=logits).sample().to(x.dtype)
-        return x
+                probs[:, d] = torch.softmax(logits, -1)
+                x[:, i, j] = torch.distributions.Categorical(logits=logits).sample().to(x.dtype)
+        return x.reshape(int(num_samples), self.data_dim), probs
+
+
+class AutoregressiveBernoulli(TorchDistribution):
+    """Binary images from a conditional PixelCNN: ``p(x | c) = prod_d Bernoulli(x_d |
+    sigmoid(f_d(x_<d, c) + b_d))`` in raster order, with f the logits of ``pixelcnn`` (a
+    :class:`PixelCNN` with ``levels=2`` and ``cond_channels`` > 0), c a conditioning map per
+    batch element and b an optional per-pixel bias. Event shape (H * W,); batch shape
+    ``cond.shape[:-3]``.
+
+    ``log_prob(x)`` is exact in one network pass (teacher forcing: the conditionals of every
+    pixel read the observed x before it), for x of any shape broadcasting with
+    ``batch_shape + (H * W,)``; ``sample()`` is ancestral, one pass per pixel. This is the
+    decoder of a PixelVAE (Gulrajani et al. 2017, "PixelVAE: A Latent Variable Model for
+    Natural Images", section 3): the VAE's objectives and importance sampling only need
+    ``log_prob``, so they work unchanged. Pyro has no autoregressive image distribution;
+    this class is the few lines that make the network one.
+
+    Args:
+        pixelcnn (PixelCNN): the network (its parameters are not registered here: the owning
+            model registers them).
+        cond (torch.Tensor): shape batch_shape + (cond_channels, H, W).
+        bias (torch.Tensor or None): shape (H * W,).
+    """
+
+    arg_constraints: dict = {}
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.boolean, 1)
+
+    def __init__(
+        self,
+        pixelcnn: PixelCNN,
+        cond: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        if pixelcnn.levels != 2 or pixelcnn.cond_channels < 1:
+            raise ConfigError("AutoregressiveBernoulli needs a PixelCNN with levels=2, cond > 0")
+        h, w = pixelcnn.image_shape
+        if cond.dim() < 3 or tuple(cond.shape[-3:]) != (pixelcnn.cond_channels, h, w):
+            raise ConfigError(
+                f"the conditioning map must have shape (..., {pixelcnn.cond_channels}, {h}, "
+                f"{w}), got {tuple(cond.shape)}"
+            )
+        self.pixelcnn, self.cond, self.bias = pixelcnn, cond, bias
+        batch_shape = cond.shape[:-3]
+        super().__init__(batch_shape, torch.Size([pixelcnn.data_dim]), validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        cond = self.cond.expand(batch_shape + self.cond.shape[-3:])
+        return AutoregressiveBernoulli(self.pixelcnn, cond, self.bias, validate_args=False)
+
+    def _flat_cond(self, batch_shape: torch.Size) -> torch.Tensor:
+        cond = self.cond.expand(batch_shape + self.cond.shape[-3:])
+        return cond.reshape((-1,) + self.cond.shape[-3:])
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``p(x_d = 1 | x_<d, c)`` for every pixel of x (teacher forcing), shape
+        ``broadcast(x.shape[:-1], batch_shape) + (H * W,)``."""
+        batch_shape = torch.broadcast_shapes(x.shape[:-1], self.batch_shape)
+        flat_x = x.expand(batch_shape + self.event_shape).reshape(-1, self.event_shape[0])
+        out = self.pixelcnn.logits(flat_x, self._flat_cond(batch_shape))
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(batch_shape + self.event_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.logits(value)
+        value = value.expand(logits.shape)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
+
+    @torch.no_grad()
+    def sample_with_probs(self, sample_shape=()) -> tuple[torch.Tensor, torch.Tensor]:
+        """An ancestral draw x and the probabilities ``p(x_d = 1 | x_<d, c)`` along it, both
+        of shape ``sample_shape + batch_shape + (H * W,)``."""
+        shape = torch.Size(sample_shape) + self.batch_shape
+        cond = self._flat_cond(shape)
+        x, probs = self.pixelcnn.sample_with_probs(cond.shape[0], cond, self.bias)
+        return x.reshape(shape + self.event_shape), probs.reshape(shape + self.event_shape)
+
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        return self.sample_with_probs(sample_shape)[0]

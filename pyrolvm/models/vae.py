@@ -3,6 +3,9 @@
 Kingma & Welling (2014), "Auto-Encoding Variational Bayes", section 3 and appendix C; the
 architecture defaults follow Burda, Grosse & Salakhutdinov (2016), "Importance Weighted
 Autoencoders", section 5 (784-200-200-50, tanh, output bias at the logit of the mean pixel).
+The autoregressive decoder option (``decoder="pixelcnn"``) is the PixelVAE of Gulrajani,
+Kumar, Ahmed, Taiga, Visin, Vazquez & Courville (2017), "PixelVAE: A Latent Variable Model
+for Natural Images".
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import nn
 from ..checks import check_batch
 from ..errors import ConfigError, DataError
 from ..nets import check_latent_dim, mlp, set_output_bias
+from .autoregressive import AutoregressiveBernoulli, PixelCNN
 from .likelihoods import (
     LIKELIHOODS,
     likelihood_dist,
@@ -30,6 +34,10 @@ from .likelihoods import (
     to_levels,
 )
 from .priors import PRIORS, Prior, make_prior
+
+#: The ``decoder`` choices of :class:`VAE`: ``"mlp"`` (p(x | z) factorizes over pixels) or
+#: ``"pixelcnn"`` (autoregressive over pixels given z, PixelVAE).
+DECODERS: tuple[str, ...] = ("mlp", "pixelcnn")
 
 
 class VAE(nn.Module):
@@ -69,12 +77,27 @@ class VAE(nn.Module):
         prior_flows (int): steps of the flow prior.
         levels (int): grey levels of the ``"categorical"`` likelihood (256 for 8-bit images);
             the observed x in [0, 1] is scored as the level ``round(x * (levels - 1))``.
+        decoder (str): ``"mlp"`` (the default: x | z factorizes over pixels) or
+            ``"pixelcnn"``, the PixelVAE decoder (Gulrajani et al. 2017, section 3; Bernoulli
+            likelihood only): ``p(x | z) = prod_d Bernoulli(x_d | f_d(x_<d, z))`` in raster
+            order, f a gated :class:`~pyrolvm.models.PixelCNN` of ``decoder_layers`` layers
+            whose every layer reads a map of z: the MLP of ``hidden`` sends z to
+            ``decoder_cond_channels`` feature maps of the image's size (van den Oord et al.
+            2016, "Conditional Image Generation with PixelCNN Decoders", equation 5). log p(x |
+            z) is exact in one pass (teacher forcing), so every objective and importance
+            sampling work unchanged; drawing x is sequential, one pass per pixel.
+        image_shape (tuple of int or None): (H, W) with H * W = D, needed by ``"pixelcnn"``.
+        decoder_layers (int): gated layers of the ``"pixelcnn"`` decoder.
+        decoder_channels (int): channels of each of its stacks.
+        decoder_kernel (int): its odd kernel width.
+        decoder_cond_channels (int): channels of the map of z it reads.
 
     The other likelihoods: ``"continuous-bernoulli"`` (a density on [0, 1] for grey levels
     without binarization) and ``"categorical"`` (see :func:`~pyrolvm.models.scored_on`).
 
     Raises:
-        ConfigError: unknown likelihood, prior or activation, or a latent_dim < 1.
+        ConfigError: unknown likelihood, prior, activation or decoder, a latent_dim < 1, or
+            a ``"pixelcnn"`` decoder without a Bernoulli likelihood or a matching image_shape.
     """
 
     prior: Prior
@@ -94,8 +117,27 @@ class VAE(nn.Module):
         pseudo_init: torch.Tensor | None = None,
         prior_flows: int = 2,
         levels: int = 256,
+        decoder: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        decoder_layers: int = 3,
+        decoder_channels: int = 16,
+        decoder_kernel: int = 5,
+        decoder_cond_channels: int = 4,
     ) -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ConfigError(f"unknown decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
+        if decoder == "pixelcnn":
+            if likelihood != "bernoulli":
+                raise ConfigError(
+                    f"the pixelcnn decoder models binary pixels: use the bernoulli likelihood, "
+                    f"not {likelihood!r}"
+                )
+            if image_shape is None or math.prod(int(s) for s in image_shape) != int(data_dim):
+                raise ConfigError(
+                    f"the pixelcnn decoder needs the image shape (H, W) with H * W = {data_dim}, "
+                    f"got {image_shape}"
+                )
         if likelihood not in LIKELIHOODS:
             raise ConfigError(
                 f"unknown likelihood {likelihood!r}: choose one of {', '.join(LIKELIHOODS)}"
@@ -119,7 +161,22 @@ class VAE(nn.Module):
             pseudo_init,
             prior_flows,
         )
-        width = self.data_dim * outputs_per_pixel(likelihood, self.levels)
+        self.decoder_kind = decoder
+        if decoder == "pixelcnn":
+            assert image_shape is not None
+            self.pixelcnn = PixelCNN(
+                image_shape,
+                2,
+                decoder_channels,
+                decoder_layers,
+                decoder_kernel,
+                cond_channels=decoder_cond_channels,
+            )
+            width = self.data_dim * int(decoder_cond_channels)
+            # the per-pixel logit bias of the mlp decoder's output layer (Burda et al. 2016)
+            self.pixel_bias = nn.Parameter(torch.zeros(self.data_dim))
+        else:
+            width = self.data_dim * outputs_per_pixel(likelihood, self.levels)
         self.decoder = mlp(self.latent_dim, hidden, width, activation)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.full((self.data_dim,), math.log(0.1)))
@@ -128,10 +185,19 @@ class VAE(nn.Module):
             if likelihood == "bernoulli":
                 mean = mean.clamp(1e-3, 1 - 1e-3)
                 mean = mean.log() - (-mean).log1p()
-            set_output_bias(self.decoder, mean)
+            if decoder == "pixelcnn":
+                with torch.no_grad():
+                    self.pixel_bias.copy_(mean)
+            else:
+                set_output_bias(self.decoder, mean)
 
     def likelihood_dist(self, z: torch.Tensor) -> TorchDistribution:
         """The distribution p(x | z) for z of shape (..., latent_dim); event shape (D,)."""
+        if self.decoder_kind == "pixelcnn":
+            cond = self.decoder(z)
+            shape = (self.pixelcnn.cond_channels, *self.pixelcnn.image_shape)
+            cond = cond.reshape(cond.shape[:-1] + shape)
+            return AutoregressiveBernoulli(self.pixelcnn, cond, self.pixel_bias)
         return likelihood_dist(
             self.likelihood, self.decoder(z), getattr(self, "log_scale", None), self.levels
         )
@@ -178,8 +244,13 @@ class VAE(nn.Module):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, mean: bool = True) -> torch.Tensor:
         """The mean of p(x | z) (Bernoulli probabilities or Gaussian means) or a draw from it,
-        for z of shape (..., latent_dim); returns shape (..., D)."""
+        for z of shape (..., latent_dim); returns shape (..., D). The ``"pixelcnn"`` decoder's
+        mean has no closed form: ``mean=True`` gives the probabilities ``p(x_d = 1 | x_<d, z)``
+        along one ancestral draw (D network passes, as the draw itself)."""
         d = self.likelihood_dist(z)
+        if isinstance(d, AutoregressiveBernoulli):
+            x, probs = d.sample_with_probs()
+            return probs if mean else x
         if mean:
             return likelihood_mean(self.likelihood, d, self.levels)
         return likelihood_sample(self.likelihood, d, self.levels)

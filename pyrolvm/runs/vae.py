@@ -43,6 +43,7 @@ from ..inference import (
 )
 from ..inference.latent import latent_summary
 from ..models import (
+    DECODERS,
     LATENTS,
     LIKELIHOODS,
     PRIORS,
@@ -200,6 +201,15 @@ class VAEConfig(RunConfig):
     levels: Count | None = None
     """--likelihood categorical: grey levels per pixel, the data scored as round(x * (levels -
     1)) (default: 256 mnist and .npz files, 17 digits)"""
+    decoder: Literal[DECODERS] = "mlp"
+    """p(x | z): mlp (pixels independent given z) or pixelcnn, the PixelVAE decoder
+    (Gulrajani et al. 2017): a gated PixelCNN over the pixels in raster order whose every layer
+    reads a map of z computed by the --hidden MLP (bernoulli likelihood; exact log p(x | z),
+    sequential sampling)"""
+    decoder_layers: Count = 3
+    """--decoder pixelcnn: gated masked-convolution layers (kernel 5)"""
+    decoder_channels: Count = 16
+    """--decoder pixelcnn: channels of each stack"""
 
     def resolve_defaults(self, values):
         if values["mask"] == "none" and values["missing_rate"] is not None:
@@ -227,6 +237,17 @@ class VAEConfig(RunConfig):
                 values[key] = default
 
     def check(self):
+        if self.decoder == "pixelcnn" and (
+            self.latent != "gaussian"
+            or self.layers != 1
+            or self.likelihood != "bernoulli"
+            or self.mask != "none"
+        ):
+            raise ConfigError(
+                "--decoder pixelcnn is for the one-layer Gaussian-latent VAE with the bernoulli "
+                "likelihood on fully observed images (missing pixels would still feed the "
+                "decoder's context): drop --latent, --layers 2, --likelihood or --mask"
+            )
         if self.latent == "gaussian" and self.relaxation != "none":
             raise ConfigError(
                 "--relaxation is for discrete latents: add --latent bernoulli or "
@@ -346,16 +367,17 @@ class VAEConfig(RunConfig):
 DATASET_DEFAULTS = VAEConfig.DATASET_DEFAULTS
 
 
-def build(cfg, data_dim, data_mean=None, pseudo_init=None):
+def build(cfg, data_dim, data_mean=None, pseudo_init=None, image_shape=None):
     """The model and guide of a resolved config, with mirrored hidden layers:
     :class:`~pyrolvm.models.VAE` (with ``cfg.prior`` and ``cfg.likelihood``) and the guide of
-    ``cfg.guide`` (:class:`~pyrolvm.guides.AmortizedNormal`,
+    ``cfg.guide`` and ``cfg.decoder`` (:class:`~pyrolvm.guides.AmortizedNormal`,
     :class:`~pyrolvm.guides.AmortizedFullCovariance`, :class:`~pyrolvm.guides.AmortizedFlow`)
     for ``latent`` ``"gaussian"``; :class:`~pyrolvm.models.TwoLayerVAE` with
     :class:`~pyrolvm.guides.TwoLayerGuide` for ``layers`` 2; or
     :class:`~pyrolvm.models.SigmoidBeliefNet` with :class:`~pyrolvm.guides.AmortizedBernoulli`
     / :class:`~pyrolvm.guides.AmortizedCategorical`. ``pseudo_init``: the VampPrior's initial
-    pseudo-inputs, shape (K, D) (a reloaded run takes them from its checkpoint)."""
+    pseudo-inputs, shape (K, D) (a reloaded run takes them from its checkpoint);
+    ``image_shape``: (H, W) of the data, for ``cfg.decoder`` ``"pixelcnn"``."""
     if cfg.latent == "gaussian" and cfg.layers == 2:
         dims, hidden = (cfg.latent_dim, cfg.latent_dim2), (cfg.hidden, cfg.hidden2)
         model = TwoLayerVAE(
@@ -390,6 +412,10 @@ def build(cfg, data_dim, data_mean=None, pseudo_init=None):
             pseudo_init=pseudo_init,
             prior_flows=cfg.prior_flows or 2,
             levels=cfg.levels or 256,
+            decoder=cfg.decoder,
+            image_shape=image_shape,
+            decoder_layers=cfg.decoder_layers,
+            decoder_channels=cfg.decoder_channels,
         )
         shape = (data_dim, cfg.latent_dim, cfg.hidden, cfg.activation)
         if cfg.guide == "fullcov":
@@ -479,7 +505,10 @@ def evaluate(model, guide, test, cfg):
 
 def _chunk_size(cfg):
     """Particles per model call of the evaluator: fewer for the categorical likelihood,
-    whose model call holds ``levels`` logits per pixel (default: the evaluator's own)."""
+    whose model call holds ``levels`` logits per pixel, and for the pixelcnn decoder, a
+    convolutional network per particle (default: the evaluator's own)."""
+    if cfg.decoder == "pixelcnn":
+        return max(1, 1000 // cfg.eval_batch_size)
     if cfg.likelihood != "categorical":
         return None
     return max(1, 10000 // (cfg.eval_batch_size * max(1, (cfg.levels or 256) // 8)))
@@ -489,13 +518,14 @@ def scoring(cfg, data_dim, nll, nll_se):
     """What the test log-likelihood scores and in which units, for metrics.json:
     ``scored_on`` (:func:`pyrolvm.models.scored_on`: ``"binarized"``, ``"8-bit"``, ``"grey,
     [0, 1] density"``, ...; figures of different kinds are never compared), ``guide``,
-    ``prior``, ``layers``, and for discrete data (Bernoulli, categorical)
+    ``prior``, ``layers``, ``decoder``, and for discrete data (Bernoulli, categorical)
     ``test_bits_per_dim`` and its ``_stderr`` (``nll / (D ln 2)``)."""
     out = {
         "scored_on": scored_on(cfg.likelihood, cfg.binarize, cfg.levels or 256),
         "guide": cfg.guide if cfg.layers == 1 else "two-layer",
         "prior": cfg.prior,
         "layers": cfg.layers,
+        "decoder": cfg.decoder,
     }
     if cfg.likelihood in ("bernoulli", "categorical"):
         out["test_bits_per_dim"] = bits_per_dim(nll, data_dim)
@@ -561,11 +591,14 @@ def figures(folder, model, guide, data, history, kl_order=None):
     ``folder``; return their file names."""
     names = ["samples.png", "reconstructions.png", "elbo_curve.png"]
     shape = data.image_shape
+    autoregressive = getattr(model, "decoder_kind", "mlp") == "pixelcnn"
     plots.image_grid(
         os.path.join(folder, names[0]),
         model.sample(64),
         shape,
-        "samples from the model (mean of p(x | z), z ~ p(z))",
+        "samples from the model (p(x_d = 1 | x_<d, z) along one draw, z ~ p(z))"
+        if autoregressive
+        else "samples from the model (mean of p(x | z), z ~ p(z))",
     )
     with torch.no_grad():
         x = data.test[:32]
@@ -679,7 +712,9 @@ def train_vae(config=None, data=None, **overrides):
     with run_folder(cfg.out, "vae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
-        model, guide = build(cfg, data.data_dim, data.train.mean(0), _pseudo_init(cfg, data))
+        model, guide = build(
+            cfg, data.data_dim, data.train.mean(0), _pseudo_init(cfg, data), data.image_shape
+        )
         model.to(device)
         guide.to(device)
         masks = run_masks(cfg, data)
@@ -785,7 +820,12 @@ def evaluate_vae(
     device = resolve_device(cfg.device)
     data = on_device(_load_data(cfg, None), device)
     pyro.clear_param_store()
-    model, guide = build(cfg, data_dim, pseudo_init=state["model"].get("prior.pseudo_inputs"))
+    model, guide = build(
+        cfg,
+        data_dim,
+        pseudo_init=state["model"].get("prior.pseudo_inputs"),
+        image_shape=data.image_shape,
+    )
     model.to(device)
     guide.to(device)
     model.load_state_dict(state["model"])
@@ -877,6 +917,11 @@ def _latent_label(cfg):
         parts.append(f"prior={cfg.prior}{what}")
     if cfg.layers == 2:
         parts.append(f"2 stochastic layers ({cfg.latent_dim}, {cfg.latent_dim2})")
+    if cfg.decoder != "mlp":
+        parts.append(
+            f"decoder={cfg.decoder} ({cfg.decoder_layers} layers of {cfg.decoder_channels} "
+            "channels)"
+        )
     return "".join(", " + p for p in parts)
 
 
