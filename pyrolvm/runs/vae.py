@@ -29,14 +29,9 @@ from ..guides import (
     TwoLayerGuide,
 )
 from ..inference import (
-    ANNEALING,
-    ELBOS,
-    FREE_BITS_GROUPS,
     SCHEDULES,
     as_tuple,
-    elbo_options,
     importance_sample,
-    make_elbo,
     make_scheduled_optim,
     mean_and_stderr,
     train,
@@ -65,8 +60,9 @@ from .common import (
     save_checkpoint,
     write_json,
 )
-from .config import Count, PositiveFloat, Range, RunConfig, Sizes
+from .config import Count, PositiveFloat, Range, Sizes
 from .missing import imputation_figure, missing_metrics, missing_rows, run_masks
+from .objective import ObjectiveConfig
 from .registry import RunKind, register
 
 Beta = Annotated[float, Range(0, 1, high_open=True)]
@@ -80,7 +76,7 @@ PATH_DERIVATIVE_ELBOS: tuple[str, ...] = ("stl", "dreg", "miwae-dreg")
 
 
 @dataclass
-class VAEConfig(RunConfig):
+class VAEConfig(ObjectiveConfig):
     """Train a VAE (Kingma & Welling 2014) with SVI, evaluate the test log-likelihood by
     importance sampling, and write the run folder. The flags of ``pyrolvm train vae``; a field
     left ``None`` takes the dataset's default (``DATASET_DEFAULTS``: MNIST follows Burda et
@@ -98,33 +94,6 @@ class VAEConfig(RunConfig):
     """default: dynamic for bernoulli, none for gaussian"""
     likelihood: Literal[LIKELIHOODS] = "bernoulli"
     """p(x | z)"""
-    elbo: Literal[tuple(ELBOS)] = "trace"
-    """the objective"""
-    num_particles: Count = 1
-    """particles K of the objective (for miwae / piwae / miwae-dreg: per group)"""
-    beta: NonNegative | None = None
-    """--elbo beta / mmd: the KL weight beta (default 1); --elbo ciwae: the ELBO's weight in
-    beta ELBO + (1 - beta) IWAE, in [0, 1] (default 0.5)"""
-    anneal: Literal[ANNEALING] | None = None
-    """--elbo beta: schedule of beta over epochs: linear warm-up (Bowman et al. 2016) or
-    cyclical (Fu et al. 2019) (default none)"""
-    warmup_epochs: Count | None = None
-    """--elbo beta with --anneal: epochs W of the rise from 0 to beta; a cyclical cycle is 2W
-    epochs (default 10)"""
-    free_bits: NonNegative | None = None
-    """--elbo freebits: lambda, nats per latent dimension below which the KL is not
-    penalized (default 0)"""
-    free_bits_per: Literal[FREE_BITS_GROUPS] | None = None
-    """--elbo freebits: floor the KL of each latent dimension, or of the whole latent site
-    (default dimension)"""
-    alpha: float | None = None
-    """--elbo renyi: the Rényi order alpha (0: IWAE, 1: ELBO; default 0)"""
-    mmd_weight: NonNegative | None = None
-    """--elbo mmd: the weight of the aggregate-posterior MMD (default 1)"""
-    bandwidth: PositiveFloat | None = None
-    """--elbo mmd: the Gaussian kernel's bandwidth (default 1)"""
-    num_groups: Count | None = None
-    """--elbo miwae / piwae / miwae-dreg: M, the number of IWAE bounds averaged (default 1)"""
     latent: Literal[("gaussian",) + LATENTS] = "gaussian"
     """gaussian: the VAE; bernoulli / categorical: a sigmoid belief network with binary or
     one-hot latents (--latent-dim units or variables)"""
@@ -265,14 +234,6 @@ class VAEConfig(RunConfig):
             raise ConfigError(
                 "discrete latents come with a Bernoulli likelihood: drop --likelihood"
             )
-        given = [k for k, v in self.elbo_options().items() if v is not None]
-        extra = [k for k in given if k not in elbo_options(self.elbo)]
-        if extra:
-            flags = {"per": "free_bits_per"}
-            raise ConfigError(
-                f"--elbo {self.elbo} does not take "
-                + ", ".join("--" + flags.get(k, k).replace("_", "-") for k in extra)
-            )
         if self.mask != "none" and self.latent != "gaussian":
             raise ConfigError("--mask (missing data) is for Gaussian latents: drop --latent")
         if self.mask == "half" and self.missing_rate != 0.5:
@@ -288,10 +249,8 @@ class VAEConfig(RunConfig):
             )
         if self.mask != "none" and self.amortization_gap:
             raise ConfigError("--amortization-gap is computed on complete data: drop --mask")
-        if self.warmup_epochs is not None and self.anneal in (None, "none"):
-            raise ConfigError("--warmup-epochs needs --anneal linear or --anneal cyclical")
         self.check_posterior_and_prior()
-        make_elbo(self.elbo, self.num_particles, **self.elbo_options(given))
+        self.check_objective()
 
     def check_posterior_and_prior(self):
         """The rules joining --guide, --prior, --layers, --likelihood and their options."""
@@ -346,21 +305,6 @@ class VAEConfig(RunConfig):
             raise ConfigError("--prior flow needs --latent-dim >= 2")
         if self.latent_dim2 is not None and self.prior == "flow" and self.latent_dim2 < 2:
             raise ConfigError("--prior flow needs --latent-dim2 >= 2")
-
-    def elbo_options(self, names=None):
-        """The objective's options among this config's fields (``make_elbo`` keywords)."""
-        values = {
-            "beta": self.beta,
-            "anneal": self.anneal,
-            "warmup_epochs": self.warmup_epochs,
-            "free_bits": self.free_bits,
-            "per": self.free_bits_per,
-            "alpha": self.alpha,
-            "mmd_weight": self.mmd_weight,
-            "bandwidth": self.bandwidth,
-            "num_groups": self.num_groups,
-        }
-        return values if names is None else {k: values[k] for k in names if k in values}
 
 
 #: Per-dataset defaults of :class:`VAEConfig` (kept for ``from pyrolvm.runs import ...``).
@@ -720,7 +664,7 @@ def train_vae(config=None, data=None, **overrides):
         masks = run_masks(cfg, data)
         train_data = data.train if masks is None else (data.train, masks[0])
         test_data = data.test if masks is None else (data.test, masks[1])
-        elbo = make_elbo(cfg.elbo, cfg.num_particles, **cfg.elbo_options(elbo_options(cfg.elbo)))
+        elbo = cfg.make_objective()
         optim = make_scheduled_optim(cfg.lr, cfg.betas, cfg.eps, cfg.lr_schedule, cfg.epochs)
         if saved is None:
             write_json(os.path.join(folder, "config.json"), config_dict)
