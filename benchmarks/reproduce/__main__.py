@@ -50,19 +50,16 @@ def main(argv=None):
         parser.error("--budget is a fraction of the paper's epochs, in (0, 1]")
     from pyrolvm.errors import PyroLVMError
 
-    overrides = {} if args.eval_samples is None else {"eval_samples": args.eval_samples}
-
+    where = dict(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        device=args.device,
+        seed=args.seed,
+        overrides={} if args.eval_samples is None else {"eval_samples": args.eval_samples},
+    )
     for name in args.names:
         if args.partial:
-            r = partial_result(
-                ENTRIES[name],
-                args.budget,
-                dataset=args.dataset,
-                data_root=args.data_root,
-                device=args.device,
-                seed=args.seed,
-                overrides=overrides,
-            )
+            r = partial_result(ENTRIES[name], args.budget, **where)
             if r is None:
                 print(f"{name}: no unfinished run with per-epoch figures to record")
             else:
@@ -73,16 +70,7 @@ def main(argv=None):
                 )
             continue
         try:
-            r = run_entry(
-                ENTRIES[name],
-                args.budget,
-                dataset=args.dataset,
-                data_root=args.data_root,
-                device=args.device,
-                seed=args.seed,
-                progress=args.progress,
-                overrides=overrides,
-            )
+            r = run_entry(ENTRIES[name], args.budget, progress=args.progress, **where)
         except PyroLVMError as exc:
             print(f"error: {name}: {exc}", file=sys.stderr)
             return 2
