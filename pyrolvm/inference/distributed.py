@@ -33,6 +33,8 @@ from its own seed, so the per-datapoint numbers do not depend on the number of p
 import contextlib
 import datetime
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -107,7 +109,29 @@ def init(device: str = "auto") -> bool:
     dist.init_process_group(
         "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_seconds())
     )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stopped_by_launcher)
     return True
+
+
+def _stopping() -> None:
+    """This process is stopping because the launch is: ignore SIGTERM from now on. When one
+    process dies, torchrun sends SIGTERM to the others (and SIGKILL after a grace period); a
+    survivor that is already reporting the lost peer must not be cut short before its one
+    error line."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _stopped_by_launcher(signum: int, frame: Any) -> None:
+    """SIGTERM outside training (where it asks for a checkpoint and a stop instead): the
+    launcher stops the survivors of a process that died, or the launch was stopped."""
+    _stopping()
+    raise PeerLost(
+        f"process {rank()} of {world_size()} was stopped by its launcher (SIGTERM): another "
+        "process of the launch stopped, or the launch was stopped: the run folder keeps the "
+        "checkpoint of the last completed epoch"
+    )
 
 
 def shutdown() -> None:
@@ -131,6 +155,7 @@ def collective(what: str) -> Iterator[None]:
         yield
     except RuntimeError as exc:  # DistBackendError and gloo's errors are RuntimeErrors
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        _stopping()
         raise PeerLost(
             f"process {rank()} of {world_size()} lost its peers during {what} ({first}); "
             "another process of the launch stopped (killed, out of memory, or an error it "

@@ -53,7 +53,8 @@ def _stop_requests(enabled):
         yield flag
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)
+            if signal.getsignal(s) is handler:  # (a process that lost its peers ignores SIGTERM)
+                signal.signal(s, h)
 
 
 def svi_step(

@@ -3,8 +3,8 @@ processes on the loopback (``python -m torch.distributed.run --standalone --npro
 dist_worker.py MODE OUT``), or imported by the test for the single-process reference.
 
 Modes: ``runs`` (the exact and the stochastic trainings and the sharded evaluation; rank 0
-saves ``OUT/result.pt``) and ``kill`` (``pyrolvm train vae`` whose rank 1 kills itself with
-SIGKILL in its second epoch).
+saves ``OUT/result.pt``), ``kill`` (``pyrolvm train vae`` whose rank 1 kills itself with
+SIGKILL in its second epoch) and ``term`` (rank 0 gets SIGTERM after training).
 """
 
 import copy
@@ -243,12 +243,31 @@ def kill(out):
     return cli.main(argv)
 
 
+def term(out):
+    """``pyrolvm train vae`` whose rank 0 receives SIGTERM in its final evaluation (after
+    training, as from torchrun when another process died)."""
+    from pyrolvm import cli
+    from pyrolvm.runs import vae
+
+    if os.environ.get("RANK") == "0":
+        evaluate = vae.evaluate
+
+        def stopped_evaluate(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return evaluate(*args, **kwargs)
+
+        vae.evaluate = stopped_evaluate
+    argv = ["train", "vae", "--epochs", "1", "--batch-size", "500", "--hidden", "8"]
+    argv += ["--eval-samples", "2", "--no-progress", "--device", "cpu", "--out", out]
+    return cli.main(argv)
+
+
 if __name__ == "__main__":
     if os.environ.get("PYROLVM_TEST_DTYPE"):  # the float64 job, as tests/conftest.py
         torch.set_default_dtype(getattr(torch, os.environ["PYROLVM_TEST_DTYPE"]))
     mode, out = sys.argv[1], sys.argv[2]
-    if mode == "kill":
-        sys.exit(kill(out))
+    if mode in ("kill", "term"):
+        sys.exit(kill(out) if mode == "kill" else term(out))
     distributed.init("cpu")
     try:
         run_all(out)

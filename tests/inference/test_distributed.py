@@ -118,15 +118,30 @@ def test_sharded_evaluation_equals_one_process_per_datapoint(two_ranks):
 def test_a_killed_process_stops_the_launch_with_one_line(tmp_path):
     # Rank 1 is killed (SIGKILL) at its 6th step, in epoch 2 (3 steps per epoch): rank 0
     # loses its peer in the next collective and stops with one line; the launch exits
-    # non-zero well before the collective timeout; the checkpoint of epoch 1 loads.
+    # non-zero well before the collective timeout; the checkpoint of epoch 1 loads. torchrun
+    # sends SIGTERM to rank 0 as soon as it sees rank 1 die: whichever comes first, the lost
+    # peer or the SIGTERM, rank 0 prints one line (and the other does not cut it short).
     out = str(tmp_path / "run")
     done = torchrun("kill", out, timeout=180)
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.startswith("pyrolvm: error:")]
     assert len(lines) == 1, done.stderr[-3000:]
-    assert "process 0 of 2 lost its peers" in lines[0]
+    assert "process 0 of 2 lost its peers" in lines[0] or "process 0 of 2 was stopped" in lines[0]
     state = load_checkpoint(out)
     assert state["epoch"] == 1 and state["train"]["streams"]["world_size"] == 2
+
+
+def test_sigterm_outside_training_stops_a_process_with_one_line(tmp_path):
+    # SIGTERM to rank 0 in its final evaluation (outside training, where it would ask for a
+    # checkpoint and a stop): one line from rank 0 that names the launcher, none of Python's
+    # default death by signal, and the checkpoint of the finished epoch loads.
+    out = str(tmp_path / "run")
+    done = torchrun("term", out, timeout=180)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("pyrolvm: error:")]
+    mine = [line for line in lines if "process 0 of 2" in line]
+    assert len(mine) == 1 and "stopped by its launcher (SIGTERM)" in mine[0], done.stderr[-3000:]
+    assert load_checkpoint(out)["epoch"] == 1
 
 
 def test_the_shards_of_a_minibatch():
