@@ -360,7 +360,7 @@ _add(
             "trained on the 60000 training images and scored on the 10000 test images "
             "(VaDE: all 70000), dynamically binarized pixels, a constant learning rate, the "
             "autoencoder pre-trained for 1/6 of the epochs (50 at the full budget; VaDE's "
-            "pre-training budget is not in the paper), one seed; not resumable mid-run"
+            "pre-training budget is not in the paper), one seed"
         ),
         epochs_fields={"epochs": 1.0, "warmup_epochs": 1 / 6},
         lower_is_better=False,

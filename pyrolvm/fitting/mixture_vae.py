@@ -3,7 +3,7 @@ enumerated, initialize the prior with a Gaussian mixture fitted to draws from q(
 on, and score the clusters against the labels."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
@@ -104,6 +104,8 @@ def fit_mixture_vae(
     progress: bool = False,
     pretrain: str = "vae",
     prior_init: str = "draws",
+    checkpoint: Callable[[dict], None] | None = None,
+    resume_from: dict | None = None,
 ) -> tuple[MixturePriorVAE, AmortizedNormal, dict]:
     """Train a :class:`~pyrolvm.models.MixturePriorVAE` with an
     :class:`~pyrolvm.guides.AmortizedNormal` guide under
@@ -123,6 +125,13 @@ def fit_mixture_vae(
             ELBO, the prior still random) or ``"autoencoder"`` (above).
         prior_init (str): fit the mixture to one draw from q(z | x) per training image
             (``"draws"``) or to the encoder's means (``"means"``).
+        checkpoint (callable or None): called with ``{"phase": "warmup" | "finetune",
+            "train": state}`` (``state`` of :func:`pyrolvm.inference.train`; the fine-tuning
+            phase adds ``"init_metrics"``, the scores right after the prior's fit) wherever
+            ``train`` checkpoints: at the end of every epoch and on SIGINT/SIGTERM.
+        resume_from (dict or None): such a dict: the run continues from it and ends bitwise
+            equal to the uninterrupted one (the prior's fit is repeated from the same random
+            state when the warm-up had ended, skipped in the fine-tuning phase).
 
     Returns:
         (model, guide, metrics): ``test_cluster_accuracy``, ``test_ari`` of the test images'
@@ -131,7 +140,10 @@ def fit_mixture_vae(
         after an autoencoder pre-training) and ``seconds``.
 
     Raises:
-        ConfigError: an unknown ``pretrain`` or ``prior_init``.
+        ConfigError: an unknown ``pretrain`` or ``prior_init``, or a ``resume_from`` of
+            another phase.
+        TrainingDiverged, Interrupted: as :func:`pyrolvm.inference.train` (``checkpoint`` was
+            called first).
     """
     for value, choices, what in (
         (pretrain, PRETRAININGS, "pretraining"),
@@ -153,40 +165,60 @@ def fit_mixture_vae(
         if pretrain == "autoencoder"
         else (model, guide, loss)
     )
-    history = train(
-        *warm_up[:2],
-        data.train,
-        warm_up[2],
-        optim,
-        epochs=warmup_epochs,
-        batch_size=batch_size,
-        transform=data.train_transform,
-        progress=progress,
-    )
-    with torch.no_grad():
-        # by default draws from q(z | x), not the means: the prior must cover the aggregate
-        # posterior, whose spread includes the encoder's scales (VaDE fits the means: after
-        # an autoencoder pre-training the scales are untrained)
-        loc, scale = guide.encode(data.train)
-        draws = loc + scale * torch.randn_like(loc) if prior_init == "draws" else loc
-    store = pyro.get_param_store().get_state()
-    gmm = fit_mixture(draws.cpu(), num_components, "diag", epochs=100, seed=seed)
-    pyro.get_param_store().set_state(store)  # fit_mixture used the param store
-    model.set_prior(gmm.params["weights"], gmm.params["locs"], gmm.params["scales"])
-    metrics: dict[str, Any] = cluster_scores(model, guide, data.test, data.test_labels, "init_")
+    phase = resume_from["phase"] if resume_from is not None else "warmup"
+    if phase not in ("warmup", "finetune"):
+        raise ConfigError(f"the checkpoint's phase {phase!r} is not one of a mixture-VAE fit")
+
+    def save(name: str, **more: Any) -> Callable[[dict], None] | None:
+        write = checkpoint
+        if write is None:
+            return None
+        return lambda state: write({"phase": name, "train": state, **more})
+
+    if phase == "warmup":
+        history = train(
+            *warm_up[:2],
+            data.train,
+            warm_up[2],
+            optim,
+            epochs=warmup_epochs,
+            batch_size=batch_size,
+            transform=data.train_transform,
+            progress=progress,
+            checkpoint=save("warmup"),
+            resume_from=resume_from and resume_from["train"],
+        )
+        with torch.no_grad():
+            # by default draws from q(z | x), not the means: the prior must cover the
+            # aggregate posterior, whose spread includes the encoder's scales (VaDE fits the
+            # means: after an autoencoder pre-training the scales are untrained)
+            loc, scale = guide.encode(data.train)
+            draws = loc + scale * torch.randn_like(loc) if prior_init == "draws" else loc
+        store = pyro.get_param_store().get_state()
+        gmm = fit_mixture(draws.cpu(), num_components, "diag", epochs=100, seed=seed)
+        pyro.clear_param_store()  # fit_mixture used the param store: back to ours alone
+        pyro.get_param_store().set_state(store)
+        model.set_prior(gmm.params["weights"], gmm.params["locs"], gmm.params["scales"])
+        metrics: dict[str, Any] = cluster_scores(model, guide, data.test, data.test_labels, "init_")
+        finetune_from = None
+    else:  # the fine-tuning phase: its state holds the fitted prior and the warm-up's curve
+        assert resume_from is not None
+        history, metrics = None, dict(resume_from["init_metrics"])
+        finetune_from = resume_from["train"]
     # a fresh optimizer (the old moments belong to the random prior) at a lower rate
-    optim = make_optim(lr * finetune_lr_ratio)
     history = train(
         model,
         guide,
         data.train,
         loss,
-        optim,
+        make_optim(lr * finetune_lr_ratio),
         epochs=epochs,
         batch_size=batch_size,
         transform=data.train_transform,
         progress=progress,
         history=history,
+        checkpoint=save("finetune", init_metrics=dict(metrics)),
+        resume_from=finetune_from,
     )
     metrics.update(cluster_scores(model, guide, data.test, data.test_labels))
     metrics["train_elbo"] = history["train_elbo"]

@@ -12,7 +12,7 @@ import torch
 
 from .. import plots
 from ..devices import resolve_device
-from ..errors import ConfigError
+from ..errors import Interrupted, TrainingDiverged
 from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from ..fitting.mixture_vae import PRETRAININGS, PRIOR_INITS
 from ..guides import AmortizedNormal
@@ -22,6 +22,7 @@ from .common import (
     format_summary,
     load_data,
     on_device,
+    record_stop,
     reload_run,
     run_folder,
     save_checkpoint,
@@ -93,34 +94,57 @@ def train_mixture_vae(config=None, **overrides):
     """
     cfg = dataclasses.replace(config or MixtureVAEConfig(), **overrides).resolved()
     data = on_device(load_data(cfg, "dynamic"), resolve_device(cfg.device))
-    if cfg.resume:
-        raise ConfigError(
-            "mixture-vae runs cannot be resumed yet (pre-training, the prior's fit "
-            "and fine-tuning are separate phases): rerun with --overwrite"
-        )
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, "mixture-vae", config_dict, overwrite=cfg.overwrite) as (folder, _):
-        write_json(os.path.join(folder, "config.json"), config_dict)
-        model, guide, fitted = fit_mixture_vae(
-            data,
-            cfg.components,
-            cfg.latent_dim,
-            cfg.hidden,
-            cfg.warmup_epochs,
-            cfg.epochs,
-            cfg.batch_size,
-            cfg.lr,
-            cfg.finetune_lr_ratio,
-            cfg.seed,
-            cfg.progress,
-            pretrain=cfg.pretrain,
-            prior_init=cfg.prior_init,
-        )
+    with run_folder(cfg.out, "mixture-vae", config_dict, cfg.resume, cfg.overwrite) as (
+        folder,
+        saved,
+    ):
+        if saved is None:
+            write_json(os.path.join(folder, "config.json"), config_dict)
+        path = os.path.join(folder, CHECKPOINT)
+
+        last = {"state": saved and saved["train"]}
+
+        def save(phase_state):  # the parameters are in the train state (Pyro's param store)
+            last["state"] = phase_state
+            history = phase_state["train"]["history"]
+            save_checkpoint(
+                path,
+                {
+                    "kind": "mixture-vae",
+                    "config": config_dict,
+                    "epoch": len(history["train_elbo"]),
+                    "train": phase_state,
+                },
+            )
+
+        try:
+            model, guide, fitted = fit_mixture_vae(
+                data,
+                cfg.components,
+                cfg.latent_dim,
+                cfg.hidden,
+                cfg.warmup_epochs,
+                cfg.epochs,
+                cfg.batch_size,
+                cfg.lr,
+                cfg.finetune_lr_ratio,
+                cfg.seed,
+                cfg.progress,
+                pretrain=cfg.pretrain,
+                prior_init=cfg.prior_init,
+                checkpoint=save,
+                resume_from=saved and saved["train"],
+            )
+        except (TrainingDiverged, Interrupted) as exc:
+            raise record_stop(folder, exc) from None
         save_checkpoint(
-            os.path.join(folder, CHECKPOINT),
+            path,
             {
                 "kind": "mixture-vae",
                 "config": config_dict,
+                "epoch": len(fitted["train_elbo"]),
+                "train": last["state"],  # (a --resume of the finished run retrains nothing)
                 "history": fitted["train_elbo"],
                 "model": model.state_dict(),
                 "guide": guide.state_dict(),

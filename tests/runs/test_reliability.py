@@ -94,6 +94,35 @@ def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, schedule)
     assert without_times(resumed) == without_times(full)
 
 
+# 29 steps per epoch: step 20 is in the warm-up, step 70 in the fine-tuning
+@pytest.mark.parametrize("kill_step, pretrain", [(20, "vae"), (70, "autoencoder")])
+def test_mixture_vae_resume_equals_the_uninterrupted_run(
+    tmp_path, monkeypatch, kill_step, pretrain
+):
+    # stopped in either phase and resumed: the warm-up continues (then the prior's fit from
+    # the same random state), or the fine-tuning continues with the fitted prior and the
+    # scores right after the fit from the checkpoint
+    from pyrolvm.runs import common, train_mixture_vae
+
+    kw = dict(components=3, latent_dim=2, hidden=(16,), warmup_epochs=2, epochs=2)
+    kw |= dict(pretrain=pretrain, prior_init="means" if pretrain == "autoencoder" else "draws")
+    full = train_mixture_vae(out=str(tmp_path / "full"), progress=False, **kw)
+    monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(kill_step))
+    with pytest.raises(Interrupted, match="--resume"):
+        train_mixture_vae(out=str(tmp_path / "run"), progress=False, **kw)
+    monkeypatch.undo()
+    phase = checkpoint(str(tmp_path / "run"))["train"]["phase"]
+    assert phase == ("warmup" if kill_step < 58 else "finetune")
+    resumed = train_mixture_vae(out=str(tmp_path / "run"), resume=True, progress=False, **kw)
+    drop = ("seconds", "figures")
+    assert {k: v for k, v in resumed.items() if k not in drop} == {
+        k: v for k, v in full.items() if k not in drop
+    }
+    a, b = checkpoint(str(tmp_path / "full")), checkpoint(str(tmp_path / "run"))
+    for part in ("model", "guide"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+
+
 def test_gmm_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     from pyrolvm.models import GaussianMixture
 
