@@ -142,3 +142,18 @@ def test_bad_m2_schedule_and_validation(tmp_path, capsys):
     err = cli_error(capsys, [*RUN, "--labelled-schedule", "sometimes"])
     assert "sometimes" in err and "interleaved" in err
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_m2_on_grey_levels_trains_and_reloads(tmp_path, capsys):
+    # --binarize none: the grey levels are the Bernoulli targets (Pyro's ss_vae_M2.py); the
+    # run trains (Pyro's validation of the first step does not reject them), records the
+    # setting, and `pyrolvm evaluate` reloads the grey test set for the same accuracy.
+    out = str(tmp_path / "run")
+    assert main([*RUN, "--binarize", "none", "--out", out]) == 0
+    assert "binarize=none" in capsys.readouterr().out
+    assert read_json(os.path.join(out, "config.json"))["binarize"] == "none"
+    metrics = read_json(os.path.join(out, "metrics.json"))
+    assert metrics["test_accuracy"] > 0.3  # chance is 0.1 (one epoch on digits: about 0.5)
+    assert main(["evaluate", out]) == 0
+    assert f"{100 * metrics['test_accuracy']:.2f} %" in capsys.readouterr().out
+    assert "binarize" in cli_error(capsys, [*RUN, "--binarize", "static"])

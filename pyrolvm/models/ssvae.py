@@ -41,6 +41,11 @@ class SSVAE(nn.Module):
         hidden (sequence of int): decoder hidden sizes (Kingma et al. use one layer of 500).
         activation (str): ``softplus`` (Kingma et al.), ``tanh``, ``relu`` or ``elu``.
         name (str): prefix in Pyro's param store.
+        grey_targets (bool): x may hold grey levels in [0, 1], scored by the Bernoulli
+            log-mass formula ``x log p + (1 - x) log(1 - p)`` (a cross-entropy, as Pyro's
+            ``examples/vae/ss_vae_M2.py``; no normalized density on [0, 1], so the ELBO is
+            then no bound on a log-likelihood). Default: x in {0, 1}, checked by Pyro's
+            validation.
 
     Raises:
         ConfigError: C < 2, L < 1, unknown activation.
@@ -54,6 +59,7 @@ class SSVAE(nn.Module):
         hidden: Sequence[int] = (500,),
         activation: str = "softplus",
         name: str = "ssvae_decoder",
+        grey_targets: bool = False,
     ) -> None:
         super().__init__()
         if int(num_classes) != num_classes or num_classes < 2:
@@ -62,6 +68,7 @@ class SSVAE(nn.Module):
         self.latent_dim = check_latent_dim(latent_dim)
         self.decoder = mlp(self.latent_dim + self.num_classes, hidden, self.data_dim, activation)
         self.name = name
+        self.grey_targets = bool(grey_targets)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         pyro.module(self.name, self)
@@ -70,7 +77,9 @@ class SSVAE(nn.Module):
             z = pyro.sample("z", dist.Normal(x.new_zeros(d), 1.0).to_event(1))
             y = pyro.sample("y", dist.OneHotCategorical(logits=x.new_zeros(c)), obs=y)
             logits = self.decoder(concat_broadcast(z, y))
-            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+            validate = False if self.grey_targets else None  # (None: Pyro's setting)
+            likelihood = dist.Bernoulli(logits=logits, validate_args=validate)
+            pyro.sample("x", likelihood.to_event(1), obs=x)
 
     @torch.no_grad()
     def sample_per_class(self, num_per_class: int) -> torch.Tensor:

@@ -43,7 +43,7 @@ __all__ = [
 
 @dataclass
 class M2Config(RunConfig):
-    """Train M2 on dynamically binarized images with --labels balanced labels, the label
+    """Train M2 on binarized (or grey-level) images with --labels balanced labels, the label
     enumerated in the unlabelled bound (TraceEnum_ELBO), and report the classifier's test
     accuracy. The flags of ``pyrolvm train m2``; ``None`` means the dataset's default (MNIST
     follows Kingma et al. 2014, section 4: one hidden layer of 500 softplus units, 50 latent
@@ -79,6 +79,11 @@ class M2Config(RunConfig):
     labelled_schedule: Literal[LABELLED_SCHEDULES] = "every-step"
     """every-step: a labelled minibatch in every step; interleaved: each labelled image once
     per epoch, its minibatches spread over the epoch (Pyro's ss_vae_M2.py)"""
+    binarize: Literal["dynamic", "none"] = "dynamic"
+    """dynamic: a fresh Bernoulli draw of each training minibatch (the test set binarized once);
+    none: the grey levels in [0, 1] as Bernoulli targets, as Pyro's ss_vae_M2.py does (a
+    cross-entropy, not the log-density of any distribution on [0, 1]: the bound is then no
+    bound on a log-likelihood)"""
     validation: Annotated[int, Range(low=0)] = 0
     """hold out the last N training images as a validation set (not trained on); the test
     accuracy at the best validation accuracy is reported too (Pyro's example: 10000)"""
@@ -124,7 +129,9 @@ def at_best_validation(history):
 
 def build(cfg, data_dim, num_classes):
     """The M2 model and guide of a resolved config."""
-    model = SSVAE(data_dim, num_classes, cfg.latent_dim, cfg.hidden)
+    model = SSVAE(
+        data_dim, num_classes, cfg.latent_dim, cfg.hidden, grey_targets=cfg.binarize == "none"
+    )
     guide = SSVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden, enumerate=cfg.enumerate)
     return model, guide
 
@@ -144,7 +151,7 @@ def train_m2(config=None, **overrides):
     """
     cfg = dataclasses.replace(config or M2Config(), **overrides).resolved()
     device = resolve_device(cfg.device)
-    data = on_device(load_data(cfg, "dynamic"), device)
+    data = on_device(load_data(cfg, cfg.binarize), device)
     train_x, train_labels, valid, valid_labels = validation_split(data, cfg.validation)
     split_labels(train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
@@ -234,7 +241,7 @@ def evaluate_m2(folder, data_root=None, progress=True, device="auto"):
     """
     state, cfg, data_dim = reload_run(folder, "m2", M2Config, data_root, progress, device=device)
     device = resolve_device(cfg.device)
-    data = on_device(load_data(cfg, "dynamic"), device)
+    data = on_device(load_data(cfg, cfg.binarize), device)
     pyro.clear_param_store()
     model, guide = build(cfg, data_dim, int(data.train_labels.max()) + 1)
     model.to(device)
@@ -256,7 +263,8 @@ def summary(metrics, cfg, folder):
     title = (
         f"M2 on {cfg.dataset} with {cfg.labels} labels: latent_dim={cfg.latent_dim}, "
         f"hidden={cfg.hidden}, aux_loss={cfg.aux_loss}, label "
-        f"{'enumerated' if cfg.enumerate else 'sampled'}, {metrics['epochs']} epochs, "
+        f"{'enumerated' if cfg.enumerate else 'sampled'}, binarize={cfg.binarize}, "
+        f"{metrics['epochs']} epochs, "
         f"seed={cfg.seed}"
     )
     return format_summary(

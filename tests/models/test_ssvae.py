@@ -67,6 +67,29 @@ def test_labelled_bound_has_no_label_site_in_the_guide():
     assert loss == pytest.approx(-bound.sum().item(), rel=1e-5)
 
 
+def test_grey_targets_are_scored_by_the_bernoulli_cross_entropy():
+    # Pyro's ss_vae_M2.py scores grey levels x in [0, 1] with the Bernoulli formula
+    # x log p + (1 - x) log(1 - p); with grey_targets the labelled bound's log p(x | y, z)
+    # is exactly that sum, and without it Pyro's validation rejects the grey levels.
+    torch.manual_seed(0)
+    x = torch.rand(4, 64)
+    y = torch.nn.functional.one_hot(torch.arange(4), 10).to(x.dtype)
+    model = SSVAE(64, 10, latent_dim=3, hidden=(16,), grey_targets=True)
+    guide = SSVAEGuide(64, 10, latent_dim=3, hidden=(16,))
+    trace = pyro.poutine.trace(guide).get_trace(x, y)
+    model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=trace)).get_trace(x, y)
+    z = trace.nodes["z"]["value"]
+    with torch.no_grad():
+        p = torch.sigmoid(model.decoder(torch.cat([z, y], -1)))
+        expected = (x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
+        got = model_trace.nodes["x"]["fn"].log_prob(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    with pyro.validation_enabled(True), pytest.raises(ValueError):
+        binary_model = SSVAE(64, 10, latent_dim=3, hidden=(16,))
+        replayed = pyro.poutine.replay(binary_model, trace=trace)
+        pyro.poutine.trace(replayed).get_trace(x, y).compute_log_prob()
+
+
 def test_m2_with_100_labels_beats_chance_by_far():
     data = load("digits", binarize="dynamic")
     _, guide, history = fit_m2(
