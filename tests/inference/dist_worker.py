@@ -223,43 +223,46 @@ def run_all(out):
         torch.save(result, os.path.join(out, "result.pt"))
 
 
-def kill(out):
-    """``pyrolvm train vae`` (4 steps per epoch); rank 1 kills itself at its 6th step."""
+def _signal_at(owner, name, call, sig):
+    """Replace ``owner.name`` by a wrapper that sends ``sig`` to this process at its
+    ``call``-th call (a real signal, delivered while the run is in that function)."""
+    real, calls = getattr(owner, name), [0]
+
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == call:
+            os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
+
+
+def _train_vae(out, epochs):
+    """``pyrolvm train vae`` on the digits (3 steps per epoch of 500 images)."""
     from pyrolvm import cli
-    from pyrolvm.inference import training
 
-    if distributed.rank() == 1 or os.environ.get("RANK") == "1":
-        step, calls = training.svi_step, [0]
-
-        def dying_step(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] == 6:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return step(*args, **kwargs)
-
-        training.svi_step = dying_step
-    argv = ["train", "vae", "--epochs", "3", "--batch-size", "500", "--hidden", "8"]
+    argv = ["train", "vae", "--epochs", str(epochs), "--batch-size", "500", "--hidden", "8"]
     argv += ["--eval-samples", "2", "--no-progress", "--device", "cpu", "--out", out]
     return cli.main(argv)
+
+
+def kill(out):
+    """``pyrolvm train vae`` whose rank 1 kills itself (SIGKILL) at its 6th step."""
+    from pyrolvm.inference import training
+
+    if os.environ.get("RANK") == "1":
+        _signal_at(training, "svi_step", 6, signal.SIGKILL)
+    return _train_vae(out, 3)
 
 
 def term(out):
     """``pyrolvm train vae`` whose rank 0 receives SIGTERM in its final evaluation (after
     training, as from torchrun when another process died)."""
-    from pyrolvm import cli
     from pyrolvm.runs import vae
 
     if os.environ.get("RANK") == "0":
-        evaluate = vae.evaluate
-
-        def stopped_evaluate(*args, **kwargs):
-            os.kill(os.getpid(), signal.SIGTERM)
-            return evaluate(*args, **kwargs)
-
-        vae.evaluate = stopped_evaluate
-    argv = ["train", "vae", "--epochs", "1", "--batch-size", "500", "--hidden", "8"]
-    argv += ["--eval-samples", "2", "--no-progress", "--device", "cpu", "--out", out]
-    return cli.main(argv)
+        _signal_at(vae, "evaluate", 1, signal.SIGTERM)
+    return _train_vae(out, 1)
 
 
 if __name__ == "__main__":
