@@ -17,9 +17,16 @@ import pyro
 import torch
 
 from .. import plots
-from ..errors import ConfigError, Interrupted, TrainingDiverged
+from ..errors import Interrupted, TrainingDiverged
 from ..guides import empty_guide
-from ..inference import importance_sample, make_optim, mean_and_stderr, train
+from ..inference import (
+    importance_sample,
+    make_optim,
+    mean_and_stderr,
+    rng_state,
+    set_rng_state,
+    train,
+)
 from ..models import VQVAE, PixelCNN, bits_per_dim, codebook_usage
 from .autoregressive import load_pixels
 from .common import (
@@ -76,12 +83,6 @@ class VQVAEConfig(RunConfig):
     """Adam learning rate of both stages (default: 3e-3 digits, 2e-3 mnist)"""
     eval_batch_size: Count = 500
     """test images per evaluation call"""
-
-    def check(self):
-        if self.resume:
-            raise ConfigError(
-                "vqvae runs cannot be resumed (two training stages): rerun with --overwrite"
-            )
 
 
 def build(cfg, image_shape):
@@ -154,48 +155,90 @@ def train_vqvae(config=None, data=None, **overrides):
         dict: the metrics.
 
     Raises:
-        ConfigError, DataError: bad settings or data, an occupied folder, ``--resume``.
-        TrainingDiverged, Interrupted: as :func:`pyrolvm.runs.train_vae` (no resume).
+        ConfigError, DataError: bad settings or data, an occupied folder.
+        TrainingDiverged, Interrupted: as :func:`pyrolvm.runs.train_vae`; ``--resume``
+            continues either stage (bitwise equal to the uninterrupted run on the CPU).
     """
     cfg = dataclasses.replace(config or VQVAEConfig(), **overrides).resolved()
     data = load_pixels(cfg, data)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, "vqvae", config_dict, overwrite=cfg.overwrite) as (folder, _):
+    with run_folder(cfg.out, "vqvae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         model, prior = build(cfg, data.image_shape)
         model.to(data.train.device)
         prior.to(data.train.device)
-        write_json(os.path.join(folder, "config.json"), config_dict)
+        if saved is None:
+            write_json(os.path.join(folder, "config.json"), config_dict)
+        path = os.path.join(folder, CHECKPOINT)
+        stage = saved["stage"] if saved is not None else 1
+        last = {"train": saved and saved["train"]}
+
+        def save(stage_, **more):  # the parameters are in the train state (the param store)
+            def write(state):
+                last["train"] = state
+                save_checkpoint(
+                    path,
+                    {
+                        "kind": "vqvae",
+                        "config": config_dict,
+                        "stage": stage_,
+                        "epoch": len(state["history"]["train_elbo"]),
+                        "train": state,
+                        **more,
+                    },
+                )
+
+            return write
+
         options = dict(batch_size=cfg.batch_size, progress=cfg.progress)
         try:
-            stage1 = train(
-                model,
-                empty_guide,
-                data.train,
-                optim=make_optim(cfg.lr),
-                epochs=cfg.epochs,
-                transform=data.train_transform,
-                **options,
-            )
+            if stage == 1:
+                stage1 = train(
+                    model,
+                    empty_guide,
+                    data.train,
+                    optim=make_optim(cfg.lr),
+                    epochs=cfg.epochs,
+                    transform=data.train_transform,
+                    checkpoint=save(1),
+                    resume_from=saved and saved["train"],
+                    **options,
+                )
+                boundary = rng_state()  # the codes' binarization draws from here
+            else:  # stage 2: the stage-1 model and curve, and the random state between them
+                assert saved is not None
+                stage1, boundary = saved["stage1"], saved["boundary_rng"]
+                model.load_state_dict(saved["model"])
+                pyro.module(model.name, model)  # its parameters in the store, as after stage 1
+            set_rng_state(boundary)
             transform = data.train_transform
             train_x = transform(data.train) if transform is not None else data.train
             codes = codes_of(model, train_x)
+            stage1_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
             stage2 = train(
                 prior,
                 empty_guide,
                 codes,
                 optim=make_optim(cfg.lr),
                 epochs=cfg.prior_epochs,
+                checkpoint=save(2, stage1=stage1, boundary_rng=boundary, model=stage1_model),
+                resume_from=saved["train"] if stage == 2 else None,
                 **options,
             )
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
         save_checkpoint(
-            os.path.join(folder, CHECKPOINT),
+            path,
             {
                 "kind": "vqvae",
                 "config": config_dict,
+                "stage": 2,
+                "epoch": len(stage2["train_elbo"]),
+                # a --resume of the finished run retrains nothing
+                "train": last["train"],
+                "stage1": stage1,
+                "boundary_rng": boundary,
                 "model": model.state_dict(),
                 "prior": prior.state_dict(),
             },

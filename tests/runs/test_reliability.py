@@ -123,6 +123,38 @@ def test_mixture_vae_resume_equals_the_uninterrupted_run(
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
 
 
+@pytest.mark.parametrize("stage", [1, 2])
+def test_vqvae_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, stage):
+    # 4 steps per epoch; stopped in stage 1 (the VQ-VAE, its 6th step) or in stage 2 (the
+    # PixelCNN prior, its 7th step) and resumed: the codes of stage 2 are recomputed from
+    # the stage-1 model and the random state between the stages, kept in the checkpoint
+    from pyrolvm.models import VQVAE, PixelCNN
+    from pyrolvm.runs import train_vqvae
+
+    kw = dict(epochs=2, prior_epochs=3, num_codes=8, channels=8, prior_channels=8)
+    kw |= dict(train_size=400, progress=False)
+    full = train_vqvae(out=str(tmp_path / "full"), **kw)
+    stopped, at = (VQVAE, 6) if stage == 1 else (PixelCNN, 7)
+    real, calls = stopped.forward, {"n": 0}
+
+    def interrupting_forward(self, *args, **kwargs):  # the model of each SVI step
+        calls["n"] += 1
+        if calls["n"] == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(stopped, "forward", interrupting_forward)
+    with pytest.raises(Interrupted, match="--resume"):
+        train_vqvae(out=str(tmp_path / "run"), **kw)
+    monkeypatch.undo()
+    assert checkpoint(str(tmp_path / "run"))["stage"] == stage
+    resumed = train_vqvae(out=str(tmp_path / "run"), resume=True, **kw)
+    assert without_times(resumed) == without_times(full)
+    a, b = checkpoint(str(tmp_path / "full")), checkpoint(str(tmp_path / "run"))
+    for part in ("model", "prior"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+
+
 def test_gmm_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     from pyrolvm.models import GaussianMixture
 
