@@ -75,7 +75,7 @@ RUN_ENTRIES = [n for n, e in ENTRIES.items() if isinstance(e, Entry)]
 def test_every_entry_runs_at_a_tiny_budget_and_is_read_back(name, tmp_path, monkeypatch):
     # smoke: each entry's run at the smallest budget (1 epoch) on the digits with tiny
     # networks, so that none rots; its result file; a finished run is read back, not rerun
-    from benchmarks.reproduce.runner import result_path, run_entry
+    from benchmarks.reproduce.runner import curve_path, result_path, run_entry
     from pyrolvm.runs import RUNS
 
     entry = ENTRIES[name]
@@ -88,6 +88,10 @@ def test_every_entry_runs_at_a_tiny_budget_and_is_read_back(name, tmp_path, monk
     assert r["ours"] == r["ours"] and abs(r["ours"]) < 1e6  # a finite figure
     assert r["command"].startswith(f"pyrolvm train {entry.kind} --dataset digits")
     assert read_json(result_path(name, results)) == json.loads(json.dumps(r))
+    # the run's per-epoch curves are in its result (one epoch of each phase) and plotted
+    longest = sum(r["epochs"].values())
+    assert r["curves"] and all(1 <= len(v) <= longest for v in r["curves"].values()), r["curves"]
+    assert os.path.getsize(curve_path(name, results)) > 0
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run is trained again")
@@ -103,7 +107,7 @@ def test_partial_results_and_the_generated_table(tmp_path, monkeypatch):
     from helpers import KillAt
 
     from benchmarks.reproduce import table
-    from benchmarks.reproduce.runner import partial_result, run_entry
+    from benchmarks.reproduce.runner import partial_result, run_entry, write_result
     from pyrolvm.errors import Interrupted
     from pyrolvm.runs import common
 
@@ -119,9 +123,13 @@ def test_partial_results_and_the_generated_table(tmp_path, monkeypatch):
     r = partial_result(entry, 0.04, results=results, **where)
     assert r is not None and r["partial"] == {"epochs_done": 1, "epochs_planned": 2}
     assert partial_result(ENTRIES["vae-1"], 0.04, results=results, **where) is None
+    assert len(r["curves"]["test_accuracy"]) == 1  # the curves so far
+    # a finished row after the unfinished one is listed too
+    write_result({k: v for k, v in r.items() if k != "partial"} | {"name": "vae-1"}, results)
     md = table.markdown(results)
     assert "(unfinished: epoch 1 of 2)" in md
-    assert md.count("| not run |") == len(ENTRIES) - 1
+    assert md.count("| not run |") == len(ENTRIES) - 2
+    assert "[curve](benchmarks/reproduce/results/m2-pyro-100.png)" in md
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{table.BEGIN}\nSTALE-TABLE\n{table.END}\nrest\n")
     table.rewrite_readme(str(readme), results)

@@ -33,6 +33,8 @@ class Entry:
         smoke: config overrides for the smoke test (tiny networks on the digits).
         read_partial: ``read_partial(history) -> (ours, stderr or None)`` from the per-epoch
             curves of an unfinished run's checkpoint (None: no per-epoch figure).
+        read_curves: ``read_curves(metrics) -> dict`` holding the run's per-epoch curves
+            (default: metrics.json's ``curves``, else its top level).
     """
 
     name: str
@@ -49,6 +51,7 @@ class Entry:
     lower_is_better: bool = True
     smoke: dict = field(default_factory=dict)
     read_partial: Callable[[dict], tuple[float, float | None]] | None = None
+    read_curves: Callable[[dict], dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,7 @@ for _q, _pyro_nll in {1: 71.8, 2: 51.0, 3: 24.2}.items():
             full_epochs=101,
             options=dict(quadrants=(_q,), hidden=(500, 500), eval_samples=100),
             read=lambda m, q=_q: (m[f"q{q}"]["cvae_nll"], m[f"q{q}"].get("cvae_nll_stderr")),
+            read_curves=lambda m, q=_q: m[f"q{q}"],
             differs=(
                 "binarized pixels (Pyro: grey levels), importance sampling (K = 100) instead "
                 "of Monte Carlo, 50 latent dimensions, batch 100, no early stopping (the full "

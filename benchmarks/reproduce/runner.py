@@ -16,10 +16,14 @@ __all__ = [
     "RUNS_ROOT",
     "command",
     "config",
+    "curve_path",
     "epochs_at",
+    "learning_curves",
     "partial_result",
     "result_path",
     "run_entry",
+    "write_curve_figure",
+    "write_result",
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -161,7 +165,8 @@ def run_entry(entry, budget=1.0, *, results=RESULTS, **options) -> dict:
         dict: ``name``, ``source``, ``protocol``, ``differs``, ``metric``, ``published``,
         ``ours``, ``stderr``, ``budget``, ``epochs`` (the budget fields), ``device``,
         ``train_seconds`` (sum of the epochs' wall times), ``command``, ``run_folder``,
-        ``date``, ``versions``.
+        ``date``, ``versions``, ``curves`` (:func:`learning_curves`; plotted beside the
+        result, :func:`curve_path`).
 
     Raises:
         pyrolvm.PyroLVMError: bad settings or data (as the run's ``pyrolvm train``).
@@ -187,6 +192,11 @@ def run_entry(entry, budget=1.0, *, results=RESULTS, **options) -> dict:
     seconds = curves.get("seconds", []) if isinstance(curves, dict) else []
     seconds = sum(seconds) if seconds else time.perf_counter() - t0
     result = _result(entry, budget, cfg, ours, stderr, published, seconds, options.get("overrides"))
+    if entry.read_curves is not None:
+        curves = entry.read_curves(metrics)
+    elif not (isinstance(curves, dict) and curves):  # (per-epoch lists at the top level)
+        curves = metrics
+    result["curves"] = learning_curves(curves)
     also = ("test_accuracy_at_best_validation", "best_validation_epoch")
     if any(k in metrics for k in also):
         result["also"] = {k: metrics[k] for k in also if k in metrics}
@@ -223,6 +233,7 @@ def partial_result(entry, budget=1.0, *, results=RESULTS, **options) -> dict | N
         "epochs_done": len(history["seconds"]),
         "epochs_planned": epochs_at(entry, budget)["epochs"],
     }
+    result["curves"] = learning_curves(history)
     write_result(result, results)
     return result
 
@@ -257,7 +268,51 @@ def tutorial_result(entry: TutorialEntry, *, results=RESULTS) -> dict:
     return result
 
 
+def learning_curves(curves) -> dict[str, list[float]]:
+    """The per-epoch curves of a run's metrics (``{name: [value per epoch]}``: the lists of
+    numbers among ``curves``), kept in its result."""
+    if not isinstance(curves, dict):
+        return {}
+    return {
+        k: [float(v) for v in values]
+        for k, values in curves.items()
+        if isinstance(values, list)
+        and values
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    }
+
+
+def curve_path(name, results=RESULTS):
+    """The learning-curve figure of entry ``name`` beside its result."""
+    return os.path.join(results, f"{name}.png")
+
+
+def write_curve_figure(result, results=RESULTS) -> str | None:
+    """Plot a result's learning curves, one panel per curve against the epoch (the wall time
+    per epoch left out), into :func:`curve_path`; None when it has none."""
+    keys = [k for k in result.get("curves", {}) if k != "seconds"]
+    if not keys:
+        return None
+    from pyrolvm.plots import plt  # (with matplotlib's non-interactive backend)
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = result["curves"][key]
+        ax.plot(range(1, len(values) + 1), values, marker="." if len(values) < 30 else None)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{result['name']}: budget {result['budget']:g}, {result['device']}", fontsize=10)
+    fig.tight_layout()
+    path = curve_path(result["name"], results)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_result(result, results=RESULTS):
+    """Write ``result`` to :func:`result_path` (atomically) and its learning curves to
+    :func:`curve_path`."""
     os.makedirs(results, exist_ok=True)
     path = result_path(result["name"], results)
     tmp = path + ".tmp"
@@ -265,3 +320,4 @@ def write_result(result, results=RESULTS):
         json.dump(result, f, indent=1)
         f.write("\n")
     os.replace(tmp, path)  # a stop mid-write leaves the old file whole
+    write_curve_figure(result, results)

@@ -14,9 +14,11 @@ import os
 import sys
 
 from .entries import ENTRIES, TutorialEntry
-from .runner import RESULTS, command, config, result_path
+from .runner import RESULTS, command, config, curve_path, result_path
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
+#: Where the README links the learning-curve figures (relative to the repository root).
+FIGURES = "benchmarks/reproduce/results"
 
 __all__ = ["BEGIN", "END", "markdown", "rewrite_readme"]
 
@@ -56,8 +58,8 @@ def markdown(results=RESULTS) -> str:
     done = load_results(results)
     rows = [
         "| # | published figure (source) | metric | published | ours | budget (epochs) | device "
-        "| train time |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| train time | curve |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     commands, protocols = [], {}
     for i, (name, entry) in enumerate(ENTRIES.items(), 1):
@@ -69,21 +71,27 @@ def markdown(results=RESULTS) -> str:
                 cmd = command(entry, config(entry, 1.0, data_root="DIR"))
             rows.append(
                 f"| {i} | {entry.source} | {entry.metric} | {_fmt(entry.published)} | not run "
-                "| — | — | — |"
+                "| — | — | — | — |"
             )
         else:
             cmd = r["command"]
             also = r.get("also", {})
             ours = _fmt(r["ours"], r["stderr"])
             if "partial" in r:
-                done = r["partial"]
-                ours += f" (unfinished: epoch {done['epochs_done']} of {done['epochs_planned']})"
+                progress = r["partial"]
+                ours += (
+                    f" (unfinished: epoch {progress['epochs_done']} of "
+                    f"{progress['epochs_planned']})"
+                )
             if "test_accuracy_at_best_validation" in also:
                 best = 100 * also["test_accuracy_at_best_validation"]
                 ours += f" (at best validation: {best:.2f})"
+            curve = "—"
+            if r.get("curves") and os.path.exists(curve_path(name, results)):
+                curve = f"[curve]({FIGURES}/{name}.png)"
             rows.append(
                 f"| {i} | {r['source']} | {r['metric']} | {_fmt(r['published'])} | {ours} "
-                f"| {_budget(r)} | {r['device']} | {_time(r['train_seconds'])} |"
+                f"| {_budget(r)} | {r['device']} | {_time(r['train_seconds'])} | {curve} |"
             )
         note = f" ({r['note']})" if r is not None and r.get("note") else ""
         commands.append(f"{i}. `{cmd}`{note}")
