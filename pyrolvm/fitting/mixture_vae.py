@@ -115,9 +115,9 @@ def fit_mixture_vae(
     ``lr * finetune_lr_ratio``.
 
     VaDE's protocol (Jiang et al. 2017, section 4.1) is ``pretrain="autoencoder"`` (the
-    warm-up trains the deterministic :func:`autoencoder`: encoder means and decoder under the
-    reconstruction loss) with ``prior_init="means"`` (the mixture is fitted to the encoder's
-    means, the autoencoder's codes) and ``finetune_lr_ratio=1``.
+    warm-up trains the deterministic ``autoencoder`` of this module: encoder means and decoder
+    under the reconstruction loss) with ``prior_init="means"`` (the mixture is fitted to the
+    encoder's means, the autoencoder's codes) and ``finetune_lr_ratio=1``.
 
     Args:
         data (pyrolvm.data.Dataset): images in [0, 1] with ``test_labels``.
