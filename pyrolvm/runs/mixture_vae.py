@@ -12,7 +12,7 @@ import torch
 
 from .. import plots
 from ..devices import resolve_device
-from ..errors import Interrupted, TrainingDiverged
+from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from ..fitting.mixture_vae import PRETRAININGS, PRIOR_INITS
 from ..guides import AmortizedNormal
@@ -193,6 +193,11 @@ def evaluate_mixture_vae(folder, data_root=None, progress=True, device="auto"):
     pyro.clear_param_store()
     model = MixturePriorVAE(data_dim, cfg.latent_dim, cfg.components, cfg.hidden).to(device)
     guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, "relu").to(device)
+    if "model" not in state:  # the checkpoint of a run stopped before its end
+        raise ConfigError(
+            f"the mixture-vae run in {folder} stopped before it finished: continue it with the "
+            "same command and --resume, then evaluate it"
+        )
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     return cluster_scores(model, guide, data.test, data.test_labels)

@@ -17,7 +17,7 @@ import pyro
 import torch
 
 from .. import plots
-from ..errors import Interrupted, TrainingDiverged
+from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..guides import empty_guide
 from ..inference import (
     importance_sample,
@@ -292,6 +292,11 @@ def evaluate_vqvae(folder, data_root=None, progress=True, device="auto"):
     model, prior = build(cfg, data.image_shape)
     model.to(data.train.device)
     prior.to(data.train.device)
+    if "prior" not in state:  # the checkpoint of a run stopped before its end
+        raise ConfigError(
+            f"the vqvae run in {folder} stopped before it finished: continue it with the "
+            "same command and --resume, then evaluate it"
+        )
     model.load_state_dict(state["model"])
     prior.load_state_dict(state["prior"])
     return evaluate(model, prior, data.test, cfg, progress)

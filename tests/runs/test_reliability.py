@@ -111,6 +111,8 @@ def test_mixture_vae_resume_equals_the_uninterrupted_run(
     with pytest.raises(Interrupted, match="--resume"):
         train_mixture_vae(out=str(tmp_path / "run"), progress=False, **kw)
     monkeypatch.undo()
+    with pytest.raises(ConfigError, match="--resume"):  # one clear error, nothing lost
+        evaluate_run(str(tmp_path / "run"), progress=False)
     phase = checkpoint(str(tmp_path / "run"))["train"]["phase"]
     assert phase == ("warmup" if kill_step < 58 else "finetune")
     resumed = train_mixture_vae(out=str(tmp_path / "run"), resume=True, progress=False, **kw)
@@ -148,6 +150,8 @@ def test_vqvae_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, stage)
         train_vqvae(out=str(tmp_path / "run"), **kw)
     monkeypatch.undo()
     assert checkpoint(str(tmp_path / "run"))["stage"] == stage
+    with pytest.raises(ConfigError, match="--resume"):  # one clear error, nothing lost
+        evaluate_run(str(tmp_path / "run"), progress=False)
     resumed = train_vqvae(out=str(tmp_path / "run"), resume=True, **kw)
     assert without_times(resumed) == without_times(full)
     a, b = checkpoint(str(tmp_path / "full")), checkpoint(str(tmp_path / "run"))
