@@ -128,7 +128,14 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
 )
 
-TUTORIALS = ("compare_estimators", "mixture_models", "posteriors_and_priors")
+TUTORIALS = (
+    "compare_estimators",
+    "losses_and_collapse",
+    "posteriors_and_priors",
+    "mixture_models",
+    "autoregressive_and_codebooks",
+    "conditional_and_multimodal",
+)
 FAST_NOTE = """# %% [markdown]
 # ```{note}
 # This page is the tutorial `tutorials/NAME.py` executed in its fast mode while the

@@ -45,7 +45,7 @@ needs_mnist = pytest.mark.skipif(
     not mnist_available(),
     reason=f"MNIST files not found under {MNIST_ROOT!r}/MNIST/raw (nor under a shared/data or "
     "data folder above the checkout); set PYROLVM_DATA_ROOT to a folder holding them (see "
-    "README, 'Training on MNIST')",
+    "docs/mnist.md)",
 )
 
 

@@ -1,5 +1,5 @@
 """The acceptance run of the foundation: `pyrolvm train vae --dataset mnist --epochs 10`
-(Bernoulli likelihood, dynamic binarization, defaults otherwise) reproduces the README's
+(Bernoulli likelihood, dynamic binarization, defaults otherwise) reproduces docs/mnist.md's
 figures, test NLL 97.70 ± 0.27 and test ELBO -104.85 nats with K = 1000 importance samples over
 the full 10,000-image test set (seed 0), and `evaluate` reproduces them exactly.
 
@@ -18,7 +18,7 @@ def test_mnist_vae_ten_epochs(tmp_path):
     out = str(tmp_path / "mnist")
     metrics = train_vae(dataset="mnist", data_root=MNIST_ROOT, epochs=10, out=out, progress=False)
     assert metrics["eval_samples"] == 1000 and metrics["epochs"] == 10
-    # Two-sided, around the README's seed-0 run: a 10-epoch VAE's test NLL varies by a few
+    # Two-sided, around docs/mnist.md's seed-0 run: a 10-epoch VAE's test NLL varies by a few
     # tenths of a nat with the seed and the order of random draws (its standard error over
     # the test images, 0.27, is mostly shared between runs), its ELBO by a little more.
     # 1 nat for the NLL, 1.5 for the ELBOs: above the spread, below what a wrong reduction,

@@ -129,11 +129,11 @@ def test_partial_results_and_the_generated_table(tmp_path, monkeypatch):
     md = table.markdown(results)
     assert "(unfinished: epoch 1 of 2)" in md
     assert md.count("| not run |") == len(ENTRIES) - 2
-    assert "[curve](benchmarks/reproduce/results/m2-pyro-100.png)" in md
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{table.BEGIN}\nSTALE-TABLE\n{table.END}\nrest\n")
-    table.rewrite_readme(str(readme), results)
-    text = readme.read_text()
+    assert "[curve](../benchmarks/reproduce/results/m2-pyro-100.png)" in md
+    page = tmp_path / "reproducing.md"
+    page.write_text(f"intro\n{table.BEGIN}\nSTALE-TABLE\n{table.END}\nrest\n")
+    table.rewrite_page(str(page), results)
+    text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "STALE-TABLE" not in text
     assert "pyrolvm train vae --data-root DIR --dataset mnist" in text
 
@@ -151,13 +151,13 @@ def test_an_override_is_in_the_folder_and_the_command():
     assert config(entry, 1.0).out.endswith(os.path.join("runs", "vampprior"))
 
 
-def test_the_readme_table_is_generated_from_the_committed_results():
-    # the README's reproducibility table is exactly what the generator writes from
+def test_the_docs_table_is_generated_from_the_committed_results():
+    # docs/reproducing.md's reproducibility table is exactly what the generator writes from
     # benchmarks/reproduce/results/: regenerate it (python -m benchmarks.reproduce.table
-    # --readme README.md) after a run
+    # --page docs/reproducing.md) after a run
     from benchmarks.reproduce import table
 
-    with open(os.path.join(REPO, "README.md")) as f:
+    with open(os.path.join(REPO, "docs", "reproducing.md")) as f:
         text = f.read()
     inside = text.split(table.BEGIN, 1)[1].split(table.END, 1)[0]
     assert inside == "\n" + table.markdown()

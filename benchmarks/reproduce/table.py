@@ -1,7 +1,7 @@
-"""The README's reproducibility table, generated from the results files.
+"""The reproducibility table of ``docs/reproducing.md``, generated from the results files.
 
     python -m benchmarks.reproduce.table            # print the table (markdown)
-    python -m benchmarks.reproduce.table --readme README.md   # rewrite it in place
+    python -m benchmarks.reproduce.table --page docs/reproducing.md   # rewrite it in place
 
 The table goes between the lines ``<!-- reproduce:begin -->`` and ``<!-- reproduce:end -->``.
 An entry without a results file is listed as not run, with its command at the full budget.
@@ -17,10 +17,10 @@ from .entries import ENTRIES, TutorialEntry
 from .runner import RESULTS, command, config, curve_path, result_path
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
-#: Where the README links the learning-curve figures (relative to the repository root).
-FIGURES = "benchmarks/reproduce/results"
+#: Where the page links the learning-curve figures (relative to ``docs/``).
+FIGURES = "../benchmarks/reproduce/results"
 
-__all__ = ["BEGIN", "END", "markdown", "rewrite_readme"]
+__all__ = ["BEGIN", "END", "markdown", "rewrite_page"]
 
 
 def _fmt(value, stderr=None):
@@ -105,7 +105,7 @@ def markdown(results=RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rewrite_readme(path, results=RESULTS):
+def rewrite_page(path, results=RESULTS):
     """Replace the text between :data:`BEGIN` and :data:`END` in ``path`` with the table.
 
     Raises:
@@ -125,11 +125,11 @@ def rewrite_readme(path, results=RESULTS):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--readme", help="rewrite the table in this file")
+    parser.add_argument("--page", help="rewrite the table in this file (docs/reproducing.md)")
     parser.add_argument("--results", default=RESULTS)
     args = parser.parse_args(argv)
-    if args.readme:
-        rewrite_readme(args.readme, args.results)
+    if args.page:
+        rewrite_page(args.page, args.results)
     else:
         sys.stdout.write(markdown(args.results))
     return 0
