@@ -6,7 +6,7 @@ import torch
 from pyro.distributions.util import scale_and_mask
 
 from ...errors import ConfigError
-from ..importance import find_batch_plate, latent_sites, sum_to_batch
+from ..importance import find_batch_plate, guide_factor_sites, latent_sites, sum_to_batch
 from .base import ImportanceWeights, MultiSampleELBO
 
 
@@ -85,8 +85,9 @@ class VIMCO(MultiSampleELBO):
         rank = int(self.max_plate_nesting)
         plate = find_batch_plate(weights.model_trace, self.batch_plate)
         total = 0.0
-        for site in latent_sites(weights.guide_trace):
-            if site["fn"].has_rsample:
+        guide = weights.guide_trace
+        for site in latent_sites(guide) + guide_factor_sites(guide):
+            if site["fn"].has_rsample:  # a factor declared has_rsample=False scores too
                 continue
             log_q = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
             total = total + sum_to_batch(log_q, site, rank, plate, self.num_particles > 1)
