@@ -299,10 +299,10 @@ class MultiSampleELBO(ELBO):
                 model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
         finally:
             self._record_guide = False
-        if check_rsample:
-            self.check_guide(guide_trace)
         if stop_guide_params:
             guide_trace = self._stop_guide_params(guide_trace, args, kwargs)
+        # what no importance-weighted estimator takes (global latents, mixed scales) first,
+        # then what this one does not (non-reparameterized sites, enumeration)
         log_w, scale = log_weights(
             model_trace,
             guide_trace,
@@ -311,6 +311,8 @@ class MultiSampleELBO(ELBO):
             particles=self.num_particles > 1,
             latent_weight=self.latent_weight,
         )
+        if check_rsample:
+            self.check_guide(guide_trace)
         if log_w.shape[0] != self.num_particles:
             # no site carries the particle dimension (no latent site in the pair): every
             # particle has the same weight
