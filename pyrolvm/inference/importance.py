@@ -158,6 +158,9 @@ def log_weights(
 ) -> tuple[torch.Tensor, float]:
     """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
 
+    As in ``Trace_ELBO``, log q includes the guide's observed sites (its ``pyro.factor``
+    statements); ``pyro.deterministic`` records (model or guide) add nothing and are skipped.
+
     With ``latent_weight`` = beta != 1 the latent sites' terms are weighted:
     ``log p(x | z_k) + beta * (log p(z_k) - log q(z_k | x))``, whose expectation is the
     beta-weighted ELBO ``E_q log p(x | z) - beta KL(q || p)`` (per-site weight, the model is
@@ -174,12 +177,14 @@ def log_weights(
         latent_weight (float): beta, the weight of the latent sites' log-densities.
 
     Returns:
-        (log_w, scale): ``log_w`` of shape (K, B), in nats; ``scale`` is the likelihood scale
+        (log_w, scale): ``log_w`` of shape (K, B), in nats ((1, B) if no site carries the
+        particle dimension, (1, 1) for a pair without sites); ``scale`` is the likelihood scale
         shared by all sites (from ``pyro.plate(subsample_size=...)`` or ``poutine.scale``), to
         multiply a per-datapoint bound by.
 
     Raises:
-        ConfigError: a site outside the batch plate, or sites with different scales.
+        ConfigError: a site outside the batch plate (naming ``Trace_ELBO`` and
+            ``batch_plate=``), or sites with different scales (naming ``make_elbo("beta")``).
     """
     plate = find_batch_plate(model_trace, batch_plate)
     total = 0.0

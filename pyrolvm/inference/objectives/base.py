@@ -205,10 +205,24 @@ class MultiSampleELBO(ELBO):
       the plate scale, in nats, like ``Trace_ELBO``;
     - :meth:`surrogate`: the tensor whose gradient is the estimator (default: minus the bound,
       differentiated by reparameterization);
-    - ``stop_guide_params``: evaluate log q with the guide's parameters detached in the
-      surrogate (path derivatives only: STL, DReG);
+    - ``stop_guide_params``: evaluate log q with the guide's parameters held fixed in the
+      surrogate, the draws attached (path derivatives only: STL, DReG). A guide with one
+      latent site and no factor gets a detached copy of its distribution; any other (a
+      hierarchical guide q(z1) q(z2 | z1), whose second distribution is computed from z1, or
+      one with a ``pyro.factor``) is run a second time with its draws replayed detached, and
+      ``log q_phi(z) - (log q_phi(stop z) - stop(log q_phi(stop z)))`` keeps log q's value and
+      the path through every draw while removing the score term at fixed z. Such a guide
+      must be a deterministic function of its arguments, parameters and draws (no dropout
+      in training mode: refused with a ``ConfigError`` on the first call);
     - ``needs_rsample``: refuse guides with non-reparameterized latent sites (``False`` for
       score-function estimators such as VIMCO).
+
+    The log-weights follow ``Trace_ELBO``: a guide's ``pyro.factor`` is part of log q
+    (subtracted; one declared ``has_rsample=False`` is a score-function term, refused where
+    ``needs_rsample``), a ``pyro.deterministic`` record adds nothing. A pair without latent
+    sites gets K equal weights (its exact log-likelihood). A guide site configured for
+    enumeration (``infer={"enumerate": ...}``) is refused: only ``TraceEnum_ELBO``
+    enumerates.
 
     Under a subsampled plate (``pyro.plate(..., subsample_size=B)``, or ``poutine.scale``)
     the scale multiplies the per-datapoint bound *outside* the log-sum-exp, which is the
@@ -220,12 +234,16 @@ class MultiSampleELBO(ELBO):
         num_particles (int): K >= 1.
         max_plate_nesting (int): plate dimensions of the model (guessed by one run if omitted,
             by ``pyro.infer.ELBO``).
-        batch_plate (str or None): name of the batch plate; default the outermost plate around
-            the first observed site.
+        batch_plate (str or None): name of the batch plate; default the outermost plate
+            enclosing every observed data site (``pyro.deterministic`` records and factors
+            not counted; see :func:`~pyrolvm.inference.find_batch_plate`), none (one joint
+            weight per batch) if no plate encloses them all.
 
     Raises:
-        ConfigError: K < 1; a non-reparameterizable guide site where ``needs_rsample``; a
-            latent site outside the batch plate; sites with different scales.
+        ConfigError: K < 1; a non-reparameterizable guide site (or guide factor) where
+            ``needs_rsample``; a guide site configured for enumeration; a latent site outside
+            the batch plate (the message names ``Trace_ELBO`` and ``batch_plate=``); sites
+            with different scales (it names ``make_elbo("beta")`` for KL annealing).
     """
 
     stop_guide_params = False

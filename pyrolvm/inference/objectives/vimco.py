@@ -25,9 +25,10 @@ class VIMCO(MultiSampleELBO):
     :math:`\exp\big(\frac1{K-1}\sum_{j\ne k}\log w_j\big)`. The baseline of particle k does not
     depend on :math:`z_k`, so the estimator is **unbiased** for :math:`\nabla\mathcal{L}_K`.
     The score term covers the guide's non-reparameterized sites (e.g. Bernoulli or
-    categorical latents); reparameterized sites contribute their path derivative through
-    :math:`\log w_k`. Computed per datapoint under the batch plate; the loss is the negative
-    IWAE bound.
+    categorical latents, and factors declared ``has_rsample=False``); reparameterized sites
+    contribute their path derivative through :math:`\log w_k`. A site configured for
+    enumeration is refused (VIMCO would sample it; Pyro's ELBOs warn). Computed per
+    datapoint under the batch plate; the loss is the negative IWAE bound.
 
     With ``leave_one_out=False`` the learning signal is :math:`\hat L` itself: the plain
     multi-sample score-function (REINFORCE) estimator that VIMCO improves on, also unbiased,
