@@ -485,6 +485,32 @@ def test_dreg_decoder_gradient_is_iwaes_on_the_same_draws_with_two_layers():
     assert not torch.allclose(got["dreg"][1], got["iwae"][1], atol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["dreg", "stl"])
+def test_only_a_guide_with_draw_dependent_sites_runs_twice(name):
+    # the second run (draws fixed) is needed only where a site's distribution is computed
+    # from an earlier draw; a mean-field guide q(z1) q(z2) keeps one run per step
+    x = torch.tensor([1.5, -0.3])
+    calls = []
+
+    def guide_of(dependent):
+        def guide(x):
+            calls.append(1)
+            a = pyro.param("a", torch.zeros(2))
+            with pyro.plate("data", 2):
+                z1 = pyro.sample("z1", dist.Normal(a, 1.0))
+                pyro.sample("z2", dist.Normal(0.5 * z1 if dependent else 0.5 * a, 1.0))
+
+        return guide
+
+    for dependent, runs in ((False, 1), (True, 2)):
+        guide = guide_of(dependent)
+        elbo = make_elbo(name, 3)
+        elbo.loss_and_grads(chain_model, guide, x)  # guesses the plate nesting
+        calls.clear()
+        elbo.loss_and_grads(chain_model, guide, x)
+        assert len(calls) == runs
+
+
 def test_dreg_refuses_a_guide_that_is_not_a_function_of_its_draws():
     # DReG and STL run a hierarchical guide twice (the second time with the draws fixed);
     # a guide with randomness of its own (dropout in training mode) is refused, not biased

@@ -122,27 +122,64 @@ def _rerun_with_draws_fixed(guide, full_trace, args, kwargs):
     return trace
 
 
-def _stop_guide_params(guide_trace, rerun=None):
+def _reaches(tensor, targets, stop=None):
+    """Whether the autograd graph of ``tensor`` reaches one of the nodes ``targets`` (the
+    ``grad_fn`` of earlier draws) other than through the node ``stop`` (the site's own draw)."""
+    node = getattr(tensor, "grad_fn", None)
+    seen, todo = set(), [node] if node is not None else []
+    while todo:
+        node = todo.pop()
+        if node in targets:
+            return True
+        if node is stop or node in seen:
+            continue
+        seen.add(node)
+        todo.extend(n for n, _ in node.next_functions if n is not None)
+    return False
+
+
+def _draw_dependent_terms(guide_trace):
+    """Names of the guide's log q terms (latent sites, factors) that depend on an earlier draw
+    other than through their own value: a site whose distribution is computed from an earlier
+    draw (q(z2 | z1)), a factor of the draws. Found in the autograd graph; a draw that is a
+    leaf tensor (no graph to follow) makes every later term count."""
+    draws, leaf, out = set(), False, set()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or is_deterministic(site):
+            continue
+        value = site["value"]
+        own = getattr(value, "grad_fn", None) if not site["is_observed"] else None
+        if leaf or (draws and _reaches(site["unscaled_log_prob"], draws, own)):
+            out.add(name)
+        if not site["is_observed"] and isinstance(value, torch.Tensor) and value.requires_grad:
+            if value.grad_fn is None:
+                leaf = True
+            else:
+                draws.add(value.grad_fn)
+    return out
+
+
+def _stop_guide_params(guide_trace, rerun=None, dependent=()):
     """A copy of ``guide_trace`` whose log q (latent sites and factors) is a function of the
     draws z with the guide's parameters phi held fixed, so that only the path derivative
     through z reaches phi (Roeder et al. 2017, eq. 8; Tucker et al. 2019, eq. 5).
 
-    With one latent site and no factor (an amortized encoder) the site's distribution is
-    detached (:func:`detached_log_prob`): its parameters depend on phi and x only. Otherwise
-    (a site whose parameters are computed from an earlier draw, q(z2 | z1), or a factor) the
-    distribution's tensors carry both phi and the earlier draws, and detaching them would
-    lose the path ``d log q(z2 | z1) / d z1 * d z1 / d phi``. Then each site's
-    ``log q_phi(z)`` (z attached) is corrected by the guide's second run with the draws
-    detached, ``rerun`` (:func:`_rerun_with_draws_fixed`):
-    ``log q_phi(z) - (log q_phi(stop z) - stop(log q_phi(stop z)))``, the same value (exactly:
-    ``t - t.detach()`` is 0), whose gradient is the total derivative minus the score term
-    ``d log q_phi(z) / d phi`` at fixed z, i.e. the path derivative alone, for any guide."""
+    A term whose distribution depends on phi (and x) only, not on an earlier draw (an
+    amortized encoder's site, each site of a mean-field guide), gets a detached copy of its
+    distribution (:func:`detached_log_prob`; a factor: its value detached). A term in
+    ``dependent`` (:func:`_draw_dependent_terms`: q(z2 | z1), whose location and scale carry
+    both phi and z1, or a factor of the draws) cannot be detached without losing the path
+    ``d log q(z2 | z1) / d z1 * d z1 / d phi``: its ``log q_phi(z)`` (z attached) is corrected
+    by the guide's second run with the draws detached, ``rerun``
+    (:func:`_rerun_with_draws_fixed`): ``log q_phi(z) - (log q_phi(stop z) - stop(log
+    q_phi(stop z)))``, the same value (exactly: ``t - t.detach()`` is 0), whose gradient is
+    the total derivative minus the score term ``d log q_phi(z) / d phi`` at fixed z, i.e. the
+    path derivative alone, for any guide."""
     trace = Trace()
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and not is_deterministic(site):
-            if not site["is_observed"] and rerun is None:
-                site = dict(site, unscaled_log_prob=detached_log_prob(site))
-            elif rerun is not None:
+            if name in dependent:
+                assert rerun is not None
                 if name not in rerun.nodes:
                     raise ConfigError(
                         f"the guide's site {name!r} is missing from its second run with the "
@@ -151,7 +188,11 @@ def _stop_guide_params(guide_trace, rerun=None):
                     )
                 fixed = rerun.nodes[name]["unscaled_log_prob"]
                 log_q = site["unscaled_log_prob"] - (fixed - fixed.detach())
-                site = dict(site, unscaled_log_prob=log_q)
+            elif site["is_observed"]:
+                log_q = torch.as_tensor(site["unscaled_log_prob"]).detach()
+            else:
+                log_q = detached_log_prob(site)
+            site = dict(site, unscaled_log_prob=log_q)
         trace.add_node(name, **site)
     return trace
 
@@ -206,10 +247,11 @@ class MultiSampleELBO(ELBO):
     - :meth:`surrogate`: the tensor whose gradient is the estimator (default: minus the bound,
       differentiated by reparameterization);
     - ``stop_guide_params``: evaluate log q with the guide's parameters held fixed in the
-      surrogate, the draws attached (path derivatives only: STL, DReG). A guide with one
-      latent site and no factor gets a detached copy of its distribution; any other (a
-      hierarchical guide q(z1) q(z2 | z1), whose second distribution is computed from z1, or
-      one with a ``pyro.factor``) is run a second time with its draws replayed detached, and
+      surrogate, the draws attached (path derivatives only: STL, DReG). A site whose
+      distribution depends on the guide's parameters and the data only (an amortized
+      encoder, a mean-field guide) gets a detached copy of its distribution. A guide with a
+      site computed from an earlier draw (q(z1) q(z2 | z1)) or a factor of the draws is run
+      a second time with its draws replayed detached, and for those terms
       ``log q_phi(z) - (log q_phi(stop z) - stop(log q_phi(stop z)))`` keeps log q's value and
       the path through every draw while removing the score term at fixed z. Such a guide
       must be a deterministic function of its arguments, parameters and draws (no dropout
@@ -374,17 +416,18 @@ class MultiSampleELBO(ELBO):
 
     def _stop_guide_params(self, guide_trace, args, kwargs):
         """``guide_trace`` with log q a function of the draws only (see
-        :func:`_stop_guide_params`): one latent site and no factor needs no second run."""
-        if len(latent_sites(guide_trace)) <= 1 and not guide_factor_sites(guide_trace):
-            return _stop_guide_params(guide_trace)
-        assert self._recorded is not None
-        guide, full = self._recorded
+        :func:`_stop_guide_params`); the guide runs a second time only if a term depends on
+        an earlier draw."""
+        guide, full = self._recorded or (None, None)
         self._recorded = None
+        dependent = _draw_dependent_terms(guide_trace)
+        if not dependent:
+            return _stop_guide_params(guide_trace)
         rerun = _rerun_with_draws_fixed(guide, full, args, kwargs)
         if not self._rerun_checked:
             _check_rerun(guide_trace, rerun)
             self._rerun_checked = True
-        return _stop_guide_params(guide_trace, rerun)
+        return _stop_guide_params(guide_trace, rerun, dependent)
 
     def bound(self, log_w: torch.Tensor) -> torch.Tensor:
         """The per-datapoint bound, shape (B,), from log-weights of shape (K, B) (nats).
