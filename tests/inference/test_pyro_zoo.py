@@ -1288,9 +1288,8 @@ def test_what_a_per_datapoint_bound_cannot_take_is_refused_naming_the_remedy(key
     for name in NAMES:
         model, guide, (_, pattern) = pair(key)
         pyro.clear_param_store()
-        for k in (1, 3):
-            with pytest.raises(ConfigError, match=pattern):
-                objective(name, k).loss_and_grads(model, guide)
+        with pytest.raises(ConfigError, match=pattern):
+            objective(name, 2).loss_and_grads(model, guide)
 
 
 @pytest.mark.parametrize("key", keys("pyro"))
@@ -1318,28 +1317,35 @@ def test_every_pair_has_a_known_outcome():
     [(True, None), (True, False), (True, True), (False, None)],
     ids=["reparam", "reparam-False", "reparam-True", "nonreparam"],
 )
-@pytest.mark.parametrize("name", NAMES)
-def test_particle_gradient_on_the_same_draws(name, reparameterized, has_rsample):
+def test_particle_gradient_on_the_same_draws(reparameterized, has_rsample):
     # test_gradient.py::test_particle_gradient: one particle, the gradient written out for
     # the draw z: pathwise (every reparameterized objective), its path part alone (STL and
     # DReG, which drop the score term d log q / d phi at fixed z), or the score function
     # (VIMCO without baselines); a non-reparameterized guide is refused by the others.
-    model, guide = normal_pair(reparameterized, has_rsample)
-    elbo = objective(name, 1, max_plate_nesting=1)
     pathwise = reparameterized and has_rsample is not False
-    if not pathwise and name != "vimco":
-        with pytest.raises(ConfigError, match="use VIMCO"):
-            elbo.loss_and_grads(model, guide)
-        return
-    pyro.set_rng_seed(0)
-    elbo.loss_and_grads(model, guide)
-    params = dict(pyro.get_param_store().named_parameters())
-    actual = {k: p.grad.detach() for k, p in params.items()}
-    pyro.set_rng_seed(0)
-    guide_tr = poutine.trace(guide).get_trace()
-    model_tr = poutine.trace(poutine.replay(model, guide_tr)).get_trace()
-    guide_tr.compute_log_prob()
-    model_tr.compute_log_prob()
+    for name in NAMES:
+        pyro.clear_param_store()
+        model, guide = normal_pair(reparameterized, has_rsample)
+        elbo = objective(name, 1, max_plate_nesting=1)
+        if not pathwise and name != "vimco":
+            with pytest.raises(ConfigError, match="use VIMCO"):
+                elbo.loss_and_grads(model, guide)
+            continue
+        pyro.set_rng_seed(0)
+        elbo.loss_and_grads(model, guide)
+        params = dict(pyro.get_param_store().named_parameters())
+        actual = {k: p.grad.detach() for k, p in params.items()}
+        pyro.set_rng_seed(0)
+        guide_tr = poutine.trace(guide).get_trace()
+        model_tr = poutine.trace(poutine.replay(model, guide_tr)).get_trace()
+        guide_tr.compute_log_prob()
+        model_tr.compute_log_prob()
+        for k, v in particle_gradient(name, pathwise, model_tr, guide_tr).items():
+            torch.testing.assert_close(actual[k], v, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def particle_gradient(name, pathwise, model_tr, guide_tr):
+    """The loss's gradient for the one draw of ``guide_tr``, by hand (Pyro's formulas)."""
     x, z = DATA, guide_tr.nodes["z"]["value"].detach()
     loc, scale = pyro.param("loc").detach(), pyro.param("scale").detach()
     if pathwise:
@@ -1349,26 +1355,23 @@ def test_particle_gradient_on_the_same_draws(name, reparameterized, has_rsample)
             entropy = 0.0
         else:
             entropy = 1.0  # d/dscale of -log q(loc + scale eps) = 1 / scale
-        expected = {
+        return {
             "scale": -(dlogp_dz * (z - loc) + entropy).sum(0, keepdim=True) / scale,
             "loc": -dlogp_dz,
         }
-    else:
-        elbo_ = (
-            model_tr.nodes["x"]["log_prob"]
-            + model_tr.nodes["z"]["log_prob"]
-            - guide_tr.nodes["z"]["log_prob"]
-        ).detach()
-        dlogq_dloc = (z - loc) / scale**2
-        dlogq_dscale = (z - loc) ** 2 / scale**3 - 1 / scale
-        # VIMCO's surrogate keeps the bound's own -d log q / d phi (mean zero): Pyro's
-        # TraceEnum_ELBO branch of the same test
-        expected = {
-            "scale": -(dlogq_dscale * elbo_ - dlogq_dscale).sum(0, keepdim=True),
-            "loc": -(dlogq_dloc * elbo_ - dlogq_dloc),
-        }
-    for k in ("loc", "scale"):
-        torch.testing.assert_close(actual[k], expected[k], atol=1e-4, rtol=1e-4)
+    elbo = (
+        model_tr.nodes["x"]["log_prob"]
+        + model_tr.nodes["z"]["log_prob"]
+        - guide_tr.nodes["z"]["log_prob"]
+    ).detach()
+    dlogq_dloc = (z - loc) / scale**2
+    dlogq_dscale = (z - loc) ** 2 / scale**3 - 1 / scale
+    # VIMCO's surrogate keeps the bound's own -d log q / d phi (mean zero): Pyro's
+    # TraceEnum_ELBO branch of the same test
+    return {
+        "scale": -(dlogq_dscale * elbo - dlogq_dscale).sum(0, keepdim=True),
+        "loc": -(dlogq_dloc * elbo - dlogq_dloc),
+    }
 
 
 def t_threshold(n, m, alpha=1e-3):
@@ -1415,8 +1418,9 @@ ELBO_GRADIENT = {
 }
 
 
-@pytest.mark.parametrize("subsample_size", [2, 1], ids=["full", "subsample"])
-@pytest.mark.parametrize("scale", [1.0, 2.0], ids=["unscaled", "scaled"])
+@pytest.mark.parametrize(
+    "subsample_size, scale", [(2, 1.0), (1, 2.0)], ids=["full-unscaled", "subsample-scaled"]
+)
 def test_subsample_gradient_expectation(subsample_size, scale):
     # test_gradient.py::test_subsample_gradient: E[gradient of the loss] = scale * (0.5, -2.0)
     # for loc and scale * 2.0 for scale (the exact ELBO gradient at loc = 0, scale = 1);
