@@ -20,6 +20,12 @@ from ..errors import ConfigError
 #: The name Pyro gives the plate of vectorized particles (``pyro.infer.ELBO``).
 PARTICLE_PLATE = "num_particles_vectorized"
 
+_SCALE_REMEDY = (
+    "for KL annealing or a beta-weighted KL use make_elbo('beta', beta=..., anneal=...) "
+    "instead of poutine.scale; for a subsampled plate put every site inside it (naming it "
+    "with batch_plate=... if needed); or use Trace_ELBO, which allows per-site scales"
+)
+
 
 def prior_proposal(model: Callable) -> Callable:
     """The model's prior as a proposal: ``model`` with its observed sites hidden, so that its
@@ -32,35 +38,71 @@ def latent_sites(trace: Any) -> list[Any]:
     return [s for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
 
 
+def is_deterministic(site: Any) -> bool:
+    """Whether a sample site is a ``pyro.deterministic`` record (Pyro 1.9 writes it as an
+    observed, masked ``Delta`` with ``infer={"_deterministic": True}``): it adds nothing to any
+    density and is skipped by the importance weights and the batch-plate search."""
+    return bool(site["infer"].get("_deterministic"))
+
+
+def is_factor(site: Any) -> bool:
+    """Whether a sample site is a ``pyro.factor`` (an observed ``Unit`` site that Pyro marks
+    ``infer={"is_auxiliary": True}``)."""
+    return bool(site["infer"].get("is_auxiliary")) and type(site["fn"]).__name__ == "Unit"
+
+
+def guide_factor_sites(trace: Any) -> list[Any]:
+    """The observed sample sites of a guide's trace other than ``pyro.deterministic`` records:
+    its ``pyro.factor`` statements (and any observed site), whose log-densities are part of
+    log q, as in ``Trace_ELBO``."""
+    return [
+        s
+        for s in trace.nodes.values()
+        if s["type"] == "sample" and s["is_observed"] and not is_deterministic(s)
+    ]
+
+
+def _frames(site: Any) -> list[Any]:
+    """The vectorized plates around a site, particles excluded, outermost first."""
+    return [f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE]
+
+
 def find_batch_plate(model_trace: Any, name: str | None = None) -> Any:
     """The batch plate's frame: the plate named ``name``, else the outermost vectorized plate
-    (particles excluded) around the first observed site; ``None`` when there is none.
+    (particles excluded) that encloses every observed site carrying data; ``None`` when there
+    is none (the importance weights are then one joint weight per batch).
+
+    The observed sites carrying data are the model's observed sample sites other than
+    ``pyro.deterministic`` records (never data) and ``pyro.factor`` statements (used only when
+    the model observes nothing else).
 
     Raises:
         ConfigError: ``name`` is given but no site lies in a plate of that name.
     """
     frames = {}
-    observed = []
+    observed, factors = [], []
     for site in model_trace.nodes.values():
-        if site["type"] != "sample":
+        if site["type"] != "sample" or is_deterministic(site):
             continue
-        for f in site["cond_indep_stack"]:
-            if f.vectorized and f.name != PARTICLE_PLATE:
-                frames.setdefault(f.name, f)
+        for f in _frames(site):
+            frames.setdefault(f.name, f)
         if site["is_observed"]:
-            observed.append(site)
+            (factors if is_factor(site) else observed).append(site)
     if name is not None:
         if name not in frames:
             raise ConfigError(
                 f"no plate named {name!r} in the model; its plates are {sorted(frames)}"
             )
         return frames[name]
+    observed = observed or factors
     if not observed:
         return None
-    for f in observed[0]["cond_indep_stack"]:
-        if f.vectorized and f.name != PARTICLE_PLATE:
-            return f
-    return None
+    shared = [
+        f
+        for f in _frames(observed[0])
+        if all(any(g.name == f.name for g in _frames(s)) for s in observed[1:])
+    ]
+    return shared[0] if shared else None
 
 
 def sum_to_batch(
@@ -93,9 +135,12 @@ def sum_to_batch(
     if plate is not None:
         if not any(f.name == plate.name for f in site["cond_indep_stack"]):
             raise ConfigError(
-                f"site {site['name']!r} lies outside the batch plate {plate.name!r}: per-datapoint "
-                "importance weights need every latent and observed site inside that plate "
-                "(global latent variables are not supported by this estimator)"
+                f"site {site['name']!r} lies outside the batch plate {plate.name!r} (a global "
+                "latent variable or factor): per-datapoint importance weights need every "
+                "latent and observed site inside that plate. Use Trace_ELBO "
+                "(make_elbo('trace')) for a model with global latent variables, or name the "
+                "plate over the datapoints with batch_plate=... if it is not "
+                f"{plate.name!r}"
             )
         keep.append(rank + plate.dim)
     dims = [d for d in range(rank) if d not in keep]
@@ -113,6 +158,9 @@ def log_weights(
 ) -> tuple[torch.Tensor, float]:
     """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
 
+    As in ``Trace_ELBO``, log q includes the guide's observed sites (its ``pyro.factor``
+    statements); ``pyro.deterministic`` records (model or guide) add nothing and are skipped.
+
     With ``latent_weight`` = beta != 1 the latent sites' terms are weighted:
     ``log p(x | z_k) + beta * (log p(z_k) - log q(z_k | x))``, whose expectation is the
     beta-weighted ELBO ``E_q log p(x | z) - beta KL(q || p)`` (per-site weight, the model is
@@ -129,39 +177,46 @@ def log_weights(
         latent_weight (float): beta, the weight of the latent sites' log-densities.
 
     Returns:
-        (log_w, scale): ``log_w`` of shape (K, B), in nats; ``scale`` is the likelihood scale
+        (log_w, scale): ``log_w`` of shape (K, B), in nats ((1, B) if no site carries the
+        particle dimension, (1, 1) for a pair without sites); ``scale`` is the likelihood scale
         shared by all sites (from ``pyro.plate(subsample_size=...)`` or ``poutine.scale``), to
         multiply a per-datapoint bound by.
 
     Raises:
-        ConfigError: a site outside the batch plate, or sites with different scales.
+        ConfigError: a site outside the batch plate (naming ``Trace_ELBO`` and
+            ``batch_plate=``), or sites with different scales (naming ``make_elbo("beta")``).
     """
     plate = find_batch_plate(model_trace, batch_plate)
     total = 0.0
-    scales = set()
+    scales: dict[float, list[str]] = {}
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for site in trace.nodes.values():
-            if site["type"] != "sample" or (sign < 0 and site["is_observed"]):
+            if site["type"] != "sample" or is_deterministic(site):
                 continue
             log_p = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
             term = sum_to_batch(log_p, site, max_plate_nesting, plate, particles)
-            if latent_weight != 1.0 and not site["is_observed"]:
+            # beta weighs log p(z) and log q(z), a guide's factors being part of log q
+            if latent_weight != 1.0 and (sign < 0 or not site["is_observed"]):
                 term = latent_weight * term
             total = total + sign * term
             s = site["scale"]  # a float, unless poutine.scale was given a tensor
             if isinstance(s, torch.Tensor) and s.numel() != 1:
                 raise ConfigError(
-                    f"site {site['name']!r} has a per-element scale; importance-weighted "
-                    "estimators need one scalar scale per site"
+                    f"site {site['name']!r} has a per-element scale (poutine.scale with a "
+                    "tensor); importance-weighted estimators need one scalar scale shared by "
+                    "all sites: " + _SCALE_REMEDY
                 )
-            scales.add(float(s))
+            scales.setdefault(float(s), []).append(site["name"])
     if len(scales) > 1:
+        found = "; ".join(f"{k:g} at {', '.join(map(repr, v))}" for k, v in scales.items())
         raise ConfigError(
             "importance-weighted estimators need every sample site to carry the same scale "
-            f"(subsampling or poutine.scale); found {len(scales)} different scales"
+            f"(a subsampled plate's N / B), but the scales differ: {found}. " + _SCALE_REMEDY
         )
-    scale = scales.pop() if scales else 1.0
+    scale = next(iter(scales)) if scales else 1.0
     log_w = total if isinstance(total, torch.Tensor) else torch.tensor(total, device="cpu")
-    if log_w.dim() == 1:
+    if log_w.dim() == 0:  # no site at all: one weight, log 1 = 0
+        log_w = log_w.reshape(1, 1)
+    elif log_w.dim() == 1:
         log_w = log_w.unsqueeze(-1)
     return log_w, scale

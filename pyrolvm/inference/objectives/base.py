@@ -7,15 +7,18 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import pyro
 import torch
+from pyro import poutine
 from pyro.distributions.util import detach
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
+from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import TransformedDistribution
 
 from ...errors import ConfigError
-from ..importance import latent_sites, log_weights
+from ..importance import guide_factor_sites, is_deterministic, latent_sites, log_weights
 
 
 @contextlib.contextmanager
@@ -91,18 +94,125 @@ def detached_log_prob(site):
         ) from None
 
 
-def _stop_guide_params(guide_trace):
-    """A copy of ``guide_trace`` whose latent sites' log-densities are evaluated with the
-    distribution's parameters detached but the sampled value attached, so that only the path
-    derivative through z reaches the guide's parameters (Roeder et al. 2017, eq. 8); see
-    :func:`detached_log_prob`."""
+def _rerun_with_draws_fixed(guide, full_trace, args, kwargs):
+    """The guide run once more with every draw of ``full_trace`` (its unpruned trace, the
+    subsample indices included) replayed *detached*, its log-densities computed: a function
+    of the guide's parameters at fixed z, ``log q_phi(stop(z))``."""
+    fixed = Trace()
+    for name, site in full_trace.nodes.items():
+        site = dict(site)
+        if site["type"] == "sample" and not site["is_observed"]:
+            site["value"] = site["value"].detach()
+        fixed.add_node(name, **site)
+    with pyro.validation_enabled(False):  # the first run was checked
+        trace = poutine.trace(poutine.replay(guide, trace=fixed)).get_trace(*args, **kwargs)
+    trace = prune_subsample_sites(trace)
+    sites: list[Any] = list(trace.nodes.values())
+    for site in sites:
+        if site["type"] == "sample" and not is_deterministic(site):
+            try:
+                site["unscaled_log_prob"] = site["fn"].log_prob(site["value"])
+            except (KeyError, NotImplementedError) as exc:
+                raise ConfigError(
+                    f"the guide's site {site['name']!r} ({type(site['fn']).__name__}) cannot "
+                    "evaluate its density at a given point, which STL and DReG need to hold "
+                    f"the guide's parameters fixed (a transform has no inverse: {exc}): use an "
+                    "invertible flow (e.g. IAF) or another objective (trace, iwae)"
+                ) from None
+    return trace
+
+
+def _reaches(tensor, targets, stop=None):
+    """Whether the autograd graph of ``tensor`` reaches one of the nodes ``targets`` (the
+    ``grad_fn`` of earlier draws) other than through the node ``stop`` (the site's own draw)."""
+    node = getattr(tensor, "grad_fn", None)
+    seen, todo = set(), [node] if node is not None else []
+    while todo:
+        node = todo.pop()
+        if node in targets:
+            return True
+        if node is stop or node in seen:
+            continue
+        seen.add(node)
+        todo.extend(n for n, _ in node.next_functions if n is not None)
+    return False
+
+
+def _draw_dependent_terms(guide_trace):
+    """Names of the guide's log q terms (latent sites, factors) that depend on an earlier draw
+    other than through their own value: a site whose distribution is computed from an earlier
+    draw (q(z2 | z1)), a factor of the draws. Found in the autograd graph; a draw that is a
+    leaf tensor (no graph to follow) makes every later term count."""
+    draws, leaf, out = set(), False, set()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or is_deterministic(site):
+            continue
+        value = site["value"]
+        own = getattr(value, "grad_fn", None) if not site["is_observed"] else None
+        if leaf or (draws and _reaches(site["unscaled_log_prob"], draws, own)):
+            out.add(name)
+        if not site["is_observed"] and isinstance(value, torch.Tensor) and value.requires_grad:
+            if value.grad_fn is None:
+                leaf = True
+            else:
+                draws.add(value.grad_fn)
+    return out
+
+
+def _stop_guide_params(guide_trace, rerun=None, dependent=()):
+    """A copy of ``guide_trace`` whose log q (latent sites and factors) is a function of the
+    draws z with the guide's parameters phi held fixed, so that only the path derivative
+    through z reaches phi (Roeder et al. 2017, eq. 8; Tucker et al. 2019, eq. 5).
+
+    A term whose distribution depends on phi (and x) only, not on an earlier draw (an
+    amortized encoder's site, each site of a mean-field guide), gets a detached copy of its
+    distribution (:func:`detached_log_prob`; a factor: its value detached). A term in
+    ``dependent`` (:func:`_draw_dependent_terms`: q(z2 | z1), whose location and scale carry
+    both phi and z1, or a factor of the draws) cannot be detached without losing the path
+    ``d log q(z2 | z1) / d z1 * d z1 / d phi``: its ``log q_phi(z)`` (z attached) is corrected
+    by the guide's second run with the draws detached, ``rerun``
+    (:func:`_rerun_with_draws_fixed`): ``log q_phi(z) - (log q_phi(stop z) - stop(log
+    q_phi(stop z)))``, the same value (exactly: ``t - t.detach()`` is 0), whose gradient is
+    the total derivative minus the score term ``d log q_phi(z) / d phi`` at fixed z, i.e. the
+    path derivative alone, for any guide."""
     trace = Trace()
     for name, site in guide_trace.nodes.items():
-        if site["type"] == "sample" and not site["is_observed"]:
-            site = dict(site)
-            site["unscaled_log_prob"] = detached_log_prob(site)
+        if site["type"] == "sample" and not is_deterministic(site):
+            if name in dependent:
+                assert rerun is not None
+                if name not in rerun.nodes:
+                    raise ConfigError(
+                        f"the guide's site {name!r} is missing from its second run with the "
+                        "draws held fixed (STL and DReG run the guide twice): the guide must "
+                        "have a static structure given its draws"
+                    )
+                fixed = rerun.nodes[name]["unscaled_log_prob"]
+                log_q = site["unscaled_log_prob"] - (fixed - fixed.detach())
+            elif site["is_observed"]:
+                log_q = torch.as_tensor(site["unscaled_log_prob"]).detach()
+            else:
+                log_q = detached_log_prob(site)
+            site = dict(site, unscaled_log_prob=log_q)
         trace.add_node(name, **site)
     return trace
+
+
+def _check_rerun(guide_trace, rerun):
+    """Refuse a guide whose second run (draws fixed) gives other log-densities than the first:
+    a guide with randomness of its own (dropout in training mode), which the path derivative
+    cannot hold fixed."""
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or is_deterministic(site) or name not in rerun.nodes:
+            continue
+        a = torch.as_tensor(site["unscaled_log_prob"]).detach()
+        b = torch.as_tensor(rerun.nodes[name]["unscaled_log_prob"]).detach()
+        if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-4):
+            raise ConfigError(
+                f"STL and DReG run the guide a second time with its draws held fixed, but its "
+                f"site {name!r} got another log-density then: the guide must be a "
+                "deterministic function of its arguments, parameters and draws (put dropout "
+                "layers in eval mode), or use IWAE"
+            )
 
 
 def param_tensors(trace):
@@ -136,10 +246,25 @@ class MultiSampleELBO(ELBO):
       the plate scale, in nats, like ``Trace_ELBO``;
     - :meth:`surrogate`: the tensor whose gradient is the estimator (default: minus the bound,
       differentiated by reparameterization);
-    - ``stop_guide_params``: evaluate log q with the guide's parameters detached in the
-      surrogate (path derivatives only: STL, DReG);
+    - ``stop_guide_params``: evaluate log q with the guide's parameters held fixed in the
+      surrogate, the draws attached (path derivatives only: STL, DReG). A site whose
+      distribution depends on the guide's parameters and the data only (an amortized
+      encoder, a mean-field guide) gets a detached copy of its distribution. A guide with a
+      site computed from an earlier draw (q(z1) q(z2 | z1)) or a factor of the draws is run
+      a second time with its draws replayed detached, and for those terms
+      ``log q_phi(z) - (log q_phi(stop z) - stop(log q_phi(stop z)))`` keeps log q's value and
+      the path through every draw while removing the score term at fixed z. Such a guide
+      must be a deterministic function of its arguments, parameters and draws (no dropout
+      in training mode: refused with a ``ConfigError`` on the first call);
     - ``needs_rsample``: refuse guides with non-reparameterized latent sites (``False`` for
       score-function estimators such as VIMCO).
+
+    The log-weights follow ``Trace_ELBO``: a guide's ``pyro.factor`` is part of log q
+    (subtracted; one declared ``has_rsample=False`` is a score-function term, refused where
+    ``needs_rsample``), a ``pyro.deterministic`` record adds nothing. A pair without latent
+    sites gets K equal weights (its exact log-likelihood). A guide site configured for
+    enumeration (``infer={"enumerate": ...}``) is refused: only ``TraceEnum_ELBO``
+    enumerates.
 
     Under a subsampled plate (``pyro.plate(..., subsample_size=B)``, or ``poutine.scale``)
     the scale multiplies the per-datapoint bound *outside* the log-sum-exp, which is the
@@ -151,12 +276,16 @@ class MultiSampleELBO(ELBO):
         num_particles (int): K >= 1.
         max_plate_nesting (int): plate dimensions of the model (guessed by one run if omitted,
             by ``pyro.infer.ELBO``).
-        batch_plate (str or None): name of the batch plate; default the outermost plate around
-            the first observed site.
+        batch_plate (str or None): name of the batch plate; default the outermost plate
+            enclosing every observed data site (``pyro.deterministic`` records and factors
+            not counted; see :func:`~pyrolvm.inference.find_batch_plate`), none (one joint
+            weight per batch) if no plate encloses them all.
 
     Raises:
-        ConfigError: K < 1; a non-reparameterizable guide site where ``needs_rsample``; a
-            latent site outside the batch plate; sites with different scales.
+        ConfigError: K < 1; a non-reparameterizable guide site (or guide factor) where
+            ``needs_rsample``; a guide site configured for enumeration; a latent site outside
+            the batch plate (the message names ``Trace_ELBO`` and ``batch_plate=``); sites
+            with different scales (it names ``make_elbo("beta")`` for KL annealing).
     """
 
     stop_guide_params = False
@@ -179,9 +308,19 @@ class MultiSampleELBO(ELBO):
             vectorize_particles=True,
         )
         self.batch_plate = batch_plate
+        self._record_guide = False
+        self._recorded = None
+        self._rerun_checked = False
 
     def _get_trace(self, model, guide, args, kwargs):
-        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        if not self._record_guide:
+            return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        # keep the guide (with its particle plate) and its unpruned trace (subsample indices
+        # included) for a second run with the draws fixed (_stop_guide_params)
+        recorder = poutine.trace(guide)
+        traces = get_importance_trace("flat", self.max_plate_nesting, model, recorder, args, kwargs)
+        self._recorded = (guide, recorder.trace)
+        return traces
 
     def guess_plate_nesting(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
         """Set ``max_plate_nesting`` by one run of guide and model (``pyro.infer.ELBO``'s
@@ -211,21 +350,19 @@ class MultiSampleELBO(ELBO):
         Returns:
             ImportanceWeights
         """
-        if self.max_plate_nesting == float("inf"):  # the first call guesses it (and logs)
-            with _quiet("pyro.infer.elbo"):
+        self._record_guide = stop_guide_params
+        try:
+            if self.max_plate_nesting == float("inf"):  # the first call guesses it (and logs)
+                with _quiet("pyro.infer.elbo"):
+                    model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
+            else:
                 model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
-        else:
-            model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
-        if self.needs_rsample and check_rsample:
-            for site in latent_sites(guide_trace):
-                if not site["fn"].has_rsample:
-                    raise ConfigError(
-                        f"{type(self).__name__} needs reparameterized guide sites, but "
-                        f"{site['name']!r} ({type(site['fn']).__name__}) has no rsample: use "
-                        "VIMCO or a score-function estimator (TraceGraph_ELBO) instead"
-                    )
+        finally:
+            self._record_guide = False
         if stop_guide_params:
-            guide_trace = _stop_guide_params(guide_trace)
+            guide_trace = self._stop_guide_params(guide_trace, args, kwargs)
+        # what no importance-weighted estimator takes (global latents, mixed scales) first,
+        # then what this one does not (non-reparameterized sites, enumeration)
         log_w, scale = log_weights(
             model_trace,
             guide_trace,
@@ -234,7 +371,63 @@ class MultiSampleELBO(ELBO):
             particles=self.num_particles > 1,
             latent_weight=self.latent_weight,
         )
+        if check_rsample:
+            self.check_guide(guide_trace)
+        if log_w.shape[0] != self.num_particles:
+            # no site carries the particle dimension (no latent site in the pair): every
+            # particle has the same weight
+            log_w = log_w.expand(self.num_particles, log_w.shape[1])
         return ImportanceWeights(log_w, scale, model_trace, guide_trace)
+
+    def check_guide(self, guide_trace: Any) -> None:
+        """Refuse a guide this objective cannot estimate right: a site configured for
+        enumeration (``infer={"enumerate": ...}``, which only ``TraceEnum_ELBO`` honours; Pyro's
+        own ELBOs warn), and where ``needs_rsample``, a latent site without ``rsample`` or a
+        factor declared ``has_rsample=False`` (both need a score-function term).
+
+        Raises:
+            ConfigError: naming the site and what to use instead.
+        """
+        name = type(self).__name__
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample" and site["infer"].get("enumerate"):
+                raise ConfigError(
+                    f"the guide's site {site['name']!r} is configured for enumeration "
+                    f"(infer={{'enumerate': {site['infer']['enumerate']!r}}}), which {name} "
+                    "does not do (it would draw the site): use Pyro's TraceEnum_ELBO to "
+                    "enumerate it, or remove the enumerate flag (config_enumerate) to sample it"
+                )
+        if not self.needs_rsample:
+            return
+        for site in latent_sites(guide_trace):
+            if not site["fn"].has_rsample:
+                raise ConfigError(
+                    f"{name} needs reparameterized guide sites, but "
+                    f"{site['name']!r} ({type(site['fn']).__name__}) has no rsample: use "
+                    "VIMCO or a score-function estimator (TraceGraph_ELBO) instead"
+                )
+        for site in guide_factor_sites(guide_trace):
+            if not site["fn"].has_rsample:
+                raise ConfigError(
+                    f"{name} needs reparameterized guide sites, but the guide's factor "
+                    f"{site['name']!r} is declared has_rsample=False (a score-function term): "
+                    "use VIMCO or a score-function estimator (TraceGraph_ELBO) instead"
+                )
+
+    def _stop_guide_params(self, guide_trace, args, kwargs):
+        """``guide_trace`` with log q a function of the draws only (see
+        :func:`_stop_guide_params`); the guide runs a second time only if a term depends on
+        an earlier draw."""
+        guide, full = self._recorded or (None, None)
+        self._recorded = None
+        dependent = _draw_dependent_terms(guide_trace)
+        if not dependent:
+            return _stop_guide_params(guide_trace)
+        rerun = _rerun_with_draws_fixed(guide, full, args, kwargs)
+        if not self._rerun_checked:
+            _check_rerun(guide_trace, rerun)
+            self._rerun_checked = True
+        return _stop_guide_params(guide_trace, rerun, dependent)
 
     def bound(self, log_w: torch.Tensor) -> torch.Tensor:
         """The per-datapoint bound, shape (B,), from log-weights of shape (K, B) (nats).

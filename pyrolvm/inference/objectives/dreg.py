@@ -30,6 +30,11 @@ class DReG(MultiSampleELBO):
     signal-to-noise ratio does not decay as :math:`1/\sqrt K` (Rainforth et al. 2018). At K = 1
     the guide gradient equals STL's.
 
+    Holding :math:`\phi` fixed in :math:`\log q_\phi(z_k|x)` means the guide's parameters
+    only, never the draws: for a hierarchical guide :math:`q(z_1|x)\,q(z_2|z_1, x)` the path
+    :math:`\partial \log q(z_2|z_1)/\partial z_1 \cdot \partial z_1/\partial\phi` stays
+    (see :class:`~pyrolvm.inference.MultiSampleELBO`, ``stop_guide_params``; such a guide
+    is run a second time with its draws fixed, and must be a deterministic function of them).
     For a guide with one latent site (an amortized encoder) one backward pass suffices: the
     gradient arriving at :math:`z_k` is multiplied by :math:`\tilde w_k` (a tensor hook).
     Otherwise (a latent feeding another guide site) the model and guide gradients come from two
@@ -46,7 +51,9 @@ class DReG(MultiSampleELBO):
 
     Raises:
         ConfigError: K < 1; a non-reparameterized guide site; a latent site outside the batch
-            plate; a parameter shared by model and guide.
+            plate; a parameter shared by model and guide; a guide whose second run with the
+            draws fixed gives other densities (dropout in training mode) or a flow without
+            an inverse.
     """
 
     def __init__(

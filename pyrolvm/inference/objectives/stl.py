@@ -17,9 +17,12 @@ class STL(MultiSampleELBO):
     the reparameterized ELBO gradient with the score term :math:`-\nabla_\phi \log q_\phi(z|x)`
     dropped (:math:`\bar\phi`: the guide's parameters held fixed inside :math:`\log q`). The
     dropped term has expectation zero, so the estimator is **unbiased** for the ELBO gradient;
-    its variance vanishes when q equals the exact posterior. The model's gradient is the usual
-    pathwise one. The loss is the negative ELBO (the mean over the K particles of
-    :math:`\log w_k`, not the IWAE bound), summed over the batch.
+    its variance vanishes when q equals the exact posterior, hierarchical guides
+    :math:`q(z_1|x)\,q(z_2|z_1,x)` included (only the parameters are held fixed, the path
+    through :math:`z_1` into :math:`q(z_2|z_1)` is kept: see
+    :class:`~pyrolvm.inference.MultiSampleELBO`, ``stop_guide_params``). The model's
+    gradient is the usual pathwise one. The loss is the negative ELBO (the mean over the K
+    particles of :math:`\log w_k`, not the IWAE bound), summed over the batch.
 
     Args, Raises: see :class:`~pyrolvm.inference.MultiSampleELBO` (``num_particles`` = K,
     averaged).

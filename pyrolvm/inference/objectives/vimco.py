@@ -6,7 +6,7 @@ import torch
 from pyro.distributions.util import scale_and_mask
 
 from ...errors import ConfigError
-from ..importance import find_batch_plate, latent_sites, sum_to_batch
+from ..importance import find_batch_plate, guide_factor_sites, latent_sites, sum_to_batch
 from .base import ImportanceWeights, MultiSampleELBO
 
 
@@ -25,9 +25,10 @@ class VIMCO(MultiSampleELBO):
     :math:`\exp\big(\frac1{K-1}\sum_{j\ne k}\log w_j\big)`. The baseline of particle k does not
     depend on :math:`z_k`, so the estimator is **unbiased** for :math:`\nabla\mathcal{L}_K`.
     The score term covers the guide's non-reparameterized sites (e.g. Bernoulli or
-    categorical latents); reparameterized sites contribute their path derivative through
-    :math:`\log w_k`. Computed per datapoint under the batch plate; the loss is the negative
-    IWAE bound.
+    categorical latents, and factors declared ``has_rsample=False``); reparameterized sites
+    contribute their path derivative through :math:`\log w_k`. A site configured for
+    enumeration is refused (VIMCO would sample it; Pyro's ELBOs warn). Computed per
+    datapoint under the batch plate; the loss is the negative IWAE bound.
 
     With ``leave_one_out=False`` the learning signal is :math:`\hat L` itself: the plain
     multi-sample score-function (REINFORCE) estimator that VIMCO improves on, also unbiased,
@@ -85,8 +86,9 @@ class VIMCO(MultiSampleELBO):
         rank = int(self.max_plate_nesting)
         plate = find_batch_plate(weights.model_trace, self.batch_plate)
         total = 0.0
-        for site in latent_sites(weights.guide_trace):
-            if site["fn"].has_rsample:
+        guide = weights.guide_trace
+        for site in latent_sites(guide) + guide_factor_sites(guide):
+            if site["fn"].has_rsample:  # a factor declared has_rsample=False scores too
                 continue
             log_q = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
             total = total + sum_to_batch(log_q, site, rank, plate, self.num_particles > 1)
