@@ -137,11 +137,10 @@ def train(
     Each epoch visits the N datapoints once in a fresh random order (drawn from a data-order
     stream seeded by one draw of ``torch``'s global RNG at the start, itself seeded by
     ``pyro.set_rng_seed``), or in their order with ``shuffle=False``, in minibatches of
-    ``batch_size``; ``transform`` is
-    applied to each minibatch's first tensor (e.g. ``torch.bernoulli`` for dynamic
-    binarization). Model and guide are called as ``model(*batch)``. A learning-rate
-    scheduler (``pyro.optim.PyroLRScheduler``, e.g. ``pyro.optim.LambdaLR``) given as ``optim``
-    is stepped once at the end of every epoch.
+    ``batch_size``; ``transform`` is applied to each minibatch's first tensor (e.g.
+    ``torch.bernoulli`` for dynamic binarization). Model and guide are called as
+    ``model(*batch)``. A learning-rate scheduler (``pyro.optim.PyroLRScheduler``, e.g.
+    ``pyro.optim.LambdaLR``) given as ``optim`` is stepped once at the end of every epoch.
 
     Models that need several objectives per step (M2: the unlabelled and labelled bounds and
     a classification loss) give the further ones as ``extra_objectives``: each
@@ -227,9 +226,9 @@ def train(
         dict: per-epoch curves: ``"train_elbo"`` (mean over the epoch of the main objective's
         bound per datapoint, nats: ``-loss / B`` for a minibatch of B rows, ``-loss / N``
         under a plate ``pyro.plate(name, N, subsample=idx)``, whose scale N / B Pyro puts in
-        the loss), ``"seconds"`` (wall time of
-        each epoch), with extra objectives ``"train_loss"`` (mean per step of all objectives'
-        losses summed), and whatever ``callback`` returned.
+        the loss), ``"seconds"`` (wall time of each epoch), with extra objectives
+        ``"train_loss"`` (mean per step of all objectives' losses summed), and whatever
+        ``callback`` returned.
 
     Raises:
         ConfigError: no data, ``batch_size < 1`` or ``epochs < 0``; a ``resume_from`` state
