@@ -191,14 +191,16 @@ def _promoted(traces: Callable[[], tuple[Trace, Trace] | None]) -> Iterator[None
             raise _mismatch(str(exc), traces()) from None
 
 
+@contextlib.contextmanager
 def pair_check_errors(
     model: Callable, guide: Callable, *args: Any, **kwargs: Any
-) -> contextlib.AbstractContextManager:
+) -> Iterator[None]:
     """A context in which the model/guide checks of Pyro (which its ELBOs run while validation
-    is enabled) raise :class:`ConfigError` instead of a ``UserWarning`` (a mismatch of site
-    names: a silently wrong number otherwise) or a ``ValueError`` from deep inside Pyro
-    (shapes that disagree). The block runs ``model``/``guide`` on ``args``/``kwargs`` (e.g.
-    an ELBO's first step); the error names both sides' sites, from one more run of the pair.
+    is enabled) raise :class:`~pyrolvm.ConfigError` instead of a ``UserWarning`` (a mismatch
+    of site names: a silently wrong number otherwise) or a ``ValueError`` from deep inside
+    Pyro (shapes that disagree). The block runs ``model``/``guide`` on ``args``/``kwargs``
+    (e.g. an ELBO's first step); the error names both sides' sites, from one more run of the
+    pair.
 
     Raises:
         ConfigError: in place of Pyro's warning or error.
@@ -211,7 +213,8 @@ def pair_check_errors(
             return None
         return pair.model_trace, pair.guide_trace
 
-    return _promoted(traces)
+    with _promoted(traces):
+        yield
 
 
 def check_pair_traces(
@@ -219,7 +222,7 @@ def check_pair_traces(
 ) -> None:
     """Pyro's ``check_model_guide_match`` on a pair of traces and ``check_site_shape`` on each
     sample site (log-densities computed where missing), whatever Pyro's validation setting,
-    with what they warn about or raise turned into one :class:`ConfigError` that names both
+    with what they warn about or raise turned into one :class:`~pyrolvm.ConfigError` that names both
     sets of sites.
 
     Args:
@@ -296,7 +299,7 @@ def check_pair(
     Args:
         model (callable): the Pyro model.
         guide (callable): its guide, with the model's signature.
-        *args, **kwargs: one call's arguments (e.g. a minibatch).
+        args, kwargs: one call's arguments (e.g. a minibatch).
         per_datapoint (bool): also check what per-datapoint estimates need (see above).
         batch_plate (str or None): the batch plate's name (default: the outermost plate
             around the first observed site, :func:`~pyrolvm.inference.find_batch_plate`).

@@ -158,7 +158,7 @@ def train(
     arguments and ``resume_from=state`` continues from there and ends with parameters and
     curves bitwise equal to the uninterrupted call's (on CPU; the ``seconds`` curve excepted).
 
-    **The pair, checked on the first step** (:mod:`pyrolvm.inference.pairs`): the model's
+    **The pair, checked on the first step** (:func:`~pyrolvm.inference.check_pair`): the model's
     latent sites and the guide's sample sites match by name and shape (what Pyro's
     validation only warns about is a :class:`~pyrolvm.ConfigError`, naming both sets of
     sites); no parameter of the pair's networks is stale in Pyro's param store (a pair built
