@@ -15,7 +15,7 @@ meta-device check of the tests asks.
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.autoguide import AutoDiagonalNormal
+from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
 from torch import nn
 from torch.distributions import constraints
 
@@ -181,6 +181,24 @@ class LinearGaussian:
             loc, log_scale = out.split(self.latent_dim, -1)
             pyro.sample("latent", dist.Normal(loc, log_scale.exp()).to_event(1))
 
+    def misnamed_guide(self, x):
+        """:meth:`exact_guide` with its site named ``"z"`` while the model's is ``"latent"``
+        (a user's slip: Pyro only warns, once per process)."""
+        loc, cov = self.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(loc, cov.to(x)))
+
+    def auxiliary_guide(self, x):
+        """The exact posterior drawn at an auxiliary site ``"u"`` and passed to the model's
+        site by a ``Delta`` (the pattern of Pyro's AutoContinuous guides, per datapoint):
+        q(latent | x) is still p(z | x), so every importance weight is log p(x)."""
+        loc, cov = self.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            u = pyro.sample(
+                "u", dist.MultivariateNormal(loc, cov.to(x)), infer={"is_auxiliary": True}
+            )
+            pyro.sample("latent", dist.Delta(u, event_dim=1))
+
 
 class SubsampledLinearGaussian(LinearGaussian):
     """:class:`LinearGaussian` with the model and guide taking the whole data set and a
@@ -205,6 +223,50 @@ class SubsampledLinearGaussian(LinearGaussian):
             pyro.sample("latent", dist.MultivariateNormal(loc, cov.to(x)))
 
 
+class IndexedLinearGaussian(LinearGaussian):
+    """:class:`LinearGaussian` with the minibatch's indices in the plate, Pyro's other
+    subsampling idiom: ``model(x, idx)`` with ``pyro.plate("data", N, subsample=idx)``, x the
+    rows idx of the data (so ``data=(x, torch.arange(N))``). Pyro scales every log-density by
+    N / B."""
+
+    def __init__(self, *args, num_data=20, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_data = num_data
+
+    def model(self, x, idx):
+        with pyro.plate("data", self.num_data, subsample=idx):
+            zeros = x.new_zeros((len(idx), self.latent_dim))
+            z = pyro.sample("latent", dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
+            loc = z @ self.W.to(x).T + self.b.to(x)
+            pyro.sample("obs", dist.Normal(loc, self.noise).to_event(1), obs=x)
+
+    def exact_guide(self, x, idx):
+        loc, cov = self.posterior(x)
+        with pyro.plate("data", self.num_data, subsample=idx):
+            pyro.sample("latent", dist.MultivariateNormal(loc, cov.to(x)))
+
+    def amortized_guide(self, x, idx):
+        pyro.module("linear_encoder", self.encoder)
+        with pyro.plate("data", self.num_data, subsample=idx):
+            loc, log_scale = self.encoder(x).split(self.latent_dim, -1)
+            pyro.sample("latent", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+class UnplatedLinearGaussian(LinearGaussian):
+    """:class:`LinearGaussian` written without a plate: the B rows of a call are one event
+    (``.to_event(2)``), a valid Pyro model whose log-density is the batch's joint one."""
+
+    def model(self, x):
+        zeros = x.new_zeros((x.shape[0], self.latent_dim))
+        z = pyro.sample("latent", dist.Normal(zeros, torch.ones_like(zeros)).to_event(2))
+        loc = z @ self.W.to(x).T + self.b.to(x)
+        pyro.sample("obs", dist.Normal(loc, self.noise).to_event(2), obs=x)
+
+    def exact_guide(self, x):
+        loc, cov = self.posterior(x)
+        pyro.sample("latent", dist.MultivariateNormal(loc, cov.to(x)).to_event(1))
+
+
 def autoguide_pair(n=20, data_dim=3, latent_dim=2, seed=0):
     """The classic non-amortized SVI setting: a :class:`LinearGaussian` model over all N
     rows, guided by Pyro's ``AutoDiagonalNormal`` (one (loc, scale) per datapoint and latent
@@ -214,6 +276,15 @@ def autoguide_pair(n=20, data_dim=3, latent_dim=2, seed=0):
     pair = LinearGaussian(data_dim, latent_dim, seed=seed)
     x = pair.sample_data(n)
     return pair.model, AutoDiagonalNormal(pair.model), x, pair.log_marginal(x)
+
+
+def autonormal_pair(n=20, data_dim=3, latent_dim=2, seed=0):
+    """:func:`autoguide_pair` with Pyro's ``AutoNormal``: one Normal per latent site inside
+    the model's plates (a (loc, scale) per datapoint), so its importance weights split per
+    datapoint. Returns (model, guide, x, exact log p(x) of shape (N,))."""
+    pair = LinearGaussian(data_dim, latent_dim, seed=seed)
+    x = pair.sample_data(n)
+    return pair.model, AutoNormal(pair.model), x, pair.log_marginal(x)
 
 
 def binary_data(n=40, data_dim=64, seed=0, dtype=None):

@@ -39,6 +39,7 @@ from .objectives import (
     kl_per_dimension,
     make_elbo,
 )
+from .pairs import PairTraces, check_pair, check_pair_traces, pair_check_errors, trace_pair
 from .schedules import (
     BURDA_EPOCHS,
     SCHEDULES,
@@ -55,6 +56,11 @@ __all__ = [
     "SCHEDULES",
     "burda_lr_factor",
     "burda_stage_ends",
+    "check_pair",
+    "check_pair_traces",
+    "pair_check_errors",
+    "PairTraces",
+    "trace_pair",
     "make_scheduled_optim",
     "BetaELBO",
     "BetaSchedule",

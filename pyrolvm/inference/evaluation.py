@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError
 from . import distributed
 from .batches import Data, as_tuple, num_rows, rows
-from .importance import prior_proposal
+from .importance import find_batch_plate, prior_proposal
 from .objectives import MultiSampleELBO
+from .pairs import check_pair
 
 PROPOSALS = ("guide", "prior")
 
@@ -79,6 +80,11 @@ def importance_sample(
     ``model`` and ``guide`` are called as ``model(*batch, *args, **kwargs)`` where ``batch``
     holds rows ``i:j`` of ``data`` (a tensor, or a tuple of tensors sliced together, e.g.
     images and labels). They must follow Pyro's rules: every sample site inside one batch plate.
+    The pair is checked first, on the first batch (:func:`~pyrolvm.inference.check_pair`):
+    matching sites, a batch plate with one entry per row (a plate that subsamples at random
+    is refused: give it the rows' indices, ``subsample=idx``), and a guide whose density
+    splits per datapoint. A guide with parameters per datapoint (Pyro's ``AutoNormal`` over
+    ``model(x)``) needs all N rows in one batch (``batch_size >= N``).
 
     **Seeds.** The call draws one seed from ``torch``'s global RNG; each batch of datapoints
     then draws its samples from a stream seeded by that seed and the batch's first row (the
@@ -108,7 +114,10 @@ def importance_sample(
 
     Raises:
         ConfigError: K < 1, batch or chunk size < 1, no data, an unknown proposal, or a model
-            whose sites are not all inside the batch plate.
+            whose sites are not all inside the batch plate; a model and guide (or proposal)
+            that do not match; a batch plate that subsamples at random or has not one entry
+            per row of the data (e.g. no plate over the rows); a guide drawing all datapoints'
+            latents jointly (Pyro's AutoContinuous guides).
         DataError: data that is not a tensor (or tuple of tensors with N rows each) or holds
             NaN or infinite values; data the model refuses (shape, dtype, support).
     """
@@ -151,6 +160,10 @@ def importance_sample(
         torch.manual_seed(distributed.mix_seed(seed, n))  # no batch starts at row n
         with pyro.validation_enabled(validate):
             first = rows(data, slice(0, batch_size)) + tuple(args)
+            model_trace, _ = check_pair(
+                model, q, *first, per_datapoint=True, batch_plate=batch_plate, **kwargs
+            )
+            _one_weight_per_row(find_batch_plate(model_trace, batch_plate), len(first[0]))
             objective(chunk_size).guess_plate_nesting(model, q, *first, **kwargs)
         quiet = None if progress and distributed.is_main() else True  # tqdm: None = tty only
         for i in tqdm(starts, desc="log-likelihood", disable=quiet, leave=False):
@@ -169,6 +182,8 @@ def importance_sample(
                         .importance_weights(model, q, *batch, check_rsample=False, **kwargs)
                         .log_w
                     )
+                if log_w.shape[-1] != len(batch[0]):
+                    _one_weight_per_row(None, len(batch[0]), log_w.shape[-1])
                 log_w = log_w.double()
                 c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
                 lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)
@@ -186,6 +201,27 @@ def importance_sample(
         results = [(i, *(t.to(device) for t in r)) for i, *r in results]
     out_ll, out_elbo, out_ess = ([r[j] for r in results] for j in (1, 2, 3))
     return ImportanceResult(torch.cat(out_ll), torch.cat(out_elbo), torch.cat(out_ess), k_total)
+
+
+def _one_weight_per_row(plate: Any, num_rows: int, weights: int | None = None) -> None:
+    """Raise :class:`ConfigError` unless the batch ``plate`` (a frame or ``None``) has one
+    entry per row of the batch (``weights``: the number of weights found instead)."""
+    if weights is None and plate is not None and plate.size == num_rows:
+        return
+    found = (
+        f"{weights} importance weights"
+        if weights is not None
+        else "one joint importance weight (its observed sites lie in no plate)"
+        if plate is None
+        else f"{plate.size} importance weights (its batch plate {plate.name!r})"
+    )
+    raise ConfigError(
+        f"the evaluator needs one importance weight per row of the data, but the model gives "
+        f"{found} for a batch of {num_rows} rows. Put every latent and observed site in one "
+        "plate over the rows, pyro.plate('data', x.shape[0]), with the per-row dimensions as "
+        "the event (.to_event(1) over the features, not over the rows), or name that plate "
+        "with batch_plate="
+    )
 
 
 def log_likelihood(

@@ -21,6 +21,7 @@ from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
 from . import distributed
 from .batches import Data, as_tuple
 from .objectives import make_elbo
+from .pairs import check_training_pair, pair_check_errors
 from .state import load_param_state, param_state, rng_state, set_rng_state
 
 
@@ -97,6 +98,11 @@ def svi_step(
     return value
 
 
+@contextlib.contextmanager
+def _unchecked(*args):
+    yield
+
+
 def _warm_up(objectives, batches):
     """Evaluate each objective once without gradients, so that every parameter exists in the
     param store and every ELBO has guessed its plate nesting, as after a first step."""
@@ -114,6 +120,7 @@ def train(
     *,
     epochs: int = 1,
     batch_size: int = 100,
+    shuffle: bool = True,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     callback: Callable | Sequence[Callable] | None = None,
     progress: bool = True,
@@ -129,11 +136,11 @@ def train(
 
     Each epoch visits the N datapoints once in a fresh random order (drawn from a data-order
     stream seeded by one draw of ``torch``'s global RNG at the start, itself seeded by
-    ``pyro.set_rng_seed``), in minibatches of ``batch_size``; ``transform`` is
-    applied to each minibatch's first tensor (e.g. ``torch.bernoulli`` for dynamic
-    binarization). Model and guide are called as ``model(*batch)``. A learning-rate
-    scheduler (``pyro.optim.PyroLRScheduler``, e.g. ``pyro.optim.LambdaLR``) given as ``optim``
-    is stepped once at the end of every epoch.
+    ``pyro.set_rng_seed``), or in their order with ``shuffle=False``, in minibatches of
+    ``batch_size``; ``transform`` is applied to each minibatch's first tensor (e.g.
+    ``torch.bernoulli`` for dynamic binarization). Model and guide are called as
+    ``model(*batch)``. A learning-rate scheduler (``pyro.optim.PyroLRScheduler``, e.g.
+    ``pyro.optim.LambdaLR``) given as ``optim`` is stepped once at the end of every epoch.
 
     Models that need several objectives per step (M2: the unlabelled and labelled bounds and
     a classification loss) give the further ones as ``extra_objectives``: each
@@ -150,6 +157,14 @@ def train(
     param store's values, the optimizer's state and every RNG state. A new call with the same
     arguments and ``resume_from=state`` continues from there and ends with parameters and
     curves bitwise equal to the uninterrupted call's (on CPU; the ``seconds`` curve excepted).
+
+    **The pair, checked on the first step** (:func:`~pyrolvm.inference.check_pair`): the model's
+    latent sites and the guide's sample sites match by name and shape (what Pyro's
+    validation only warns about is a :class:`~pyrolvm.ConfigError`, naming both sets of
+    sites); no parameter of the pair's networks is stale in Pyro's param store (a pair built
+    earlier in the process without ``pyro.clear_param_store()``); a guide with parameters
+    per datapoint (Pyro's autoguides over ``model(x)``, e.g. ``AutoDiagonalNormal``) gets all
+    N rows in their order (``batch_size >= N``, ``shuffle=False``).
 
     **Schedules.** An objective with a ``set_epoch(epoch)`` method (:class:`BetaELBO` with
     ``anneal``) has it called with the 1-based epoch before the epoch's first step, and before
@@ -183,6 +198,8 @@ def train(
         optim (pyro.optim.PyroOptim or None): default :func:`make_optim` ().
         epochs (int): passes over the data.
         batch_size (int): datapoints per step.
+        shuffle (bool): visit the rows in a fresh random order each epoch; ``False`` keeps
+            their order (a guide with parameters per datapoint needs it).
         transform (callable or None): maps a minibatch tensor to the tensor the model sees.
         callback (callable, list of callables, or None): ``callback(epoch, history)`` after
             each epoch (1-based); may return a dict of further per-epoch metrics, appended to
@@ -207,14 +224,18 @@ def train(
 
     Returns:
         dict: per-epoch curves: ``"train_elbo"`` (mean over the epoch of the main objective's
-        bound per datapoint, i.e. ``-loss / batch size``, nats), ``"seconds"`` (wall time of
-        each epoch), with extra objectives ``"train_loss"`` (mean per step of all objectives'
-        losses summed), and whatever ``callback`` returned.
+        bound per datapoint, nats: ``-loss / B`` for a minibatch of B rows, ``-loss / N``
+        under a plate ``pyro.plate(name, N, subsample=idx)``, whose scale N / B Pyro puts in
+        the loss), ``"seconds"`` (wall time of each epoch), with extra objectives
+        ``"train_loss"`` (mean per step of all objectives' losses summed), and whatever
+        ``callback`` returned.
 
     Raises:
         ConfigError: no data, ``batch_size < 1`` or ``epochs < 0``; a ``resume_from`` state
             of another model or schedule; under ``torchrun``, a minibatch with fewer rows than
-            processes.
+            processes; a model and guide that do not match, stale parameters, a guide with
+            parameters per datapoint on shuffled rows or minibatches, or one drawing all
+            datapoints jointly under a multi-sample objective (see above).
         PeerLost: under ``torchrun``, another process stopped.
         DataError: ``data`` is not a tensor or tuple of tensors with the same number of rows,
             or holds NaN or infinite values.
@@ -364,6 +385,7 @@ def train(
         pending.clear()
 
     validate, first_step = is_validation_enabled(), True
+    per_row_total: int | None = None
     done = (
         0
         if resume_epoch is None
@@ -389,7 +411,11 @@ def train(
                 elif resume_epoch == epoch:
                     continue  # this epoch ended (callbacks and checkpoint included)
                 else:
-                    perm = torch.randperm(n, generator=order_rng, device="cpu")
+                    perm = (
+                        torch.randperm(n, generator=order_rng, device="cpu")
+                        if shuffle
+                        else torch.arange(n, device="cpu")
+                    )
                     position.update(
                         epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0, seen=0
                     )
@@ -415,25 +441,40 @@ def train(
                         batch = (transform(batch[0]),) + batch[1:]
                     if extra_batch is None:
                         more = batch
+                    checked = pair_check_errors if first_step else _unchecked
+                    if first_step:  # per-datapoint accounting: see "Returns"
+                        per_row_total = check_training_pair(
+                            model,
+                            guide,
+                            *batch,
+                            loss=loss,
+                            num_rows=n,
+                            batch_size=batch_size,
+                            shuffle=shuffle,
+                        )
                     with pyro.validation_enabled(validate and (check_every_step or first_step)):
                         sync = None
                         if world > 1:
                             asked = stop["stop"] is not None
                             sync = distributed.GradientSync(len(batch[0]), len(idx), asked)
-                        main = svi_step(model, guide, loss, optim, *batch, sync=sync)
+                        with checked(model, guide, *batch):
+                            main = svi_step(model, guide, loss, optim, *batch, sync=sync)
                         value = main
                         if more is not None:  # None: this step has no extra batch
                             for m, g, lo in extra_objectives:
                                 more_sync = None
                                 if world > 1:
                                     more_sync = distributed.GradientSync(len(more[0]), more_rows)
-                                value = value + svi_step(m, g, lo, optim, *more, sync=more_sync)
+                                with checked(m, g, *more):
+                                    value = value + svi_step(m, g, lo, optim, *more, sync=more_sync)
                     first_step = False
                     halted = stop["stop"]  # every process stops at the step where any was asked
                     if sync is not None:
                         halted = (
                             (halted or "a stop request to another process") if sync.stop else None
                         )
+                    if per_row_total is not None:  # the loss carries the plate's scale N / B
+                        main = main * (len(idx) / per_row_total)
                     pending.append((epoch, step, main, value, len(idx)))
                     position["step"] = step + 1
                     bar.update(1)

@@ -154,9 +154,10 @@ def test_particles_are_chunked_so_memory_stays_bounded(monkeypatch):
 
 
 def _recording_guide(model, shift=0.5, inflate=1.5):
-    """``shifted_guide`` that also records every draw z as shape (k, B, L). The first call is
-    the evaluator's one structure-guessing run (Pyro's plate-nesting guess), not a chunk: it is
-    dropped; a chunk of one particle has no particle dimension (Pyro vectorizes K > 1 only)."""
+    """``shifted_guide`` that also records every draw z as shape (k, B, L). The first two calls
+    are the evaluator's check of the pair (:func:`pyrolvm.inference.check_pair`) and its
+    structure-guessing run (Pyro's plate-nesting guess), not chunks: they are dropped; a chunk
+    of one particle has no particle dimension (Pyro vectorizes K > 1 only)."""
     draws, calls = [], [0]
 
     def guide(x):
@@ -165,7 +166,7 @@ def _recording_guide(model, shift=0.5, inflate=1.5):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(post.loc + shift, scale).to_event(1))
         calls[0] += 1
-        if calls[0] > 1:
+        if calls[0] > 2:
             draws.append((x, z if z.dim() == 3 else z.unsqueeze(0), post.loc + shift, scale))
 
     return guide, draws

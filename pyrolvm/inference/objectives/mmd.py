@@ -79,9 +79,12 @@ class MMDELBO(MinibatchELBO):
         self.latent_weight = float(beta)
 
     def divergence(self, weights):
-        """Sum over latent sites of MMD^2 between the guide's samples and prior draws (0-d)."""
+        """Sum over latent sites of MMD^2 between the guide's samples and prior draws (0-d);
+        the guide's auxiliary sites (Pyro's autoguides), absent from the model, are left out."""
         total = 0.0
         for site in latent_sites(weights.guide_trace):
+            if site["infer"].get("is_auxiliary"):
+                continue
             prior = weights.model_trace.nodes[site["name"]]["fn"]
             z_p = prior.rsample() if prior.has_rsample else prior.sample()
             size = max(1, math.prod(site["fn"].event_shape))
