@@ -15,6 +15,7 @@ from .evaluation import (
 )
 from .importance import find_batch_plate, latent_sites, log_weights, prior_proposal, sum_to_batch
 from .imputation import ImputationResult, imputation_error, impute
+from .latent import LatentDiagnostics, SiteDiagnostics, latent_diagnostics, latent_summary
 from .objectives import (
     ANNEALING,
     CIWAE,
@@ -76,6 +77,8 @@ __all__ = [
     "ImportanceResult",
     "ImportanceWeights",
     "ImputationResult",
+    "LatentDiagnostics",
+    "SiteDiagnostics",
     "MultiSampleELBO",
     "PROPOSALS",
     "STL",
@@ -86,7 +89,9 @@ __all__ = [
     "importance_sample",
     "imputation_error",
     "impute",
+    "latent_diagnostics",
     "latent_sites",
+    "latent_summary",
     "load_param_state",
     "log_likelihood",
     "log_weights",

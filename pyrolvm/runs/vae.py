@@ -36,7 +36,7 @@ from ..inference import (
     mean_and_stderr,
     train,
 )
-from ..inference.latent import latent_summary
+from ..inference import latent_diagnostics as inference_latent_diagnostics
 from ..models import (
     DECODERS,
     LATENTS,
@@ -477,22 +477,32 @@ def scoring(cfg, data_dim, nll, nll_se):
     return out
 
 
+#: Draws of the guide per test point for the latent diagnostics' Monte Carlo estimates (where
+#: the KL has no closed form: VampPrior, flow priors and guides, two layers).
+LATENT_SAMPLES = 100
+
+
 def latent_diagnostics(model, guide, test, cfg, final):
-    """Rate, distortion, KL per dimension, active units and the mutual information
-    (:func:`pyrolvm.inference.latent.latent_summary`) of a Gaussian-latent VAE on the test
-    set, with ``distortion = -test_elbo - rate`` (nats per datapoint; Alemi et al. 2018); the
-    MI's draws come from a generator seeded by ``cfg.seed`` (the global RNG is untouched).
-    An empty dict for discrete latents, and where the rate is not the KL of a diagonal
-    Gaussian to N(0, I) (other guides, priors or layers)."""
-    if not isinstance(model, VAE):
+    """Rate, KL per dimension, active units and the mutual information of a Gaussian-latent
+    run on the test set (:func:`pyrolvm.inference.latent_diagnostics`, the latent sites read
+    from the traces: closed-form KLs for the diagonal Gaussian against N(0, I), Monte Carlo
+    estimates with ``LATENT_SAMPLES`` draws and their standard error for the VampPrior, flows,
+    the full-covariance guide and two layers), with ``distortion = -test_elbo - rate`` (nats
+    per datapoint, Alemi et al. 2018: the evaluator's ELBO with ``eval_samples`` draws, so
+    that rate + distortion = -test_elbo), the draws from a stream seeded by ``cfg.seed``
+    (the global RNG is untouched). An empty dict for discrete latents."""
+    if cfg.latent != "gaussian":
         return {}
-    if not isinstance(guide, AmortizedNormal) or model.prior_name != "normal":
-        return {}
-    with torch.no_grad():
-        batches = zip(*(t.split(1000) for t in as_tuple(test)), strict=True)
-        parts = [guide.encode(*batch) for batch in batches]
-    loc, scale = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    out = latent_summary(loc, scale, generator=torch.Generator().manual_seed(cfg.seed))
+    batch = max(1, (1000 if cfg.decoder == "pixelcnn" else 10000) // LATENT_SAMPLES)
+    out = inference_latent_diagnostics(
+        model,
+        guide,
+        test,
+        num_samples=LATENT_SAMPLES,
+        batch_size=batch,
+        seed=cfg.seed,
+    ).summary()
+    del out["distortion_stderr"]  # the distortion below comes from the evaluator's ELBO
     out["distortion"] = -final["test_elbo"] - out["rate"]
     return out
 
@@ -510,14 +520,14 @@ def gap_metrics(model, guide, test, cfg, num_points):
     Raises:
         ConfigError: discrete latents, or ``num_points`` < 1.
     """
-    if not isinstance(model, VAE):
+    if cfg.latent != "gaussian":
         raise ConfigError("the amortization gap is computed for Gaussian latents only")
     if int(num_points) < 1:
         raise ConfigError(f"--amortization-gap must be >= 1 test points, got {num_points}")
     pyro.set_rng_seed(cfg.seed)
     gap = amortization_gap(
         model,
-        guide.encode,
+        guide,
         test[: int(num_points)],
         steps=GAP_STEPS,
         lr=GAP_LR,
@@ -728,7 +738,8 @@ def train_vae(config=None, data=None, **overrides):
             "curves": history,
         }
         kl = metrics.get("kl_per_dim")
-        order = sorted(range(len(kl)), key=lambda u: -kl[u]) if kl else None
+        one_site = kl and len(kl) == cfg.latent_dim and cfg.layers == 1
+        order = sorted(range(len(kl)), key=lambda u: -kl[u]) if one_site else None
         metrics["figures"] = figures(folder, model, guide, data, history, order)
         if masks is not None and imputed is not None:
             metrics["figures"].append(imputation_figure(folder, data, masks, imputed))
@@ -752,8 +763,10 @@ def evaluate_vae(
         device (str): where to evaluate (``--device``; the run's own device is not needed).
 
     Returns:
-        dict: ``test_elbo``, ``test_nll``, ``test_nll_stderr``, ``test_ess``, ``eval_samples``
-        (and the gap's figures when asked).
+        dict: ``test_elbo``, ``test_nll``, ``test_nll_stderr``, ``test_ess``, ``eval_samples``,
+        for Gaussian latents the latent diagnostics (``latent_diagnostics``: ``rate``,
+        ``distortion``, ``kl_per_dim``, ``activity``, ``active_units``,
+        ``mutual_information``, ...), and the gap's figures when asked.
 
     Raises:
         ConfigError: no checkpoint in ``folder``.
@@ -775,7 +788,9 @@ def evaluate_vae(
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     masks = run_masks(cfg, data)
-    metrics = evaluate(model, guide, data.test if masks is None else (data.test, masks[1]), cfg)
+    test_data = data.test if masks is None else (data.test, masks[1])
+    metrics = evaluate(model, guide, test_data, cfg)
+    metrics.update(latent_diagnostics(model, guide, test_data, cfg, metrics))
     if masks is not None:
         metrics.update(missing_metrics(model, guide, data, masks, cfg)[0])
     if amortization_gap is not None:
@@ -830,9 +845,12 @@ def _latent_rows(metrics):
     """Summary rows of the latent diagnostics (none for discrete latents)."""
     if "rate" not in metrics:
         return []
+    rate = f"{metrics['rate']:.2f}"
+    if metrics.get("rate_stderr"):
+        rate += f" ± {metrics['rate_stderr']:.2f} (Monte Carlo, K={metrics['latent_samples']})"
     return [
-        ("rate / distortion", f"{metrics['rate']:.2f} / {metrics['distortion']:.2f} nats"),
-        ("active units", f"{metrics['active_units']} of {len(metrics['kl_per_dim'])}"),
+        ("rate / distortion", f"{rate} / {metrics['distortion']:.2f} nats"),
+        ("active units", f"{metrics['active_units']} of {len(metrics['activity'])}"),
         (
             "mutual information I(x; z)",
             f"{metrics['mutual_information']:.2f} nats ({metrics['mi_points']} test points)",
@@ -892,6 +910,7 @@ def evaluation_rows(metrics):
         (f"test NLL (K={k})", f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {k}"),
         *_scoring_rows(metrics),
+        *_latent_rows(metrics),
         *_gap_rows(metrics),
         *missing_rows(metrics),
     ]
