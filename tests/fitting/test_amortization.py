@@ -54,9 +54,7 @@ def test_refined_mean_field_reaches_the_exact_approximation_gap():
     x = pair.sample_data(20, seed=3)
     kl, precision = mean_field_kl(pair)
     pyro.set_rng_seed(0)
-    gap = amortization_gap(
-        pair.model, pair.amortized_guide, x, steps=600, lr=0.1, num_particles=20
-    )
+    gap = amortization_gap(pair.model, pair.amortized_guide, x, steps=600, lr=0.1, num_particles=20)
     loc, _ = pair.posterior(x)
     assert torch.allclose(gap.loc["latent"].double(), loc.double(), atol=0.03)
     sd = precision.diagonal().rsqrt().expand(len(x), 2)

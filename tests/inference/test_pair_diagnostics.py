@@ -73,9 +73,7 @@ def test_laplace_prior_rate_closed_form_and_monte_carlo():
     assert not mc.sites["latent"].closed_form and mc.summary()["rate_method"] == "monte carlo"
     assert 0 < mc.rate_stderr < 0.05
     assert abs(mc.rate - exact) < 4 * mc.rate_stderr
-    assert torch.allclose(
-        mc.sites["latent"].kl_per_dim, laplace_kl(loc, scale).mean(0), atol=0.05
-    )
+    assert torch.allclose(mc.sites["latent"].kl_per_dim, laplace_kl(loc, scale).mean(0), atol=0.05)
     # the N(0, I) formula of latent_summary is not this rate: the test tells them apart
     assert abs(latent_summary(loc, scale)["rate"] - exact) > 20 * mc.rate_stderr
 
@@ -124,24 +122,20 @@ class GaussianChain:
             ],
             dtype=torch.float64,
         )
-        cov_p = torch.tensor(
-            [[self.a**2 + self.s**2, self.a], [self.a, 1.0]], dtype=torch.float64
-        )
+        cov_p = torch.tensor([[self.a**2 + self.s**2, self.a], [self.a, 1.0]], dtype=torch.float64)
         q = dist.MultivariateNormal(mean_q, cov_q)
         p = dist.MultivariateNormal(torch.zeros(2, dtype=torch.float64), cov_p)
         rate = torch.distributions.kl_divergence(q, p)
         m = self.u * x + self.v
-        distortion = 0.5 * math.log(2 * math.pi * self.sigma**2) + (
-            (x - m) ** 2 + self.t1**2
-        ) / (2 * self.sigma**2)
+        distortion = 0.5 * math.log(2 * math.pi * self.sigma**2) + ((x - m) ** 2 + self.t1**2) / (
+            2 * self.sigma**2
+        )
         return rate, distortion
 
 
 def test_dependent_sites_monte_carlo_against_the_joint_gaussian_kl():
     chain = GaussianChain()
-    x = torch.randn(200, generator=torch.Generator().manual_seed(0)).to(
-        torch.get_default_dtype()
-    )
+    x = torch.randn(200, generator=torch.Generator().manual_seed(0)).to(torch.get_default_dtype())
     d = latent_diagnostics(chain.model, chain.guide, x, num_samples=200, seed=0)
     assert not d.sites["z1"].closed_form and not d.sites["z2"].closed_form
     rate, distortion = chain.exact(x)
