@@ -5,6 +5,7 @@ a guide.
 """
 
 from .batches import as_tuple, num_rows, rows
+from .bounds import ELBO_NAME, bound_name, is_elbo
 from .diagnostics import GradientStats, gradient_snr
 from .evaluation import (
     PROPOSALS,
@@ -51,6 +52,9 @@ from .state import load_param_state, param_state, rng_state, set_rng_state
 from .training import make_optim, svi_step, train
 
 __all__ = [
+    "ELBO_NAME",
+    "bound_name",
+    "is_elbo",
     "ANNEALING",
     "BURDA_EPOCHS",
     "SCHEDULES",

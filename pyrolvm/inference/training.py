@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
 from . import distributed
 from .batches import Data, as_tuple
+from .bounds import bound_name
 from .objectives import make_elbo
 from .state import load_param_state, param_state, rng_state, set_rng_state
 
@@ -207,7 +208,10 @@ def train(
 
     Returns:
         dict: per-epoch curves: ``"train_elbo"`` (mean over the epoch of the main objective's
-        bound per datapoint, i.e. ``-loss / batch size``, nats), ``"seconds"`` (wall time of
+        own bound per datapoint, i.e. ``-loss / batch size``, nats: the ELBO only for an
+        objective whose bound is the ELBO), ``"bound_name"`` (the name of that bound,
+        :func:`~pyrolvm.inference.bound_name`: ``"ELBO"``, ``"IWAE-20 bound"``, ``"β-ELBO
+        (β=0.5)"``, ...), ``"seconds"`` (wall time of
         each epoch), with extra objectives ``"train_loss"`` (mean per step of all objectives'
         losses summed), and whatever ``callback`` returned.
 
@@ -303,6 +307,8 @@ def train(
     history = history if history is not None else {}
     for key in ("train_elbo", "seconds") + (("train_loss",) if extra_objectives else ()):
         history.setdefault(key, [])
+    # which bound "train_elbo" holds, per epoch (None for epochs of an older checkpoint)
+    history.setdefault("bound_name", [None] * len(history["train_elbo"]))
     if position["first_epoch"] is None:
         position["first_epoch"] = len(history["train_elbo"])
     start = position["first_epoch"]
@@ -454,6 +460,7 @@ def train(
                 if extra_objectives:
                     history["train_loss"].append(position["total_all"] / steps_per_epoch)
                 history["seconds"].append(time.perf_counter() - t0)
+                history["bound_name"].append(bound_name(loss))
                 if isinstance(optim, pyro.optim.PyroLRScheduler):
                     optim.step()
                 for cb in callbacks:

@@ -29,14 +29,18 @@ from ..guides import (
     TwoLayerGuide,
 )
 from ..inference import (
+    ELBO_NAME,
     SCHEDULES,
     as_tuple,
+    bound_name,
     importance_sample,
+    is_elbo,
     make_scheduled_optim,
     mean_and_stderr,
     train,
 )
 from ..inference import latent_diagnostics as inference_latent_diagnostics
+from ..inference.batches import num_rows, rows
 from ..models import (
     DECODERS,
     LATENTS,
@@ -51,6 +55,7 @@ from ..models import (
 from ..nets import ACTIVATIONS
 from .common import (
     CHECKPOINT,
+    extended,
     format_summary,
     load_data,
     on_device,
@@ -537,6 +542,54 @@ def gap_metrics(model, guide, test, cfg, num_points):
     return gap.summary()
 
 
+def test_bound(objective, model, guide, test, cfg, epoch):
+    """The training objective's own bound per test datapoint (``-objective.loss`` over the test
+    set in minibatches of ``cfg.batch_size``, divided by N; nats), for the curve of
+    ``elbo_curve.png`` beside the training bound: the draws come from a stream seeded by
+    ``cfg.seed`` and ``epoch`` (the global RNG is untouched)."""
+    device = as_tuple(test)[0].device
+    n = num_rows(test)
+    total = 0.0
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        for i in range(0, n, cfg.batch_size):
+            total += objective.loss(model, guide, *rows(test, slice(i, i + cfg.batch_size)))
+    return -total / n
+
+
+def trained_bound(history, objective=None):
+    """The name of the bound ``history["train_elbo"]`` holds (:func:`pyrolvm.inference.bound_name`):
+    the last epoch's; for a schedule whose bound changed over the epochs (an annealed beta),
+    the first and last joined by an arrow; the objective's own when no epoch ran."""
+    names = [n for n in history.get("bound_name", []) if n]
+    if not names:
+        return bound_name(objective) if objective is not None else ELBO_NAME
+    return names[-1] if names[0] == names[-1] else f"{names[0]} → {names[-1]}"
+
+
+def bound_panels(history):
+    """The panels of ``elbo_curve.png``: one axis of train and test ELBO when the training
+    objective's bound is the ELBO; else one axis of the training bound on the training and
+    test data (``test_bound``) and a second of the test ELBO, so that no axis shows two
+    different bounds as train against test."""
+    bound = trained_bound(history)
+    if all(is_elbo(n) for n in history.get("bound_name", []) if n):
+        series = {"train ELBO": history["train_elbo"], "test ELBO": history.get("test_elbo")}
+        return [("ELBO", "ELBO per datapoint (nats)", series)]
+    return [
+        (
+            f"the training objective: {bound}",
+            "nats per datapoint",
+            {f"train {bound}": history["train_elbo"], f"test {bound}": history.get("test_bound")},
+        ),
+        ("ELBO (K = 1)", "ELBO per datapoint (nats)", {"test ELBO": history.get("test_elbo")}),
+    ]
+
+
+def _nats(value):
+    return "n/a (no epoch ran)" if value is None else f"{value:.2f} nats"
+
+
 def figures(folder, model, guide, data, history, kl_order=None):
     """Write samples.png, reconstructions.png, elbo_curve.png, for Gaussian latents
     latent_traversals.png (of the first test image's posterior mean, along the 10 dimensions
@@ -558,13 +611,7 @@ def figures(folder, model, guide, data, history, kl_order=None):
         x = data.test[:32]
         recon = model.decode(guide.encode(x)[0])
     plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
-    plots.curves(
-        os.path.join(folder, names[2]),
-        history,
-        ["train_elbo", "test_elbo"],
-        "ELBO per datapoint (nats)",
-        "ELBO",
-    )
+    plots.curve_panels(os.path.join(folder, names[2]), bound_panels(history))
     if isinstance(model, VAE):
         names += ["latent_traversals.png", "interpolation.png"]
         loc = guide.encode(data.test[:2])[0].detach()
@@ -663,7 +710,13 @@ def train_vae(config=None, data=None, **overrides):
     device = resolve_device(cfg.device)
     data = on_device(_load_data(cfg, data), device)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, "vae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
+    extendable, fixed = ("epochs",), ""
+    if cfg.lr_schedule != "constant":
+        extendable, fixed = (), f"--lr-schedule {cfg.lr_schedule} spreads over --epochs"
+    with run_folder(cfg.out, "vae", config_dict, cfg.resume, cfg.overwrite, extendable, fixed) as (
+        folder,
+        saved,
+    ):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         model, guide = build(
@@ -676,7 +729,7 @@ def train_vae(config=None, data=None, **overrides):
         test_data = data.test if masks is None else (data.test, masks[1])
         elbo = cfg.make_objective()
         optim = make_scheduled_optim(cfg.lr, cfg.betas, cfg.eps, cfg.lr_schedule, cfg.epochs)
-        if saved is None:
+        if extended(saved, config_dict):  # a new run, or one given more --epochs
             write_json(os.path.join(folder, "config.json"), config_dict)
 
         def end_of_epoch(epoch, history):
@@ -686,7 +739,10 @@ def train_vae(config=None, data=None, **overrides):
                     .elbo.mean()
                     .item()
                 )
-            return {"test_elbo_curve": test_elbo}
+            out = {"test_elbo_curve": test_elbo}
+            if not is_elbo(bound_name(elbo)):  # the training objective's bound on test data
+                out["test_bound_curve"] = test_bound(elbo, model, guide, test_data, cfg, epoch)
+            return out
 
         def save(state):
             save_checkpoint(
@@ -719,6 +775,8 @@ def train_vae(config=None, data=None, **overrides):
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
         history["test_elbo"] = history.pop("test_elbo_curve", [])
+        if "test_bound_curve" in history:
+            history["test_bound"] = history.pop("test_bound_curve")
         final = evaluate(model, guide, test_data, cfg)
         final.update(latent_diagnostics(model, guide, test_data, cfg, final))
         imputed = None
@@ -732,6 +790,7 @@ def train_vae(config=None, data=None, **overrides):
             "status": "ok",
             "complete": True,
             "train_elbo": history["train_elbo"][-1] if history["train_elbo"] else None,
+            "bound_name": trained_bound(history, elbo),
             **final,
             "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
             "epochs": len(history["train_elbo"]),
@@ -803,7 +862,7 @@ def summary(metrics, cfg, folder):
     cfg = cfg.resolved()
     k = f" K={cfg.num_particles}" if cfg.num_particles > 1 else ""
     rows = [
-        ("train ELBO", f"{metrics['train_elbo']:.2f} nats"),
+        (f"train {metrics.get('bound_name') or ELBO_NAME}", _nats(metrics["train_elbo"])),
         ("test ELBO", f"{metrics['test_elbo']:.2f} nats"),
         (
             f"test NLL (K={metrics['eval_samples']})",
@@ -814,7 +873,12 @@ def summary(metrics, cfg, folder):
         *_latent_rows(metrics),
         *_gap_rows(metrics),
         *missing_rows(metrics),
-        ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
+        (
+            "seconds per epoch",
+            "n/a (no epoch ran)"
+            if metrics["seconds_per_epoch"] is None
+            else f"{metrics['seconds_per_epoch']:.2f}",
+        ),
         (
             "run folder",
             f"{folder}  (config.json, metrics.json, {CHECKPOINT}, {', '.join(metrics['figures'])})",
@@ -823,7 +887,7 @@ def summary(metrics, cfg, folder):
     title = (
         f"VAE on {cfg.dataset}: {cfg.likelihood} likelihood, binarize={cfg.binarize}, "
         f"latent_dim={cfg.latent_dim}{_latent_label(cfg)}, elbo={cfg.elbo}{k}"
-        f"{_elbo_label(cfg)}, "
+        f"{_elbo_label(cfg)}{_vimco_note(cfg)}, "
         f"{metrics['epochs']} epochs, "
         f"seed={cfg.seed}"
         + (
@@ -833,6 +897,13 @@ def summary(metrics, cfg, folder):
         )
     )
     return format_summary(title, rows)
+
+
+def _vimco_note(cfg):
+    """VIMCO on a reparameterized guide is IWAE draw for draw: said in the summary's title."""
+    if cfg.elbo != "vimco" or cfg.latent != "gaussian" or not cfg.reparameterized:
+        return ""
+    return " (every latent reparameterized: IWAE's gradient; --no-reparam for VIMCO's own)"
 
 
 def _elbo_label(cfg):
