@@ -433,6 +433,7 @@ def train_mvae(config=None, data=None, **overrides):
             raise record_stop(folder, exc) from None
         metrics = {"status": "ok", "complete": True, **evaluate(model, guide, data, cfg)}
         metrics["train_elbo"] = history["train_elbo"]
+        metrics["bound_name"] = (history.get("bound_name") or [None])[-1]  # train_elbo's bound
         metrics["epochs"] = len(history["train_elbo"])
         metrics["seconds_per_epoch"] = sum(history["seconds"]) / max(1, len(history["seconds"]))
         # after the metrics are computed: the figures' draws touch no reported number

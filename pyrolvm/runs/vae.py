@@ -685,15 +685,20 @@ def train_vae(config=None, data=None, **overrides):
             (e.g. ``train_vae(dataset="digits", epochs=5, out="runs/a")``).
         data (pyrolvm.data.Dataset or None): data to use instead of loading ``config.dataset``.
 
-    Writes into ``config.out``: ``config.json``; ``metrics.json`` (per-epoch ``train_elbo``,
-    ``test_elbo_curve``, ``seconds``; final ``train_elbo``, ``test_elbo``, ``test_nll``,
+    Writes into ``config.out``: ``config.json``; ``metrics.json`` (per-epoch ``curves``:
+    ``train_elbo``, the training objective's own bound, named per epoch in ``bound_name``
+    (:func:`pyrolvm.inference.bound_name`: the ELBO, or e.g. the IWAE-K bound), ``test_elbo``,
+    ``test_bound`` (the same bound on the test set, where it is not the ELBO), ``seconds``;
+    final ``train_elbo`` and its ``bound_name``, ``test_elbo``, ``test_nll``,
     ``test_nll_stderr``, ``test_ess``, ``seconds_per_epoch``; nats per datapoint; for Gaussian
     latents the test set's ``rate``, ``distortion``, ``kl_per_dim``, ``activity``,
     ``active_units``, ``mutual_information``, see ``latent_diagnostics``); ``checkpoint.pt``
     (model and guide state and the training state of :func:`pyrolvm.inference.train`:
     optimizer, RNGs, position; rewritten after every epoch and on interruption); the PNG
     figures. A folder holding another run is refused unless ``overwrite`` (cleared first) or
-    ``resume`` (continued from its checkpoint, ending as the uninterrupted run would).
+    ``resume`` (continued from its checkpoint, ending as the uninterrupted run would; with
+    more ``epochs`` than the run had, extended to them, as if trained for them at once;
+    ``config.json`` then records the new count).
 
     Returns:
         dict: the metrics written to ``metrics.json``.
