@@ -30,7 +30,7 @@ The definitions:
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import torch
@@ -229,7 +229,7 @@ class LatentDiagnostics:
         }
 
 
-def _sample_sites(trace, observed=False):
+def _sample_sites(trace: Any, observed: bool = False) -> dict[str, Any]:
     return {
         name: site
         for name, site in trace.nodes.items()
@@ -368,8 +368,9 @@ def _cross_log_q(guide, x_rows, args, kwargs, draws, plate, chunk):
             trace = poutine.trace(conditioned).get_trace(*x_rows, *args, **kwargs)
         trace.compute_log_prob()
         total = 0.0
+        nodes = cast(dict[str, Any], trace.nodes)
         for name in draws:  # conditioned: the trace marks them observed
-            site = trace.nodes[name]
+            site = nodes[name]
             log_q = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
             total = total + sum_to_batch(log_q, site, nesting + 1, plate)
         rows_out.append(torch.as_tensor(total).double().reshape(c, m))
