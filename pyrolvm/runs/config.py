@@ -203,7 +203,7 @@ class RunConfig:
         if not config.out:
             raise ConfigError(
                 "the run folder (--out) must be a non-empty path: give --out DIR (a run "
-                "kind declares its default with a field `out: str = \"runs/KIND\"`)"
+                'kind declares its default with a field `out: str = "runs/KIND"`)'
             )
         resolve_device(config.device)  # a clear error now for a device this machine lacks
         config.check()
