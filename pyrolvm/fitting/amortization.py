@@ -117,8 +117,8 @@ class _MeanField:
     with free (loc, scale) per datapoint and element, under the model's batch plate; called
     with the model's signature (its arguments ignored: the n points of the refinement)."""
 
-    def __init__(self, name, plate, size, sites, moments):
-        self.name, self.plate, self.size = name, plate, size
+    def __init__(self, name, plate, size, sites, moments, device):
+        self.name, self.plate, self.size, self.device = name, plate, size, device
         self.init = {}
         self.event_dims = {}
         for site_name, site in sites.items():
@@ -136,7 +136,7 @@ class _MeanField:
         return out
 
     def __call__(self, *args, **kwargs):
-        with pyro.plate(self.plate.name, self.size, dim=self.plate.dim):
+        with pyro.plate(self.plate.name, self.size, dim=self.plate.dim, device=self.device):
             for site_name, (loc, scale) in self.params().items():
                 pyro.sample(site_name, dist.Normal(loc, scale).to_event(self.event_dims[site_name]))
 
@@ -214,7 +214,7 @@ def amortization_gap(
     moments = _moments(guide, points, args, kwargs, sites)
     store = pyro.get_param_store()
     fixed_model = poutine.block(model, hide_fn=lambda msg: msg.get("type") == "param")
-    refined = _MeanField(name, plate, n, sites, moments)
+    refined = _MeanField(name, plate, n, sites, moments, points[0].device)
     try:
         with torch.no_grad():
             elbo_a, log_px_a = _elbo_and_log_px(

@@ -36,6 +36,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent, kl_divergence
 
 from ..errors import ConfigError
@@ -284,6 +285,14 @@ def _only_batch_plate(site, plate):
         )
 
 
+def _on(value, like):
+    """``value`` (a tensor, or a number where no site contributed) as a tensor on the device
+    of ``like`` (``torch.as_tensor`` would take torch's default device)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.tensor(float(value), dtype=torch.float64, device=like.device)
+
+
 def _per_point(t, k, b):
     """A (K, ..., B, ..., *event) tensor whose other batch dimensions have size 1, as
     (K, B, E) in float64."""
@@ -364,8 +373,9 @@ def _cross_log_q(guide, x_rows, args, kwargs, draws, plate, chunk):
             shape[pos + 1] = m
             values[name] = part.expand(shape)
         conditioned = poutine.condition(guide, data=values)
-        with pyro.plate("mi_draws", c, dim=-(nesting + 1)):
+        with pyro.plate("mi_draws", c, dim=-(nesting + 1), device=x_rows[0].device):
             trace = poutine.trace(conditioned).get_trace(*x_rows, *args, **kwargs)
+        trace = prune_subsample_sites(trace)
         trace.compute_log_prob()
         total = 0.0
         nodes = cast(dict[str, Any], trace.nodes)
@@ -373,7 +383,7 @@ def _cross_log_q(guide, x_rows, args, kwargs, draws, plate, chunk):
             site = nodes[name]
             log_q = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
             total = total + sum_to_batch(log_q, site, nesting + 1, plate)
-        rows_out.append(torch.as_tensor(total).double().reshape(c, m))
+        rows_out.append(_on(total, x_rows[0]).double().reshape(c, m))
     return torch.cat(rows_out)
 
 
@@ -386,7 +396,7 @@ def _mutual_information(guide, data, args, kwargs, plate_name, mi_points):
     sites = _sample_sites(guide_trace)
     plate = next(f for s in sites.values() for f in s["cond_indep_stack"] if f.name == plate_name)
     draws = {name: (s["value"], s["fn"].event_dim) for name, s in sites.items()}
-    numel = sum(v[0].numel() for v, _ in draws.values()) // max(1, m)
+    numel = sum(v[0].numel() for v, _ in draws.values())  # a point's latent elements
     chunk = max(1, 200_000 // max(1, m * max(1, numel)))
     cross = _cross_log_q(guide, x_rows, args, kwargs, draws, plate, chunk)
     own = cross.diagonal()
@@ -509,14 +519,14 @@ def latent_diagnostics(
                 acc["mean"].append(mean)
                 acc["mc_var"].append(mc_var)
                 closed[name] = closed.get(name, True) and is_closed
-            total_kl = torch.as_tensor(total_kl)
+            total_kl = _on(total_kl, w.log_w)
             kl_tot.append(total_kl.mean(0))
             kl_var.append(total_kl.var(0) / k)
             log_lik = 0.0
             for site in _sample_sites(w.model_trace, observed=True).values():
                 log_p = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
                 log_lik = log_lik + sum_to_batch(log_p, site, rank, plate).double()
-            log_lik = torch.as_tensor(log_lik).expand(k, b)
+            log_lik = _on(log_lik, w.log_w).double().expand(k, b)
             dist_tot.append(-log_lik.mean(0))
             dist_var.append(log_lik.var(0) / k)
         mi, m = float("nan"), min(int(mi_points), n)

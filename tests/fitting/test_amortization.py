@@ -130,3 +130,12 @@ def test_a_guide_whose_sites_do_not_match_the_model_is_refused():
         amortization_gap(vae.model, renamed.guide, x, steps=1)
     with pytest.raises(ConfigError, match="steps >= 0"):
         amortization_gap(vae.model, vae.guide, x, steps=-1)
+
+
+def test_tensors_are_made_where_the_data_lies():
+    from test_devices import assert_on_cpu, stray_tensors_on_meta
+
+    vae, x = TutorialVAE(), binary_data(6)
+    with stray_tensors_on_meta():
+        gap = amortization_gap(vae.model, vae.guide, x, steps=3, eval_samples=10)
+    assert_on_cpu(gap.elbo_refined, gap.loc["latent"], gap.scale["latent"])

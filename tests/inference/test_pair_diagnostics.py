@@ -235,3 +235,15 @@ def test_bad_arguments_and_sites_outside_the_batch_plate():
 
     with pytest.raises(ConfigError, match="batch plate"):
         latent_diagnostics(model, guide, x)
+
+
+def test_tensors_are_made_where_the_data_lies():
+    # torch's default device set to meta (tests/test_devices.py): a tensor the diagnostics
+    # made without the data's device would fail or come back on meta
+    from test_devices import assert_on_cpu, stray_tensors_on_meta
+
+    pair, x = TwoLatentVAE(hierarchical=True), binary_data(20)
+    with stray_tensors_on_meta():
+        d = latent_diagnostics(pair.model, pair.guide, x, num_samples=5, seed=0)
+    assert math.isfinite(d.rate) and math.isfinite(d.mutual_information)
+    assert_on_cpu(*(s.activity for s in d.sites.values()))
