@@ -172,8 +172,9 @@ class LatentDiagnostics:
         active_units (int): elements of the latent sites whose activity exceeds ``threshold``.
         threshold (float): the activity threshold.
         mutual_information (float): the estimate of ``I_q(x; z)`` over all latent sites jointly
-            (see :func:`latent_diagnostics`), at most ``log(mi_points)``.
-        mi_points (int): the datapoints that enter it.
+            (see :func:`latent_diagnostics`), at most ``log(mi_points)``; NaN where it was not
+            computed (``mi_points`` 0, or a guide with no density away from its draws).
+        mi_points (int): the datapoints that enter it (0: not computed).
         num_points (int): N.
         num_samples (int): K, the guide's draws per datapoint.
     """
@@ -321,7 +322,7 @@ def _site_kl(q_site, p_site, k, b, plate, rank, closed_form=True):
             kl = kl_divergence(q_fn, p_fn)
             point = value[:1].expand_as(value)
             closed = _constant_over_particles(kl, q_fn.log_prob(point), p_fn.log_prob(point))
-        except NotImplementedError:
+        except (NotImplementedError, KeyError):  # no KL registered; no density off its draws
             closed = False
         if closed:
             total = sum_to_batch(kl, q_site, rank, plate)
@@ -442,7 +443,9 @@ def latent_diagnostics(
     surgery") is :math:`\frac1M \sum_i [\log q(z_i|x_i) - \log \frac1M \sum_j q(z_i|x_j)]`,
     :math:`z_i \sim q(z|x_i)` jointly over the sites, on the first M = ``mi_points`` rows:
     the guide is run on all M rows with its sites conditioned on each draw (cost O(M^2));
-    consistent as M grows, biased for finite M (at most log M).
+    consistent as M grows, biased for finite M (at most log M). It needs the guide's density
+    at points it did not draw: a guide whose transform has no inverse (Pyro's planar and
+    radial flows) gets NaN (``mi_points`` 0).
 
     Standard errors are Monte Carlo errors on these datapoints (the spread of the K draws),
     not the spread over datapoints. Log-densities are unscaled (per datapoint under a
@@ -531,7 +534,10 @@ def latent_diagnostics(
             dist_var.append(log_lik.var(0) / k)
         mi, m = float("nan"), min(int(mi_points), n)
         if m >= 2:
-            mi, m = _mutual_information(guide, data, args, kwargs, plate_name, m)
+            try:
+                mi, m = _mutual_information(guide, data, args, kwargs, plate_name, m)
+            except (KeyError, NotImplementedError):  # no density away from its own draws
+                mi, m = float("nan"), 0
     sites, active = {}, 0
     for name, acc in per_site.items():
         kl_n = torch.cat(acc["kl"])

@@ -929,7 +929,9 @@ def _latent_rows(metrics):
         ("active units", f"{metrics['active_units']} of {len(metrics['activity'])}"),
         (
             "mutual information I(x; z)",
-            f"{metrics['mutual_information']:.2f} nats ({metrics['mi_points']} test points)",
+            f"{metrics['mutual_information']:.2f} nats ({metrics['mi_points']} test points)"
+            if metrics.get("mi_points")
+            else "n/a (the guide has no density away from its own draws)",
         ),
     ]
 
