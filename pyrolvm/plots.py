@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _tile(images: torch.Tensor, image_shape: Sequence[int], ncols: int) -> torch.Tensor:
@@ -93,6 +94,39 @@ def curves(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curve_panels(
+    path: str | os.PathLike[str],
+    panels: Sequence[tuple[str, str, Mapping[str, Sequence[float]]]],
+    title: str | None = None,
+) -> None:
+    """Save side-by-side axes of per-epoch curves: ``panels`` is a list of ``(axis title,
+    y label, {legend label: values})``; each axis holds only curves of one quantity (a train
+    and a test curve of the same bound, never two different bounds)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
+    for ax, (axis_title, ylabel, series) in zip(axes[0], panels, strict=True):
+        for label, values in series.items():
+            values = [v for v in values if v is not None] if values else []
+            if values:
+                ax.plot(
+                    range(1, len(values) + 1),
+                    values,
+                    marker="." if len(values) < 30 else None,
+                    label=label,
+                )
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.set_title(axis_title, fontsize=9)
+        ax.grid(alpha=0.3)
+        if any(series.values()):
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -4,21 +4,40 @@ Autoencoders", their decomposition of the inference gap): for test points x,
     log p(x) - ELBO[q_phi]  =  (log p(x) - ELBO[q*])  +  (ELBO[q*] - ELBO[q_phi])
          inference gap         approximation gap         amortization gap
 
-with q_phi the encoder's Gaussian and q* the best Gaussian of the same (diagonal) family for
-each point, found by refining a :class:`~pyrolvm.guides.per_datapoint.PerDatapoint` guide,
-initialized at the encoder's output, by SVI with the model held fixed."""
+with q_phi the guide and q* the best per-datapoint **mean-field Gaussian** (a diagonal
+Gaussian for every latent site of every point), found by SVI with the model held fixed,
+started at the guide's own means and standard deviations. For a diagonal-Gaussian encoder this
+is Cremer et al.'s q* of the same family; for a richer guide (full covariance, flows,
+hierarchical) q* is the mean-field optimum, and the point keeps q_phi where q* does not beat
+it (so the gap reported is never negative, and a lower bound of the gap to the guide's own
+family)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyro
+import pyro.distributions as dist
 import pyro.optim
 import torch
+import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import SVI
+from pyro.poutine.util import prune_subsample_sites
 
 from ..errors import ConfigError
-from ..guides.per_datapoint import PerDatapoint
-from ..inference import BetaELBO, importance_sample, mean_and_stderr
+from ..inference import (
+    BetaELBO,
+    find_batch_plate,
+    importance_sample,
+    latent_sites,
+    mean_and_stderr,
+)
+from ..inference.batches import Data, as_tuple, num_rows
+from ..inference.latent import check_latent_sites
+
+#: The smallest standard deviation of the refined q*.
+MIN_SCALE = 1e-4
 
 
 @dataclass
@@ -26,26 +45,29 @@ class AmortizationGap:
     """Per-datapoint figures (tensors of shape (n,), float64, nats) and their summaries.
 
     Attributes:
-        elbo_amortized: ELBO of the encoder's q_phi(z | x).
+        elbo_amortized: ELBO of the guide q_phi(z | x).
         elbo_refined: ELBO of the refined per-datapoint q*(z); never below ``elbo_amortized``
-            (a point whose refinement did not improve keeps the encoder's q).
-        log_likelihood: the importance-sampled log p(x) with q* as the proposal (an IWAE
-            estimate with ``eval_samples``, a stochastic lower bound).
-        loc, scale: the refined q*'s parameters, shape (n, L).
+            (a point whose refinement did not improve keeps the guide's q).
+        log_likelihood: the importance-sampled log p(x) with the better of q* and q_phi as the
+            proposal (an IWAE estimate with ``eval_samples``, a stochastic lower bound).
+        loc, scale (dict): latent site name -> the refined q*'s means and standard deviations,
+            each of the site's value shape for the n points (e.g. (n, L)); for a point that
+            kept q_phi, the guide's own means and standard deviations.
         steps (int): SVI steps of the refinement.
     """
 
     elbo_amortized: torch.Tensor
     elbo_refined: torch.Tensor
     log_likelihood: torch.Tensor
-    loc: torch.Tensor
-    scale: torch.Tensor
+    loc: dict[str, torch.Tensor]
+    scale: dict[str, torch.Tensor]
     steps: int
 
-    def summary(self):
+    def summary(self) -> dict:
         """dict of ``amortization_gap``, ``approximation_gap``, ``inference_gap`` and their
-        ``*_stderr`` (mean and standard error over the points, nats), and ``gap_points``."""
-        out = {}
+        ``*_stderr`` (mean and standard error over the points, nats), ``gap_points`` and
+        ``gap_steps``."""
+        out: dict[str, Any] = {}
         for key, values in (
             ("amortization_gap", self.elbo_refined - self.elbo_amortized),
             ("approximation_gap", self.log_likelihood - self.elbo_refined),
@@ -57,76 +79,174 @@ class AmortizationGap:
         return out
 
 
-def _elbo_and_log_px(model, guide, x, num_samples):
-    r = importance_sample(model, guide, x, num_samples=num_samples, batch_size=len(x))
+def _softplus_inverse(y):
+    return y + torch.log(-torch.expm1(-y))
+
+
+def _moments(guide, data, args, kwargs, sites, draws=64):
+    """Each latent site's mean and standard deviation under the guide at ``data``, shape of
+    the site's value: the distribution's own where it has them (the draw of the sites it
+    depends on held at one draw), else those of ``draws`` draws."""
+    out = {}
+    missing = []
+    for name, site in sites.items():
+        try:
+            mean, sd = site["fn"].mean, site["fn"].stddev
+            mean, sd = mean.expand(site["value"].shape), sd.expand(site["value"].shape)
+            if torch.isfinite(mean).all() and torch.isfinite(sd).all():
+                out[name] = (mean.detach(), sd.detach())
+                continue
+        except (NotImplementedError, RuntimeError):
+            pass
+        missing.append(name)
+    if missing:
+        with poutine.block(), torch.no_grad():
+            values = {name: [] for name in missing}
+            for _ in range(draws):
+                t = poutine.trace(guide).get_trace(*as_tuple(data), *args, **kwargs)
+                for name in missing:
+                    values[name].append(t.nodes[name]["value"])
+        for name in missing:
+            v = torch.stack(values[name])
+            out[name] = (v.mean(0), v.std(0))
+    return out
+
+
+class _MeanField:
+    """The per-datapoint mean-field Gaussian q*: for every latent site a diagonal Gaussian
+    with free (loc, scale) per datapoint and element, under the model's batch plate; called
+    with the model's signature (its arguments ignored: the n points of the refinement)."""
+
+    def __init__(self, name, plate, size, sites, moments, device):
+        self.name, self.plate, self.size, self.device = name, plate, size, device
+        self.init = {}
+        self.event_dims = {}
+        for site_name, site in sites.items():
+            loc, sd = moments[site_name]
+            raw = _softplus_inverse((sd - MIN_SCALE).clamp_min(1e-6))
+            self.init[site_name] = (loc.detach().clone(), raw.detach().clone())
+            self.event_dims[site_name] = site["fn"].event_dim
+
+    def params(self):
+        out = {}
+        for site_name, (loc, raw) in self.init.items():
+            loc_p = pyro.param(f"{self.name}.{site_name}.loc", loc)
+            raw_p = pyro.param(f"{self.name}.{site_name}.raw_scale", raw)
+            out[site_name] = (loc_p, F.softplus(raw_p) + MIN_SCALE)
+        return out
+
+    def __call__(self, *args, **kwargs):
+        with pyro.plate(self.plate.name, self.size, dim=self.plate.dim, device=self.device):
+            for site_name, (loc, scale) in self.params().items():
+                pyro.sample(site_name, dist.Normal(loc, scale).to_event(self.event_dims[site_name]))
+
+
+def _elbo_and_log_px(model, guide, data, args, kwargs, num_samples):
+    n = num_rows(data)
+    r = importance_sample(
+        model, guide, data, *args, num_samples=num_samples, batch_size=n, **kwargs
+    )
     return r.elbo, r.log_likelihood
 
 
 def amortization_gap(
-    model,
-    encode,
-    x,
-    steps=300,
-    lr=1e-2,
-    num_particles=10,
-    eval_samples=1000,
-    name="amortization_gap",
-):
-    """Refine a per-datapoint guide from the encoder's output and split the inference gap.
+    model: Callable,
+    guide: Callable,
+    data: Data,
+    *args: Any,
+    steps: int = 300,
+    lr: float = 1e-2,
+    num_particles: int = 10,
+    eval_samples: int = 1000,
+    batch_plate: str | None = None,
+    name: str = "amortization_gap",
+    **kwargs: Any,
+) -> AmortizationGap:
+    """Refine a per-datapoint mean-field Gaussian from the guide and split the inference gap.
 
-    The model's parameters are held fixed (its ``param`` sites are hidden from SVI); only the
-    per-datapoint guide's are optimized, by Adam on the ELBO with ``num_particles``
-    reparameterized particles over the whole set ``x`` at once, the learning rate decaying
-    geometrically from ``lr`` to ``lr / 100`` over the ``steps`` (Pyro's ``ClippedAdam``). ELBOs and
-    log p(x) are then
-    estimated with ``eval_samples`` samples per point (the global RNG: seed it first). The
-    refined guide's parameters are removed from Pyro's param store at the end.
+    The latent sites are read from the traces of ``guide`` and ``model`` on the points (any
+    names, any number of sites; each must lie in the batch plate only). q* holds, for every
+    site, a diagonal Gaussian per point started at the guide's means and standard deviations
+    (the distribution's own, or of 64 draws where it has none, e.g. a flow). The model's
+    parameters are held fixed (its ``param`` sites are hidden from SVI); only q*'s are
+    optimized, by Adam on the ELBO with ``num_particles`` reparameterized particles over all
+    n points at once, the learning rate decaying geometrically from ``lr`` to ``lr / 100``
+    over the ``steps`` (Pyro's ``ClippedAdam``). ELBOs and log p(x) of q_phi and q* are then
+    estimated by :func:`pyrolvm.inference.importance_sample` with ``eval_samples`` samples per
+    point (the global RNG: seed it first). q*'s parameters are removed from Pyro's param store
+    at the end.
 
     Args:
-        model: a Pyro model ``model(x)`` with latent site ``"z"`` of event shape (L,) under
-            ``pyro.plate("data", B)`` (e.g. :class:`pyrolvm.models.VAE`).
-        encode (callable): ``encode(x) -> (loc, scale)``, each (n, L): the amortized
-            diagonal-Gaussian guide's parameters (e.g. ``AmortizedNormal.encode``).
-        x (torch.Tensor): shape (n, D), the points.
+        model (callable): the Pyro model, called as ``model(*data, *args, **kwargs)``.
+        guide (callable): its guide q_phi, with the model's signature.
+        data (torch.Tensor or tuple of torch.Tensor): the n points along dim 0.
         steps (int): SVI steps (>= 0).
         lr (float): Adam's learning rate.
         num_particles (int): particles per SVI step.
         eval_samples (int): samples per point for the final estimates.
+        batch_plate (str or None): the batch plate's name (default: the one around the data).
+        name (str): prefix of q*'s parameters in the param store.
 
     Returns:
         AmortizationGap
 
     Raises:
-        ConfigError: no points, or steps < 0.
+        ConfigError: no points, steps < 0, guide and model sampling different latent sites,
+            or a latent site outside the batch plate or inside a further plate.
     """
-    if len(x) < 1 or int(steps) < 0:
+    n = num_rows(data)
+    if n < 1 or int(steps) < 0:
         raise ConfigError(
-            f"the amortization gap needs >= 1 point and steps >= 0, got {len(x)} and {steps}"
+            f"the amortization gap needs >= 1 point and steps >= 0, got {n} and {steps}"
         )
-    with torch.no_grad():
-        loc, scale = encode(x)
+    points = as_tuple(data)
+    guide_trace, model_trace = check_latent_sites(model, guide, *points, *args, **kwargs)
+    plate = find_batch_plate(model_trace, batch_plate)
+    sites = {s["name"]: s for s in latent_sites(prune_subsample_sites(guide_trace))}
+    for site in sites.values():
+        plates = [f.name for f in site["cond_indep_stack"] if f.vectorized]
+        if plate is None or plates != [plate.name]:
+            raise ConfigError(
+                f"the amortization gap refines each point's latent sites under the batch "
+                f"plate, but site {site['name']!r} lies in the plates {plates}: it needs "
+                "every latent site in the batch plate and no other"
+            )
+    moments = _moments(guide, points, args, kwargs, sites)
     store = pyro.get_param_store()
     fixed_model = poutine.block(model, hide_fn=lambda msg: msg.get("type") == "param")
-    amortized = PerDatapoint(len(x), loc.shape[-1], loc, scale, name=name + "_encoder")
-    refined = PerDatapoint(len(x), loc.shape[-1], loc, scale, name=name)
+    refined = _MeanField(name, plate, n, sites, moments, points[0].device)
     try:
         with torch.no_grad():
-            elbo_a, log_px_a = _elbo_and_log_px(fixed_model, amortized, x, eval_samples)
+            elbo_a, log_px_a = _elbo_and_log_px(
+                fixed_model, guide, points, args, kwargs, eval_samples
+            )
         decay = 0.01 ** (1.0 / max(1, int(steps)))  # the rate falls to lr / 100 at the end
         clipped_adam = pyro.optim.ClippedAdam  # pyright: ignore[reportAttributeAccessIssue]
         optim = clipped_adam({"lr": lr, "lrd": decay})
         svi = SVI(fixed_model, refined, optim, BetaELBO(num_particles))
         for _ in range(int(steps)):
-            svi.step(x)
+            svi.step(*points, *args, **kwargs)
         with torch.no_grad():
-            elbo_r, log_px_r = _elbo_and_log_px(fixed_model, refined, x, eval_samples)
-            q_loc, q_scale = (t.detach().clone() for t in refined.encode())
+            elbo_r, log_px_r = _elbo_and_log_px(
+                fixed_model, refined, points, args, kwargs, eval_samples
+            )
+            q = {
+                k: (loc.detach().clone(), sd.detach().clone())
+                for k, (loc, sd) in refined.params().items()
+            }
     finally:
-        for key in [k for k in store if k.startswith(name)]:
+        for key in [k for k in store if k.startswith(name + ".")]:
             del store[key]
     better = elbo_r > elbo_a
     elbo_star = torch.where(better, elbo_r, elbo_a)
-    q_loc = torch.where(better[:, None], q_loc, loc)
-    q_scale = torch.where(better[:, None], q_scale, scale)
     log_px = torch.where(better, log_px_r, log_px_a)
-    return AmortizationGap(elbo_a, elbo_star, log_px, q_loc, q_scale, int(steps))
+    locs, scales = {}, {}
+    for site_name, (loc, sd) in q.items():
+        mean0, sd0 = moments[site_name]
+        shape = [1] * loc.dim()
+        pos = loc.dim() - refined.event_dims[site_name] + plate.dim
+        shape[pos] = n
+        keep = better.reshape(shape)
+        locs[site_name] = torch.where(keep, loc, mean0)
+        scales[site_name] = torch.where(keep, sd, sd0)
+    return AmortizationGap(elbo_a, elbo_star, log_px, locs, scales, int(steps))

@@ -5,6 +5,7 @@ a guide.
 """
 
 from .batches import as_tuple, num_rows, rows
+from .bounds import ELBO_NAME, bound_name, is_elbo
 from .diagnostics import GradientStats, gradient_snr
 from .evaluation import (
     PROPOSALS,
@@ -15,6 +16,7 @@ from .evaluation import (
 )
 from .importance import find_batch_plate, latent_sites, log_weights, prior_proposal, sum_to_batch
 from .imputation import ImputationResult, imputation_error, impute
+from .latent import LatentDiagnostics, SiteDiagnostics, latent_diagnostics, latent_summary
 from .objectives import (
     ANNEALING,
     CIWAE,
@@ -51,6 +53,9 @@ from .state import load_param_state, param_state, rng_state, set_rng_state
 from .training import make_optim, svi_step, train
 
 __all__ = [
+    "ELBO_NAME",
+    "bound_name",
+    "is_elbo",
     "ANNEALING",
     "BURDA_EPOCHS",
     "SCHEDULES",
@@ -82,6 +87,8 @@ __all__ = [
     "ImportanceResult",
     "ImportanceWeights",
     "ImputationResult",
+    "LatentDiagnostics",
+    "SiteDiagnostics",
     "MultiSampleELBO",
     "PROPOSALS",
     "STL",
@@ -92,7 +99,9 @@ __all__ = [
     "importance_sample",
     "imputation_error",
     "impute",
+    "latent_diagnostics",
     "latent_sites",
+    "latent_summary",
     "load_param_state",
     "log_likelihood",
     "log_weights",

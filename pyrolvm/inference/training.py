@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
 from . import distributed
 from .batches import Data, as_tuple
+from .bounds import bound_name
 from .objectives import make_elbo
 from .pairs import check_training_pair, pair_check_errors
 from .state import load_param_state, param_state, rng_state, set_rng_state
@@ -224,11 +225,13 @@ def train(
 
     Returns:
         dict: per-epoch curves: ``"train_elbo"`` (mean over the epoch of the main objective's
-        bound per datapoint, nats: ``-loss / B`` for a minibatch of B rows, ``-loss / N``
+        own bound per datapoint, nats: ``-loss / B`` for a minibatch of B rows, ``-loss / N``
         under a plate ``pyro.plate(name, N, subsample=idx)``, whose scale N / B Pyro puts in
-        the loss), ``"seconds"`` (wall time of each epoch), with extra objectives
-        ``"train_loss"`` (mean per step of all objectives' losses summed), and whatever
-        ``callback`` returned.
+        the loss; the ELBO only for an objective whose bound is the ELBO), ``"bound_name"``
+        (the name of that bound, :func:`~pyrolvm.inference.bound_name`: ``"ELBO"``,
+        ``"IWAE-20 bound"``, ``"β-ELBO (β=0.5)"``, ...), ``"seconds"`` (wall time of each
+        epoch), with extra objectives ``"train_loss"`` (mean per step of all objectives'
+        losses summed), and whatever ``callback`` returned.
 
     Raises:
         ConfigError: no data, ``batch_size < 1`` or ``epochs < 0``; a ``resume_from`` state
@@ -324,6 +327,8 @@ def train(
     history = history if history is not None else {}
     for key in ("train_elbo", "seconds") + (("train_loss",) if extra_objectives else ()):
         history.setdefault(key, [])
+    # which bound "train_elbo" holds, per epoch (None for epochs of an older checkpoint)
+    history.setdefault("bound_name", [None] * len(history["train_elbo"]))
     if position["first_epoch"] is None:
         position["first_epoch"] = len(history["train_elbo"])
     start = position["first_epoch"]
@@ -495,6 +500,7 @@ def train(
                 if extra_objectives:
                     history["train_loss"].append(position["total_all"] / steps_per_epoch)
                 history["seconds"].append(time.perf_counter() - t0)
+                history["bound_name"].append(bound_name(loss))
                 if isinstance(optim, pyro.optim.PyroLRScheduler):
                     optim.step()
                 for cb in callbacks:

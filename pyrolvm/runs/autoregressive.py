@@ -23,6 +23,7 @@ from ..models import MADE, PixelCNN, bits_per_dim
 from ..nets import ACTIVATIONS
 from .common import (
     CHECKPOINT,
+    extended,
     format_summary,
     load_checkpoint,
     load_data,
@@ -181,12 +182,14 @@ def fit(kind, cfg, data=None):
     data = load_pixels(cfg, data)
     eight_bit = getattr(cfg, "pixels", "binary") == "8bit"
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, kind, config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
+    with run_folder(
+        cfg.out, kind, config_dict, cfg.resume, cfg.overwrite, extendable=("epochs",)
+    ) as (folder, saved):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         mean = data.train.mean(0) if not eight_bit else None
         model = build(kind, cfg, data.image_shape, mean).to(data.train.device)
-        if saved is None:
+        if extended(saved, config_dict):  # a new run, or one given more --epochs
             write_json(os.path.join(folder, "config.json"), config_dict)
 
         def end_of_epoch(epoch, history):

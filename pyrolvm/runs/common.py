@@ -36,12 +36,12 @@ def _is_run_file(name):
     return name in ("config.json", "metrics.json", CHECKPOINT) or name.endswith((".png", ".tmp"))
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """The settings (other than :data:`RESUMABLE_DIFFERENCES`) whose values differ between two
-    config dicts, as ``["--lr: 0.003 in the run, 0.01 now", ...]``."""
+def config_differences(saved: dict, current: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The settings (other than :data:`RESUMABLE_DIFFERENCES` and ``ignore``) whose values
+    differ between two config dicts, as ``["--lr: 0.003 in the run, 0.01 now", ...]``."""
     out = []
     for key in sorted(set(saved) | set(current)):
-        if key in RESUMABLE_DIFFERENCES:
+        if key in RESUMABLE_DIFFERENCES or key in ignore:
             continue
         a, b = saved.get(key), current.get(key)
         if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -53,7 +53,13 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 @contextlib.contextmanager
 def run_folder(
-    out: str, kind: str, config: dict, resume: bool = False, overwrite: bool = False
+    out: str,
+    kind: str,
+    config: dict,
+    resume: bool = False,
+    overwrite: bool = False,
+    extendable: tuple[str, ...] = (),
+    fixed_because: str = "",
 ) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` as :func:`open_run_folder` does; under ``torchrun`` (a
     process group of W > 1 processes) rank 0 alone opens it (its checks' outcome is sent to
@@ -69,7 +75,9 @@ def run_folder(
         ConfigError: as :func:`open_run_folder`, on every process.
     """
     if not distributed.active():
-        with open_run_folder(out, kind, config, resume, overwrite) as opened:
+        with open_run_folder(
+            out, kind, config, resume, overwrite, extendable, fixed_because
+        ) as opened:
             yield opened
         return
     with contextlib.ExitStack() as stack:
@@ -77,7 +85,7 @@ def run_folder(
         if distributed.is_main():
             try:
                 folder, state = stack.enter_context(
-                    open_run_folder(out, kind, config, resume, overwrite)
+                    open_run_folder(out, kind, config, resume, overwrite, extendable, fixed_because)
                 )
             except ConfigError as exc:
                 error = str(exc)
@@ -93,7 +101,13 @@ def run_folder(
 
 @contextlib.contextmanager
 def open_run_folder(
-    out: str, kind: str, config: dict, resume: bool = False, overwrite: bool = False
+    out: str,
+    kind: str,
+    config: dict,
+    resume: bool = False,
+    overwrite: bool = False,
+    extendable: tuple[str, ...] = (),
+    fixed_because: str = "",
 ) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` for a run of ``kind`` with settings ``config`` (a dict),
     holding a lock on it while the block runs.
@@ -102,7 +116,10 @@ def open_run_folder(
     - A folder that holds files is refused unless ``overwrite`` (then its run files are
       removed first; a folder holding anything else is never cleared) or ``resume``.
     - With ``resume`` the folder's checkpoint must be of the same kind with the same settings
-      (up to :data:`RESUMABLE_DIFFERENCES`); it is yielded.
+      (up to :data:`RESUMABLE_DIFFERENCES`); it is yielded. The settings named in
+      ``extendable`` (e.g. ``("epochs",)``) may be raised, never lowered: a finished or
+      interrupted run is extended to the new count (the caller rewrites ``config.json``).
+      Where the kind cannot extend a run, ``fixed_because`` says why in the refusal.
     - Stale temporary files of interrupted writes are removed.
 
     Yields:
@@ -147,12 +164,28 @@ def open_run_folder(
                     f"{out!r} holds a {state['kind']!r} run, not a {kind!r} run: "
                     "choose another --out"
                 )
-            diff = config_differences(state["config"], config)
+            diff = config_differences(state["config"], config, extendable)
             if diff:
+                why = ""
+                if any(d.startswith("--epochs:") for d in diff):
+                    why = (
+                        f" (a {kind} run cannot be extended with more --epochs"
+                        f"{': ' + fixed_because if fixed_because else ''}; start a new run "
+                        "with another --out)"
+                    )
                 raise ConfigError(
                     "--resume needs the settings of the run in the folder; these "
-                    "differ: " + "; ".join(diff)
+                    "differ: " + "; ".join(diff) + why
                 )
+            for key in extendable:
+                before, now = state["config"].get(key), config.get(key)
+                if before is not None and now is not None and now < before:
+                    flag = "--" + key.replace("_", "-")
+                    raise ConfigError(
+                        f"--resume {flag} {now}: the run in {out!r} was set to {flag} "
+                        f"{before}; a run can be extended, not shortened: give {flag} "
+                        f"{before} (to finish it) or more (to extend it)"
+                    )
         elif contents:
             if not overwrite:
                 raise ConfigError(
@@ -173,6 +206,12 @@ def open_run_folder(
         yield out, state
     finally:
         lock.release()
+
+
+def extended(saved: dict | None, config: dict) -> bool:
+    """Whether the run folder's ``config.json`` is (re)written: a new run (``saved`` is
+    ``None``), or a resumed one whose extendable settings (``epochs``) were raised."""
+    return saved is None or saved["config"].get("epochs") != config.get("epochs")
 
 
 def _jsonable(obj):

@@ -166,7 +166,7 @@ class RunConfig:
     seed: int = 0
     """seed of every random draw of the run"""
     out: str = ""
-    """the run folder (default: runs/KIND)"""
+    """the run folder (each kind declares its default, runs/KIND)"""
     progress: bool = True
     """show progress bars"""
     resume: bool = False
@@ -201,7 +201,10 @@ class RunConfig:
         self.resolve_defaults(values)
         config = validate(type(self)(**values))
         if not config.out:
-            raise ConfigError("the run folder (--out) must be a non-empty path")
+            raise ConfigError(
+                "the run folder (--out) must be a non-empty path: give --out DIR (a run "
+                'kind declares its default with a field `out: str = "runs/KIND"`)'
+            )
         resolve_device(config.device)  # a clear error now for a device this machine lacks
         config.check()
         return config

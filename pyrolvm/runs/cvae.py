@@ -456,6 +456,7 @@ def fit_setting(cfg, key, data, folder, config_dict, done, resume):
         raise record_stop(folder, exc) from None
     result = evaluate(setting, data, cfg)
     result["train_elbo"] = history["train_elbo"]
+    result["bound_name"] = (history.get("bound_name") or [None])[-1]  # the bound train_elbo holds
     result["seconds"] = sum(history["seconds"])
     if base_history is not None:
         result["baseline_train_ll"] = base_history["train_elbo"]

@@ -36,6 +36,7 @@ from ..models import MVAE, HalvesMVAE
 from ..nets import ACTIVATIONS
 from .common import (
     CHECKPOINT,
+    extended,
     format_summary,
     load_data,
     on_device,
@@ -390,8 +391,10 @@ def train_mvae(config=None, data=None, **overrides):
     pairing = Pairing(cfg, data)  # a clear error now for images without rows
     num_classes = int(data.train_labels.max()) + 1 if cfg.modalities == "image-label" else 0
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, "mvae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
-        if saved is None:
+    with run_folder(
+        cfg.out, "mvae", config_dict, cfg.resume, cfg.overwrite, extendable=("epochs",)
+    ) as (folder, saved):
+        if extended(saved, config_dict):  # a new run, or one given more --epochs
             write_json(os.path.join(folder, "config.json"), config_dict)
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
@@ -430,6 +433,7 @@ def train_mvae(config=None, data=None, **overrides):
             raise record_stop(folder, exc) from None
         metrics = {"status": "ok", "complete": True, **evaluate(model, guide, data, cfg)}
         metrics["train_elbo"] = history["train_elbo"]
+        metrics["bound_name"] = (history.get("bound_name") or [None])[-1]  # train_elbo's bound
         metrics["epochs"] = len(history["train_elbo"])
         metrics["seconds_per_epoch"] = sum(history["seconds"]) / max(1, len(history["seconds"]))
         # after the metrics are computed: the figures' draws touch no reported number

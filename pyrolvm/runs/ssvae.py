@@ -18,6 +18,7 @@ from ..guides.ssvae import SSVAEGuide
 from ..models.ssvae import SSVAE
 from .common import (
     CHECKPOINT,
+    extended,
     format_summary,
     load_data,
     on_device,
@@ -155,8 +156,10 @@ def train_m2(config=None, **overrides):
     train_x, train_labels, valid, valid_labels = validation_split(data, cfg.validation)
     split_labels(train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, "m2", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
-        if saved is None:
+    with run_folder(
+        cfg.out, "m2", config_dict, cfg.resume, cfg.overwrite, extendable=("epochs",)
+    ) as (folder, saved):
+        if extended(saved, config_dict):  # a new run, or one given more --epochs
             write_json(os.path.join(folder, "config.json"), config_dict)
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)

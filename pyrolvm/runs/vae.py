@@ -29,14 +29,18 @@ from ..guides import (
     TwoLayerGuide,
 )
 from ..inference import (
+    ELBO_NAME,
     SCHEDULES,
     as_tuple,
+    bound_name,
     importance_sample,
+    is_elbo,
     make_scheduled_optim,
     mean_and_stderr,
     train,
 )
-from ..inference.latent import latent_summary
+from ..inference import latent_diagnostics as inference_latent_diagnostics
+from ..inference.batches import num_rows, rows
 from ..models import (
     DECODERS,
     LATENTS,
@@ -51,6 +55,7 @@ from ..models import (
 from ..nets import ACTIVATIONS
 from .common import (
     CHECKPOINT,
+    extended,
     format_summary,
     load_data,
     on_device,
@@ -477,22 +482,32 @@ def scoring(cfg, data_dim, nll, nll_se):
     return out
 
 
+#: Draws of the guide per test point for the latent diagnostics' Monte Carlo estimates (where
+#: the KL has no closed form: VampPrior, flow priors and guides, two layers).
+LATENT_SAMPLES = 100
+
+
 def latent_diagnostics(model, guide, test, cfg, final):
-    """Rate, distortion, KL per dimension, active units and the mutual information
-    (:func:`pyrolvm.inference.latent.latent_summary`) of a Gaussian-latent VAE on the test
-    set, with ``distortion = -test_elbo - rate`` (nats per datapoint; Alemi et al. 2018); the
-    MI's draws come from a generator seeded by ``cfg.seed`` (the global RNG is untouched).
-    An empty dict for discrete latents, and where the rate is not the KL of a diagonal
-    Gaussian to N(0, I) (other guides, priors or layers)."""
-    if not isinstance(model, VAE):
+    """Rate, KL per dimension, active units and the mutual information of a Gaussian-latent
+    run on the test set (:func:`pyrolvm.inference.latent_diagnostics`, the latent sites read
+    from the traces: closed-form KLs for the diagonal Gaussian against N(0, I), Monte Carlo
+    estimates with ``LATENT_SAMPLES`` draws and their standard error for the VampPrior, flows,
+    the full-covariance guide and two layers), with ``distortion = -test_elbo - rate`` (nats
+    per datapoint, Alemi et al. 2018: the evaluator's ELBO with ``eval_samples`` draws, so
+    that rate + distortion = -test_elbo), the draws from a stream seeded by ``cfg.seed``
+    (the global RNG is untouched). An empty dict for discrete latents."""
+    if cfg.latent != "gaussian":
         return {}
-    if not isinstance(guide, AmortizedNormal) or model.prior_name != "normal":
-        return {}
-    with torch.no_grad():
-        batches = zip(*(t.split(1000) for t in as_tuple(test)), strict=True)
-        parts = [guide.encode(*batch) for batch in batches]
-    loc, scale = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    out = latent_summary(loc, scale, generator=torch.Generator().manual_seed(cfg.seed))
+    batch = max(1, (1000 if cfg.decoder == "pixelcnn" else 10000) // LATENT_SAMPLES)
+    out = inference_latent_diagnostics(
+        model,
+        guide,
+        test,
+        num_samples=LATENT_SAMPLES,
+        batch_size=batch,
+        seed=cfg.seed,
+    ).summary()
+    del out["distortion_stderr"]  # the distortion below comes from the evaluator's ELBO
     out["distortion"] = -final["test_elbo"] - out["rate"]
     return out
 
@@ -510,14 +525,14 @@ def gap_metrics(model, guide, test, cfg, num_points):
     Raises:
         ConfigError: discrete latents, or ``num_points`` < 1.
     """
-    if not isinstance(model, VAE):
+    if cfg.latent != "gaussian":
         raise ConfigError("the amortization gap is computed for Gaussian latents only")
     if int(num_points) < 1:
         raise ConfigError(f"--amortization-gap must be >= 1 test points, got {num_points}")
     pyro.set_rng_seed(cfg.seed)
     gap = amortization_gap(
         model,
-        guide.encode,
+        guide,
         test[: int(num_points)],
         steps=GAP_STEPS,
         lr=GAP_LR,
@@ -525,6 +540,54 @@ def gap_metrics(model, guide, test, cfg, num_points):
         eval_samples=cfg.eval_samples,
     )
     return gap.summary()
+
+
+def test_bound(objective, model, guide, test, cfg, epoch):
+    """The training objective's own bound per test datapoint (``-objective.loss`` over the test
+    set in minibatches of ``cfg.batch_size``, divided by N; nats), for the curve of
+    ``elbo_curve.png`` beside the training bound: the draws come from a stream seeded by
+    ``cfg.seed`` and ``epoch`` (the global RNG is untouched)."""
+    device = as_tuple(test)[0].device
+    n = num_rows(test)
+    total = 0.0
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        for i in range(0, n, cfg.batch_size):
+            total += objective.loss(model, guide, *rows(test, slice(i, i + cfg.batch_size)))
+    return -total / n
+
+
+def trained_bound(history, objective=None):
+    """The name of the bound ``history["train_elbo"]`` holds (:func:`pyrolvm.inference.bound_name`):
+    the last epoch's; for a schedule whose bound changed over the epochs (an annealed beta),
+    the first and last joined by an arrow; the objective's own when no epoch ran."""
+    names = [n for n in history.get("bound_name", []) if n]
+    if not names:
+        return bound_name(objective) if objective is not None else ELBO_NAME
+    return names[-1] if names[0] == names[-1] else f"{names[0]} → {names[-1]}"
+
+
+def bound_panels(history):
+    """The panels of ``elbo_curve.png``: one axis of train and test ELBO when the training
+    objective's bound is the ELBO; else one axis of the training bound on the training and
+    test data (``test_bound``) and a second of the test ELBO, so that no axis shows two
+    different bounds as train against test."""
+    bound = trained_bound(history)
+    if all(is_elbo(n) for n in history.get("bound_name", []) if n):
+        series = {"train ELBO": history["train_elbo"], "test ELBO": history.get("test_elbo")}
+        return [("ELBO", "ELBO per datapoint (nats)", series)]
+    return [
+        (
+            f"the training objective: {bound}",
+            "nats per datapoint",
+            {f"train {bound}": history["train_elbo"], f"test {bound}": history.get("test_bound")},
+        ),
+        ("ELBO (K = 1)", "ELBO per datapoint (nats)", {"test ELBO": history.get("test_elbo")}),
+    ]
+
+
+def _nats(value):
+    return "n/a (no epoch ran)" if value is None else f"{value:.2f} nats"
 
 
 def figures(folder, model, guide, data, history, kl_order=None):
@@ -548,13 +611,7 @@ def figures(folder, model, guide, data, history, kl_order=None):
         x = data.test[:32]
         recon = model.decode(guide.encode(x)[0])
     plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
-    plots.curves(
-        os.path.join(folder, names[2]),
-        history,
-        ["train_elbo", "test_elbo"],
-        "ELBO per datapoint (nats)",
-        "ELBO",
-    )
+    plots.curve_panels(os.path.join(folder, names[2]), bound_panels(history))
     if isinstance(model, VAE):
         names += ["latent_traversals.png", "interpolation.png"]
         loc = guide.encode(data.test[:2])[0].detach()
@@ -628,15 +685,20 @@ def train_vae(config=None, data=None, **overrides):
             (e.g. ``train_vae(dataset="digits", epochs=5, out="runs/a")``).
         data (pyrolvm.data.Dataset or None): data to use instead of loading ``config.dataset``.
 
-    Writes into ``config.out``: ``config.json``; ``metrics.json`` (per-epoch ``train_elbo``,
-    ``test_elbo_curve``, ``seconds``; final ``train_elbo``, ``test_elbo``, ``test_nll``,
+    Writes into ``config.out``: ``config.json``; ``metrics.json`` (per-epoch ``curves``:
+    ``train_elbo``, the training objective's own bound, named per epoch in ``bound_name``
+    (:func:`pyrolvm.inference.bound_name`: the ELBO, or e.g. the IWAE-K bound), ``test_elbo``,
+    ``test_bound`` (the same bound on the test set, where it is not the ELBO), ``seconds``;
+    final ``train_elbo`` and its ``bound_name``, ``test_elbo``, ``test_nll``,
     ``test_nll_stderr``, ``test_ess``, ``seconds_per_epoch``; nats per datapoint; for Gaussian
     latents the test set's ``rate``, ``distortion``, ``kl_per_dim``, ``activity``,
     ``active_units``, ``mutual_information``, see ``latent_diagnostics``); ``checkpoint.pt``
     (model and guide state and the training state of :func:`pyrolvm.inference.train`:
     optimizer, RNGs, position; rewritten after every epoch and on interruption); the PNG
     figures. A folder holding another run is refused unless ``overwrite`` (cleared first) or
-    ``resume`` (continued from its checkpoint, ending as the uninterrupted run would).
+    ``resume`` (continued from its checkpoint, ending as the uninterrupted run would; with
+    more ``epochs`` than the run had, extended to them, as if trained for them at once;
+    ``config.json`` then records the new count).
 
     Returns:
         dict: the metrics written to ``metrics.json``.
@@ -653,7 +715,13 @@ def train_vae(config=None, data=None, **overrides):
     device = resolve_device(cfg.device)
     data = on_device(_load_data(cfg, data), device)
     config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, "vae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
+    extendable, fixed = ("epochs",), ""
+    if cfg.lr_schedule != "constant":
+        extendable, fixed = (), f"--lr-schedule {cfg.lr_schedule} spreads over --epochs"
+    with run_folder(cfg.out, "vae", config_dict, cfg.resume, cfg.overwrite, extendable, fixed) as (
+        folder,
+        saved,
+    ):
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.seed)
         model, guide = build(
@@ -666,7 +734,7 @@ def train_vae(config=None, data=None, **overrides):
         test_data = data.test if masks is None else (data.test, masks[1])
         elbo = cfg.make_objective()
         optim = make_scheduled_optim(cfg.lr, cfg.betas, cfg.eps, cfg.lr_schedule, cfg.epochs)
-        if saved is None:
+        if extended(saved, config_dict):  # a new run, or one given more --epochs
             write_json(os.path.join(folder, "config.json"), config_dict)
 
         def end_of_epoch(epoch, history):
@@ -676,7 +744,10 @@ def train_vae(config=None, data=None, **overrides):
                     .elbo.mean()
                     .item()
                 )
-            return {"test_elbo_curve": test_elbo}
+            out = {"test_elbo_curve": test_elbo}
+            if not is_elbo(bound_name(elbo)):  # the training objective's bound on test data
+                out["test_bound_curve"] = test_bound(elbo, model, guide, test_data, cfg, epoch)
+            return out
 
         def save(state):
             save_checkpoint(
@@ -709,6 +780,8 @@ def train_vae(config=None, data=None, **overrides):
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
         history["test_elbo"] = history.pop("test_elbo_curve", [])
+        if "test_bound_curve" in history:
+            history["test_bound"] = history.pop("test_bound_curve")
         final = evaluate(model, guide, test_data, cfg)
         final.update(latent_diagnostics(model, guide, test_data, cfg, final))
         imputed = None
@@ -722,13 +795,15 @@ def train_vae(config=None, data=None, **overrides):
             "status": "ok",
             "complete": True,
             "train_elbo": history["train_elbo"][-1] if history["train_elbo"] else None,
+            "bound_name": trained_bound(history, elbo),
             **final,
             "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
             "epochs": len(history["train_elbo"]),
             "curves": history,
         }
         kl = metrics.get("kl_per_dim")
-        order = sorted(range(len(kl)), key=lambda u: -kl[u]) if kl else None
+        one_site = kl and len(kl) == cfg.latent_dim and cfg.layers == 1
+        order = sorted(range(len(kl)), key=lambda u: -kl[u]) if one_site else None
         metrics["figures"] = figures(folder, model, guide, data, history, order)
         if masks is not None and imputed is not None:
             metrics["figures"].append(imputation_figure(folder, data, masks, imputed))
@@ -752,8 +827,10 @@ def evaluate_vae(
         device (str): where to evaluate (``--device``; the run's own device is not needed).
 
     Returns:
-        dict: ``test_elbo``, ``test_nll``, ``test_nll_stderr``, ``test_ess``, ``eval_samples``
-        (and the gap's figures when asked).
+        dict: ``test_elbo``, ``test_nll``, ``test_nll_stderr``, ``test_ess``, ``eval_samples``,
+        for Gaussian latents the latent diagnostics (``latent_diagnostics``: ``rate``,
+        ``distortion``, ``kl_per_dim``, ``activity``, ``active_units``,
+        ``mutual_information``, ...), and the gap's figures when asked.
 
     Raises:
         ConfigError: no checkpoint in ``folder``.
@@ -775,7 +852,9 @@ def evaluate_vae(
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     masks = run_masks(cfg, data)
-    metrics = evaluate(model, guide, data.test if masks is None else (data.test, masks[1]), cfg)
+    test_data = data.test if masks is None else (data.test, masks[1])
+    metrics = evaluate(model, guide, test_data, cfg)
+    metrics.update(latent_diagnostics(model, guide, test_data, cfg, metrics))
     if masks is not None:
         metrics.update(missing_metrics(model, guide, data, masks, cfg)[0])
     if amortization_gap is not None:
@@ -788,7 +867,7 @@ def summary(metrics, cfg, folder):
     cfg = cfg.resolved()
     k = f" K={cfg.num_particles}" if cfg.num_particles > 1 else ""
     rows = [
-        ("train ELBO", f"{metrics['train_elbo']:.2f} nats"),
+        (f"train {metrics.get('bound_name') or ELBO_NAME}", _nats(metrics["train_elbo"])),
         ("test ELBO", f"{metrics['test_elbo']:.2f} nats"),
         (
             f"test NLL (K={metrics['eval_samples']})",
@@ -799,7 +878,12 @@ def summary(metrics, cfg, folder):
         *_latent_rows(metrics),
         *_gap_rows(metrics),
         *missing_rows(metrics),
-        ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
+        (
+            "seconds per epoch",
+            "n/a (no epoch ran)"
+            if metrics["seconds_per_epoch"] is None
+            else f"{metrics['seconds_per_epoch']:.2f}",
+        ),
         (
             "run folder",
             f"{folder}  (config.json, metrics.json, {CHECKPOINT}, {', '.join(metrics['figures'])})",
@@ -808,7 +892,7 @@ def summary(metrics, cfg, folder):
     title = (
         f"VAE on {cfg.dataset}: {cfg.likelihood} likelihood, binarize={cfg.binarize}, "
         f"latent_dim={cfg.latent_dim}{_latent_label(cfg)}, elbo={cfg.elbo}{k}"
-        f"{_elbo_label(cfg)}, "
+        f"{_elbo_label(cfg)}{_vimco_note(cfg)}, "
         f"{metrics['epochs']} epochs, "
         f"seed={cfg.seed}"
         + (
@@ -818,6 +902,13 @@ def summary(metrics, cfg, folder):
         )
     )
     return format_summary(title, rows)
+
+
+def _vimco_note(cfg):
+    """VIMCO on a reparameterized guide is IWAE draw for draw: said in the summary's title."""
+    if cfg.elbo != "vimco" or cfg.latent != "gaussian" or not cfg.reparameterized:
+        return ""
+    return " (every latent reparameterized: IWAE's gradient; --no-reparam for VIMCO's own)"
 
 
 def _elbo_label(cfg):
@@ -830,12 +921,17 @@ def _latent_rows(metrics):
     """Summary rows of the latent diagnostics (none for discrete latents)."""
     if "rate" not in metrics:
         return []
+    rate = f"{metrics['rate']:.2f}"
+    if metrics.get("rate_stderr"):
+        rate += f" ± {metrics['rate_stderr']:.2f} (Monte Carlo, K={metrics['latent_samples']})"
     return [
-        ("rate / distortion", f"{metrics['rate']:.2f} / {metrics['distortion']:.2f} nats"),
-        ("active units", f"{metrics['active_units']} of {len(metrics['kl_per_dim'])}"),
+        ("rate / distortion", f"{rate} / {metrics['distortion']:.2f} nats"),
+        ("active units", f"{metrics['active_units']} of {len(metrics['activity'])}"),
         (
             "mutual information I(x; z)",
-            f"{metrics['mutual_information']:.2f} nats ({metrics['mi_points']} test points)",
+            f"{metrics['mutual_information']:.2f} nats ({metrics['mi_points']} test points)"
+            if metrics.get("mi_points")
+            else "n/a (the guide has no density away from its own draws)",
         ),
     ]
 
@@ -892,6 +988,7 @@ def evaluation_rows(metrics):
         (f"test NLL (K={k})", f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
         ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {k}"),
         *_scoring_rows(metrics),
+        *_latent_rows(metrics),
         *_gap_rows(metrics),
         *missing_rows(metrics),
     ]

@@ -30,16 +30,17 @@ def test_refinement_reaches_the_exact_posterior_and_closes_the_gap():
     model(x)
     before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
 
-    def prior_encoder(x):  # a poor amortized guide: the prior for every point
-        return torch.zeros(len(x), 1), torch.ones(len(x), 1)
+    def prior_guide(x):  # a poor amortized guide: the prior for every point
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x.new_zeros(len(x), 1), 1.0).to_event(1))
 
     gap = amortization_gap(
-        model, prior_encoder, x, steps=600, lr=0.05, num_particles=20, eval_samples=2000
+        model, prior_guide, x, steps=600, lr=0.05, num_particles=20, eval_samples=2000
     )
     post = model.posterior(x)
-    assert torch.allclose(gap.loc, post.loc.detach(), atol=0.03)
+    assert torch.allclose(gap.loc["z"], post.loc.detach(), atol=0.03)
     sd = post.covariance_matrix[0].diagonal().sqrt().detach()
-    assert torch.allclose(gap.scale, sd.expand_as(gap.scale), rtol=0.1)
+    assert torch.allclose(gap.scale["z"], sd.expand_as(gap.scale["z"]), rtol=0.1)
     exact = model.log_marginal(x).detach().double()
     assert (gap.elbo_refined - exact).abs().max() < 0.02  # q* = p(z|x): ELBO* = log p(x)
     assert (gap.log_likelihood - exact).abs().max() < 0.02
@@ -61,12 +62,13 @@ def test_refinement_never_lowers_a_points_elbo():
     post = model.posterior(x)
     sd = post.covariance_matrix[0].diagonal().sqrt().detach()
 
-    def exact_encoder(x):
+    def exact_guide(x):
         p = model.posterior(x)
-        return p.loc.detach(), sd.expand(len(x), 1)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(p.loc.detach(), sd.expand(len(x), 1)).to_event(1))
 
     gap = amortization_gap(
-        model, exact_encoder, x, steps=20, lr=0.2, num_particles=1, eval_samples=500
+        model, exact_guide, x, steps=20, lr=0.2, num_particles=1, eval_samples=500
     )
     assert (gap.elbo_refined >= gap.elbo_amortized).all()
     assert gap.summary()["amortization_gap"] >= 0

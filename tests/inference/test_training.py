@@ -216,7 +216,11 @@ def test_bad_arguments_and_edge_cases():
     # the smallest valid cases: one datapoint, batches of one, zero epochs
     assert len(train(model, guide, x[:1], progress=False)["train_elbo"]) == 1
     assert len(train(model, guide, x, batch_size=1, progress=False)["train_elbo"]) == 1
-    assert train(model, guide, x, epochs=0, progress=False) == {"train_elbo": [], "seconds": []}
+    assert train(model, guide, x, epochs=0, progress=False) == {
+        "train_elbo": [],
+        "seconds": [],
+        "bound_name": [],
+    }
 
 
 def test_history_is_continued_and_the_callback_numbers_epochs_after_it():

@@ -30,6 +30,13 @@ class VIMCO(MultiSampleELBO):
     enumeration is refused (VIMCO would sample it; Pyro's ELBOs warn). Computed per
     datapoint under the batch plate; the loss is the negative IWAE bound.
 
+    **On a reparameterized guide VIMCO is IWAE.** As Pyro's ``TraceGraph_ELBO`` does, only
+    the guide's non-reparameterized sites get the score term; where every site is
+    reparameterized (a Gaussian guide) there is none, and the gradient is :class:`IWAE`'s,
+    draw for draw. For VIMCO's score-function estimator on a continuous latent, sample it
+    without reparameterization (``dist.Normal(loc, scale).has_rsample_(False)``; ``pyrolvm
+    train vae --elbo vimco --no-reparam``).
+
     With ``leave_one_out=False`` the learning signal is :math:`\hat L` itself: the plain
     multi-sample score-function (REINFORCE) estimator that VIMCO improves on, also unbiased,
     with far higher variance; it works for any K >= 1.
