@@ -12,7 +12,14 @@ from pyro.infer import TraceEnum_ELBO
 
 from ..errors import ConfigError
 from ..guides.mixture import MixtureMAP, MixtureMeanField
-from ..inference import load_param_state, param_state, rng_state, set_rng_state, train
+from ..inference import (
+    load_param_state,
+    mean_and_stderr,
+    param_state,
+    rng_state,
+    set_rng_state,
+    train,
+)
 from ..models.mixture import GaussianMixture, check_num_components
 
 #: How :func:`initial_params` picks the starting centres.
@@ -275,3 +282,75 @@ def fit_mixture(
         restarts,
         time.perf_counter() - t0,
     )
+
+
+def mixture_scores(
+    model: GaussianMixture,
+    params: dict,
+    xtrain: torch.Tensor,
+    xtest: torch.Tensor,
+    test_labels: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Exact figures of a fitted mixture (``params``, as :attr:`MixtureFit.params`): mean
+    train and test log-likelihood per point (nats) with the test standard error, BIC on the
+    training data, and (with labels) the adjusted Rand index of the MAP assignments of the
+    test points (``test_ari``)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    test_ll, test_se = mean_and_stderr(model.log_likelihood(xtest, params))
+    out = {
+        "train_log_likelihood": model.log_likelihood(xtrain, params).double().mean().item(),
+        "test_log_likelihood": test_ll,
+        "test_log_likelihood_stderr": test_se,
+        "bic": model.bic(xtrain, params),
+    }
+    if test_labels is not None:
+        z = model.assign(xtest, params, temperature=0)
+        out["test_ari"] = float(adjusted_rand_score(test_labels.numpy(), z.numpy()))
+    return out
+
+
+def em_reference(
+    xtrain: torch.Tensor,
+    xtest: torch.Tensor,
+    num_components: int,
+    covariance: str,
+    n_init: int,
+    seed: int,
+    test_labels: torch.Tensor,
+    ours: tuple[GaussianMixture, dict],
+) -> dict[str, float]:
+    """scikit-learn's EM (``sklearn.mixture.GaussianMixture``, same K and covariance type,
+    ``n_init`` restarts, ``random_state=seed``) fitted on xtrain and scored beside ``ours``
+    (a mixture and its values).
+
+    Returns:
+        dict: ``sklearn_train_log_likelihood``, ``sklearn_test_log_likelihood`` (mean per
+        point, nats), ``sklearn_bic`` (on xtrain), ``sklearn_seconds``, ``sklearn_n_iter``,
+        ``sklearn_test_ari``, and ``test_log_likelihood_minus_sklearn`` with its
+        ``_stderr``: ours minus EM, paired over the same test points (the standard error of
+        the mean per-point difference: the between-point spread cancels).
+    """
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.mixture import GaussianMixture as SKGaussianMixture
+
+    t0 = time.perf_counter()
+    sk = SKGaussianMixture(
+        num_components, covariance_type=covariance, n_init=n_init, random_state=seed
+    )
+    xtr, xte = xtrain.double().numpy(), xtest.double().numpy()
+    sk.fit(xtr)
+    seconds = time.perf_counter() - t0
+    model, params = ours
+    diff = model.log_likelihood(xtest, params).double() - torch.as_tensor(sk.score_samples(xte))
+    paired = mean_and_stderr(diff)
+    return {
+        "sklearn_train_log_likelihood": float(sk.score(xtr)),
+        "sklearn_test_log_likelihood": float(sk.score(xte)),
+        "sklearn_bic": float(sk.bic(xtr)),
+        "sklearn_seconds": seconds,
+        "sklearn_n_iter": int(sk.n_iter_),
+        "sklearn_test_ari": float(adjusted_rand_score(test_labels.numpy(), sk.predict(xte))),
+        "test_log_likelihood_minus_sklearn": paired[0],
+        "test_log_likelihood_minus_sklearn_stderr": paired[1],
+    }

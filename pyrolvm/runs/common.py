@@ -2,7 +2,6 @@
 atomic checkpoints, the summary table."""
 
 import contextlib
-import dataclasses
 import glob
 import json
 import math
@@ -153,39 +152,7 @@ def open_run_folder(
         contents = sorted(n for n in os.listdir(out) if n != LOCK)
         state = None
         if resume:
-            if CHECKPOINT not in contents:
-                raise ConfigError(
-                    f"nothing to resume: {out!r} holds no {CHECKPOINT}; run the "
-                    "command without --resume"
-                )
-            state = load_checkpoint(out)
-            if state["kind"] != kind:
-                raise ConfigError(
-                    f"{out!r} holds a {state['kind']!r} run, not a {kind!r} run: "
-                    "choose another --out"
-                )
-            diff = config_differences(state["config"], config, extendable)
-            if diff:
-                why = ""
-                if any(d.startswith("--epochs:") for d in diff):
-                    why = (
-                        f" (a {kind} run cannot be extended with more --epochs"
-                        f"{': ' + fixed_because if fixed_because else ''}; start a new run "
-                        "with another --out)"
-                    )
-                raise ConfigError(
-                    "--resume needs the settings of the run in the folder; these "
-                    "differ: " + "; ".join(diff) + why
-                )
-            for key in extendable:
-                before, now = state["config"].get(key), config.get(key)
-                if before is not None and now is not None and now < before:
-                    flag = "--" + key.replace("_", "-")
-                    raise ConfigError(
-                        f"--resume {flag} {now}: the run in {out!r} was set to {flag} "
-                        f"{before}; a run can be extended, not shortened: give {flag} "
-                        f"{before} (to finish it) or more (to extend it)"
-                    )
+            state = resumed_state(out, contents, kind, config, extendable, fixed_because)
         elif contents:
             if not overwrite:
                 raise ConfigError(
@@ -206,6 +173,56 @@ def open_run_folder(
         yield out, state
     finally:
         lock.release()
+
+
+def resumed_state(
+    out: str,
+    contents: list[str],
+    kind: str,
+    config: dict,
+    extendable: tuple[str, ...],
+    fixed_because: str,
+) -> dict:
+    """The checkpoint in the run folder ``out`` (holding the files ``contents``) that a run of
+    ``kind`` with settings ``config`` resumes (see :func:`open_run_folder`).
+
+    Raises:
+        ConfigError: no or invalid checkpoint, another kind, different settings, or an
+            extendable setting lowered.
+    """
+    if CHECKPOINT not in contents:
+        raise ConfigError(
+            f"nothing to resume: {out!r} holds no {CHECKPOINT}; run the command without --resume"
+        )
+    state = load_checkpoint(out)
+    if state["kind"] != kind:
+        raise ConfigError(
+            f"{out!r} holds a {state['kind']!r} run, not a {kind!r} run: choose another --out"
+        )
+    diff = config_differences(state["config"], config, extendable)
+    if diff:
+        why = ""
+        if any(d.startswith("--epochs:") for d in diff):
+            why = (
+                f" (a {kind} run cannot be extended with more --epochs"
+                f"{': ' + fixed_because if fixed_because else ''}; start a new run "
+                "with another --out)"
+            )
+        raise ConfigError(
+            "--resume needs the settings of the run in the folder; these differ: "
+            + "; ".join(diff)
+            + why
+        )
+    for key in extendable:
+        before, now = state["config"].get(key), config.get(key)
+        if before is not None and now is not None and now < before:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"--resume {flag} {now}: the run in {out!r} was set to {flag} "
+                f"{before}; a run can be extended, not shortened: give {flag} "
+                f"{before} (to finish it) or more (to extend it)"
+            )
+    return state
 
 
 def extended(saved: dict | None, config: dict) -> bool:
@@ -273,33 +290,6 @@ def load_checkpoint(folder: str) -> dict:
     if not isinstance(state, dict) or "kind" not in state or "config" not in state:
         raise ConfigError(f"{path!r} is not a pyro-lvm checkpoint (it has no run kind and config)")
     return state
-
-
-def reload_run(
-    folder: str,
-    kind: str,
-    config_class: type,
-    data_root: str | None = None,
-    progress: bool = True,
-    **overrides: Any,
-) -> tuple[dict, Any, int]:
-    """Read a run folder's checkpoint for ``pyrolvm evaluate``: the checkpoint dict, the run's
-    resolved config (with a new ``data_root`` if the data moved, ``progress`` and
-    ``overrides``) and the data dimension it was trained on.
-
-    Raises:
-        ConfigError: no valid checkpoint, or one of another kind of run.
-    """
-    state = load_checkpoint(folder)
-    if state["kind"] != kind:
-        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a {kind!r} run")
-    saved = dict(state["config"])
-    data_dim = saved.pop("data_dim")
-    config = config_class(**saved)
-    config = dataclasses.replace(
-        config, data_root=data_root or config.data_root, progress=progress, **overrides
-    ).resolved()
-    return state, config, data_dim
 
 
 def record_stop(folder: str, exc: Interrupted | TrainingDiverged) -> PyroLVMError:

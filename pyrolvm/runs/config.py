@@ -187,6 +187,11 @@ class RunConfig:
     def check(self) -> None:
         """Hook for rules that join several fields; raises :class:`~pyrolvm.ConfigError`."""
 
+    def epochs_fixed_because(self) -> str:
+        """Hook: why these settings keep a run from being extended with more ``--epochs``
+        (e.g. a learning-rate schedule spread over them); ``""``: they do not."""
+        return ""
+
     def resolved(self) -> Self:
         """A validated copy with every ``None`` replaced by the dataset's default.
 

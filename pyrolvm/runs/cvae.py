@@ -20,7 +20,6 @@ which has no latent, is always fitted by maximum likelihood), and an interrupted
 ``pyrolvm evaluate FOLDER``.
 """
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -31,29 +30,19 @@ import torch.nn.functional as F
 
 from .. import plots
 from ..data import quadrant_mask
-from ..devices import resolve_device
-from ..errors import ConfigError, Interrupted, TrainingDiverged
+from ..errors import ConfigError
+from ..fitting.conditional import fit_baseline, fit_conditional, on_images, on_labels
 from ..guides import CVAEGuide
-from ..inference import importance_sample, make_optim, mean_and_stderr, train
+from ..inference import importance_sample, mean_and_stderr
 from ..models import CVAE, BaselineNet, no_latents
 from ..models.cvae import CVAE_PRIORS
 from ..nets import ACTIVATIONS
-from .common import (
-    CHECKPOINT,
-    format_summary,
-    load_data,
-    on_device,
-    record_stop,
-    reload_run,
-    run_folder,
-    save_checkpoint,
-    write_json,
-)
 from .config import Count, PositiveFloat, Sizes, flag
 from .objective import ObjectiveConfig
 from .registry import RunKind, register
+from .template import Run, Stage
 
-__all__ = ["CVAEConfig", "evaluate_cvae", "train_cvae"]
+__all__ = ["CVAEConfig", "on_images", "on_labels"]
 
 #: Negative conditional log-likelihoods (nats per test image) published in Pyro's CVAE
 #: tutorial (https://pyro.ai/examples/cvae.html, "Evaluating the results"; MNIST with grey
@@ -144,28 +133,6 @@ class CVAEConfig(ObjectiveConfig):
         if self.condition == "label":
             return ["label"]
         return [f"q{q}" for q in self.quadrants or ()]
-
-
-def on_images(fn, mask):
-    """``fn(x, y)`` called on whole images: x the pixels where ``mask`` (bool, (D,)) is True,
-    y the others; so that the training loop's per-minibatch binarization draws x and y
-    together."""
-
-    def call(images):
-        return fn(images[:, mask], images[:, ~mask])
-
-    return call
-
-
-def on_labels(fn, num_classes):
-    """``fn(x, y)`` called on (images, labels): x the one-hot label (in the images' dtype,
-    shape (B, num_classes)), y the image; the training loop's binarization applies to the
-    images, the first tensor."""
-
-    def call(images, labels):
-        return fn(F.one_hot(labels, num_classes).to(images.dtype), images)
-
-    return call
 
 
 @dataclass
@@ -326,181 +293,111 @@ def figure(folder, setting, data, cfg):
         completions_figure(path, setting, data, int(setting.key[1:]))
 
 
-def train_cvae(config=None, data=None, **overrides):
-    """Train and evaluate the CVAE of each setting (with its baseline, for quadrant
-    completion) and write the run folder; ``pyrolvm train cvae`` in one call.
-
-    Writes into ``config.out``: ``config.json``; ``metrics.json`` (per setting ``q1``, ``q2``,
-    ``q3`` or ``label``: ``cvae_nll`` (nats per test image, -log p(y | x)) with its
-    ``*_stderr``, ``cvae_elbo``, ``cvae_ess``, the training curves, and for quadrant completion
-    ``baseline_nll``; ``eval_samples``; for quadrant completion the published figures of
-    Pyro's tutorial as ``pyro_tutorial_nll``); ``checkpoint.pt`` (rewritten after every epoch:
-    the finished settings' states and results, and the training state of the current one);
-    the figures ``completions_q*.png`` or ``samples_per_class.png``. With ``resume`` an
-    interrupted run continues from its checkpoint and ends as the uninterrupted run would.
-
-    Raises:
-        ConfigError, DataError: bad settings or data, or an occupied run folder.
-        TrainingDiverged, Interrupted: as :func:`pyrolvm.inference.train`.
-    """
-    cfg = dataclasses.replace(config or CVAEConfig(), **overrides).resolved()
-    data = on_device(load_data(cfg, "dynamic", data), resolve_device(cfg.device))
-    if cfg.condition == "label":
-        num_classes(data)  # a clear error before the folder is touched
-    config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, "cvae", config_dict, cfg.resume, cfg.overwrite) as (folder, saved):
-        if saved is None:
-            write_json(os.path.join(folder, "config.json"), config_dict)
-        pyro.clear_param_store()
-        pyro.set_rng_seed(cfg.seed)
-        metrics = {"status": "ok", "complete": True, "eval_samples": cfg.eval_samples}
-        # finished settings: {key: {"result", "model", "guide"}}; the one in training
-        done = dict(saved.get("done", {})) if saved else {}
-        current = saved.get("current") if saved else None
-        figures = []
-        for key in cfg.settings():
-            if key in done:  # finished before the interruption: its figure is in the folder
-                metrics[key] = done[key]["result"]
-                figures.append(figure_name(key))
-                continue
-            resume = current if current is not None and current["key"] == key else None
-            metrics[key] = fit_setting(cfg, key, data, folder, config_dict, done, resume)
-            figures.append(figure_name(key))
-        if cfg.condition == "quadrants":
-            metrics["pyro_tutorial_nll"] = PYRO_TUTORIAL_NLL
-        metrics["figures"] = figures
-        save_checkpoint(
-            os.path.join(folder, CHECKPOINT),
-            {
-                "kind": "cvae",
-                "config": config_dict,
-                "done": done,
-                "current": None,
-                "states": {k: {"model": d["model"], "guide": d["guide"]} for k, d in done.items()},
-            },
-        )
-        write_json(os.path.join(folder, "metrics.json"), metrics)
-    return metrics
-
-
 def figure_name(key):
     """The file name of setting ``key``'s figure."""
     return "samples_per_class.png" if key == "label" else f"completions_{key}.png"
 
 
-def fit_setting(cfg, key, data, folder, config_dict, done, resume):
-    """Train setting ``key`` (its baseline first, for quadrant completion; from the state
-    ``resume`` of its checkpoint if given), evaluate it, write its figure, and record it in
-    ``done``; returns its metrics."""
-    setting = build_setting(cfg, key, data)
-    wrap, train_data = setting.wrap, setting.data(data, "train")
-    path = os.path.join(folder, CHECKPOINT)
+def parts(run: Run) -> dict:
+    """No part before the stages: each setting's networks are built by its first stage (after
+    the earlier settings' evaluation, whose draws come first). A label-conditional run's
+    data must have labels."""
+    if run.cfg.condition == "label":
+        num_classes(run.data)  # a clear error before the folder is touched
+    return {}
 
-    def saver(phase, **extra):
-        def save(state):
-            save_checkpoint(
-                path,
-                {
-                    "kind": "cvae",
-                    "config": config_dict,
-                    "epoch": len(state["history"]["train_elbo"]),
-                    "done": done,
-                    "current": {"key": key, "phase": phase, "train": state, **extra},
-                },
-            )
 
-        return save
+def setting_of(run: Run, key: str) -> Setting:
+    """The :class:`Setting` ``key`` of the run, built once, its networks registered as parts
+    ``KEY.model``, ``KEY.guide`` and ``KEY.baseline`` (with the checkpoint's state)."""
+    if key not in run.extra:
+        built = build_setting(run.cfg, key, run.data)
+        for name in ("model", "guide", "baseline"):
+            if getattr(built, name) is not None:
+                run.add(f"{key}.{name}", getattr(built, name))
+        run.extra[key] = built
+    return run.extra[key]
 
-    common = dict(batch_size=cfg.batch_size, transform=data.train_transform, progress=cfg.progress)
-    phase = resume["phase"] if resume is not None else None
-    try:
-        base_history = None
-        if setting.baseline is not None:
-            if phase == "cvae":  # the baseline finished before the interruption
-                base_history = resume["baseline_history"]
-                setting.baseline.load_state_dict(resume["baseline"])
-            else:
-                if phase == "baseline":  # the CVAE's initial values, drawn before the baseline
-                    setting.model.load_state_dict(resume["init"]["model"])
-                    setting.guide.load_state_dict(resume["init"]["guide"])
-                # each phase's parameters alone in the store: a checkpoint restores exactly them
-                pyro.clear_param_store()
-                init = {"model": setting.model.state_dict(), "guide": setting.guide.state_dict()}
-                base_history = train(
-                    wrap(setting.baseline),
-                    wrap(no_latents),
-                    train_data,
-                    optim=make_optim(cfg.lr),
-                    epochs=cfg.baseline_epochs,
-                    checkpoint=saver("baseline", init=init),
-                    resume_from=resume["train"] if phase == "baseline" else None,
-                    **common,
-                )
-        pyro.clear_param_store()
-        history = train(
-            wrap(setting.model),
-            wrap(setting.guide),
-            train_data,
+
+def options(run: Run) -> dict:
+    """The training options of both phases."""
+    cfg = run.cfg
+    return dict(lr=cfg.lr, batch_size=cfg.batch_size, transform=run.data.train_transform)
+
+
+def baseline_stage(key: str) -> Stage:
+    """Phase 1 of setting ``key``: its baseline (:func:`~pyrolvm.fitting.fit_baseline`)."""
+
+    def fit(run):
+        s = setting_of(run, key)
+        data, epochs = s.data(run.data, "train"), run.cfg.baseline_epochs
+        return fit_baseline(s.baseline, data, s.wrap, epochs=epochs, **options(run), **run.hooks)
+
+    return Stage(f"{key}.baseline", fit)
+
+
+def cvae_stage(key: str) -> Stage:
+    """Phase 2 of setting ``key``: its CVAE (:func:`~pyrolvm.fitting.fit_conditional`), then its
+    test figures (:func:`evaluate`) and its figure."""
+
+    def fit(run):
+        cfg, s = run.cfg, setting_of(run, key)
+        history = fit_conditional(
+            s.model,
+            s.guide,
+            s.data(run.data, "train"),
             cfg.make_objective(),
-            make_optim(cfg.lr),
+            s.wrap,
             epochs=cfg.epochs,
-            checkpoint=saver(
-                "cvae",
-                baseline_history=base_history,
-                baseline=None if setting.baseline is None else setting.baseline.state_dict(),
-            ),
-            resume_from=resume["train"] if phase == "cvae" else None,
-            **common,
+            **options(run),
+            **run.hooks,
         )
-    except (TrainingDiverged, Interrupted) as exc:
-        raise record_stop(folder, exc) from None
-    result = evaluate(setting, data, cfg)
-    result["train_elbo"] = history["train_elbo"]
-    result["bound_name"] = (history.get("bound_name") or [None])[-1]  # the bound train_elbo holds
-    result["seconds"] = sum(history["seconds"])
-    if base_history is not None:
-        result["baseline_train_ll"] = base_history["train_elbo"]
-        result["seconds"] += sum(base_history["seconds"])
-    figure(folder, setting, data, cfg)
-    done[key] = {
-        "result": result,
-        "model": setting.model.state_dict(),
-        "guide": setting.guide.state_dict(),
-    }
-    return result
+        result = evaluate(s, run.data, cfg)
+        result["train_elbo"] = history["train_elbo"]
+        result["bound_name"] = (history.get("bound_name") or [None])[-1]  # train_elbo's bound
+        result["seconds"] = sum(history["seconds"])
+        base = run.results.get(f"{key}.baseline")
+        if base is not None:
+            result["baseline_train_ll"] = base["train_elbo"]
+            result["seconds"] += sum(base["seconds"])
+        figure(run.folder, s, run.data, cfg)
+        return result
+
+    return Stage(key, fit)
 
 
-def evaluate_cvae(folder, eval_samples=None, data_root=None, progress=True, device="auto"):
-    """Reload a CVAE run folder and recompute its test figures (with the run's K and seed, the
-    numbers of its metrics.json).
-
-    Returns:
-        dict: per setting ``q1``... or ``label`` the ``evaluate`` figures; ``eval_samples``.
-
-    Raises:
-        ConfigError: no valid checkpoint in ``folder``, one of another kind of run, or of an
-            unfinished run.
-    """
-    overrides = {} if eval_samples is None else {"eval_samples": eval_samples}
-    overrides["device"] = device
-    state, cfg, _ = reload_run(folder, "cvae", CVAEConfig, data_root, progress, **overrides)
-    if "states" not in state:
-        raise ConfigError(
-            f"{folder!r} holds an unfinished cvae run: finish it with `pyrolvm train cvae "
-            "... --resume` (the same settings) before evaluating it"
-        )
-    data = on_device(load_data(cfg, "dynamic"), resolve_device(cfg.device))
-    pyro.clear_param_store()
-    out = {"eval_samples": cfg.eval_samples}
+def stages(cfg) -> list[Stage]:
+    """Per setting (``q1``, ``q2``, ``q3`` or ``label``) its baseline (quadrant completion
+    only) and its CVAE."""
+    out = []
     for key in cfg.settings():
-        setting = build_setting(cfg, key, data)
-        setting.model.load_state_dict(state["states"][key]["model"])
-        setting.guide.load_state_dict(state["states"][key]["guide"])
-        out[key] = evaluate(setting, data, cfg)
+        out += [baseline_stage(key)] if key != "label" else []
+        out.append(cvae_stage(key))
     return out
 
 
-def _rows(metrics):
+def score(run: Run) -> dict:
+    """Per setting the :func:`evaluate` figures; ``eval_samples``."""
+    out = {"eval_samples": run.cfg.eval_samples}
+    for key in run.cfg.settings():
+        out[key] = evaluate(setting_of(run, key), run.data, run.cfg)
+    return out
+
+
+def report(run: Run) -> dict:
+    """``metrics.json``: per setting its figures and curves (``cvae_nll``, -log p(y | x) in
+    nats per test image, with ``*_stderr``, ``cvae_elbo``, ``cvae_ess``, ``train_elbo``, and for
+    quadrant completion ``baseline_nll``, ``baseline_train_ll``); the published figures of
+    Pyro's tutorial (``pyro_tutorial_nll``)."""
+    metrics = {"eval_samples": run.cfg.eval_samples}
+    metrics |= {key: run.results[key] for key in run.cfg.settings()}
+    if run.cfg.condition == "quadrants":
+        metrics["pyro_tutorial_nll"] = PYRO_TUTORIAL_NLL
+    return metrics
+
+
+def evaluation_rows(metrics):
+    """The rows ``pyrolvm evaluate`` and the training summary print for a CVAE run."""
     k = metrics["eval_samples"]
     rows = []
     if "label" in metrics:
@@ -526,42 +423,35 @@ def _rows(metrics):
     return rows
 
 
-def summary(metrics, cfg, folder):
-    """The summary table printed at the end of ``pyrolvm train cvae``."""
-    cfg = cfg.resolved()
+def title(metrics, cfg):
+    """The summary's title."""
     what = (
         "class-conditional VAE"
         if cfg.condition == "label"
         else f"CVAE quadrant completion, {cfg.baseline_epochs} baseline +"
     )
-    title = (
+    return (
         f"{what} {cfg.epochs} CVAE epochs on {cfg.dataset}: latent_dim={cfg.latent_dim}, "
         f"hidden={cfg.hidden}, prior={cfg.prior}, {cfg.objective_label()}, seed={cfg.seed}"
     )
-    rows = _rows(metrics) + [
-        (
-            "run folder",
-            f"{folder}  (config.json, metrics.json, {CHECKPOINT}, {', '.join(metrics['figures'])})",
-        )
-    ]
-    return format_summary(title, rows)
-
-
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` prints for a CVAE run."""
-    return _rows(metrics)
 
 
 KIND = register(
     RunKind(
         "cvae",
         CVAEConfig,
-        train_cvae,
-        evaluate_cvae,
-        summary,
-        evaluation_rows,
-        description="conditional VAE: quadrant completion against a baseline, or "
-        "class-conditional (Sohn et al. 2015)",
-        evaluate_options=("eval_samples",),
+        "conditional VAE: quadrant completion against a baseline, or class-conditional "
+        "(Sohn et al. 2015)",
+        build=parts,
+        stages=stages,
+        score=score,
+        report=report,
+        figures=lambda run, metrics: [figure_name(k) for k in run.cfg.settings()],
+        title=title,
+        evaluation_rows=evaluation_rows,
+        evaluate_options={
+            "eval_samples": "importance samples K of the test log-likelihoods (default: the run's)"
+        },
+        tiny=dict(quadrants=(1, 3), epochs=1, baseline_epochs=1, hidden=(16,), eval_samples=5),
     )
 )

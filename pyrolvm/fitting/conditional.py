@@ -1,0 +1,63 @@
+"""The CVAE's two phases (Sohn, Lee & Yan 2015, section 4.1; Pyro's ``examples/cvae``): the
+deterministic baseline network by maximum likelihood, then the CVAE whose conditional prior
+network reads the baseline's prediction; and how the data's rows feed ``fn(x, y)``."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro.infer import ELBO
+
+from ..models import no_latents
+from .svi import fit_svi
+
+
+def on_images(fn: Callable, mask: torch.Tensor) -> Callable:
+    """``fn(x, y)`` called on whole images: x the pixels where ``mask`` (bool, (D,)) is True,
+    y the others; so that the training loop's per-minibatch binarization draws x and y
+    together."""
+
+    def call(images):
+        return fn(images[:, mask], images[:, ~mask])
+
+    return call
+
+
+def on_labels(fn: Callable, num_classes: int) -> Callable:
+    """``fn(x, y)`` called on (images, labels): x the one-hot label (in the images' dtype,
+    shape (B, num_classes)), y the image; the training loop's binarization applies to the
+    images, the first tensor."""
+
+    def call(images, labels):
+        return fn(F.one_hot(labels, num_classes).to(images.dtype), images)
+
+    return call
+
+
+def fit_baseline(
+    baseline: Callable, data: Any, wrap: Callable = lambda fn: fn, **fit_options: Any
+) -> dict:
+    """Phase 1: the baseline network ``baseline(x, y)`` by maximum likelihood (the empty guide
+    :func:`~pyrolvm.models.no_latents`), alone in Pyro's param store (cleared first), by
+    :func:`~pyrolvm.fitting.svi.fit_svi` on ``data`` fed through ``wrap``
+    (:func:`on_images`, :func:`on_labels`)."""
+    pyro.clear_param_store()
+    return fit_svi(wrap(baseline), wrap(no_latents), data, **fit_options)
+
+
+def fit_conditional(
+    model: Callable,
+    guide: Callable,
+    data: Any,
+    loss: ELBO | None = None,
+    wrap: Callable = lambda fn: fn,
+    **fit_options: Any,
+) -> dict:
+    """Phase 2: the CVAE ``model(x, y)`` and its guide under ``loss``, alone in Pyro's param
+    store (cleared first: the baseline's parameters enter it again as the model's submodule,
+    at their fitted values), by :func:`~pyrolvm.fitting.svi.fit_svi` on ``data`` fed through
+    ``wrap``."""
+    pyro.clear_param_store()
+    return fit_svi(wrap(model), wrap(guide), data, loss, **fit_options)

@@ -1,0 +1,318 @@
+"""The run template: what every kind of run does, written once.
+
+``train`` for every kind: the settings resolved and validated, the data loaded and checked,
+the parts built (after ``pyro.clear_param_store()`` and ``pyro.set_rng_seed(seed)``, before the
+run folder opens: a setting the parts refuse stops the run before anything is written), the
+folder opened (locked; refused, cleared or resumed), ``config.json``, the stages run in order
+with a checkpoint of one layout, a stop recorded, the report and figures, ``metrics.json``.
+``evaluate`` for every kind: the checkpoint reloaded, the parts rebuilt with its state, the
+test figures recomputed.
+
+**The checkpoint** (``checkpoint.pt``, read with ``torch.load(weights_only=True)``)::
+
+    {"kind", "config", "layout": 2,
+     "stage": the stage in progress (or the last one, once the run is complete),
+     "epoch": its epochs done, "train": its resumable state,
+     "stages": {name: result} of the stages finished before it,
+     "parts": {name: state_dict or tensors} of every part, "complete": bool}
+
+A stage resumes from its state; a finished stage is not run again (its result comes from the
+checkpoint); the last stage is run again from its final state by a ``--resume`` of a complete
+run (retraining nothing, or extending it to more ``--epochs``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+from torch import nn
+
+from ..devices import resolve_device
+from ..errors import ConfigError, Interrupted, TrainingDiverged
+from ..fitting.svi import fit_svi
+from ..inference import rng_state, set_rng_state
+from .common import (
+    CHECKPOINT,
+    extended,
+    format_summary,
+    load_checkpoint,
+    record_stop,
+    run_folder,
+    save_checkpoint,
+    write_json,
+)
+
+#: The checkpoint layout written by this template.
+LAYOUT = 2
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One resumable stage of a run: ``fit(run)`` trains from ``run.resume`` (the stage's
+    saved state, or ``None``), passes its states to ``run.save`` and returns its result
+    (plain values and tensors: it is kept in the checkpoints of the later stages)."""
+
+    name: str
+    fit: Callable[[Run], Any]
+
+
+class Run:
+    """A run being trained or evaluated: what the functions a kind declares receive.
+
+    Attributes:
+        kind (RunKind): its declaration.
+        cfg: the resolved config.
+        data (pyrolvm.data.Dataset): the data, on ``device``.
+        device (torch.device): where the parts and data live.
+        folder (str or None): the run folder (``None`` before it is opened).
+        saved (dict or None): the checkpoint resumed or evaluated.
+        evaluating (bool): reloaded by ``pyrolvm evaluate``.
+        options (dict): the evaluation options given (``pyrolvm evaluate --eval-samples``...).
+        parts (dict): the modules (or dicts of tensors) the checkpoint saves, by name.
+        results (dict): the results of the stages finished so far, by name.
+        stage (str or None): the stage in progress; ``resume`` its saved state.
+        extra (dict): what a kind's functions hand each other (e.g. imputed pixels).
+    """
+
+    def __init__(self, kind, cfg, data, saved=None, evaluating=False, options=None):
+        self.kind, self.cfg, self.data = kind, cfg, data
+        self.device = resolve_device(cfg.device)
+        self.folder: str | None = None
+        self.saved, self.evaluating, self.options = saved, evaluating, dict(options or {})
+        self.config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
+        self.parts: dict[str, Any] = {}
+        self.results: dict[str, Any] = {}
+        self.stage: str | None = None
+        self.resume: dict | None = None
+        self.state: dict | None = None
+        self.extra: dict[str, Any] = {}
+
+    def add(self, name: str, part: Any) -> Any:
+        """Register ``part`` (an ``nn.Module``, moved to ``device``, or a dict of tensors) as
+        ``name``, with the state the checkpoint holds for it when resumed or evaluated;
+        returns it."""
+        saved = (self.saved or {}).get("parts", {}).get(name)
+        if isinstance(part, nn.Module):
+            part.to(self.device)
+            if saved is not None:
+                part.load_state_dict(saved)
+        elif saved is not None:
+            part = saved
+        self.parts[name] = part
+        return part
+
+    def save(self, state: dict) -> None:
+        """Write the checkpoint of the stage in progress with its resumable ``state``."""
+        self.state = state
+        self.write_checkpoint(complete=False)
+
+    def write_checkpoint(self, complete: bool) -> None:
+        """Write ``checkpoint.pt`` in the template's layout (see the module's docstring)."""
+        assert self.folder is not None
+        parts = dict((self.saved or {}).get("parts", {}))
+        for name, part in self.parts.items():
+            parts[name] = part.state_dict() if isinstance(part, nn.Module) else part
+        state = self.state or {}
+        history = state.get("history") or (state.get("train") or {}).get("history") or {}
+        stages = {k: v for k, v in self.results.items() if k != self.stage}
+        save_checkpoint(
+            os.path.join(self.folder, CHECKPOINT),
+            {
+                "kind": self.kind.name,
+                "config": self.config_dict,
+                "layout": LAYOUT,
+                "stage": self.stage,
+                "epoch": len(history.get("train_elbo", [])),
+                "train": self.state,
+                "stages": stages,
+                "parts": parts,
+                "complete": complete,
+            },
+        )
+
+    def trial(self, model: Callable, guide: Callable, loss: Any, *batch: Any) -> None:
+        """One ``loss.loss_and_grads`` on deep copies of ``model`` and ``guide`` (their
+        parameters, baselines and gradients untouched) at ``batch``: what the objective, the
+        guide or the model refuses raises here (a kind's ``check`` calls it)."""
+        model, guide = copy.deepcopy((model, guide))
+        loss.loss_and_grads(model, guide, *batch)
+
+    @property
+    def hooks(self) -> dict[str, Any]:
+        """What a fitting function of :mod:`pyrolvm.fitting` takes to run as this stage:
+        ``progress`` (``cfg.progress``), ``checkpoint`` (:meth:`save`), ``resume_from``
+        (``resume``)."""
+        return dict(progress=self.cfg.progress, checkpoint=self.save, resume_from=self.resume)
+
+    def fit(self, model: Callable, guide: Callable, data: Any, loss: Any = None, **options):
+        """One :func:`~pyrolvm.fitting.svi.fit_svi` call as this stage (with :attr:`hooks`)."""
+        return fit_svi(model, guide, data, loss, **self.hooks, **options)
+
+
+def make_config(kind: Any, config: Any, overrides: dict) -> Any:
+    """``config`` (default: the kind's defaults) with ``overrides``, resolved and validated.
+
+    Raises:
+        ConfigError: a setting the kind does not have, or a value its config refuses.
+    """
+    cls = kind.config
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        others = sorted({k for name in unknown for k in kind.elsewhere(name)})
+        raise ConfigError(
+            f"a {kind.name} run has no setting {', '.join(map(repr, unknown))}"
+            + (f" (a setting of {', '.join(others)} runs)" if others else "")
+        )
+    return dataclasses.replace(config or cls(), **overrides).resolved()
+
+
+def build(run: Run) -> None:
+    """The kind's parts (``kind.build(run)``), registered with ``run.add``; then, before a
+    training run's folder opens, ``kind.check(run)`` on them with the random state and
+    Pyro's param store left as they were."""
+    for name, part in (run.kind.build(run) if run.kind.build else {}).items():
+        run.add(name, part)
+    if run.kind.check is not None and not run.evaluating and run.saved is None:
+        rng = rng_state()
+        try:
+            run.kind.check(run)
+        finally:
+            pyro.clear_param_store()
+            set_rng_state(rng)
+
+
+def run_stages(run: Run) -> None:
+    """Run the kind's stages in order: the finished ones' results from the checkpoint, the
+    one in progress from its state, the rest from scratch."""
+    saved = run.saved or {}
+    for stage in run.kind.stage_list(run.cfg):
+        if stage.name in saved.get("stages", {}):
+            run.results[stage.name] = saved["stages"][stage.name]
+            continue
+        run.stage = stage.name
+        run.resume = saved.get("train") if saved.get("stage") == stage.name else None
+        run.state = run.resume
+        run.results[stage.name] = stage.fit(run)
+
+
+def train_run(kind: Any, config: Any = None, data: Any = None, **overrides: Any) -> dict:
+    """Train a run of ``kind`` and write its folder; see the module's docstring."""
+    cfg = make_config(kind, config, overrides)
+    run = Run(kind, cfg, kind.load_data(cfg, data))
+    pyro.clear_param_store()
+    pyro.set_rng_seed(cfg.seed)
+    build(run)
+    fixed = cfg.epochs_fixed_because() if kind.extendable else ""
+    extendable = ("epochs",) if kind.extendable and not fixed else ()
+    with run_folder(
+        cfg.out, kind.name, run.config_dict, cfg.resume, cfg.overwrite, extendable, fixed
+    ) as (folder, saved):
+        run.folder, run.saved = folder, resumable(saved, folder)
+        for name, part in list(run.parts.items()):
+            run.add(name, part)  # with the checkpoint's state
+        if extended(saved, run.config_dict):  # a new run, or one given more --epochs
+            write_json(os.path.join(folder, "config.json"), run.config_dict)
+        try:
+            run_stages(run)
+        except (TrainingDiverged, Interrupted) as exc:
+            raise record_stop(folder, exc) from None
+        run.write_checkpoint(complete=True)
+        metrics = {"status": "ok", "complete": True, **kind.report(run)}
+        if kind.figures is not None:
+            metrics["figures"] = kind.figures(run, metrics)
+        write_json(os.path.join(folder, "metrics.json"), metrics)
+    return metrics
+
+
+def resumable(saved: dict | None, folder: str) -> dict | None:
+    """The checkpoint to resume, if of this template's layout.
+
+    Raises:
+        ConfigError: a checkpoint of an earlier layout (it can be evaluated, not resumed).
+    """
+    if saved is not None and saved.get("layout") != LAYOUT:
+        raise ConfigError(
+            f"{folder!r} was written by an earlier version of pyrolvm, whose checkpoints "
+            "cannot be resumed by this one: evaluate it, or start a new run with another --out"
+        )
+    return saved
+
+
+def evaluate_folder(
+    kind: Any,
+    folder: str,
+    data_root: str | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    **options: Any,
+) -> dict:
+    """Reload the run folder ``folder`` of ``kind`` and recompute its test figures.
+
+    Raises:
+        ConfigError: no valid checkpoint, one of another kind, an option the kind does not
+            take, or a run stopped before its last stage.
+    """
+    state = load_checkpoint(folder)
+    if state["kind"] != kind.name:
+        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a {kind.name!r} run")
+    given = {k: v for k, v in options.items() if v is not None}
+    extra = sorted(set(given) - set(kind.evaluate_options))
+    if extra:
+        flags = ", ".join("--" + e.replace("_", "-") for e in extra)
+        raise ConfigError(f"{flags} does not apply to runs of kind {kind.name!r}")
+    settings = dict(state["config"])
+    settings.pop("data_dim", None)
+    try:
+        cfg = kind.config(**settings)
+    except TypeError:
+        raise ConfigError(
+            f"{folder!r} holds settings this version of pyrolvm does not know: evaluate it with "
+            "the version that trained it"
+        ) from None
+    cfg = dataclasses.replace(
+        cfg, data_root=data_root or cfg.data_root, progress=progress, device=device, **given
+    ).resolved()
+    state = legacy_layout(state)
+    stages = [s.name for s in kind.stage_list(cfg)]
+    if not state["complete"] and state["stage"] != stages[-1]:
+        raise ConfigError(
+            f"the {kind.name} run in {folder} stopped before it finished (in its stage "
+            f"{state['stage']!r}): continue it with the same command and --resume, then "
+            "evaluate it"
+        )
+    run = Run(kind, cfg, kind.load_data(cfg, None), saved=state, evaluating=True, options=given)
+    run.folder = folder
+    pyro.clear_param_store()
+    build(run)
+    return kind.score(run)
+
+
+def legacy_layout(state: dict) -> dict:
+    """A checkpoint of an earlier layout (one schema per kind) read as this one's, for
+    ``evaluate``: its networks as parts (``model``, ``guide``, ``prior``; a cvae run's settings;
+    a gmm run's mixture and PCA)."""
+    if state.get("layout") == LAYOUT:
+        return state
+    parts = {k: state[k] for k in ("model", "guide", "prior", "params") if k in state}
+    for key, networks in state.get("states", {}).items():
+        parts |= {f"{key}.{name}": value for name, value in networks.items()}
+    if "pca_mean" in state:
+        parts["pca"] = {"mean": state["pca_mean"], "components": state["pca_components"]}
+    last = "prior" if state["kind"] == "vqvae" else "model"  # written once a run finished
+    complete = any(key in state for key in (last, "params", "states"))
+    return {**state, "parts": parts, "stage": None, "complete": complete}
+
+
+def summary(kind: Any, metrics: dict, cfg: Any, folder: str) -> str:
+    """The table ``pyrolvm train`` prints: the kind's title and rows, then the run folder."""
+    cfg = cfg.resolved()
+    files = ["config.json", "metrics.json", CHECKPOINT, *metrics.get("figures", [])]
+    rows = kind.summary_rows(metrics, cfg) + [("run folder", f"{folder}  ({', '.join(files)})")]
+    return format_summary(kind.title(metrics, cfg), rows)
