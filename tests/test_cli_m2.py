@@ -29,7 +29,7 @@ def test_train_m2_writes_the_run_folder_and_evaluate_reproduces(tmp_path, capsys
     # recomputed here from the checkpoint's classifier: exactly the figure reported.
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     guide = SSVAEGuide(64, 10, latent_dim=config["latent_dim"], hidden=tuple(config["hidden"]))
-    guide.load_state_dict(state["guide"])
+    guide.load_state_dict(state["parts"]["guide"])
     data = load("digits", binarize="dynamic", seed=config["seed"])
     with torch.no_grad():
         correct = (guide.classify(data.test).argmax(-1) == data.test_labels).sum().item()
@@ -109,7 +109,8 @@ def test_interleaved_schedule_sees_each_labelled_image_once_per_epoch(monkeypatc
 
 
 def test_m2_validation_split_selects_the_test_accuracy_at_the_best_epoch(tmp_path):
-    from pyrolvm.runs.ssvae import at_best_validation, train_m2
+    from pyrolvm.runs import train_m2
+    from pyrolvm.runs.ssvae import at_best_validation
 
     history = {"validation_accuracy": [0.2, 0.5, 0.5, 0.4], "test_accuracy": [0.1, 0.6, 0.7, 0.8]}
     assert at_best_validation(history) == {

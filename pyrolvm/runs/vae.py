@@ -388,6 +388,8 @@ def figures(run: Run, metrics: dict) -> list[str]:
 
 def latent_rows(metrics):
     """Summary rows of the latent diagnostics and the amortization gap."""
+    if "rate" not in metrics:
+        return []
     rate = f"{metrics['rate']:.2f}"
     if metrics.get("rate_stderr"):
         rate += f" ± {metrics['rate_stderr']:.2f} (Monte Carlo, K={metrics['latent_samples']})"

@@ -14,7 +14,6 @@ import pytest
 import torch
 from helpers import cli_error
 
-from pyrolvm.cli import main
 from pyrolvm.errors import ConfigError, Interrupted
 from pyrolvm.inference import training
 from pyrolvm.runs import RUNS, evaluate_run
