@@ -94,7 +94,7 @@ def test_conditional_and_multimodal_runs_create_no_stray_tensors(tmp_path):
     cfg = MVAEConfig(modalities="halves", elbo="iwae", num_particles=2, **small).resolved()
     model, guide = build(cfg, data.data_dim, 0, data.image_shape)
     with stray_tensors_on_meta():
-        pairing = Pairing(cfg, data)
+        pairing = Pairing(cfg.modalities, data)
         train(
             pairing.joint(model),
             pairing.joint(guide),

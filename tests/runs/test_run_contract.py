@@ -111,6 +111,11 @@ def test_the_run_contract(name, tmp_path, steps, capsys):
     with pytest.raises(Interrupted, match="--resume"):
         kind.train(out=out, **settings)
     assert read_json(os.path.join(out, "metrics.json"))["status"] == "interrupted"
+    stages = [s.name for s in kind.stage_list(kind.config(**settings).resolved())]
+    stopped_in = load_checkpoint(out)["stage"]
+    if stopped_in != stages[-1]:  # a stage before the last one: nothing to evaluate yet
+        with pytest.raises(ConfigError, match="--resume"):
+            evaluate_run(out, progress=False)
     resumed = kind.train(out=out, resume=True, **settings)
     assert without_times(resumed) == without_times(metrics)
     same_tensors(state["parts"], load_checkpoint(out)["parts"])
