@@ -8,6 +8,7 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO
 from pyro.optim import PyroOptim
 
+from ..data import Dataset
 from ..errors import ConfigError
 from ..guides.ssvae import SSVAEGuide
 from ..inference import make_optim, train
@@ -207,3 +208,37 @@ def fit_m2(
         resume_from=resume_from,
     )
     return model, guide, history
+
+
+def validation_split(data: Dataset, size: int) -> tuple:
+    """(train images, train labels, validation images or None, validation labels or None):
+    the last ``size`` training images held out, as Pyro's ss-vae example holds out MNIST's
+    last 10000.
+
+    Raises:
+        ConfigError: ``size`` leaves no training image.
+    """
+    if not size:
+        return data.train, data.train_labels, None, None
+    if size >= len(data.train):
+        raise ConfigError(
+            f"--validation {size} leaves no training image ({len(data.train)} in all): "
+            "hold out fewer"
+        )
+    cut = len(data.train) - size
+    return data.train[:cut], data.train_labels[:cut], data.train[cut:], data.train_labels[cut:]
+
+
+def at_best_validation(history: dict) -> dict:
+    """``{"best_validation_accuracy", "best_validation_epoch",
+    "test_accuracy_at_best_validation"}`` from per-epoch curves (the first epoch of the
+    highest validation accuracy); ``{}`` without a validation curve."""
+    valid = history.get("validation_accuracy")
+    if not valid:
+        return {}
+    best = max(range(len(valid)), key=lambda i: (valid[i], -i))
+    return {
+        "best_validation_accuracy": valid[best],
+        "best_validation_epoch": best + 1,
+        "test_accuracy_at_best_validation": history["test_accuracy"][best],
+    }

@@ -16,7 +16,6 @@ import pyro
 
 from .. import plots
 from ..devices import resolve_device
-from ..errors import ConfigError
 from ..guides import empty_guide
 from ..inference import importance_sample, mean_and_stderr
 from ..models import MADE, PixelCNN, bits_per_dim
@@ -95,10 +94,6 @@ class PixelCNNConfig(AutoregressiveConfig):
     kernel_size: Annotated[int, Range(3)] = 5
     """odd kernel width"""
 
-    def check(self):
-        if self.kernel_size % 2 == 0:
-            raise ConfigError(f"--kernel-size must be odd, got {self.kernel_size}")
-
 
 def build(kind, cfg, image_shape, data_mean=None):
     """The model of a resolved config: :class:`~pyrolvm.models.MADE` (``kind="made"``) or
@@ -130,23 +125,14 @@ def load_pixels(cfg, data=None):
 
 
 def score_model(model, test, cfg, progress=False):
-    """Exact test log-likelihood of a latent-free model (K = 1, the empty guide; the model in
-    evaluation mode, for MADE the mask ensemble).
-
-    Returns:
-        dict: ``test_nll`` and ``test_nll_stderr`` (nats per image), ``test_bits_per_dim``.
-    """
+    """The exact test log-likelihood of a latent-free model (K = 1, the empty guide; the model
+    in evaluation mode, for MADE the mask ensemble): ``test_nll`` and ``test_nll_stderr``
+    (nats per image), ``test_bits_per_dim``."""
     was_training = model.training
     model.eval()
     try:
-        ll = importance_sample(
-            model,
-            empty_guide,
-            test,
-            num_samples=1,
-            batch_size=cfg.eval_batch_size,
-            progress=progress,
-        ).log_likelihood
+        options = dict(num_samples=1, batch_size=cfg.eval_batch_size, progress=progress)
+        ll = importance_sample(model, empty_guide, test, **options).log_likelihood
     finally:
         model.train(was_training)
     nll, se = mean_and_stderr(-ll)
@@ -172,17 +158,9 @@ def fit(run: Run) -> dict:
     def end_of_epoch(epoch, history):
         return {"test_nll_curve": score_model(model, data.test[:CURVE_POINTS], cfg)["test_nll"]}
 
-    eight_bit = getattr(cfg, "pixels", "binary") == "8bit"
-    return run.fit(
-        model,
-        empty_guide,
-        data.train,
-        lr=cfg.lr,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        transform=None if eight_bit else data.train_transform,
-        callback=end_of_epoch,
-    )
+    transform = None if getattr(cfg, "pixels", "binary") == "8bit" else data.train_transform
+    options = dict(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, transform=transform)
+    return run.fit(model, empty_guide, data.train, callback=end_of_epoch, **options)
 
 
 def report(run: Run) -> dict:
@@ -207,19 +185,13 @@ def figures(run: Run, metrics: dict) -> list[str]:
     cfg, history, folder = run.cfg, run.results["train"], run.folder or ""
     pyro.set_rng_seed(cfg.seed)
     x = run.parts["model"].sample(cfg.num_samples)
-    if getattr(cfg, "pixels", "binary") == "8bit":
-        x = x / 255
+    x = x / 255 if getattr(cfg, "pixels", "binary") == "8bit" else x
     title = "samples from the model (ancestral, exact)"
     plots.image_grid(os.path.join(folder, "samples.png"), x, run.data.image_shape, title)
     curves = {"train_nll": [-v for v in history["train_elbo"]]}
     curves["test_nll"] = history.get("test_nll_curve", [])
-    plots.curves(
-        os.path.join(folder, "nll_curve.png"),
-        curves,
-        ["train_nll", "test_nll"],
-        "exact NLL per image (nats)",
-        "NLL",
-    )
+    names, ylabel = ["train_nll", "test_nll"], "exact NLL per image (nats)"
+    plots.curves(os.path.join(folder, "nll_curve.png"), curves, names, ylabel, "NLL")
     return ["samples.png", "nll_curve.png"]
 
 
@@ -229,29 +201,10 @@ def score(run: Run) -> dict:
 
 
 def evaluate_autoregressive(folder, data_root=None, progress=True, device="auto"):
-    """Reload a ``made`` or ``pixelcnn`` run folder and recompute its exact test NLL (equal to
-    the one in its metrics.json).
-
-    Returns:
-        dict: ``test_nll``, ``test_nll_stderr`` (nats), ``test_bits_per_dim``.
-
-    Raises:
-        ConfigError: no valid checkpoint in ``folder``.
-    """
+    """``evaluate_made`` or ``evaluate_pixelcnn``, whichever the run folder's kind: its exact
+    test NLL recomputed (``test_nll``, ``test_nll_stderr`` in nats, ``test_bits_per_dim``)."""
     kind = RUNS["made" if load_checkpoint(folder)["kind"] == "made" else "pixelcnn"]
-    assert kind.evaluate is not None
     return kind.evaluate(folder, data_root=data_root, progress=progress, device=device)
-
-
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` prints for a made or pixelcnn run."""
-    return [
-        (
-            "test NLL (exact)",
-            f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats",
-        ),
-        ("test bits per dim", f"{metrics['test_bits_per_dim']:.4f}"),
-    ]
 
 
 def title(metrics, cfg):
@@ -266,16 +219,6 @@ def title(metrics, cfg):
     return f"{what}, {metrics['epochs']} epochs on {metrics['train_size']} images, seed={cfg.seed}"
 
 
-def summary_rows(metrics, cfg):
-    """The training summary's rows."""
-    return [
-        ("train log-likelihood", f"{metrics['train_log_likelihood']:.2f} nats"),
-        *evaluation_rows(metrics),
-        ("parameters", f"{metrics['num_parameters']}"),
-        ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
-    ]
-
-
 DECLARATION = dict(
     build=parts,
     stages=(Stage("train", fit),),
@@ -283,8 +226,16 @@ DECLARATION = dict(
     report=report,
     figures=figures,
     title=title,
-    summary_rows=summary_rows,
-    evaluation_rows=evaluation_rows,
+    evaluation_rows=(
+        ("test NLL (exact)", "{test_nll:.2f} ± {test_nll_stderr:.2f} nats"),
+        ("test bits per dim", "{test_bits_per_dim:.4f}"),
+    ),
+    summary_rows=(
+        ("train log-likelihood", "{train_log_likelihood:.2f} nats"),
+        ...,
+        ("parameters", "{num_parameters}"),
+        ("seconds per epoch", "{seconds_per_epoch:.2f}"),
+    ),
     data=load_pixels,
     extendable=True,
 )

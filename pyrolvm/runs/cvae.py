@@ -1,40 +1,36 @@
-"""One CVAE run, in one of two settings.
+"""``pyrolvm train cvae``: a conditional VAE (Sohn, Lee & Yan 2015) in one of two settings.
 
-- ``--condition quadrants`` (Sohn, Lee & Yan 2015, section 4.1): MNIST quadrant completion.
-  For each number of observed quadrants (1, 2, 3) the deterministic baseline network is
-  fitted by maximum likelihood, then the CVAE on top of it (its prior network reads the
-  baseline's prediction), and both are scored by the test conditional negative
-  log-likelihood -log p(y | x) of the unobserved quadrants, the CVAE's by importance sampling
-  with K samples.
-- ``--condition label``: the class-conditional VAE, the same :class:`~pyrolvm.models.CVAE`
-  and :class:`~pyrolvm.guides.CVAEGuide` with the one-hot label as the input and the image
-  as the output: p(z | label) (learned, or ``--prior standard``: N(0, I)), p(image | label,
-  z), q(z | image, label); scored by the test -log p(image | label), importance-sampled, and
-  pictured by samples per class.
+- ``--condition quadrants`` (section 4.1; Pyro's ``examples/cvae``): quadrant completion. For
+  each number of observed quadrants (1, 2, 3) two stages: the deterministic baseline network
+  by maximum likelihood, then the CVAE whose prior network reads the baseline's prediction
+  (:mod:`pyrolvm.fitting.conditional`); both scored by the test -log p(y | x) of the
+  unobserved quadrants, the CVAE's importance-sampled.
+- ``--condition label``: the class-conditional VAE, the same model and guide with the
+  one-hot label as the input and the image as the output, scored by -log p(image | label)
+  and pictured by samples per class.
 
-The CVAE trains with any objective of ``pyrolvm.inference.ELBOS`` (``--elbo``; the baseline,
-which has no latent, is always fitted by maximum likelihood), and an interrupted run resumes
-(``--resume``) to the numbers of the uninterrupted one.
-
-``train_cvae(...)`` is ``pyrolvm train cvae`` in one Python call; ``evaluate_cvae(folder)`` is
-``pyrolvm evaluate FOLDER``.
+The CVAE trains with any objective of ``pyrolvm.inference.ELBOS`` (``--elbo``).
 """
 
 import os
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import pyro
 import torch
 import torch.nn.functional as F
 
 from .. import plots
 from ..data import quadrant_mask
 from ..errors import ConfigError
-from ..fitting.conditional import fit_baseline, fit_conditional, on_images, on_labels
+from ..fitting.conditional import (
+    conditional_scores,
+    fit_baseline,
+    fit_conditional,
+    on_images,
+    on_labels,
+)
 from ..guides import CVAEGuide
-from ..inference import importance_sample, mean_and_stderr
-from ..models import CVAE, BaselineNet, no_latents
+from ..models import CVAE, BaselineNet
 from ..models.cvae import CVAE_PRIORS
 from ..nets import ACTIVATIONS
 from .config import Count, PositiveFloat, Sizes, flag
@@ -51,10 +47,9 @@ PYRO_TUTORIAL_NLL = {
     "baseline": {1: 100.4, 2: 61.9, 3: 25.4},
     "cvae": {1: 71.8, 2: 51.0, 3: 24.2},
 }
-#: Test images and sampled completions per image in completions_q*.png.
-FIGURE_IMAGES, FIGURE_SAMPLES = 8, 4
-#: Samples per class (columns) in samples_per_class.png.
-CLASS_SAMPLES = 10
+#: Test images and sampled completions per image in completions_q*.png; samples per class
+#: (columns) in samples_per_class.png.
+FIGURE_IMAGES, FIGURE_SAMPLES, CLASS_SAMPLES = 8, 4, 10
 #: Baseline epochs per dataset (quadrant completion only).
 BASELINE_EPOCHS = {"digits": 30, "mnist": 3}
 
@@ -114,13 +109,12 @@ class CVAEConfig(ObjectiveConfig):
         if values["quadrants"] is None:
             values["quadrants"] = (1, 2, 3)
         if values["baseline_epochs"] is None:
-            values["baseline_epochs"] = BASELINE_EPOCHS.get(
-                values["dataset"], BASELINE_EPOCHS["digits"]
-            )
+            values["baseline_epochs"] = BASELINE_EPOCHS.get(values["dataset"], 30)
 
     def check(self):
+        quadrants = self.quadrants or ()
         if self.condition == "quadrants" and (
-            not self.quadrants or len(set(self.quadrants)) != len(self.quadrants)
+            not quadrants or len(set(quadrants)) < len(quadrants)
         ):
             raise ConfigError(
                 "--quadrants takes distinct values among 1 2 3, e.g. --quadrants 1 2 3"
@@ -130,9 +124,7 @@ class CVAEConfig(ObjectiveConfig):
     def settings(self):
         """The run's settings in training order: ``q1``, ``q2``, ``q3`` (those of
         ``quadrants``) or ``label``."""
-        if self.condition == "label":
-            return ["label"]
-        return [f"q{q}" for q in self.quadrants or ()]
+        return ["label"] if self.condition == "label" else [f"q{q}" for q in self.quadrants or ()]
 
 
 @dataclass
@@ -154,50 +146,24 @@ class Setting:
         return images if self.mask is not None else (images, getattr(data, f"{split}_labels"))
 
 
-def build(cfg, quadrants, image_shape, device="cpu"):
-    """(input mask, baseline, CVAE, guide) for ``quadrants`` observed quadrants, on
-    ``device``."""
-    mask = quadrant_mask(image_shape, quadrants).to(device)
-    nx, ny = int(mask.sum()), int((~mask).sum())
-    baseline = BaselineNet(nx, ny, cfg.hidden, cfg.activation, name=f"baseline_q{quadrants}")
-    model = CVAE(
-        nx,
-        ny,
-        cfg.latent_dim,
-        cfg.hidden,
-        cfg.activation,
-        baseline=baseline if cfg.prior == "conditional" else None,
-        name=f"cvae_q{quadrants}",
-        prior=cfg.prior,
-    )
-    guide = CVAEGuide(
-        nx, ny, cfg.latent_dim, cfg.hidden, cfg.activation, name=f"recognition_q{quadrants}"
-    )
-    return mask, baseline.to(device), model.to(device), guide.to(device)
-
-
 def build_setting(cfg, key, data):
-    """The :class:`Setting` ``key`` for the dataset ``data``, on its device."""
-    device = data.train.device
-    if key != "label":
-        mask, baseline, model, guide = build(cfg, int(key[1:]), data.image_shape, device)
-        wrap = lambda fn: on_images(fn, mask)  # noqa: E731
-        return Setting(key, model, guide, wrap, baseline, mask)
-    classes = num_classes(data)
-    model = CVAE(
-        classes,
-        data.data_dim,
-        cfg.latent_dim,
-        cfg.hidden,
-        cfg.activation,
-        name="cvae_label",
-        prior=cfg.prior,
-    )
-    guide = CVAEGuide(
-        classes, data.data_dim, cfg.latent_dim, cfg.hidden, cfg.activation, name="recognition"
-    )
-    wrap = lambda fn: on_labels(fn, classes)  # noqa: E731
-    return Setting(key, model.to(device), guide.to(device), wrap)
+    """The :class:`Setting` ``key`` for the dataset ``data``: for quadrant completion the input
+    mask, the baseline, the CVAE whose prior network reads the baseline's prediction (unless
+    ``--prior standard``) and its guide; for the label, the CVAE of the image given the
+    one-hot label and its guide."""
+    if key == "label":
+        nx, ny, mask, name = num_classes(data), data.data_dim, None, "label"
+    else:
+        mask = quadrant_mask(data.image_shape, int(key[1:])).to(data.train.device)
+        nx, ny, name = int(mask.sum()), int((~mask).sum()), key
+    shape = (nx, ny, cfg.latent_dim, cfg.hidden, cfg.activation)
+    baseline = None if mask is None else BaselineNet(nx, ny, *shape[3:], name=f"baseline_{key}")
+    conditional = baseline if cfg.prior == "conditional" else None
+    model = CVAE(*shape, baseline=conditional, name=f"cvae_{name}", prior=cfg.prior)
+    guide = CVAEGuide(*shape, name="recognition" if mask is None else f"recognition_{key}")
+    if mask is None:
+        return Setting(key, model, guide, lambda fn: on_labels(fn, nx))
+    return Setting(key, model, guide, lambda fn: on_images(fn, mask), baseline, mask)
 
 
 def num_classes(data):
@@ -215,82 +181,38 @@ def num_classes(data):
 
 
 def evaluate(setting, data, cfg):
-    """Test -log p(y | x) of the CVAE (importance sampling with ``cfg.eval_samples`` samples
-    from q(z | x, y), seeded by ``cfg.seed``) and, for quadrant completion, of the baseline
-    (exact), nats per test image, with standard errors over test images; the CVAE's ELBO and
-    effective sample size of the same draws."""
-    wrap, test = setting.wrap, setting.data(data, "test")
-    pyro.set_rng_seed(cfg.seed)
-    out = {}
-    if setting.baseline is not None:
-        base = importance_sample(wrap(setting.baseline), wrap(no_latents), test, num_samples=1)
-        out["baseline_nll"], out["baseline_nll_stderr"] = mean_and_stderr(-base.log_likelihood)
-    result = importance_sample(
-        wrap(setting.model),
-        wrap(setting.guide),
-        test,
-        num_samples=cfg.eval_samples,
-        batch_size=cfg.eval_batch_size,
-        progress=cfg.progress,
-    )
-    nll, se = mean_and_stderr(-result.log_likelihood)
-    elbo, _ = mean_and_stderr(result.elbo)
-    return out | {
-        "cvae_nll": nll,
-        "cvae_nll_stderr": se,
-        "cvae_elbo": elbo,
-        "cvae_ess": result.ess.mean().item(),
-    }
-
-
-def completions_figure(path, setting, data, quadrants):
-    """Save completions of the first test images: rows of inputs (output pixels grey), the
-    baseline's prediction, FIGURE_SAMPLES CVAE samples (means of p(y | x, z), z ~ p(z | x)),
-    and the truth."""
-    mask, baseline, model = setting.mask, setting.baseline, setting.model
-    images = data.test[:FIGURE_IMAGES]
-    x = images[:, mask]
-
-    def compose(y):
-        out = images.clone()
-        out[:, ~mask] = y
-        return out
-
-    rows = [compose(torch.full_like(images[:, ~mask], 0.5)), compose(baseline.predict(x))]
-    rows += [compose(y) for y in model.sample(x, FIGURE_SAMPLES)]
-    rows.append(images)
-    plots.image_grid(
-        path,
-        torch.cat(rows),
-        data.image_shape,
-        f"{quadrants} quadrant(s) given: input / baseline / {FIGURE_SAMPLES} CVAE samples / truth",
-        ncols=FIGURE_IMAGES,
-    )
+    """The setting's test figures (:func:`~pyrolvm.fitting.conditional.conditional_scores`,
+    ``cfg.eval_samples`` samples seeded by ``cfg.seed``)."""
+    options = dict(batch_size=cfg.eval_batch_size, progress=cfg.progress, seed=cfg.seed)
+    parts = (setting.model, setting.guide, setting.baseline, setting.data(data, "test"))
+    return conditional_scores(*parts, setting.wrap, cfg.eval_samples, **options)
 
 
 def samples_per_class_figure(path, setting, data, cfg):
-    """Save CLASS_SAMPLES images per class, one row per class: the means of
+    """Save ``CLASS_SAMPLES`` images per class, one row per class: the means of
     p(image | label, z) with z ~ p(z | label)."""
     classes = num_classes(data)
     labels = F.one_hot(torch.arange(classes, device=data.train.device), classes)
     samples = setting.model.sample(labels.to(data.train.dtype), CLASS_SAMPLES)  # (S, C, D)
     prior = "p(z | y)" if cfg.prior == "conditional" else "N(0, I)"
-    plots.image_grid(
-        path,
-        samples.transpose(0, 1).reshape(-1, data.data_dim),
-        data.image_shape,
-        f"class-conditional VAE: one row per class y, means of p(x | y, z), z ~ {prior}",
-        ncols=CLASS_SAMPLES,
-    )
+    title = f"class-conditional VAE: one row per class y, means of p(x | y, z), z ~ {prior}"
+    grid = samples.transpose(0, 1).reshape(-1, data.data_dim)
+    plots.image_grid(path, grid, data.image_shape, title, ncols=CLASS_SAMPLES)
 
 
 def figure(folder, setting, data, cfg):
-    """Write the setting's figure, :func:`figure_name`, into ``folder``."""
+    """Write the setting's figure, :func:`figure_name`, into ``folder``: samples per class, or
+    completions of the first test images (the input, the baseline's prediction,
+    ``FIGURE_SAMPLES`` CVAE samples, means of p(y | x, z) with z ~ p(z | x); the truth)."""
     path = os.path.join(folder, figure_name(setting.key))
     if setting.key == "label":
-        samples_per_class_figure(path, setting, data, cfg)
-    else:
-        completions_figure(path, setting, data, int(setting.key[1:]))
+        return samples_per_class_figure(path, setting, data, cfg)
+    images, mask = data.test[:FIGURE_IMAGES], setting.mask
+    assert setting.baseline is not None and mask is not None
+    x = images[:, mask]
+    fills = [setting.baseline.predict(x), *setting.model.sample(x, FIGURE_SAMPLES)]
+    title = f"{setting.key[1:]} quadrant(s) given: input / baseline / {FIGURE_SAMPLES} CVAE "
+    plots.completions(path, images, mask, fills, data.image_shape, title + "samples / truth")
 
 
 def figure_name(key):
@@ -299,11 +221,11 @@ def figure_name(key):
 
 
 def parts(run: Run) -> dict:
-    """No part before the stages: each setting's networks are built by its first stage (after
-    the earlier settings' evaluation, whose draws come first). A label-conditional run's
-    data must have labels."""
+    """No part before the stages: each setting's networks are built by its first stage,
+    after the earlier settings' evaluation, whose draws come first (a label-conditional
+    run's data must have labels)."""
     if run.cfg.condition == "label":
-        num_classes(run.data)  # a clear error before the folder is touched
+        num_classes(run.data)
     return {}
 
 
@@ -311,77 +233,63 @@ def setting_of(run: Run, key: str) -> Setting:
     """The :class:`Setting` ``key`` of the run, built once, its networks registered as parts
     ``KEY.model``, ``KEY.guide`` and ``KEY.baseline`` (with the checkpoint's state)."""
     if key not in run.extra:
-        built = build_setting(run.cfg, key, run.data)
+        built = run.extra[key] = build_setting(run.cfg, key, run.data)
         for name in ("model", "guide", "baseline"):
             if getattr(built, name) is not None:
                 run.add(f"{key}.{name}", getattr(built, name))
-        run.extra[key] = built
     return run.extra[key]
-
-
-def options(run: Run) -> dict:
-    """The training options of both phases."""
-    cfg = run.cfg
-    return dict(lr=cfg.lr, batch_size=cfg.batch_size, transform=run.data.train_transform)
-
-
-def baseline_stage(key: str) -> Stage:
-    """Phase 1 of setting ``key``: its baseline (:func:`~pyrolvm.fitting.fit_baseline`)."""
-
-    def fit(run):
-        s = setting_of(run, key)
-        data, epochs = s.data(run.data, "train"), run.cfg.baseline_epochs
-        return fit_baseline(s.baseline, data, s.wrap, epochs=epochs, **options(run), **run.hooks)
-
-    return Stage(f"{key}.baseline", fit)
-
-
-def cvae_stage(key: str) -> Stage:
-    """Phase 2 of setting ``key``: its CVAE (:func:`~pyrolvm.fitting.fit_conditional`), then its
-    test figures (:func:`evaluate`) and its figure."""
-
-    def fit(run):
-        cfg, s = run.cfg, setting_of(run, key)
-        history = fit_conditional(
-            s.model,
-            s.guide,
-            s.data(run.data, "train"),
-            cfg.make_objective(),
-            s.wrap,
-            epochs=cfg.epochs,
-            **options(run),
-            **run.hooks,
-        )
-        result = evaluate(s, run.data, cfg)
-        result["train_elbo"] = history["train_elbo"]
-        result["bound_name"] = (history.get("bound_name") or [None])[-1]  # train_elbo's bound
-        result["seconds"] = sum(history["seconds"])
-        base = run.results.get(f"{key}.baseline")
-        if base is not None:
-            result["baseline_train_ll"] = base["train_elbo"]
-            result["seconds"] += sum(base["seconds"])
-        figure(run.folder, s, run.data, cfg)
-        return result
-
-    return Stage(key, fit)
 
 
 def stages(cfg) -> list[Stage]:
     """Per setting (``q1``, ``q2``, ``q3`` or ``label``) its baseline (quadrant completion
-    only) and its CVAE."""
+    only: :func:`~pyrolvm.fitting.conditional.fit_baseline`) and its CVAE
+    (:func:`~pyrolvm.fitting.conditional.fit_conditional`, then its test figures and its
+    figure)."""
+
+    def options(run):
+        cfg = run.cfg
+        return dict(lr=cfg.lr, batch_size=cfg.batch_size, transform=run.data.train_transform)
+
+    def baseline(key):
+        def fit(run):
+            s = setting_of(run, key)
+            epochs, data = run.cfg.baseline_epochs, s.data(run.data, "train")
+            return fit_baseline(
+                s.baseline, data, s.wrap, epochs=epochs, **options(run), **run.hooks
+            )
+
+        return Stage(f"{key}.baseline", fit)
+
+    def conditional(key):
+        def fit(run):
+            cfg, s = run.cfg, setting_of(run, key)
+            data, loss = s.data(run.data, "train"), cfg.make_objective()
+            history = fit_conditional(
+                s.model, s.guide, data, loss, s.wrap, epochs=cfg.epochs, **options(run), **run.hooks
+            )
+            result = evaluate(s, run.data, cfg)
+            result["train_elbo"] = history["train_elbo"]
+            result["bound_name"] = (history.get("bound_name") or [None])[-1]  # train_elbo's
+            result["seconds"] = sum(history["seconds"])
+            base = run.results.get(f"{key}.baseline")
+            if base is not None:
+                result["baseline_train_ll"] = base["train_elbo"]
+                result["seconds"] += sum(base["seconds"])
+            figure(run.folder, s, run.data, cfg)
+            return result
+
+        return Stage(key, fit)
+
     out = []
     for key in cfg.settings():
-        out += [baseline_stage(key)] if key != "label" else []
-        out.append(cvae_stage(key))
+        out += ([] if key == "label" else [baseline(key)]) + [conditional(key)]
     return out
 
 
 def score(run: Run) -> dict:
     """Per setting the :func:`evaluate` figures; ``eval_samples``."""
-    out = {"eval_samples": run.cfg.eval_samples}
-    for key in run.cfg.settings():
-        out[key] = evaluate(setting_of(run, key), run.data, run.cfg)
-    return out
+    out = {key: evaluate(setting_of(run, key), run.data, run.cfg) for key in run.cfg.settings()}
+    return {"eval_samples": run.cfg.eval_samples} | out
 
 
 def report(run: Run) -> dict:
@@ -398,26 +306,20 @@ def report(run: Run) -> dict:
 
 def evaluation_rows(metrics):
     """The rows ``pyrolvm evaluate`` and the training summary print for a CVAE run."""
-    k = metrics["eval_samples"]
-    rows = []
+    k, rows = metrics["eval_samples"], []
     if "label" in metrics:
         m = metrics["label"]
-        rows.append(
-            (
-                f"-log p(image | label) (K={k})",
-                f"{m['cvae_nll']:.2f} ± {m['cvae_nll_stderr']:.2f} nats "
-                f"(test ELBO {m['cvae_elbo']:.2f})",
-            )
-        )
+        value = f"{m['cvae_nll']:.2f} ± {m['cvae_nll_stderr']:.2f} nats"
+        rows.append((f"-log p(image | label) (K={k})", f"{value} (test ELBO {m['cvae_elbo']:.2f})"))
     for key in sorted(k2 for k2 in metrics if k2.startswith("q") and k2[1:].isdigit()):
         m, q = metrics[key], int(key[1:])
+        published = f"{PYRO_TUTORIAL_NLL['baseline'][q]} / {PYRO_TUTORIAL_NLL['cvae'][q]}"
         rows.append(
             (
                 f"{q} quadrant(s): -log p(y | x)",
                 f"baseline {m['baseline_nll']:.2f} ± {m['baseline_nll_stderr']:.2f}, "
                 f"CVAE (K={k}) {m['cvae_nll']:.2f} ± {m['cvae_nll_stderr']:.2f} nats "
-                f"(Pyro tutorial: {PYRO_TUTORIAL_NLL['baseline'][q]} / "
-                f"{PYRO_TUTORIAL_NLL['cvae'][q]})",
+                f"(Pyro tutorial: {published})",
             )
         )
     return rows
@@ -425,14 +327,12 @@ def evaluation_rows(metrics):
 
 def title(metrics, cfg):
     """The summary's title."""
-    what = (
-        "class-conditional VAE"
-        if cfg.condition == "label"
-        else f"CVAE quadrant completion, {cfg.baseline_epochs} baseline +"
-    )
+    what = "class-conditional VAE" if cfg.condition == "label" else "CVAE quadrant completion"
+    baseline = "" if cfg.condition == "label" else f", {cfg.baseline_epochs} baseline +"
     return (
-        f"{what} {cfg.epochs} CVAE epochs on {cfg.dataset}: latent_dim={cfg.latent_dim}, "
-        f"hidden={cfg.hidden}, prior={cfg.prior}, {cfg.objective_label()}, seed={cfg.seed}"
+        f"{what}{baseline} {cfg.epochs} CVAE epochs on {cfg.dataset}: latent_dim="
+        f"{cfg.latent_dim}, hidden={cfg.hidden}, prior={cfg.prior}, {cfg.objective_label()}, "
+        f"seed={cfg.seed}"
     )
 
 

@@ -72,55 +72,16 @@ class GMMConfig(RunConfig):
 DATASET_DEFAULTS = GMMConfig.DATASET_DEFAULTS
 
 
-def figures(folder, model, params, xtest, pca, data, history, cfg):
-    """Write clusters.png (test points on the first two principal axes, coloured by MAP
-    component, with each component's exact 2-D marginal ellipses), component_means.png (the
-    means mapped back to pixels) and loglik_curve.png; return their file names."""
-    names = ["clusters.png", "component_means.png", "loglik_curve.png"]
-    z = model.assign(xtest, params, temperature=0)
-    covs = model.covariances(params)
-    if xtest.shape[-1] >= 2:
-        plots.mixture_clusters(
-            os.path.join(folder, names[0]),
-            xtest[:, :2],
-            z,
-            params["locs"][:, :2],
-            covs[:, :2, :2],
-            f"{data.name} test points on principal axes 1-2, coloured by MAP component\n"
-            f"(K={cfg.components}, {cfg.covariance}); ellipses: 1 and 2 sd of each component",
-        )
-    else:
-        names.remove("clusters.png")
-    means = torch.as_tensor(
-        pca.inverse_transform(params["locs"].double().numpy()), dtype=torch.float32
-    )
-    order = params["weights"].argsort(descending=True)
-    plots.image_grid(
-        os.path.join(folder, "component_means.png"),
-        means[order],
-        data.image_shape,
-        "component means in pixel space, by decreasing weight",
-        ncols=min(10, len(means)),
-    )
-    plots.curves(
-        os.path.join(folder, "loglik_curve.png"),
-        history,
-        ["train_log_likelihood"],
-        "mean log-likelihood per point (nats)",
-        "training log-likelihood (exact)",
-    )
-    return names
-
-
 def load(cfg, data=None):
-    """The run's images, as they are (the projection is fitted by :func:`parts`), on the CPU:
-    the exact figures, the reference and the figures are computed there."""
+    """The run's images as they are, on the CPU (the projection, the exact figures, the
+    reference and the figures are computed there; the fit on the run's device)."""
     return load_data(cfg, "none", data)
 
 
 def parts(run: Run) -> dict:
     """The PCA (``pca``: its mean and components, fitted on the training images by
-    :func:`project`, or the checkpoint's) and the mixture's values (``params``, once fitted).
+    :func:`~pyrolvm.data.project`, or the checkpoint's) and the mixture's values
+    (``params``, once fitted).
 
     Raises:
         ConfigError: more components than training points, a PCA dimension out of range.
@@ -129,78 +90,60 @@ def parts(run: Run) -> dict:
     if run.evaluating:
         return {"pca": None, "params": None}  # the checkpoint's
     check_num_components(cfg.components, len(data.train))
-    xtrain, xtest, pca = project(data, cfg.pca_dim, cfg.seed)
-    run.extra["projected"] = xtrain, xtest, pca
-    pca_state = {"mean": torch.as_tensor(pca.mean_), "components": torch.as_tensor(pca.components_)}
-    return {"pca": pca_state, "params": {}}
+    xtrain, xtest, pca = run.extra["projected"] = project(data, cfg.pca_dim, cfg.seed)
+    mean, components = torch.as_tensor(pca.mean_), torch.as_tensor(pca.components_)
+    return {"pca": {"mean": mean, "components": components}, "params": {}}
 
 
 def fit(run: Run) -> MixtureFit:
     """The mixture by SVI (:func:`~pyrolvm.fitting.fit_mixture`) on the projected training
     images, on the run's device; its values (on the CPU) become the part ``params``."""
-    cfg = run.cfg
-    xtrain = run.extra["projected"][0]
-    result = fit_mixture(
-        xtrain.to(run.device),
-        cfg.components,
-        cfg.covariance,
-        guide=cfg.guide,
-        init=cfg.init,
-        n_init=cfg.n_init,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_decay=cfg.lr_decay,
-        num_particles=cfg.num_particles,
-        seed=cfg.seed,
-        **run.hooks,
-    )
-    result.params = {k: v.cpu() for k, v in result.params.items()}
-    run.parts["params"] = result.params
+    cfg, xtrain = run.cfg, run.extra["projected"][0].to(run.device)
+    options = dict(guide=cfg.guide, init=cfg.init, n_init=cfg.n_init, epochs=cfg.epochs)
+    options |= dict(batch_size=cfg.batch_size, lr=cfg.lr, lr_decay=cfg.lr_decay)
+    options |= dict(num_particles=cfg.num_particles, seed=cfg.seed)
+    result = fit_mixture(xtrain, cfg.components, cfg.covariance, **options, **run.hooks)
+    result.params = run.parts["params"] = {k: v.cpu() for k, v in result.params.items()}
     return result
 
 
-def projected(run: Run):
-    """(train, test) projected by the run's PCA: as fitted, or from the checkpoint."""
-    if "projected" in run.extra:
-        return run.extra["projected"][:2]
-    pca = run.parts["pca"]
-    return tuple(
-        apply_pca(x, pca["mean"], pca["components"]) for x in (run.data.train, run.data.test)
-    )
+def mixture(run: Run):
+    """(the mixture, its values, the projected train and test points): as fitted, or from
+    the checkpoint (its PCA applied to the data).
 
-
-def score(run: Run) -> dict:
-    """The exact test figures (:func:`evaluate`) of the fitted mixture."""
-    cfg, (xtrain, xtest) = run.cfg, projected(run)
+    Raises:
+        ConfigError: a run stopped before its mixture was fitted.
+    """
     if not run.parts["params"]:
         raise ConfigError(
             "the gmm run stopped before its mixture was fitted: continue it with the same "
             "command and --resume, then evaluate it"
         )
-    model = GaussianMixture.from_data(xtrain, cfg.components, cfg.covariance)
-    return mixture_scores(model, run.parts["params"], xtrain, xtest, run.data.test_labels)
+    if "projected" in run.extra:
+        xtrain, xtest = run.extra["projected"][:2]
+    else:
+        pca, data = run.parts["pca"], run.data
+        xtrain, xtest = (
+            apply_pca(x, pca["mean"], pca["components"]) for x in (data.train, data.test)
+        )
+    model = GaussianMixture.from_data(xtrain, run.cfg.components, run.cfg.covariance)
+    return model, run.parts["params"], xtrain, xtest
+
+
+def score(run: Run) -> dict:
+    """The exact test figures (:func:`~pyrolvm.fitting.mixture.mixture_scores`)."""
+    return mixture_scores(*mixture(run), run.data.test_labels)
 
 
 def report(run: Run) -> dict:
     """``metrics.json``: the exact figures, scikit-learn's EM on the same split and projection
     (:func:`~pyrolvm.fitting.mixture.em_reference`), the restarts, the curves."""
-    cfg, result = run.cfg, run.results["fit"]
-    xtrain, xtest, pca = run.extra["projected"]
-    model = GaussianMixture.from_data(xtrain, cfg.components, cfg.covariance)
-    ours = (model, result.params)
+    cfg, result, pca = run.cfg, run.results["fit"], run.extra["projected"][2]
+    model, params, xtrain, xtest = mixture(run)
+    em = (cfg.components, cfg.covariance, cfg.sklearn_n_init, cfg.seed, run.data.test_labels)
     return {
-        **score(run),
-        **em_reference(
-            xtrain,
-            xtest,
-            cfg.components,
-            cfg.covariance,
-            cfg.sklearn_n_init,
-            cfg.seed,
-            run.data.test_labels,
-            ours,
-        ),
+        **mixture_scores(model, params, xtrain, xtest, run.data.test_labels),
+        **em_reference(xtrain, xtest, *em, ours=(model, params)),
         "num_parameters": model.num_parameters,
         "restarts_train_log_likelihood": result.restarts,
         "seconds": result.seconds,
@@ -210,58 +153,31 @@ def report(run: Run) -> dict:
     }
 
 
-def draw(run: Run, metrics: dict) -> list[str]:
-    """The figures of :func:`figures`."""
-    cfg, result = run.cfg, run.results["fit"]
-    xtrain, xtest, pca = run.extra["projected"]
-    model = GaussianMixture.from_data(xtrain, cfg.components, cfg.covariance)
-    return figures(run.folder, model, result.params, xtest, pca, run.data, result.history, cfg)
-
-
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` prints for a mixture run."""
-    return [
-        (
-            "test log-likelihood",
-            f"{metrics['test_log_likelihood']:.3f} ± "
-            f"{metrics['test_log_likelihood_stderr']:.3f} nats per point",
-        ),
-        ("BIC (train)", f"{metrics['bic']:.1f}"),
-        ("test ARI vs labels", f"{metrics['test_ari']:.3f}"),
-    ]
-
-
-def summary_rows(metrics, cfg):
-    """The training summary's rows."""
-    return [
-        ("train log-likelihood", f"{metrics['train_log_likelihood']:.3f} nats per point"),
-        evaluation_rows(metrics)[0],
-        (
-            f"sklearn EM test log-likelihood (n_init={cfg.sklearn_n_init})",
-            f"{metrics['sklearn_test_log_likelihood']:.3f} nats per point",
-        ),
-        (
-            "ours minus EM (paired)",
-            f"{metrics['test_log_likelihood_minus_sklearn']:+.3f} ± "
-            f"{metrics['test_log_likelihood_minus_sklearn_stderr']:.3f} nats per point",
-        ),
-        ("BIC (train)", f"{metrics['bic']:.1f}   (sklearn EM: {metrics['sklearn_bic']:.1f})"),
-        (
-            "test ARI vs labels",
-            f"{metrics['test_ari']:.3f}   (sklearn EM: {metrics['sklearn_test_ari']:.3f})",
-        ),
-        ("seconds", f"{metrics['seconds']:.1f}   (sklearn EM: {metrics['sklearn_seconds']:.1f})"),
-    ]
-
-
-def title(metrics, cfg):
-    """The summary's title."""
-    batch = "full batch" if cfg.batch_size is None else f"batch {cfg.batch_size}"
-    return (
-        f"Gaussian mixture on {cfg.dataset}, PCA to {cfg.pca_dim} dims: K={cfg.components}, "
-        f"{cfg.covariance} covariances, {cfg.guide} guide, init={cfg.init} x{cfg.n_init}, "
-        f"{metrics['epochs']} epochs ({batch}), seed={cfg.seed}"
+def figures(run: Run, metrics: dict) -> list[str]:
+    """clusters.png (test points on the first two principal axes, coloured by MAP component,
+    with each component's exact 2-D marginal ellipses), component_means.png (the means mapped
+    back to pixels) and loglik_curve.png."""
+    cfg, history, pca = run.cfg, run.results["fit"].history, run.extra["projected"][2]
+    model, params, _, xtest = mixture(run)
+    path = lambda name: os.path.join(run.folder or "", name)  # noqa: E731
+    names = ["clusters.png"] if xtest.shape[-1] >= 2 else []
+    if names:
+        z, covs = model.assign(xtest, params, temperature=0), model.covariances(params)
+        title = f"{run.data.name} test points on principal axes 1-2, coloured by MAP component\n"
+        title += f"(K={cfg.components}, {cfg.covariance}); ellipses: 1 and 2 sd of each component"
+        plots.mixture_clusters(
+            path(names[0]), xtest[:, :2], z, params["locs"][:, :2], covs[:, :2, :2], title
+        )
+    means = pca.inverse_transform(params["locs"].double().numpy())
+    order = params["weights"].argsort(descending=True)
+    title = "component means in pixel space, by decreasing weight"
+    means = torch.as_tensor(means, dtype=torch.float32)[order]
+    plots.image_grid(
+        path("component_means.png"), means, run.data.image_shape, title, ncols=min(10, len(means))
     )
+    title, ylabel = "training log-likelihood (exact)", "mean log-likelihood per point (nats)"
+    plots.curves(path("loglik_curve.png"), history, ["train_log_likelihood"], ylabel, title)
+    return names + ["component_means.png", "loglik_curve.png"]
 
 
 KIND = register(
@@ -273,10 +189,41 @@ KIND = register(
         stages=(Stage("fit", fit),),
         score=score,
         report=report,
-        figures=draw,
-        title=title,
-        summary_rows=summary_rows,
-        evaluation_rows=evaluation_rows,
+        figures=figures,
+        title=lambda m, cfg: (
+            f"Gaussian mixture on {cfg.dataset}, PCA to {cfg.pca_dim} dims: K={cfg.components}, "
+            f"{cfg.covariance} covariances, {cfg.guide} guide, init={cfg.init} x{cfg.n_init}, "
+            f"{m['epochs']} epochs ("
+            + ("full batch" if cfg.batch_size is None else f"batch {cfg.batch_size}")
+            + f"), seed={cfg.seed}"
+        ),
+        evaluation_rows=(
+            (
+                "test log-likelihood",
+                "{test_log_likelihood:.3f} ± {test_log_likelihood_stderr:.3f} nats per point",
+            ),
+            ("BIC (train)", "{bic:.1f}"),
+            ("test ARI vs labels", "{test_ari:.3f}"),
+        ),
+        summary_rows=(
+            ("train log-likelihood", "{train_log_likelihood:.3f} nats per point"),
+            (
+                "test log-likelihood",
+                "{test_log_likelihood:.3f} ± {test_log_likelihood_stderr:.3f} nats per point",
+            ),
+            (
+                "sklearn EM test log-likelihood (n_init={cfg.sklearn_n_init})",
+                "{sklearn_test_log_likelihood:.3f} nats per point",
+            ),
+            (
+                "ours minus EM (paired)",
+                "{test_log_likelihood_minus_sklearn:+.3f} ± "
+                "{test_log_likelihood_minus_sklearn_stderr:.3f} nats per point",
+            ),
+            ("BIC (train)", "{bic:.1f}   (sklearn EM: {sklearn_bic:.1f})"),
+            ("test ARI vs labels", "{test_ari:.3f}   (sklearn EM: {sklearn_test_ari:.3f})"),
+            ("seconds", "{seconds:.1f}   (sklearn EM: {sklearn_seconds:.1f})"),
+        ),
         data=load,
         tiny=dict(components=3, pca_dim=3, epochs=4, n_init=2, sklearn_n_init=1),
     )

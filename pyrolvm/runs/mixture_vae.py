@@ -74,48 +74,33 @@ def parts(run: Run) -> dict:
     return {"model": model, "guide": AmortizedNormal(d, cfg.latent_dim, cfg.hidden, "relu")}
 
 
-def options(run: Run) -> dict:
-    """The training options of both SVI stages."""
+def pair(run: Run) -> tuple:
+    """(model, guide, data): what every phase of :mod:`pyrolvm.fitting.mixture_vae` takes."""
+    return run.parts["model"], run.parts["guide"], run.data
+
+
+def svi(run: Run) -> dict:
+    """The options of the SVI phases: the batch size, the stage's checkpoints and progress."""
     return dict(batch_size=run.cfg.batch_size, **run.hooks)
 
 
-STAGES = (
-    Stage(
-        "warmup",
-        lambda run: warm_up(
-            run.parts["model"],
-            run.parts["guide"],
-            run.data,
-            run.cfg.pretrain,
-            run.cfg.lr,
-            epochs=run.cfg.warmup_epochs,
-            **options(run),
-        ),
-    ),
-    Stage(
-        "prior",
-        lambda run: init_prior(
-            run.parts["model"],
-            run.parts["guide"],
-            run.data,
-            run.cfg.components,
-            run.cfg.prior_init,
-            run.cfg.seed,
-        ),
-    ),
-    Stage(
-        "finetune",
-        lambda run: fine_tune(
-            run.parts["model"],
-            run.parts["guide"],
-            run.data,
-            run.cfg.lr * run.cfg.finetune_lr_ratio,
-            epochs=run.cfg.epochs,
-            history={k: list(v) for k, v in run.results["warmup"].items()},
-            **options(run),
-        ),
-    ),
-)
+def warmup(run: Run) -> dict:
+    """Stage 1: the warm-up (:func:`~pyrolvm.fitting.mixture_vae.warm_up`)."""
+    cfg = run.cfg
+    return warm_up(*pair(run), cfg.pretrain, cfg.lr, epochs=cfg.warmup_epochs, **svi(run))
+
+
+def prior(run: Run) -> dict:
+    """Stage 2: the prior's fit (:func:`~pyrolvm.fitting.mixture_vae.init_prior`)."""
+    return init_prior(*pair(run), run.cfg.components, run.cfg.prior_init, run.cfg.seed)
+
+
+def finetune(run: Run) -> dict:
+    """Stage 3: the fine-tuning (:func:`~pyrolvm.fitting.mixture_vae.fine_tune`), its curve
+    continuing the warm-up's."""
+    history = {k: list(v) for k, v in run.results["warmup"].items()}
+    lr = run.cfg.lr * run.cfg.finetune_lr_ratio
+    return fine_tune(*pair(run), lr, epochs=run.cfg.epochs, history=history, **svi(run))
 
 
 def score(run: Run) -> dict:
@@ -130,11 +115,9 @@ def report(run: Run) -> dict:
     ELBO curve (the warm-up's bound first: the reconstruction term alone after an autoencoder
     pre-training), the seconds."""
     history = run.results["finetune"]
-    return {
-        **run.results["prior"],
-        **score(run),
-        "train_elbo": history["train_elbo"],
-        "seconds": time.perf_counter() - run.extra.get("t0", time.perf_counter()),
+    seconds = time.perf_counter() - run.extra.get("t0", time.perf_counter())
+    return {**run.results["prior"], **score(run), "train_elbo": history["train_elbo"]} | {
+        "seconds": seconds,
         "epochs": len(history["train_elbo"]),
     }
 
@@ -146,41 +129,13 @@ def figures(run: Run, metrics: dict) -> list[str]:
     with torch.no_grad():
         order = model.prior_logits.argsort(descending=True)
         means = torch.sigmoid(model.decoder(model.prior_locs[order]))
+    title, n = "decoded component means, by decreasing weight", min(10, len(means))
     plots.image_grid(
-        os.path.join(folder, "component_means.png"),
-        means,
-        run.data.image_shape,
-        "decoded component means, by decreasing weight",
-        ncols=min(10, len(means)),
+        os.path.join(folder, "component_means.png"), means, run.data.image_shape, title, ncols=n
     )
-    plots.curves(
-        os.path.join(folder, "elbo_curve.png"),
-        {"train_elbo": metrics["train_elbo"]},
-        ["train_elbo"],
-        "ELBO per datapoint (nats)",
-        "ELBO",
-    )
+    curves, ylabel = {"train_elbo": metrics["train_elbo"]}, "ELBO per datapoint (nats)"
+    plots.curves(os.path.join(folder, "elbo_curve.png"), curves, ["train_elbo"], ylabel, "ELBO")
     return ["component_means.png", "elbo_curve.png"]
-
-
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` and the training summary print for a mixture-VAE run."""
-    return [
-        ("test cluster accuracy", f"{100 * metrics['test_cluster_accuracy']:.2f} %"),
-        ("test ARI vs labels", f"{metrics['test_ari']:.3f}"),
-    ]
-
-
-def summary_rows(metrics, cfg):
-    """The training summary's rows."""
-    return evaluation_rows(metrics) + [
-        (
-            "after the prior's init",
-            f"{100 * metrics['init_test_cluster_accuracy']:.2f} %, "
-            f"ARI {metrics['init_test_ari']:.3f}",
-        ),
-        ("seconds", f"{metrics['seconds']:.1f}"),
-    ]
 
 
 KIND = register(
@@ -189,17 +144,22 @@ KIND = register(
         MixtureVAEConfig,
         "clustering with a mixture-prior VAE (VaDE-style), component enumerated",
         build=parts,
-        stages=STAGES,
+        stages=(Stage("warmup", warmup), Stage("prior", prior), Stage("finetune", finetune)),
         score=score,
         report=report,
         figures=figures,
-        title=lambda m, cfg: (
-            f"mixture-prior VAE on {cfg.dataset}: K={cfg.components}, "
-            f"latent_dim={cfg.latent_dim}, hidden={cfg.hidden}, {cfg.warmup_epochs} + "
-            f"{cfg.epochs} epochs, seed={cfg.seed}"
+        title="mixture-prior VAE on {cfg.dataset}: K={cfg.components}, latent_dim="
+        "{cfg.latent_dim}, hidden={cfg.hidden}, {cfg.warmup_epochs} + {cfg.epochs} epochs, "
+        "seed={cfg.seed}",
+        evaluation_rows=(
+            ("test cluster accuracy", "{test_cluster_accuracy:.2%}"),
+            ("test ARI vs labels", "{test_ari:.3f}"),
         ),
-        summary_rows=summary_rows,
-        evaluation_rows=evaluation_rows,
+        summary_rows=(
+            ...,
+            ("after the prior's init", "{init_test_cluster_accuracy:.2%}, ARI {init_test_ari:.3f}"),
+            ("seconds", "{seconds:.1f}"),
+        ),
         tiny=dict(components=3, latent_dim=2, hidden=(16,), warmup_epochs=1, epochs=1),
     )
 )

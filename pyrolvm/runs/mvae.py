@@ -143,73 +143,35 @@ def evaluate(model, guide, data, cfg):
         model.label_weight = weight
 
 
-def label_to_image_figure(path, model, guide, num_classes, image_shape):
-    """Save FIGURE_SAMPLES images per class: means of p(image | z), z ~ q(z | label)."""
-    ref = next(guide.parameters())
-    labels = torch.arange(num_classes, device=ref.device).repeat_interleave(FIGURE_SAMPLES)
-    with torch.no_grad():
-        loc, scale = guide.encode(None, labels)
-        images = model.decode_image(loc + scale * torch.randn_like(loc))
-    plots.image_grid(
-        path,
-        images,
-        image_shape,
-        "label -> image: z ~ q(z | label), one row per class",
-        ncols=FIGURE_SAMPLES,
-    )
-
-
-def halves_figure(path, model, guide, pairing, given):
-    """Save completions of the first test images from their ``given`` half (``"top"`` or
-    ``"bottom"``): rows of the given half (the other grey), FIGURE_COMPLETIONS completions
-    (the other half's mean of p(half | z), z ~ q(z | given half)), and the truth."""
-    images = pairing.dataset.test[:FIGURE_IMAGES]
-    mask = pairing.mask if given == "top" else ~pairing.mask
-    args = (images[:, pairing.mask], None) if given == "top" else (None, images[:, ~pairing.mask])
-    with torch.no_grad():
-        loc, scale = guide.encode(*args)
-        z = loc + scale * torch.randn(
-            (FIGURE_COMPLETIONS,) + loc.shape, dtype=loc.dtype, device=loc.device
-        )
-        top, bottom = model.decode(z)
-    other = bottom if given == "top" else top
-
-    def compose(fill):
-        out = images.clone()
-        out[:, ~mask] = fill
-        return out
-
-    rows = [compose(torch.full_like(images[:, ~mask], 0.5))]
-    rows += [compose(o) for o in other]
-    rows.append(images)
-    missing = "bottom" if given == "top" else "top"
-    plots.image_grid(
-        path,
-        torch.cat(rows),
-        pairing.dataset.image_shape,
-        f"{given} -> {missing}: the {given} half / {FIGURE_COMPLETIONS} completions, "
-        f"z ~ q(z | {given}) / truth",
-        ncols=FIGURE_IMAGES,
-    )
-
-
-def figures(folder, model, guide, pairing, num_classes):
-    """Write the run's figures into ``folder``; returns their file names."""
+def figures(run: Run, metrics: dict) -> list[str]:
+    """label_to_image.png (``FIGURE_SAMPLES`` images per class: means of p(image | z),
+    z ~ q(z | label)), or top_to_bottom.png and bottom_to_top.png (the first test images
+    completed from one half, ``FIGURE_COMPLETIONS`` times: the other half's mean of
+    p(half | z), z ~ q(z | given half)); drawn after the metrics, whose draws they leave alone."""
+    model, guide, pairing = run.parts["model"], run.parts["guide"], run.extra["pairing"]
+    path, shape = lambda name: os.path.join(run.folder or "", name), run.data.image_shape
     if pairing.mask is None:
-        label_to_image_figure(
-            os.path.join(folder, "label_to_image.png"),
-            model,
-            guide,
-            num_classes,
-            pairing.dataset.image_shape,
-        )
+        labels = torch.arange(run.extra["classes"], device=run.device)
+        with torch.no_grad():
+            loc, scale = guide.encode(None, labels.repeat_interleave(FIGURE_SAMPLES))
+            images = model.decode_image(loc + scale * torch.randn_like(loc))
+        title = "label -> image: z ~ q(z | label), one row per class"
+        plots.image_grid(path("label_to_image.png"), images, shape, title, ncols=FIGURE_SAMPLES)
         return ["label_to_image.png"]
-    names = []
-    for given in ("top", "bottom"):
-        name = f"{given}_to_{'bottom' if given == 'top' else 'top'}.png"
-        halves_figure(os.path.join(folder, name), model, guide, pairing, given)
-        names.append(name)
-    return names
+    images, top = run.data.test[:FIGURE_IMAGES], pairing.mask
+    for given, other in (("top", "bottom"), ("bottom", "top")):
+        args = (images[:, top], None) if given == "top" else (None, images[:, ~top])
+        with torch.no_grad():
+            loc, scale = guide.encode(*args)
+            noise = torch.randn(
+                (FIGURE_COMPLETIONS, *loc.shape), dtype=loc.dtype, device=loc.device
+            )
+            fills = list(model.decode(loc + scale * noise)[1 if given == "top" else 0])
+        title = f"{given} -> {other}: the {given} half / {FIGURE_COMPLETIONS} completions, "
+        title += f"z ~ q(z | {given}) / truth"
+        observed = top if given == "top" else ~top
+        plots.completions(path(f"{given}_to_{other}.png"), images, observed, fills, shape, title)
+    return ["top_to_bottom.png", "bottom_to_top.png"]
 
 
 def parts(run: Run) -> dict:
@@ -227,20 +189,11 @@ def fit(run: Run) -> dict:
     """One SVI fit whose every step takes the steps of :func:`objectives` with one Adam."""
     cfg, pairing = run.cfg, run.extra["pairing"]
     model, guide = run.parts["model"], run.parts["guide"]
-    (model, guide, loss), *extra = objectives(
-        model, guide, pairing, cfg.posterior, cfg.make_objective
-    )
-    return run.fit(
-        model,
-        guide,
-        pairing.data("train"),
-        loss,
-        lr=cfg.lr,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        transform=run.data.train_transform,
-        extra_objectives=extra,
-    )
+    steps = objectives(model, guide, pairing, cfg.posterior, cfg.make_objective)
+    (model, guide, loss), extra = steps[0], steps[1:]
+    options = dict(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size)
+    options |= dict(transform=run.data.train_transform, extra_objectives=extra)
+    return run.fit(model, guide, pairing.data("train"), loss, **options)
 
 
 def score(run: Run) -> dict:
@@ -270,24 +223,14 @@ def evaluation_rows(metrics):
     def nll(key):
         return f"{metrics[key]:.2f} ± {metrics[key + '_stderr']:.2f} nats"
 
-    rows = (
-        [("image -> label accuracy", f"{100 * metrics['accuracy']:.2f} %")] if a == "image" else []
-    )
-    return (
-        rows
-        + [
-            (f"-log p({a}, {b}) (K={k})", nll("joint_nll")),
-            (f"-log p({a})", nll(f"{a}_nll")),
-            (f"-log p({b})", nll(f"{b}_nll")),
-            (f"-log p({b} | {a})", nll(f"{b}_given_{a}_nll")),
-            (f"-log p({a} | {b})", nll(f"{a}_given_{b}_nll")),
-        ]
-        + [
-            (f"-log p({y} | {x}), self-normalized", nll(f"{y}_given_{x}_snis_nll"))
-            for x, y in ((a, b), (b, a))
-            if f"{y}_given_{x}_snis_nll" in metrics
-        ]
-    )
+    rows = [("image -> label accuracy", f"{metrics['accuracy']:.2%}")] if a == "image" else []
+    rows += [(f"-log p({a}, {b}) (K={k})", nll("joint_nll"))]
+    rows += [(f"-log p({x})", nll(f"{x}_nll")) for x in (a, b)]
+    rows += [(f"-log p({y} | {x})", nll(f"{y}_given_{x}_nll")) for x, y in ((a, b), (b, a))]
+    snis = [(x, y) for x, y in ((a, b), (b, a)) if f"{y}_given_{x}_snis_nll" in metrics]
+    return rows + [
+        (f"-log p({y} | {x}), self-normalized", nll(f"{y}_given_{x}_snis_nll")) for x, y in snis
+    ]
 
 
 def title(metrics, cfg):
@@ -295,9 +238,8 @@ def title(metrics, cfg):
     what = "image + label" if cfg.modalities == "image-label" else "top + bottom half"
     posterior = "product of experts" if cfg.posterior == "poe" else "mixture of experts, MMVAE"
     return (
-        f"MVAE ({what}, {posterior}) on {cfg.dataset}: latent_dim="
-        f"{cfg.latent_dim}, hidden={cfg.hidden}, {cfg.objective_label()}, "
-        f"{len(metrics['train_elbo'])} epochs, seed={cfg.seed}"
+        f"MVAE ({what}, {posterior}) on {cfg.dataset}: latent_dim={cfg.latent_dim}, hidden="
+        f"{cfg.hidden}, {cfg.objective_label()}, {metrics['epochs']} epochs, seed={cfg.seed}"
     )
 
 
@@ -310,18 +252,9 @@ KIND = register(
         stages=(Stage("train", fit),),
         score=score,
         report=report,
-        # after the metrics are computed: the figures' draws touch no reported number
-        figures=lambda run, m: figures(
-            run.folder,
-            run.parts["model"],
-            run.parts["guide"],
-            run.extra["pairing"],
-            run.extra["classes"],
-        ),
+        figures=figures,
         title=title,
-        summary_rows=lambda m, cfg: (
-            evaluation_rows(m) + [("seconds per epoch", f"{m['seconds_per_epoch']:.1f}")]
-        ),
+        summary_rows=(..., ("seconds per epoch", "{seconds_per_epoch:.1f}")),
         evaluation_rows=evaluation_rows,
         evaluate_options={
             "eval_samples": "importance samples K of the test log-likelihoods (default: the run's)"

@@ -1,6 +1,6 @@
-"""One M2 run (Kingma et al. 2014): config -> data -> one stage,
-:func:`pyrolvm.fitting.fit_m2` -> test accuracy -> run folder. ``train_m2(...)`` is
-``pyrolvm train m2`` in one call."""
+"""``pyrolvm train m2``: the semi-supervised VAE M2 (Kingma et al. 2014) in one stage,
+:func:`pyrolvm.fitting.fit_m2`, scored by its classifier's test accuracy (and the test
+accuracy at the best validation accuracy, with ``--validation N``)."""
 
 import os
 from dataclasses import dataclass
@@ -9,22 +9,15 @@ from typing import Annotated, ClassVar, Literal
 import tyro
 
 from .. import plots
-from ..errors import ConfigError
 from ..fitting import accuracy, fit_m2, split_labels
-from ..fitting.ssvae import LABELLED_SCHEDULES
+from ..fitting.ssvae import LABELLED_SCHEDULES, at_best_validation, validation_split
 from ..guides.ssvae import SSVAEGuide
 from ..models.ssvae import SSVAE
 from .config import Count, PositiveFloat, Range, RunConfig, Sizes
 from .registry import RunKind, register
 from .template import Run, Stage
 
-__all__ = [
-    "M2Config",
-    "at_best_validation",
-    "fit_m2",
-    "split_labels",
-    "validation_split",
-]
+__all__ = ["M2Config", "at_best_validation", "fit_m2", "split_labels", "validation_split"]
 
 
 @dataclass
@@ -79,45 +72,10 @@ class M2Config(RunConfig):
 DATASET_DEFAULTS = M2Config.DATASET_DEFAULTS
 
 
-def validation_split(data, size):
-    """(train images, train labels, validation images or None, validation labels or None):
-    the last ``size`` training images held out, as Pyro's ss-vae example holds out MNIST's
-    last 10000.
-
-    Raises:
-        ConfigError: ``size`` leaves no training image.
-    """
-    if not size:
-        return data.train, data.train_labels, None, None
-    if size >= len(data.train):
-        raise ConfigError(
-            f"--validation {size} leaves no training image ({len(data.train)} in all): "
-            "hold out fewer"
-        )
-    cut = len(data.train) - size
-    return data.train[:cut], data.train_labels[:cut], data.train[cut:], data.train_labels[cut:]
-
-
-def at_best_validation(history):
-    """``{"best_validation_accuracy", "best_validation_epoch",
-    "test_accuracy_at_best_validation"}`` from per-epoch curves (the first epoch of the
-    highest validation accuracy); ``{}`` without a validation curve."""
-    valid = history.get("validation_accuracy")
-    if not valid:
-        return {}
-    best = max(range(len(valid)), key=lambda i: (valid[i], -i))
-    return {
-        "best_validation_accuracy": valid[best],
-        "best_validation_epoch": best + 1,
-        "test_accuracy_at_best_validation": history["test_accuracy"][best],
-    }
-
-
 def build(cfg, data_dim, num_classes):
     """The M2 model and guide of a resolved config."""
-    model = SSVAE(
-        data_dim, num_classes, cfg.latent_dim, cfg.hidden, grey_targets=cfg.binarize == "none"
-    )
+    grey = cfg.binarize == "none"
+    model = SSVAE(data_dim, num_classes, cfg.latent_dim, cfg.hidden, grey_targets=grey)
     guide = SSVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden, enumerate=cfg.enumerate)
     return model, guide
 
@@ -172,57 +130,23 @@ def report(run: Run) -> dict:
     """``metrics.json``: the last epoch's test accuracy, the one at the best validation
     accuracy, the curves."""
     history = run.results["train"]
-    acc = history["test_accuracy"][-1]
+    acc, seconds = history["test_accuracy"][-1], history["seconds"]
     return {
         "test_accuracy": acc,
         "test_error": 1 - acc,
         **at_best_validation(history),
         "epochs": len(history["train_elbo"]),
-        "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
+        "seconds_per_epoch": sum(seconds) / len(seconds),
         "curves": history,
     }
 
 
 def figures(run: Run, metrics: dict) -> list[str]:
     """samples_per_class.png: one row per class y, one column per z ~ N(0, I)."""
-    plots.image_grid(
-        os.path.join(run.folder or "", "samples_per_class.png"),
-        run.parts["model"].sample_per_class(10),
-        run.data.image_shape,
-        "p(x | y, z): one row per class y, one column per z ~ N(0, I)",
-        ncols=10,
-    )
+    path, samples = os.path.join(run.folder or "", "samples_per_class.png"), run.parts["model"]
+    title = "p(x | y, z): one row per class y, one column per z ~ N(0, I)"
+    plots.image_grid(path, samples.sample_per_class(10), run.data.image_shape, title, ncols=10)
     return ["samples_per_class.png"]
-
-
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` prints for an M2 run."""
-    return [("test accuracy", f"{100 * metrics['test_accuracy']:.2f} %")]
-
-
-def summary_rows(metrics, cfg):
-    """The training summary's rows."""
-    rows = evaluation_rows(metrics)
-    if "best_validation_epoch" in metrics:
-        rows.append(
-            (
-                "at best validation",
-                f"{100 * metrics['test_accuracy_at_best_validation']:.2f} % (epoch "
-                f"{metrics['best_validation_epoch']}, validation "
-                f"{100 * metrics['best_validation_accuracy']:.2f} %)",
-            )
-        )
-    return rows + [("seconds per epoch", f"{metrics['seconds_per_epoch']:.1f}")]
-
-
-def title(metrics, cfg):
-    """The summary's title."""
-    return (
-        f"M2 on {cfg.dataset} with {cfg.labels} labels: latent_dim={cfg.latent_dim}, "
-        f"hidden={cfg.hidden}, aux_loss={cfg.aux_loss}, label "
-        f"{'enumerated' if cfg.enumerate else 'sampled'}, binarize={cfg.binarize}, "
-        f"{metrics['epochs']} epochs, seed={cfg.seed}"
-    )
 
 
 KIND = register(
@@ -235,9 +159,22 @@ KIND = register(
         score=score,
         report=report,
         figures=figures,
-        title=title,
-        summary_rows=summary_rows,
-        evaluation_rows=evaluation_rows,
+        title=lambda m, cfg: (
+            f"M2 on {cfg.dataset} with {cfg.labels} labels: latent_dim={cfg.latent_dim}, "
+            f"hidden={cfg.hidden}, aux_loss={cfg.aux_loss}, label "
+            f"{'enumerated' if cfg.enumerate else 'sampled'}, binarize={cfg.binarize}, "
+            f"{m['epochs']} epochs, seed={cfg.seed}"
+        ),
+        evaluation_rows=(("test accuracy", "{test_accuracy:.2%}"),),
+        summary_rows=(
+            ...,
+            (
+                "at best validation",
+                "{test_accuracy_at_best_validation:.2%} (epoch {best_validation_epoch}, "
+                "validation {best_validation_accuracy:.2%})",
+            ),
+            ("seconds per epoch", "{seconds_per_epoch:.1f}"),
+        ),
         extendable=True,
         tiny=dict(labels=50, epochs=2, hidden=(16,)),
     )

@@ -1,24 +1,24 @@
 """The run template: what every kind of run does, written once.
 
-``train`` for every kind: the settings resolved and validated, the data loaded and checked,
-the parts built (after ``pyro.clear_param_store()`` and ``pyro.set_rng_seed(seed)``, before the
-run folder opens: a setting the parts refuse stops the run before anything is written), the
-folder opened (locked; refused, cleared or resumed), ``config.json``, the stages run in order
-with a checkpoint of one layout, a stop recorded, the report and figures, ``metrics.json``.
-``evaluate`` for every kind: the checkpoint reloaded, the parts rebuilt with its state, the
+``train``: the settings resolved and validated; the data loaded and checked; the parts built
+(after ``pyro.clear_param_store()`` and ``pyro.set_rng_seed(seed)``, before the run folder
+opens, so that a setting the parts refuse stops the run before anything is written); the
+folder opened (locked; refused, cleared or resumed); ``config.json``; the stages in order,
+each checkpointed in one layout; a stop recorded; the report and the figures;
+``metrics.json``. ``evaluate``: the checkpoint reloaded, the parts rebuilt with its state, the
 test figures recomputed.
 
 **The checkpoint** (``checkpoint.pt``, read with ``torch.load(weights_only=True)``)::
 
     {"kind", "config", "layout": 2,
-     "stage": the stage in progress (or the last one, once the run is complete),
+     "stage": the stage in progress (the last one, once the run is complete),
      "epoch": its epochs done, "train": its resumable state,
      "stages": {name: result} of the stages finished before it,
      "parts": {name: state_dict or tensors} of every part, "complete": bool}
 
 A stage resumes from its state; a finished stage is not run again (its result comes from the
-checkpoint); the last stage is run again from its final state by a ``--resume`` of a complete
-run (retraining nothing, or extending it to more ``--epochs``).
+checkpoint); the last stage runs again from its final state when a complete run is resumed
+(retraining nothing, or extending it to more ``--epochs``).
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ LAYOUT = 2
 
 @dataclass(frozen=True)
 class Stage:
-    """One resumable stage of a run: ``fit(run)`` trains from ``run.resume`` (the stage's
-    saved state, or ``None``), passes its states to ``run.save`` and returns its result
-    (plain values and tensors: it is kept in the checkpoints of the later stages)."""
+    """One resumable stage of a run: ``fit(run)`` trains from ``run.resume`` (its saved state,
+    or ``None``), passes its states to ``run.save`` and returns its result (plain values and
+    tensors: the checkpoints of the later stages keep it)."""
 
     name: str
     fit: Callable[[Run], Any]
@@ -66,18 +66,15 @@ class Run:
     """A run being trained or evaluated: what the functions a kind declares receive.
 
     Attributes:
-        kind (RunKind): its declaration.
-        cfg: the resolved config.
-        data (pyrolvm.data.Dataset): the data, on ``device``.
-        device (torch.device): where the parts and data live.
+        kind (RunKind): its declaration; ``cfg`` its resolved config.
+        data (pyrolvm.data.Dataset): the data, on ``device`` (``torch.device``).
         folder (str or None): the run folder (``None`` before it is opened).
         saved (dict or None): the checkpoint resumed or evaluated.
-        evaluating (bool): reloaded by ``pyrolvm evaluate``.
-        options (dict): the evaluation options given (``pyrolvm evaluate --eval-samples``...).
+        evaluating (bool): reloaded by ``pyrolvm evaluate``, with the ``options`` given.
         parts (dict): the modules (or dicts of tensors) the checkpoint saves, by name.
         results (dict): the results of the stages finished so far, by name.
         stage (str or None): the stage in progress; ``resume`` its saved state.
-        extra (dict): what a kind's functions hand each other (e.g. imputed pixels).
+        extra (dict): what a kind's functions hand each other (e.g. masks, imputations).
     """
 
     def __init__(self, kind, cfg, data, saved=None, evaluating=False, options=None):
@@ -88,15 +85,14 @@ class Run:
         self.config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
         self.parts: dict[str, Any] = {}
         self.results: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
         self.stage: str | None = None
         self.resume: dict | None = None
         self.state: dict | None = None
-        self.extra: dict[str, Any] = {}
 
     def add(self, name: str, part: Any) -> Any:
         """Register ``part`` (an ``nn.Module``, moved to ``device``, or a dict of tensors) as
-        ``name``, with the state the checkpoint holds for it when resumed or evaluated;
-        returns it."""
+        ``name``, with the state the checkpoint holds for it; returns it."""
         saved = (self.saved or {}).get("parts", {}).get(name)
         if isinstance(part, nn.Module):
             part.to(self.device)
@@ -108,7 +104,7 @@ class Run:
         return part
 
     def save(self, state: dict) -> None:
-        """Write the checkpoint of the stage in progress with its resumable ``state``."""
+        """Checkpoint the stage in progress with its resumable ``state``."""
         self.state = state
         self.write_checkpoint(complete=False)
 
@@ -120,34 +116,23 @@ class Run:
             parts[name] = part.state_dict() if isinstance(part, nn.Module) else part
         state = self.state or {}
         history = state.get("history") or (state.get("train") or {}).get("history") or {}
+        checkpoint = {"kind": self.kind.name, "config": self.config_dict, "layout": LAYOUT}
+        checkpoint |= {"stage": self.stage, "epoch": len(history.get("train_elbo", []))}
         stages = {k: v for k, v in self.results.items() if k != self.stage}
-        save_checkpoint(
-            os.path.join(self.folder, CHECKPOINT),
-            {
-                "kind": self.kind.name,
-                "config": self.config_dict,
-                "layout": LAYOUT,
-                "stage": self.stage,
-                "epoch": len(history.get("train_elbo", [])),
-                "train": self.state,
-                "stages": stages,
-                "parts": parts,
-                "complete": complete,
-            },
-        )
+        checkpoint |= {"train": self.state, "stages": stages, "parts": parts}
+        save_checkpoint(os.path.join(self.folder, CHECKPOINT), checkpoint | {"complete": complete})
 
     def trial(self, model: Callable, guide: Callable, loss: Any, *batch: Any) -> None:
-        """One ``loss.loss_and_grads`` on deep copies of ``model`` and ``guide`` (their
-        parameters, baselines and gradients untouched) at ``batch``: what the objective, the
-        guide or the model refuses raises here (a kind's ``check`` calls it)."""
+        """One ``loss.loss_and_grads`` at ``batch`` on deep copies of ``model`` and ``guide``
+        (their parameters, baselines and gradients untouched): what the objective, the guide
+        or the model refuses raises here (for a kind's ``check``)."""
         model, guide = copy.deepcopy((model, guide))
         loss.loss_and_grads(model, guide, *batch)
 
     @property
     def hooks(self) -> dict[str, Any]:
-        """What a fitting function of :mod:`pyrolvm.fitting` takes to run as this stage:
-        ``progress`` (``cfg.progress``), ``checkpoint`` (:meth:`save`), ``resume_from``
-        (``resume``)."""
+        """What a fitting function takes to run as the stage in progress: ``progress``,
+        ``checkpoint`` (:meth:`save`) and ``resume_from`` (``resume``)."""
         return dict(progress=self.cfg.progress, checkpoint=self.save, resume_from=self.resume)
 
     def fit(self, model: Callable, guide: Callable, data: Any, loss: Any = None, **options):
@@ -156,27 +141,24 @@ class Run:
 
 
 def make_config(kind: Any, config: Any, overrides: dict) -> Any:
-    """``config`` (default: the kind's defaults) with ``overrides``, resolved and validated.
+    """``config`` (default: the kind's) with ``overrides``, resolved and validated.
 
     Raises:
         ConfigError: a setting the kind does not have, or a value its config refuses.
     """
-    cls = kind.config
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - known)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(kind.config)})
     if unknown:
         others = sorted({k for name in unknown for k in kind.elsewhere(name)})
         raise ConfigError(
             f"a {kind.name} run has no setting {', '.join(map(repr, unknown))}"
             + (f" (a setting of {', '.join(others)} runs)" if others else "")
         )
-    return dataclasses.replace(config or cls(), **overrides).resolved()
+    return dataclasses.replace(config or kind.config(), **overrides).resolved()
 
 
 def build(run: Run) -> None:
-    """The kind's parts (``kind.build(run)``), registered with ``run.add``; then, before a
-    training run's folder opens, ``kind.check(run)`` on them with the random state and
-    Pyro's param store left as they were."""
+    """The kind's parts (``kind.build(run)``), registered with ``run.add``; for a new run,
+    ``kind.check(run)`` on them, the random state and Pyro's param store restored after."""
     for name, part in (run.kind.build(run) if run.kind.build else {}).items():
         run.add(name, part)
     if run.kind.check is not None and not run.evaluating and run.saved is None:
@@ -188,18 +170,18 @@ def build(run: Run) -> None:
             set_rng_state(rng)
 
 
-def run_stages(run: Run) -> None:
-    """Run the kind's stages in order: the finished ones' results from the checkpoint, the
-    one in progress from its state, the rest from scratch."""
-    saved = run.saved or {}
-    for stage in run.kind.stage_list(run.cfg):
-        if stage.name in saved.get("stages", {}):
-            run.results[stage.name] = saved["stages"][stage.name]
-            continue
-        run.stage = stage.name
-        run.resume = saved.get("train") if saved.get("stage") == stage.name else None
-        run.state = run.resume
-        run.results[stage.name] = stage.fit(run)
+def of_this_layout(state: dict, folder: str) -> dict:
+    """``state``, a checkpoint of this template's layout.
+
+    Raises:
+        ConfigError: a checkpoint written by an earlier version of pyrolvm.
+    """
+    if state.get("layout") != LAYOUT:
+        raise ConfigError(
+            f"{folder!r} was written by an earlier version of pyrolvm, whose checkpoints this "
+            "one cannot read: use that version, or start a new run with another --out"
+        )
+    return state
 
 
 def train_run(kind: Any, config: Any = None, data: Any = None, **overrides: Any) -> dict:
@@ -214,13 +196,20 @@ def train_run(kind: Any, config: Any = None, data: Any = None, **overrides: Any)
     with run_folder(
         cfg.out, kind.name, run.config_dict, cfg.resume, cfg.overwrite, extendable, fixed
     ) as (folder, saved):
-        run.folder, run.saved = folder, resumable(saved, folder)
+        run.folder, run.saved = folder, saved and of_this_layout(saved, folder)
         for name, part in list(run.parts.items()):
             run.add(name, part)  # with the checkpoint's state
         if extended(saved, run.config_dict):  # a new run, or one given more --epochs
             write_json(os.path.join(folder, "config.json"), run.config_dict)
         try:
-            run_stages(run)
+            for stage in kind.stage_list(cfg):
+                if stage.name in (run.saved or {}).get("stages", {}):  # finished before
+                    run.results[stage.name] = run.saved["stages"][stage.name]
+                    continue
+                ongoing = run.saved and run.saved["stage"] == stage.name
+                run.stage, run.resume = stage.name, run.saved["train"] if ongoing else None
+                run.state = run.resume
+                run.results[stage.name] = stage.fit(run)
         except (TrainingDiverged, Interrupted) as exc:
             raise record_stop(folder, exc) from None
         run.write_checkpoint(complete=True)
@@ -231,35 +220,17 @@ def train_run(kind: Any, config: Any = None, data: Any = None, **overrides: Any)
     return metrics
 
 
-def resumable(saved: dict | None, folder: str) -> dict | None:
-    """The checkpoint to resume, if of this template's layout.
-
-    Raises:
-        ConfigError: a checkpoint of an earlier layout (it can be evaluated, not resumed).
-    """
-    if saved is not None and saved.get("layout") != LAYOUT:
-        raise ConfigError(
-            f"{folder!r} was written by an earlier version of pyrolvm, whose checkpoints "
-            "cannot be resumed by this one: evaluate it, or start a new run with another --out"
-        )
-    return saved
-
-
 def evaluate_folder(
-    kind: Any,
-    folder: str,
-    data_root: str | None = None,
-    progress: bool = True,
-    device: str = "auto",
-    **options: Any,
-) -> dict:
-    """Reload the run folder ``folder`` of ``kind`` and recompute its test figures.
+    kind: Any, folder: str, data_root=None, progress=True, device="auto", **options
+):
+    """Reload the run folder ``folder`` of ``kind`` and recompute its test figures, with
+    ``options`` (the kind's ``evaluate_options``) overriding the run's settings.
 
     Raises:
-        ConfigError: no valid checkpoint, one of another kind, an option the kind does not
-            take, or a run stopped before its last stage.
+        ConfigError: no valid checkpoint, one of another kind or layout, an option the kind
+            does not take, or a run stopped before its last stage.
     """
-    state = load_checkpoint(folder)
+    state = of_this_layout(load_checkpoint(folder), folder)
     if state["kind"] != kind.name:
         raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a {kind.name!r} run")
     given = {k: v for k, v in options.items() if v is not None}
@@ -267,21 +238,11 @@ def evaluate_folder(
     if extra:
         flags = ", ".join("--" + e.replace("_", "-") for e in extra)
         raise ConfigError(f"{flags} does not apply to runs of kind {kind.name!r}")
-    settings = dict(state["config"])
-    settings.pop("data_dim", None)
-    try:
-        cfg = kind.config(**settings)
-    except TypeError:
-        raise ConfigError(
-            f"{folder!r} holds settings this version of pyrolvm does not know: evaluate it with "
-            "the version that trained it"
-        ) from None
-    cfg = dataclasses.replace(
-        cfg, data_root=data_root or cfg.data_root, progress=progress, device=device, **given
-    ).resolved()
-    state = legacy_layout(state)
-    stages = [s.name for s in kind.stage_list(cfg)]
-    if not state["complete"] and state["stage"] != stages[-1]:
+    settings = {k: v for k, v in state["config"].items() if k != "data_dim"}
+    cfg = kind.config(**settings)
+    overrides = dict(data_root=data_root or cfg.data_root, progress=progress, device=device)
+    cfg = dataclasses.replace(cfg, **overrides, **given).resolved()
+    if not state["complete"] and state["stage"] != kind.stage_list(cfg)[-1].name:
         raise ConfigError(
             f"the {kind.name} run in {folder} stopped before it finished (in its stage "
             f"{state['stage']!r}): continue it with the same command and --resume, then "
@@ -292,22 +253,6 @@ def evaluate_folder(
     pyro.clear_param_store()
     build(run)
     return kind.score(run)
-
-
-def legacy_layout(state: dict) -> dict:
-    """A checkpoint of an earlier layout (one schema per kind) read as this one's, for
-    ``evaluate``: its networks as parts (``model``, ``guide``, ``prior``; a cvae run's settings;
-    a gmm run's mixture and PCA)."""
-    if state.get("layout") == LAYOUT:
-        return state
-    parts = {k: state[k] for k in ("model", "guide", "prior", "params") if k in state}
-    for key, networks in state.get("states", {}).items():
-        parts |= {f"{key}.{name}": value for name, value in networks.items()}
-    if "pca_mean" in state:
-        parts["pca"] = {"mean": state["pca_mean"], "components": state["pca_components"]}
-    last = "prior" if state["kind"] == "vqvae" else "model"  # written once a run finished
-    complete = any(key in state for key in (last, "params", "states"))
-    return {**state, "parts": parts, "stage": None, "complete": complete}
 
 
 def summary(kind: Any, metrics: dict, cfg: Any, folder: str) -> str:

@@ -17,7 +17,7 @@ from ..data import BINARIZATIONS, MASKS
 from ..errors import ConfigError
 from ..fitting.amortization import amortization_gap
 from ..guides import AmortizedFlow, AmortizedFullCovariance, AmortizedNormal, TwoLayerGuide
-from ..inference import latent_diagnostics as inference_latent_diagnostics
+from ..inference import latent_diagnostics
 from ..models import DECODERS, LIKELIHOODS, PRIORS, VAE, TwoLayerVAE, scored_on
 from . import vae_family as family
 from .config import Count, Range, Sizes
@@ -99,20 +99,20 @@ class VAEConfig(family.AmortizedConfig):
             values["missing_rate"] = 0.5
         if values["binarize"] is None:
             values["binarize"] = "dynamic" if values["likelihood"] == "bernoulli" else "none"
-        mnist = values["dataset"] == "mnist"
-        if values["layers"] == 2:
-            if self.latent_dim is None:
-                values["latent_dim"] = 100 if mnist else 16
-            if values["latent_dim2"] is None:
-                values["latent_dim2"] = 50 if mnist else 4
-            if values["hidden2"] is None:
-                values["hidden2"] = (100, 100) if mnist else (64, 64)
-        if values["likelihood"] == "categorical" and values["levels"] is None:
-            values["levels"] = 17 if values["dataset"] == "digits" else 256
+        mnist, two = values["dataset"] == "mnist", values["layers"] == 2
+        if two and self.latent_dim is None:
+            values["latent_dim"] = 100 if mnist else 16
         for key, default, needs in (
             ("flows", 4, values["guide"] in ("planar", "iaf")),
             ("pseudo_inputs", 500, values["prior"] == "vamp"),
             ("prior_flows", 2, values["prior"] == "flow"),
+            ("latent_dim2", 50 if mnist else 4, two),
+            ("hidden2", (100, 100) if mnist else (64, 64), two),
+            (
+                "levels",
+                17 if values["dataset"] == "digits" else 256,
+                values["likelihood"] == "categorical",
+            ),
         ):
             if values[key] is None and needs:
                 values[key] = default
@@ -150,157 +150,6 @@ class VAEConfig(family.AmortizedConfig):
 
 #: Per-dataset defaults of :class:`VAEConfig` (kept for ``from pyrolvm.runs import ...``).
 DATASET_DEFAULTS = VAEConfig.DATASET_DEFAULTS
-
-
-def build(cfg, data_dim, data_mean=None, pseudo_init=None, image_shape=None):
-    """The model and guide of a resolved config, with mirrored hidden layers:
-    :class:`~pyrolvm.models.VAE` (``cfg.prior``, ``cfg.likelihood``, ``cfg.decoder``) with the
-    guide of ``cfg.guide`` (:class:`~pyrolvm.guides.AmortizedNormal`,
-    :class:`~pyrolvm.guides.AmortizedFullCovariance`, :class:`~pyrolvm.guides.AmortizedFlow`),
-    whose posteriors a VampPrior mixes; or :class:`~pyrolvm.models.TwoLayerVAE` with
-    :class:`~pyrolvm.guides.TwoLayerGuide` (``layers`` 2). ``pseudo_init``: the VampPrior's
-    initial pseudo-inputs, shape (K, D); ``image_shape``: (H, W), for the pixelcnn decoder.
-
-    Raises:
-        ConfigError: what the parts refuse, and the combinations no part takes (a second layer
-            with another guide or the pixelcnn decoder; the VampPrior with a flow guide; missing
-            data with another guide, prior or decoder; --no-reparam with a richer guide).
-    """
-    richer = cfg.guide != "normal" or cfg.prior != "normal" or cfg.layers != 1
-    for refused, why in (
-        (
-            cfg.layers == 2 and cfg.guide != "normal",
-            "--layers 2 comes with its own two-layer guide: drop --guide",
-        ),
-        (
-            cfg.layers == 2 and cfg.decoder != "mlp",
-            "--decoder pixelcnn is for one stochastic layer: drop --layers 2",
-        ),
-        (
-            cfg.prior == "vamp" and cfg.guide not in ("normal", "fullcov"),
-            "--prior vamp mixes the "
-            "guide's Gaussian posteriors at the pseudo-inputs: use --guide normal or fullcov",
-        ),
-        (
-            cfg.mask != "none" and (richer or cfg.decoder != "mlp"),
-            "--mask (missing data) reads "
-            "the mask with the diagonal Gaussian guide of one layer and scores the observed pixels "
-            "alone (--decoder pixelcnn is for fully observed images): drop --guide, --prior vamp, "
-            "--layers and --decoder",
-        ),
-        (
-            richer and not cfg.reparameterized,
-            "--no-reparam is for the diagonal Gaussian guide of one layer: drop it",
-        ),
-    ):
-        if refused:
-            raise ConfigError(why)
-    if cfg.layers == 2:
-        dims, hidden = (cfg.latent_dim, cfg.latent_dim2), (cfg.hidden, cfg.hidden2)
-        model = TwoLayerVAE(
-            data_dim,
-            dims,
-            hidden,
-            cfg.activation,
-            cfg.likelihood,
-            data_mean,
-            prior=cfg.prior,
-            prior_flows=cfg.prior_flows or 2,
-            levels=cfg.levels or 256,
-        )
-        return model, TwoLayerGuide(data_dim, dims, hidden, cfg.activation)
-    model = VAE(
-        data_dim,
-        cfg.latent_dim,
-        cfg.hidden,
-        cfg.activation,
-        cfg.likelihood,
-        data_mean,
-        prior=cfg.prior,
-        num_pseudo_inputs=cfg.pseudo_inputs or 500,
-        pseudo_init=pseudo_init,
-        prior_flows=cfg.prior_flows or 2,
-        levels=cfg.levels or 256,
-        decoder=cfg.decoder,
-        image_shape=image_shape,
-        decoder_layers=cfg.decoder_layers,
-        decoder_channels=cfg.decoder_channels,
-    )
-    shape = (data_dim, cfg.latent_dim, cfg.hidden, cfg.activation)
-    if cfg.guide == "fullcov":
-        guide = AmortizedFullCovariance(*shape)
-    elif cfg.guide in ("planar", "iaf"):
-        guide = AmortizedFlow(*shape[:2], cfg.guide, cfg.flows or 4, *shape[2:])
-    else:
-        guide = AmortizedNormal(
-            *shape,
-            reparameterized=cfg.reparameterized,
-            baseline=cfg.baseline,
-            mask_input=cfg.mask != "none",
-        )
-    if cfg.prior == "vamp":  # the VampPrior mixes this guide's posteriors
-        model.prior.set_posterior(guide.posterior)
-    return model, guide
-
-
-def parts(run: Run) -> dict:
-    """The run's model and guide (:func:`build`) and its missing-data masks."""
-    cfg, data = run.cfg, run.data
-    model, guide = build(
-        cfg, data.data_dim, data.train.mean(0), pseudo_init(cfg, data), data.image_shape
-    )
-    run.extra["masks"] = run_masks(cfg, data)
-    run.extra["chunk_size"] = chunk_size(cfg)
-    return {"model": model, "guide": guide}
-
-
-def pseudo_init(cfg, data):
-    """K training images drawn without replacement by a generator seeded by ``cfg.seed`` (the
-    global RNG is untouched), the VampPrior's initial pseudo-inputs; ``None`` otherwise."""
-    if cfg.prior != "vamp":
-        return None
-    k = cfg.pseudo_inputs
-    if k > data.train.shape[0]:
-        raise ConfigError(
-            f"--pseudo-inputs {k} exceeds the {data.train.shape[0]} training images: lower it"
-        )
-    gen = torch.Generator().manual_seed(cfg.seed)
-    return data.train[torch.randperm(data.train.shape[0], generator=gen)[:k]]
-
-
-def chunk_size(cfg):
-    """Particles per model call of the evaluator: fewer for the categorical likelihood,
-    whose model call holds ``levels`` logits per pixel, and for the pixelcnn decoder, a
-    convolutional network per particle (default: the evaluator's own)."""
-    if cfg.decoder == "pixelcnn":
-        return max(1, 1000 // cfg.eval_batch_size)
-    if cfg.likelihood != "categorical":
-        return None
-    return max(1, 10000 // (cfg.eval_batch_size * max(1, (cfg.levels or 256) // 8)))
-
-
-def load(cfg, data=None):
-    """The run's data, checked for the likelihood: in [0, 1] for the Bernoulli and continuous
-    Bernoulli, on the grid of ``levels`` grey levels for the categorical."""
-    data = family.load_images(cfg, data, cfg.likelihood == "bernoulli")
-    if cfg.likelihood not in ("continuous-bernoulli", "categorical"):
-        return data
-    for x, which in ((data.train, "training"), (data.test, "test")):
-        if not ((x >= 0) & (x <= 1)).all():
-            raise ConfigError(
-                f"--likelihood {cfg.likelihood} scores intensities in [0, 1], but the {which} "
-                "data leaves it: rescale it (e.g. x / 255)"
-            )
-        scaled = x * (cfg.levels - 1) if cfg.likelihood == "categorical" else x
-        if ((scaled - scaled.round()).abs() > 1e-3).any() and cfg.likelihood == "categorical":
-            raise ConfigError(
-                f"--likelihood categorical with --levels {cfg.levels} scores the grey "
-                f"levels k / {cfg.levels - 1}, but the {which} data holds other values: "
-                "give the data's number of levels (256 for 8-bit images, 17 for digits)"
-            )
-    return data
-
-
 #: Draws of the guide per test point for the latent diagnostics' Monte Carlo estimates (where
 #: the KL has no closed form: VampPrior, flow priors and guides, two layers).
 LATENT_SAMPLES = 100
@@ -308,48 +157,135 @@ LATENT_SAMPLES = 100
 GAP_STEPS, GAP_LR, GAP_PARTICLES = 500, 0.05, 10
 
 
+def build(cfg, data_dim, data_mean=None, pseudo_init=None, image_shape=None):
+    """The model and guide of a resolved config, with mirrored hidden layers:
+    :class:`~pyrolvm.models.VAE` with the guide of ``cfg.guide``, whose posteriors a VampPrior
+    mixes, or :class:`~pyrolvm.models.TwoLayerVAE` with :class:`~pyrolvm.guides.TwoLayerGuide`.
+    ``pseudo_init``: the VampPrior's first pseudo-inputs (K, D); ``image_shape``: (H, W).
+
+    Raises:
+        ConfigError: what the parts refuse, and the pairings no part takes.
+    """
+    richer = cfg.guide != "normal" or cfg.prior != "normal" or cfg.layers != 1
+    if cfg.layers == 2 and (cfg.guide != "normal" or cfg.decoder != "mlp"):
+        raise ConfigError(
+            "--layers 2 comes with its own guide and decoder: drop --guide, --decoder"
+        )
+    if cfg.prior == "vamp" and cfg.guide not in ("normal", "fullcov"):
+        raise ConfigError(
+            "--prior vamp mixes the guide's Gaussian posteriors: use --guide normal or fullcov"
+        )
+    if cfg.mask != "none" and (richer or cfg.decoder != "mlp"):
+        raise ConfigError(
+            "--mask (missing data) reads the mask with the diagonal Gaussian guide of one layer "
+            "and scores the observed pixels alone: drop --guide, --prior vamp, --layers, --decoder"
+        )
+    if richer and not cfg.reparameterized:
+        raise ConfigError("--no-reparam is for the diagonal Gaussian guide of one layer: drop it")
+    shape, levels = (data_dim, cfg.latent_dim, cfg.hidden, cfg.activation), cfg.levels or 256
+    if cfg.layers == 2:
+        dims, hidden = (cfg.latent_dim, cfg.latent_dim2), (cfg.hidden, cfg.hidden2)
+        flows = cfg.prior_flows or 2
+        options = dict(prior=cfg.prior, prior_flows=flows, levels=levels)
+        model = TwoLayerVAE(
+            data_dim, dims, hidden, cfg.activation, cfg.likelihood, data_mean, **options
+        )
+        return model, TwoLayerGuide(data_dim, dims, hidden, cfg.activation)
+    decoder = dict(decoder=cfg.decoder, image_shape=image_shape)
+    decoder |= dict(decoder_layers=cfg.decoder_layers, decoder_channels=cfg.decoder_channels)
+    prior = dict(prior=cfg.prior, num_pseudo_inputs=cfg.pseudo_inputs or 500)
+    prior |= dict(pseudo_init=pseudo_init, prior_flows=cfg.prior_flows or 2)
+    model = VAE(*shape, cfg.likelihood, data_mean, **prior, levels=levels, **decoder)
+    if cfg.guide == "fullcov":
+        guide = AmortizedFullCovariance(*shape)
+    elif cfg.guide in ("planar", "iaf"):
+        guide = AmortizedFlow(*shape[:2], cfg.guide, cfg.flows or 4, *shape[2:])
+    else:
+        reparam, baseline = cfg.reparameterized, cfg.baseline
+        masks = cfg.mask != "none"
+        guide = AmortizedNormal(
+            *shape, reparameterized=reparam, baseline=baseline, mask_input=masks
+        )
+    if cfg.prior == "vamp":  # the VampPrior mixes this guide's posteriors
+        model.prior.set_posterior(guide.posterior)
+    return model, guide
+
+
+def parts(run: Run) -> dict:
+    """The run's model and guide (:func:`build`; the VampPrior started at ``pseudo_inputs``
+    training images drawn by a generator seeded by ``seed``), its missing-data masks and the
+    evaluator's chunk of particles (fewer for the categorical likelihood's ``levels`` logits
+    per pixel and for the pixelcnn decoder's network per particle)."""
+    cfg, data = run.cfg, run.data
+    pseudo, n = None, data.train.shape[0]
+    if cfg.prior == "vamp":
+        if cfg.pseudo_inputs > n:
+            raise ConfigError(
+                f"--pseudo-inputs {cfg.pseudo_inputs} exceeds the {n} training images: lower it"
+            )
+        gen = torch.Generator().manual_seed(cfg.seed)
+        pseudo = data.train[torch.randperm(n, generator=gen)[: cfg.pseudo_inputs]]
+    model, guide = build(cfg, data.data_dim, data.train.mean(0), pseudo, data.image_shape)
+    run.extra["masks"] = run_masks(cfg, data)
+    if cfg.decoder == "pixelcnn":
+        run.extra["chunk_size"] = max(1, 1000 // cfg.eval_batch_size)
+    elif cfg.likelihood == "categorical":
+        per_point = cfg.eval_batch_size * max(1, (cfg.levels or 256) // 8)
+        run.extra["chunk_size"] = max(1, 10000 // per_point)
+    return {"model": model, "guide": guide}
+
+
+def load(cfg, data=None):
+    """The run's data, checked for the likelihood: in [0, 1] for the Bernoulli and continuous
+    Bernoulli, on the grid of ``levels`` grey levels for the categorical."""
+    data = family.load_images(cfg, data, cfg.likelihood == "bernoulli")
+    for x, which in ((data.train, "training"), (data.test, "test")):
+        grey = cfg.likelihood in ("continuous-bernoulli", "categorical")
+        if grey and not ((x >= 0) & (x <= 1)).all():
+            raise ConfigError(
+                f"--likelihood {cfg.likelihood} scores intensities in [0, 1], but the {which} "
+                "data leaves it: rescale it (e.g. x / 255)"
+            )
+        scaled = x * (cfg.levels - 1) if cfg.likelihood == "categorical" else x.round()
+        if ((scaled - scaled.round()).abs() > 1e-3).any():
+            raise ConfigError(
+                f"--likelihood categorical with --levels {cfg.levels} scores the grey levels "
+                f"k / {cfg.levels - 1}, but the {which} data holds other values: give the "
+                "data's number of levels (256 for 8-bit images, 17 for digits)"
+            )
+    return data
+
+
 def score(run: Run) -> dict:
-    """The test figures: importance-sampled (``eval_samples``, seeded by ``seed``) ELBO, NLL,
-    its standard error and ESS, what they score (``scored_on``, the guide, prior, layers and
-    decoder; bits per dimension for discrete data); the latent diagnostics
-    (:func:`pyrolvm.inference.latent_diagnostics`: ``rate``, ``distortion = -test_elbo -
-    rate``, ``kl_per_dim``, ``activity``, ``active_units``, ``mutual_information``, with
-    ``LATENT_SAMPLES`` draws from a stream seeded by ``seed``); the imputation figures of a
-    missing-data run; the amortization gap (``amortization_gap`` test points, or
-    ``pyrolvm evaluate --amortization-gap N``)."""
+    """The test figures: importance-sampled (:func:`~pyrolvm.runs.vae_family.importance_figures`),
+    what they score, the latent diagnostics (:func:`pyrolvm.inference.latent_diagnostics`,
+    ``LATENT_SAMPLES`` draws seeded by ``seed``; ``distortion = -test_elbo - rate``), the
+    imputations of a missing-data run, the amortization gap on ``amortization_gap`` test points
+    (``pyrolvm evaluate``: with ``--amortization-gap N`` only)."""
     cfg, model, guide, data = run.cfg, run.parts["model"], run.parts["guide"], run.data
-    scoring = {
-        "scored_on": scored_on(cfg.likelihood, cfg.binarize, cfg.levels or 256),
-        "guide": cfg.guide if cfg.layers == 1 else "two-layer",
-        "prior": cfg.prior,
-        "layers": cfg.layers,
-        "decoder": cfg.decoder,
-    }
+    scoring = {"scored_on": scored_on(cfg.likelihood, cfg.binarize, cfg.levels or 256)}
+    scoring["guide"] = cfg.guide if cfg.layers == 1 else "two-layer"
+    scoring |= {"prior": cfg.prior, "layers": cfg.layers, "decoder": cfg.decoder}
     final = family.importance_figures(run, scoring, cfg.likelihood in ("bernoulli", "categorical"))
     batch = max(1, (1000 if cfg.decoder == "pixelcnn" else 10000) // LATENT_SAMPLES)
-    test = family.splits(run)[1]
-    latent = inference_latent_diagnostics(
-        model, guide, test, num_samples=LATENT_SAMPLES, batch_size=batch, seed=cfg.seed
-    ).summary()
+    test, samples = family.splits(run)[1], LATENT_SAMPLES
+    latent = latent_diagnostics(
+        model, guide, test, num_samples=samples, batch_size=batch, seed=cfg.seed
+    )
+    latent = latent.summary()
     del latent["distortion_stderr"]  # the distortion below comes from the evaluator's ELBO
     final |= latent | {"distortion": -final["test_elbo"] - latent["rate"]}
-    masks = run.extra["masks"]
-    if masks is not None:
-        missing, run.extra["imputed"] = missing_metrics(model, guide, data, masks, cfg)
+    if run.extra["masks"] is not None:
+        missing, run.extra["imputed"] = missing_metrics(model, guide, data, run.extra["masks"], cfg)
         final.update(missing)
     points = run.options.get("amortization_gap") if run.evaluating else cfg.amortization_gap
     if points is not None and (run.evaluating or points):
         if int(points) < 1:
             raise ConfigError(f"--amortization-gap must be >= 1 test points, got {points}")
         pyro.set_rng_seed(cfg.seed)
+        options = dict(steps=GAP_STEPS, lr=GAP_LR, num_particles=GAP_PARTICLES)
         gap = amortization_gap(
-            model,
-            guide,
-            data.test[: int(points)],
-            steps=GAP_STEPS,
-            lr=GAP_LR,
-            num_particles=GAP_PARTICLES,
-            eval_samples=cfg.eval_samples,
+            model, guide, data.test[: int(points)], eval_samples=cfg.eval_samples, **options
         )
         final.update(gap.summary())
     return final
@@ -360,27 +296,24 @@ def figures(run: Run, metrics: dict) -> list[str]:
     image's posterior mean along the 10 dimensions of highest KL) and interpolation.png
     (between the first two test images' posterior means); latent_manifold.png for a 2-D
     latent; imputation.png for missing data."""
-    names = family.pictures(run)
+    names, folder = family.pictures(run), run.folder or ""
     model, guide, shape = run.parts["model"], run.parts["guide"], run.data.image_shape
-    folder = run.folder or ""
-    kl = metrics.get("kl_per_dim")
-    one_site = kl and len(kl) == run.cfg.latent_dim and run.cfg.layers == 1
     if isinstance(model, VAE):
-        names += ["latent_traversals.png", "interpolation.png"]
+        kl = metrics.get("kl_per_dim") or []
+        by_kl = sorted(range(len(kl)), key=lambda u: -kl[u])[:10]
+        dims = by_kl if len(kl) == model.latent_dim else range(min(10, model.latent_dim))
         loc = guide.encode(run.data.test[:2])[0].detach()
-        dims = sorted(range(len(kl)), key=lambda u: -kl[u])[:10] if one_site else None
-        dims = dims if dims is not None else range(min(10, model.latent_dim))
+        path = lambda name: os.path.join(folder, name)  # noqa: E731
         plots_latent.latent_traversals(
-            os.path.join(folder, names[-2]), model.decode, loc[0], shape, dims=dims
+            path("latent_traversals.png"), model.decode, loc[0], shape, dims=dims
         )
-        plots_latent.interpolation(
-            os.path.join(folder, names[-1]), model.decode, loc[0], loc[-1], shape
-        )
+        plots_latent.interpolation(path("interpolation.png"), model.decode, loc[0], loc[-1], shape)
+        names += ["latent_traversals.png", "interpolation.png"]
         if model.latent_dim == 2:
-            names.append("latent_manifold.png")
             plots.latent_manifold(
-                os.path.join(folder, names[-1]), model.decode, shape, device=run.data.test.device
+                path("latent_manifold.png"), model.decode, shape, device=run.device
             )
+            names.append("latent_manifold.png")
     if run.extra["masks"] is not None:
         names.append(imputation_figure(folder, run.data, run.extra["masks"], run.extra["imputed"]))
     return names
@@ -393,61 +326,46 @@ def latent_rows(metrics):
     rate = f"{metrics['rate']:.2f}"
     if metrics.get("rate_stderr"):
         rate += f" ± {metrics['rate_stderr']:.2f} (Monte Carlo, K={metrics['latent_samples']})"
+    mi = "n/a (the guide has no density away from its own draws)"
+    if metrics.get("mi_points"):
+        mi = f"{metrics['mutual_information']:.2f} nats ({metrics['mi_points']} test points)"
     rows = [
         ("rate / distortion", f"{rate} / {metrics['distortion']:.2f} nats"),
         ("active units", f"{metrics['active_units']} of {len(metrics['activity'])}"),
-        (
-            "mutual information I(x; z)",
-            f"{metrics['mutual_information']:.2f} nats ({metrics['mi_points']} test points)"
-            if metrics.get("mi_points")
-            else "n/a (the guide has no density away from its own draws)",
-        ),
+        ("mutual information I(x; z)", mi),
     ]
-    if "amortization_gap" in metrics:
-        for name in ("amortization", "approximation", "inference"):
-            key = f"{name}_gap"
-            rows.append(
-                (
-                    f"{name} gap ({metrics['gap_points']} test points)",
-                    f"{metrics[key]:.2f} ± {metrics[key + '_stderr']:.2f} nats",
-                )
-            )
+    for name in (
+        ("amortization", "approximation", "inference") if "amortization_gap" in metrics else ()
+    ):
+        value = f"{metrics[name + '_gap']:.2f} ± {metrics[name + '_gap_stderr']:.2f} nats"
+        rows.append((f"{name} gap ({metrics['gap_points']} test points)", value))
     return rows
 
 
 def title(metrics, cfg):
-    """The summary's title: the data, the likelihood and the settings that differ from a
-    plain VAE's."""
+    """The summary's title: the data, the likelihood and what differs from a plain VAE."""
     parts = [] if cfg.reparameterized else ["not reparameterized"]
-    if cfg.baseline != "none":
-        parts.append(f"baseline={cfg.baseline}")
+    parts += [f"baseline={cfg.baseline}"] if cfg.baseline != "none" else []
     if cfg.guide != "normal":
-        steps = f" ({cfg.flows} steps)" if cfg.guide in ("planar", "iaf") else ""
-        parts.append(f"guide={cfg.guide}{steps}")
+        parts.append(f"guide={cfg.guide}" + (f" ({cfg.flows} steps)" if cfg.flows else ""))
     if cfg.prior != "normal":
-        what = f" (K={cfg.pseudo_inputs})" if cfg.prior == "vamp" else f" ({cfg.prior_flows} steps)"
-        parts.append(f"prior={cfg.prior}{what}")
+        k = f"K={cfg.pseudo_inputs}" if cfg.prior == "vamp" else f"{cfg.prior_flows} steps"
+        parts.append(f"prior={cfg.prior} ({k})")
     if cfg.layers == 2:
         parts.append(f"2 stochastic layers ({cfg.latent_dim}, {cfg.latent_dim2})")
     if cfg.decoder != "mlp":
         layers = f"{cfg.decoder_layers} layers of {cfg.decoder_channels} channels"
         parts.append(f"decoder={cfg.decoder} ({layers})")
-    vimco = cfg.elbo == "vimco" and cfg.reparameterized
-    return (
-        f"VAE on {cfg.dataset}: {cfg.likelihood} likelihood, binarize={cfg.binarize}, "
+    out = f"VAE on {cfg.dataset}: {cfg.likelihood} likelihood, binarize={cfg.binarize}, "
+    out += (
         f"latent_dim={cfg.latent_dim}{''.join(', ' + p for p in parts)}, {family.elbo_label(cfg)}"
-        + (
-            " (every latent reparameterized: IWAE's gradient; --no-reparam for VIMCO's own)"
-            if vimco
-            else ""
-        )
-        + f", {metrics['epochs']} epochs, seed={cfg.seed}"
-        + (
-            f", missing data: {cfg.mask} mask at rate {cfg.missing_rate:g} (NLL of x_obs)"
-            if cfg.mask != "none"
-            else ""
-        )
     )
+    if cfg.elbo == "vimco" and cfg.reparameterized:
+        out += " (every latent reparameterized: IWAE's gradient; --no-reparam for VIMCO's own)"
+    out += f", {metrics['epochs']} epochs, seed={cfg.seed}"
+    if cfg.mask != "none":
+        out += f", missing data: {cfg.mask} mask at rate {cfg.missing_rate:g} (NLL of x_obs)"
+    return out
 
 
 def evaluation_rows(metrics):
@@ -466,8 +384,8 @@ KIND = register(
         report=family.report,
         figures=figures,
         title=title,
-        summary_rows=lambda m, cfg: family.summary_rows(m, evaluation_rows(m)),
         evaluation_rows=evaluation_rows,
+        summary_rows=lambda m, cfg: family.summary_rows(m, evaluation_rows(m)),
         data=load,
         check=family.check,
         evaluate_options={

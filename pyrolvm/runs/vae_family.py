@@ -1,7 +1,7 @@
-"""What the ``vae`` and ``sbn`` kinds share: the settings of an amortized latent-variable model
-trained by SVI under any objective of :data:`pyrolvm.inference.ELBOS` (Adam, the learning-rate
-schedule, the importance-sampled evaluation), its training stage (with the test ELBO, and the
-objective's own bound on the test set, per epoch), its test figures, its pictures and its
+"""What the ``vae`` and ``sbn`` kinds share: the settings of an amortized latent-variable
+model trained by SVI under any objective of :data:`pyrolvm.inference.ELBOS` (Adam and its
+schedule, the importance-sampled evaluation), the training stage (with the test ELBO, and the
+objective's own bound on the test set, per epoch), the test figures, the pictures and the
 summary rows."""
 
 import os
@@ -20,17 +20,20 @@ from ..inference import (
     SCHEDULES,
     as_tuple,
     bound_name,
+    bound_on_data,
     importance_sample,
     is_elbo,
     mean_and_stderr,
+    trained_bound,
 )
-from ..inference.batches import num_rows, rows
+from ..inference.batches import rows
 from ..models import SigmoidBeliefNet, bits_per_dim
 from ..nets import ACTIVATIONS
+from . import missing
 from .common import load_data, on_device
 from .config import Count, PositiveFloat, Range, Sizes
-from .missing import missing_rows
 from .objective import ObjectiveConfig
+from .registry import format_rows
 from .template import Run, Stage
 
 Beta = Annotated[float, Range(0, 1, high_open=True)]
@@ -38,10 +41,9 @@ Beta = Annotated[float, Range(0, 1, high_open=True)]
 
 @dataclass
 class AmortizedConfig(ObjectiveConfig):
-    """The settings of the ``vae`` and ``sbn`` kinds: the networks, Adam and its schedule, and
-    the importance-sampled evaluation. ``None`` means the dataset's default
-    (``DATASET_DEFAULTS``: MNIST follows Burda et al. 2016, section 5, 784-200-200-50 with
-    tanh; digits is sized to train in about two minutes on 2 cores)."""
+    """The settings of the ``vae`` and ``sbn`` kinds: the networks, Adam and its schedule, the
+    importance-sampled evaluation. ``None`` means the dataset's default (MNIST follows Burda
+    et al. 2016, section 5, 784-200-200-50 with tanh; digits trains in minutes on 2 cores)."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=8, hidden=(128, 128), epochs=300, batch_size=100, lr=3e-3),
@@ -77,9 +79,8 @@ class AmortizedConfig(ObjectiveConfig):
     """test datapoints per evaluation call"""
 
     def epochs_fixed_because(self) -> str:
-        if self.lr_schedule == "constant":
-            return ""
-        return f"--lr-schedule {self.lr_schedule} spreads over --epochs"
+        fixed = self.lr_schedule != "constant"
+        return f"--lr-schedule {self.lr_schedule} spreads over --epochs" if fixed else ""
 
     def check(self):
         self.check_objective()
@@ -92,12 +93,9 @@ class exact_discrete:
 
     def __init__(self, model, guide):
         self.model, self.guide = model, guide
+        self.saved = (getattr(model, "temperature", None), getattr(guide, "relaxation", None))
 
     def __enter__(self):
-        self.saved = (
-            getattr(self.model, "temperature", None),
-            getattr(self.guide, "relaxation", None),
-        )
         if isinstance(self.model, SigmoidBeliefNet):
             self.model.temperature, self.guide.relaxation = None, "none"
 
@@ -131,9 +129,9 @@ def splits(run: Run):
 
 
 def check(run: Run) -> None:
-    """One step of the objective on a copy of the model and guide at two training rows: a
-    combination the objective, the guide or the model refuses (a planar flow under --elbo
-    dreg, a mask the decoder cannot score) stops the run before its folder opens."""
+    """A step of the objective on copies of the model and guide at two training rows: what
+    the objective, the guide or the model refuses (a planar flow under --elbo dreg, a mask the
+    decoder cannot score) stops the run before its folder opens."""
     batch = list(rows(splits(run)[0], slice(0, 2)))
     if run.data.binarize == "dynamic":  # (a draw of its own: the data's transform may count)
         batch[0] = torch.bernoulli(batch[0])
@@ -152,69 +150,35 @@ def fit(run: Run) -> dict:
             result = importance_sample(model, guide, test, num_samples=1, batch_size=1000)
         out = {"test_elbo_curve": result.elbo.mean().item()}
         if not is_elbo(bound_name(elbo)):  # the training objective's bound on test data
-            out["test_bound_curve"] = test_bound(elbo, model, guide, test, cfg, epoch)
+            seed = cfg.seed * 1_000_003 + epoch  # a stream of its own
+            out["test_bound_curve"] = bound_on_data(elbo, model, guide, test, cfg.batch_size, seed)
         return out
 
-    optimizer = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, lr_schedule=cfg.lr_schedule)
-    return run.fit(
-        model,
-        guide,
-        train,
-        elbo,
-        **optimizer,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        transform=run.data.train_transform,
-        callback=end_of_epoch,
-    )
+    adam = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, lr_schedule=cfg.lr_schedule)
+    transform, callback = run.data.train_transform, end_of_epoch
+    options = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, transform=transform)
+    return run.fit(model, guide, train, elbo, **adam, **options, callback=callback)
 
 
 STAGES = (Stage("train", fit),)
 
 
-def test_bound(objective, model, guide, test, cfg, epoch):
-    """The training objective's own bound per test datapoint (``-objective.loss`` over the test
-    set in minibatches of ``cfg.batch_size``, divided by N; nats), for the curve of
-    ``elbo_curve.png`` beside the training bound: the draws come from a stream seeded by
-    ``cfg.seed`` and ``epoch`` (the global RNG is untouched)."""
-    device = as_tuple(test)[0].device
-    n = num_rows(test)
-    total = 0.0
-    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-        for i in range(0, n, cfg.batch_size):
-            total += objective.loss(model, guide, *rows(test, slice(i, i + cfg.batch_size)))
-    return -total / n
-
-
 def importance_figures(run: Run, scoring: dict, discrete: bool) -> dict:
-    """Importance-sampled test figures with ``cfg.eval_samples`` samples, seeded by
-    ``cfg.seed``: ``test_elbo``, ``test_nll``, ``test_nll_stderr`` (nats per datapoint),
-    ``test_ess`` (mean ESS), ``eval_samples``, then ``scoring`` (what the figures score) and,
-    for ``discrete`` data, ``test_bits_per_dim`` and its ``_stderr`` (nll / (D ln 2))."""
+    """Importance-sampled test figures (``cfg.eval_samples`` samples, seeded by ``cfg.seed``):
+    ``test_elbo``, ``test_nll``, ``test_nll_stderr`` (nats per datapoint), ``test_ess`` (mean
+    ESS), ``eval_samples``, then ``scoring`` (what they score) and, for ``discrete`` data,
+    ``test_bits_per_dim`` and its ``_stderr`` (nll / (D ln 2))."""
     cfg, model, guide = run.cfg, run.parts["model"], run.parts["guide"]
     test = splits(run)[1]
+    options = dict(batch_size=cfg.eval_batch_size, chunk_size=run.extra.get("chunk_size"))
     pyro.set_rng_seed(cfg.seed)
     with exact_discrete(model, guide):
         result = importance_sample(
-            model,
-            guide,
-            test,
-            num_samples=cfg.eval_samples,
-            batch_size=cfg.eval_batch_size,
-            progress=cfg.progress,
-            chunk_size=run.extra.get("chunk_size"),
+            model, guide, test, num_samples=cfg.eval_samples, progress=cfg.progress, **options
         )
     nll, nll_se = mean_and_stderr(-result.log_likelihood)
-    elbo, _ = mean_and_stderr(result.elbo)
-    out = {
-        "test_elbo": elbo,
-        "test_nll": nll,
-        "test_nll_stderr": nll_se,
-        "test_ess": result.ess.mean().item(),
-        "eval_samples": cfg.eval_samples,
-        **scoring,
-    }
+    out = {"test_elbo": mean_and_stderr(result.elbo)[0], "test_nll": nll, "test_nll_stderr": nll_se}
+    out |= {"test_ess": result.ess.mean().item(), "eval_samples": cfg.eval_samples, **scoring}
     if discrete:
         d = as_tuple(test)[0].shape[-1]
         out["test_bits_per_dim"] = bits_per_dim(nll, d)
@@ -223,13 +187,14 @@ def importance_figures(run: Run, scoring: dict, discrete: bool) -> dict:
 
 
 def report(run: Run) -> dict:
-    """``metrics.json`` of a trained run: the training curves and :func:`score` of the kind."""
+    """``metrics.json`` of a trained run: the kind's test figures, ``train_elbo`` (the
+    training objective's own bound, named in ``bound_name``) and the curves (``test_elbo``,
+    ``test_bound`` where the bound is not the ELBO)."""
     history = run.results["train"]
     history["test_elbo"] = history.pop("test_elbo_curve", [])
     if "test_bound_curve" in history:
         history["test_bound"] = history.pop("test_bound_curve")
-    final = run.kind.score(run)
-    seconds = history["seconds"]
+    final, seconds = run.kind.score(run), history["seconds"]
     return {
         "train_elbo": history["train_elbo"][-1] if history["train_elbo"] else None,
         "bound_name": trained_bound(history, run.extra.get("objective")),
@@ -240,61 +205,23 @@ def report(run: Run) -> dict:
     }
 
 
-def trained_bound(history, objective=None):
-    """The name of the bound ``history["train_elbo"]`` holds (:func:`pyrolvm.inference.bound_name`):
-    the last epoch's; for a schedule whose bound changed over the epochs (an annealed beta),
-    the first and last joined by an arrow; the objective's own when no epoch ran."""
-    names = [n for n in history.get("bound_name", []) if n]
-    if not names:
-        return bound_name(objective) if objective is not None else ELBO_NAME
-    return names[-1] if names[0] == names[-1] else f"{names[0]} → {names[-1]}"
-
-
-def bound_panels(history):
-    """The panels of ``elbo_curve.png``: one axis of train and test ELBO when the training
-    objective's bound is the ELBO; else one axis of the training bound on the training and
-    test data (``test_bound``) and a second of the test ELBO, so that no axis shows two
-    different bounds as train against test."""
-    bound = trained_bound(history)
-    if all(is_elbo(n) for n in history.get("bound_name", []) if n):
-        series = {"train ELBO": history["train_elbo"], "test ELBO": history.get("test_elbo")}
-        return [("ELBO", "ELBO per datapoint (nats)", series)]
-    return [
-        (
-            f"the training objective: {bound}",
-            "nats per datapoint",
-            {f"train {bound}": history["train_elbo"], f"test {bound}": history.get("test_bound")},
-        ),
-        ("ELBO (K = 1)", "ELBO per datapoint (nats)", {"test ELBO": history.get("test_elbo")}),
-    ]
-
-
 def pictures(run: Run) -> list[str]:
-    """Write samples.png, reconstructions.png and elbo_curve.png into the run folder; return
-    their file names."""
+    """Write samples.png, reconstructions.png and elbo_curve.png; return their names."""
     folder, model, guide = run.folder or "", run.parts["model"], run.parts["guide"]
-    names = ["samples.png", "reconstructions.png", "elbo_curve.png"]
-    shape = run.data.image_shape
-    autoregressive = getattr(model, "decoder_kind", "mlp") == "pixelcnn"
+    names, shape = ["samples.png", "reconstructions.png", "elbo_curve.png"], run.data.image_shape
+    if getattr(model, "decoder_kind", "mlp") == "pixelcnn":
+        what = "p(x_d = 1 | x_<d, z) along one draw, z ~ p(z)"
+    else:
+        what = "mean of p(x | z), z ~ p(z)"
     plots.image_grid(
-        os.path.join(folder, names[0]),
-        model.sample(64),
-        shape,
-        "samples from the model (p(x_d = 1 | x_<d, z) along one draw, z ~ p(z))"
-        if autoregressive
-        else "samples from the model (mean of p(x | z), z ~ p(z))",
+        os.path.join(folder, names[0]), model.sample(64), shape, f"samples from the model ({what})"
     )
     with torch.no_grad():
         x = run.data.test[:32]
         recon = model.decode(guide.encode(x)[0])
     plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
-    plots.curve_panels(os.path.join(folder, names[2]), bound_panels(run.results["train"]))
+    plots.curve_panels(os.path.join(folder, names[2]), plots.bound_panels(run.results["train"]))
     return names
-
-
-def nats(value):
-    """``value`` as "x.xx nats", or why there is none."""
-    return "n/a (no epoch ran)" if value is None else f"{value:.2f} nats"
 
 
 def elbo_label(cfg):
@@ -304,31 +231,30 @@ def elbo_label(cfg):
     return f"elbo={cfg.elbo}{k}" + "".join(f" {k}={v}" for k, v in given.items())
 
 
-def evaluation_rows(metrics, extra_rows=()):
+#: The rows of the importance-sampled figures (``pyrolvm evaluate``'s, first).
+ROWS = (
+    ("test ELBO", "{test_elbo:.2f} nats"),
+    ("test NLL (K={eval_samples})", "{test_nll:.2f} ± {test_nll_stderr:.2f} nats"),
+    ("test ESS (mean)", "{test_ess:.1f} of {eval_samples}"),
+    ("test NLL in bits per dim", "{test_bits_per_dim:.4f} ± {test_bits_per_dim_stderr:.4f}"),
+    ("data scored", "{scored_on}"),
+)
+
+
+def evaluation_rows(metrics, latent_rows=()):
     """The rows ``pyrolvm evaluate`` prints for a run of these kinds."""
-    k = metrics["eval_samples"]
-    out = [
-        ("test ELBO", f"{metrics['test_elbo']:.2f} nats"),
-        (f"test NLL (K={k})", f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats"),
-        ("test ESS (mean)", f"{metrics['test_ess']:.1f} of {k}"),
-    ]
-    if "test_bits_per_dim" in metrics:
-        out.append(
-            (
-                "test NLL in bits per dim",
-                f"{metrics['test_bits_per_dim']:.4f} ± {metrics['test_bits_per_dim_stderr']:.4f}",
-            )
-        )
-    if "scored_on" in metrics:
-        out.append(("data scored", metrics["scored_on"]))
-    return out + list(extra_rows) + missing_rows(metrics)
+    return format_rows(ROWS, metrics) + list(latent_rows) + format_rows(missing.ROWS, metrics)
 
 
 def summary_rows(metrics, evaluation):
     """The training summary's rows: the training bound, ``evaluation``, the seconds."""
-    seconds = metrics["seconds_per_epoch"]
+    train, seconds = metrics["train_elbo"], metrics["seconds_per_epoch"]
+    none = "n/a (no epoch ran)"
     return [
-        (f"train {metrics.get('bound_name') or ELBO_NAME}", nats(metrics["train_elbo"])),
+        (
+            f"train {metrics.get('bound_name') or ELBO_NAME}",
+            none if train is None else f"{train:.2f} nats",
+        ),
         *evaluation,
-        ("seconds per epoch", "n/a (no epoch ran)" if seconds is None else f"{seconds:.2f}"),
+        ("seconds per epoch", none if seconds is None else f"{seconds:.2f}"),
     ]

@@ -8,7 +8,6 @@ not), the codebook perplexity, reconstructions and samples. ``train_vqvae(...)``
 command in one call; ``evaluate_vqvae(folder)`` is ``pyrolvm evaluate FOLDER``.
 """
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
@@ -17,10 +16,10 @@ import pyro
 import torch
 
 from .. import plots
-from ..fitting.vqvae import codes_of, training_codes
+from ..fitting.vqvae import training_codes, vqvae_scores
 from ..guides import empty_guide
-from ..inference import importance_sample, mean_and_stderr, rng_state
-from ..models import VQVAE, PixelCNN, bits_per_dim, codebook_usage
+from ..inference import rng_state
+from ..models import VQVAE, PixelCNN
 from .autoregressive import load_pixels
 from .config import Count, PositiveFloat, Range, RunConfig
 from .registry import RunKind, register
@@ -86,40 +85,6 @@ def build(cfg, image_shape):
     return model, prior
 
 
-@torch.no_grad()
-def evaluate(model, prior, test, cfg, progress=False):
-    """Test figures of a two-stage VQ-VAE.
-
-    Returns:
-        dict: ``test_recon_nll`` (``-log p(x | z*)``), ``test_prior_nll`` (``-log p(z*)``
-        under the PixelCNN prior), ``test_nll_bound`` (their sum, an upper bound on the NLL)
-        with ``test_nll_bound_stderr``, all nats per image; ``test_bits_per_dim`` (of the
-        bound); ``uniform_prior_nll_bound`` (the bound with a uniform prior: recon +
-        h w log K); ``codebook_perplexity`` and ``codes_used`` on the test codes.
-    """
-    codes = codes_of(model, test)
-    recon = torch.cat([model.reconstruction_log_prob(b) for b in test.split(1000)]).double()
-    prior.eval()
-    prior_ll = importance_sample(
-        prior, empty_guide, codes, num_samples=1, batch_size=cfg.eval_batch_size, progress=progress
-    ).log_likelihood
-    prior.train()
-    bound, se = mean_and_stderr(-(recon + prior_ll))
-    counts, perplexity = codebook_usage(codes.long(), cfg.num_codes)
-    grid = codes.shape[-1]
-    return {
-        "test_recon_nll": -recon.mean().item(),
-        "test_prior_nll": -prior_ll.mean().item(),
-        "test_nll_bound": bound,
-        "test_nll_bound_stderr": se,
-        "test_bits_per_dim": bits_per_dim(bound, test.shape[-1]),
-        "uniform_prior_nll_bound": -recon.mean().item() + grid * math.log(cfg.num_codes),
-        "codebook_perplexity": perplexity.item(),
-        "codes_used": int((counts > 0).sum().item()),
-        "code_grid": list(model.grid_shape),
-    }
-
-
 def parts(run: Run) -> dict:
     """The stage-1 VQ-VAE (``model``) and the stage-2 PixelCNN ``prior`` (:func:`build`)."""
     model, prior = build(run.cfg, run.data.image_shape)
@@ -160,9 +125,9 @@ def code_prior(run: Run) -> dict:
 
 
 def score(run: Run) -> dict:
-    """The test figures (:func:`evaluate`)."""
-    cfg = run.cfg
-    return evaluate(run.parts["model"], run.parts["prior"], run.data.test, cfg, cfg.progress)
+    """The test figures (:func:`~pyrolvm.fitting.vqvae.vqvae_scores`)."""
+    options = (run.cfg.num_codes, run.cfg.eval_batch_size, run.cfg.progress)
+    return vqvae_scores(run.parts["model"], run.parts["prior"], run.data.test, *options)
 
 
 def report(run: Run) -> dict:
@@ -203,34 +168,6 @@ def figures(run: Run, metrics: dict) -> list[str]:
     return ["reconstructions.png", "samples.png"]
 
 
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` prints for a vqvae run."""
-    return [
-        ("test reconstruction NLL", f"{metrics['test_recon_nll']:.2f} nats"),
-        ("test prior NLL of the codes", f"{metrics['test_prior_nll']:.2f} nats"),
-        (
-            "test NLL bound (two-stage)",
-            f"{metrics['test_nll_bound']:.2f} ± {metrics['test_nll_bound_stderr']:.2f} nats, "
-            f"{metrics['test_bits_per_dim']:.4f} bits/dim",
-        ),
-        ("bound with a uniform prior", f"{metrics['uniform_prior_nll_bound']:.2f} nats"),
-        (
-            "codebook perplexity",
-            f"{metrics['codebook_perplexity']:.2f} ({metrics['codes_used']} codes used)",
-        ),
-    ]
-
-
-def title(metrics, cfg):
-    """The summary's title."""
-    h, w = metrics["code_grid"]
-    return (
-        f"VQ-VAE on {cfg.dataset}: K={cfg.num_codes} codes of dim {cfg.code_dim}, {h}x{w} grid, "
-        f"{metrics['epochs']} + {metrics['prior_epochs']} (prior) epochs on "
-        f"{metrics['train_size']} images, seed={cfg.seed}"
-    )
-
-
 KIND = register(
     RunKind(
         "vqvae",
@@ -241,9 +178,21 @@ KIND = register(
         score=score,
         report=report,
         figures=figures,
-        title=title,
-        summary_rows=lambda m, cfg: evaluation_rows(m) + [("seconds", f"{m['seconds']:.1f}")],
-        evaluation_rows=evaluation_rows,
+        title="VQ-VAE on {cfg.dataset}: K={cfg.num_codes} codes of dim {cfg.code_dim}, "
+        "{code_grid[0]}x{code_grid[1]} grid, {epochs} + {prior_epochs} (prior) epochs on "
+        "{train_size} images, seed={cfg.seed}",
+        evaluation_rows=(
+            ("test reconstruction NLL", "{test_recon_nll:.2f} nats"),
+            ("test prior NLL of the codes", "{test_prior_nll:.2f} nats"),
+            (
+                "test NLL bound (two-stage)",
+                "{test_nll_bound:.2f} ± {test_nll_bound_stderr:.2f} nats, "
+                "{test_bits_per_dim:.4f} bits/dim",
+            ),
+            ("bound with a uniform prior", "{uniform_prior_nll_bound:.2f} nats"),
+            ("codebook perplexity", "{codebook_perplexity:.2f} ({codes_used} codes used)"),
+        ),
+        summary_rows=(..., ("seconds", "{seconds:.1f}")),
         data=load_pixels,
         tiny=dict(
             epochs=1, prior_epochs=2, num_codes=8, channels=8, prior_channels=8, train_size=300

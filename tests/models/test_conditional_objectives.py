@@ -74,6 +74,7 @@ def test_conditional_and_multimodal_runs_create_no_stray_tensors(tmp_path):
     from pyrolvm.data import load
     from pyrolvm.runs.cvae import CVAEConfig, build_setting, samples_per_class_figure
     from pyrolvm.runs.cvae import evaluate as evaluate_cvae_setting
+    from pyrolvm.runs import RUNS, Run
     from pyrolvm.runs.mvae import MVAEConfig, Pairing, build, figures
     from pyrolvm.runs.mvae import evaluate as evaluate_mvae
 
@@ -105,6 +106,9 @@ def test_conditional_and_multimodal_runs_create_no_stray_tensors(tmp_path):
             progress=False,
         )
         out = evaluate_mvae(model, guide, data, cfg)
-        figures(str(tmp_path), model, guide, pairing, 0)
+        run = Run(RUNS["mvae"], cfg, data)
+        run.folder, run.parts = str(tmp_path), {"model": model, "guide": guide}
+        run.extra = {"pairing": pairing, "classes": 0}
+        figures(run, {})
     assert all(math.isfinite(v) for v in out.values())
     assert_on_cpu(*model.parameters(), *guide.parameters())

@@ -22,7 +22,7 @@ from helpers import cli_error
 from pyrolvm.cli import main
 from pyrolvm.runs import RUNS
 from pyrolvm.runs.vae import VAEConfig
-from pyrolvm.runs.vae_family import bound_panels
+from pyrolvm.plots import bound_panels
 
 FAST = ["--eval-samples", "20", "--no-progress", "--hidden", "16"]
 

@@ -77,7 +77,7 @@ def test_the_command_line_takes_the_new_flags(tmp_path, capsys):
         (["--pseudo-inputs", "3"], "--pseudo-inputs is for --prior vamp"),
         (["--prior", "vamp", "--guide", "iaf"], "--guide normal or fullcov"),
         (["--prior", "vamp", "--layers", "2"], "one stochastic layer"),
-        (["--layers", "2", "--guide", "fullcov"], "two-layer guide"),
+        (["--layers", "2", "--guide", "fullcov"], "its own guide and decoder"),
         (["--levels", "17"], "--likelihood categorical"),
         (["--likelihood", "categorical", "--levels", "16"], "17 for digits"),
         (["--likelihood", "continuous-bernoulli", "--binarize", "static"], "drop --binarize"),
