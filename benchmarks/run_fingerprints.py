@@ -241,7 +241,7 @@ def fingerprint(name, kind_name, settings, root):
     from pyrolvm.runs import RUNS, evaluate_run
     from pyrolvm.runs.common import format_summary, load_checkpoint
 
-    kind = RUNS[kind_name]
+    kind = RUNS.get(kind_name) or RUNS["vae"]  # (before the split: vae --latent ... was sbn)
     out = os.path.join(root, name)
     cfg = kind.config(out=out, progress=False, **settings)
     metrics = kind.train(cfg)

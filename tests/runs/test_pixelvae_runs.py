@@ -47,4 +47,4 @@ def test_command_line_flags(tmp_path, capsys):
     assert main([*argv, "--decoder-layers", "1", "--decoder-channels", "4"]) == 0
     assert "decoder=pixelcnn (1 layers of 4 channels)" in capsys.readouterr().out
     err = cli_error(capsys, [*argv, "--mask", "half", "--out", out + "2"])
-    assert "--decoder pixelcnn is for" in err
+    assert "--mask (missing data) reads the mask" in err and "--decoder" in err
