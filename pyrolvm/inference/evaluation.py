@@ -5,10 +5,13 @@ The estimator of Burda et al. (2016), section 5 / Rezende et al. (2014), appendi
     log p(x) ~= log (1/K) sum_k p(x, z_k) / q(z_k | x),   z_k ~ q(z | x),
 
 computed for every datapoint separately, in batches of datapoints and chunks of particles
-so that memory is bounded by ``batch_size * chunk_size`` model evaluations whatever K is.
+so that memory is bounded whatever K is: by default each chunk is as large as a memory budget
+allows (:func:`chunk_size_for`).
 """
 
+import gc
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
+from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
@@ -25,6 +29,82 @@ from .importance import prior_proposal
 from .objectives import MultiSampleELBO
 
 PROPOSALS = ("guide", "prior")
+
+#: The memory (bytes) one chunk of particles may take on the CPU: 512 MiB.
+CPU_MEMORY_BUDGET = 512 * 2**20
+
+#: On CUDA, the fraction of the device's free memory (with what torch's allocator holds unused)
+#: that one chunk may take.
+CUDA_MEMORY_FRACTION = 0.5
+
+#: The factor applied to a chunk's measured tensor bytes: the measure sees the tensors each torch
+#: function returns, not the temporaries inside one (up to 1.25 times more in our models).
+MEMORY_SAFETY = 1.5
+
+
+def memory_budget(device: torch.device) -> int:
+    """The bytes one chunk of the evaluator may take on ``device``: on CUDA
+    :data:`CUDA_MEMORY_FRACTION` of its free memory (``torch.cuda.mem_get_info``, plus the
+    memory torch's caching allocator holds unused), on the CPU :data:`CPU_MEMORY_BUDGET`."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(CUDA_MEMORY_FRACTION * (free + unused))
+    return CPU_MEMORY_BUDGET
+
+
+def chunk_size_for(num_samples: int, bytes_per_particle: float, budget: int) -> int:
+    """Particles per model call: the largest power of two ``k <= num_samples`` with
+    ``k * bytes_per_particle <= budget`` (1 when not even one particle fits; ``num_samples``
+    when all fit). A power of two, so that small changes of the budget (a GPU's free memory)
+    rarely change the chunks, and with them the draws."""
+    k_total = int(num_samples)
+    fits = int(budget // max(float(bytes_per_particle), 1.0))
+    if fits >= k_total:
+        return k_total
+    return 1 << max(fits, 1).bit_length() - 1
+
+
+class _PeakTensorBytes(TorchFunctionMode):
+    """The peak, over a block, of the bytes held by the tensors that torch functions return
+    inside it (each storage counted once, until it is freed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.sizes: dict[int, int] = {}
+
+    def _free(self, key: int) -> None:
+        self.live -= self.sizes.pop(key)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and not t.is_meta:
+                storage = t.untyped_storage()
+                if id(storage) not in self.sizes:
+                    self.sizes[id(storage)] = size = storage.nbytes()
+                    weakref.finalize(storage, self._free, id(storage))
+                    self.live += size
+                    self.peak = max(self.peak, self.live)
+        return out
+
+
+def bytes_per_particle(call: Callable[[], Any]) -> float:
+    """The memory one particle of a chunk takes, from ``call()`` (the model and guide on one
+    batch with 2 particles): half the peak bytes of the tensors it makes, times
+    :data:`MEMORY_SAFETY` (an upper bound: what the particles share, such as the encoder's
+    output, is counted in each). Python's garbage collector is paused meanwhile, so that the
+    figure does not depend on when it runs."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with _PeakTensorBytes() as probe:
+            call()
+    finally:
+        if enabled:
+            gc.enable()
+    return MEMORY_SAFETY * probe.peak / 2
 
 
 @dataclass
@@ -94,8 +174,10 @@ def importance_sample(
         data (torch.Tensor or tuple of torch.Tensor): N datapoints along dim 0.
         num_samples (int): K >= 1 importance samples per datapoint.
         batch_size (int): datapoints per model call.
-        chunk_size (int or None): particles per model call; default keeps
-            ``batch_size * chunk_size <= 10000``.
+        chunk_size (int or None): particles per model call; default: as many as
+            :func:`memory_budget` allows (:func:`chunk_size_for`, with the memory of a
+            particle measured once on the first batch, :func:`bytes_per_particle`; under
+            ``torchrun`` the smallest of the processes').
         proposal (str): ``"guide"`` (importance sampling with q(z | x)) or ``"prior"``
             (naive Monte Carlo with p(z), for comparison).
         batch_plate (str or None): name of the batch plate (default: the one around the data).
@@ -128,7 +210,6 @@ def importance_sample(
     for t in as_tuple(data):
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise DataError("the data to evaluate holds NaN or infinite values")
-    chunk_size = int(chunk_size or max(1, min(k_total, 10000 // batch_size)))
     seed = distributed.shared_seeds(1)[0]
     starts = list(range(0, n, batch_size))
     if shard and distributed.active():  # every W-th batch, then gathered
@@ -151,7 +232,16 @@ def importance_sample(
         torch.manual_seed(distributed.mix_seed(seed, n))  # no batch starts at row n
         with pyro.validation_enabled(validate):
             first = rows(data, slice(0, batch_size)) + tuple(args)
-            objective(chunk_size).guess_plate_nesting(model, q, *first, **kwargs)
+            objective(chunk_size or 2).guess_plate_nesting(model, q, *first, **kwargs)
+            if chunk_size is None:  # from the memory budget (the probe's draws are discarded)
+                weights = objective(2).importance_weights
+                size = bytes_per_particle(
+                    lambda: weights(model, q, *first, check_rsample=False, **kwargs).log_w
+                )
+                chunk_size = chunk_size_for(k_total, size, memory_budget(device))
+                if shard and distributed.active():  # the same chunks, and draws, everywhere
+                    chunk_size = min(distributed.gather_objects(chunk_size, "choosing chunks"))
+        chunk_size = int(chunk_size)
         quiet = None if progress and distributed.is_main() else True  # tqdm: None = tty only
         for i in tqdm(starts, desc="log-likelihood", disable=quiet, leave=False):
             torch.manual_seed(distributed.mix_seed(seed, i))
