@@ -241,6 +241,7 @@ def importance_sample(
                 chunk_size = chunk_size_for(k_total, size, memory_budget(device))
                 if shard and distributed.active():  # the same chunks, and draws, everywhere
                     chunk_size = min(distributed.gather_objects(chunk_size, "choosing chunks"))
+        assert chunk_size is not None
         chunk_size = int(chunk_size)
         quiet = None if progress and distributed.is_main() else True  # tqdm: None = tty only
         for i in tqdm(starts, desc="log-likelihood", disable=quiet, leave=False):
