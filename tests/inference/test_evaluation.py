@@ -154,11 +154,11 @@ def test_particles_are_chunked_so_memory_stays_within_the_budget(monkeypatch):
     monkeypatch.setattr(evaluation, "CPU_MEMORY_BUDGET", 2**20)  # 1 MiB
     monkeypatch.setattr(MultiSampleELBO, "importance_weights", spy)
     importance_sample(model, exact_guide(model), x, num_samples=5000, batch_size=8)
-    # one probe of 2 particles on the first batch, then chunks of the largest power of two
-    # whose measured memory fits the budget, and every datapoint gets all K = 5000 samples
+    # one probe of 2 particles on the first batch, then chunks of as many particles as fit the
+    # budget by the memory measured, and every datapoint gets all K = 5000 samples
     assert calls[0] == (8, 2)
     chunk = evaluation.chunk_size_for(5000, measured[0], 2**20)
-    assert 1 < chunk < 5000 and chunk * measured[0] <= 2**20 < 2 * chunk * measured[0]
+    assert 1 < chunk < 5000 and chunk * measured[0] <= 2**20 < (chunk + 1) * measured[0]
     assert max(k for _, k in calls[1:]) == chunk
     assert sum(k for b, k in calls[1:] if b == 8) == 2 * 5000
     assert sum(k for b, k in calls[1:] if b == 4) == 5000
@@ -167,10 +167,12 @@ def test_particles_are_chunked_so_memory_stays_within_the_budget(monkeypatch):
 def test_chunk_size_arithmetic():
     from pyrolvm.inference.evaluation import chunk_size_for
 
-    assert chunk_size_for(5000, 1000.0, 10**6) == 512  # 1000 fit: the power of two below
-    assert chunk_size_for(5000, 1000.0, 1024 * 1000) == 1024  # exactly 1024 fit
+    assert chunk_size_for(5000, 1000.0, 10**6) == 1000  # 1000 fit
+    assert chunk_size_for(5000, 1000.0, 10**6 - 1) == 999
+    assert chunk_size_for(5000, 1000.0, 10**6, power_of_two=True) == 512  # (CUDA's chunks)
+    assert chunk_size_for(5000, 1000.0, 1024 * 1000, power_of_two=True) == 1024
     assert chunk_size_for(5000, 1000.0, 10**9) == 5000  # all fit: one chunk of K
-    assert chunk_size_for(5000, 1000.0, 10) == 1  # not even one fits: one at a time
+    assert chunk_size_for(5000, 1000.0, 10, power_of_two=True) == 1  # not even one fits
     assert chunk_size_for(1, 0.0, 0) == 1
 
 
