@@ -53,6 +53,11 @@ def _check(loc, scale):
         )
 
 
+#: The most numbers of the (rows, N, L) intermediate of :func:`mutual_information` at once
+#: (2**22: 32 MB in float64).
+BLOCK_ELEMENTS = 2**22
+
+
 def kl_per_dimension(loc, scale):
     """``E_x KL(N(mu_u(x), sigma_u(x)^2) || N(0, 1))`` per latent dimension u, shape (L,), in
     nats: the closed form ``0.5 (mu^2 + sigma^2 - 1) - log sigma`` averaged over the rows."""
@@ -90,9 +95,22 @@ def mutual_information(loc, scale, generator=None):
     z = loc + scale * eps  # (N, L)
     log_norm = -0.5 * math.log(2 * math.pi) - scale.log()  # (N, L)
     own = (log_norm - 0.5 * eps.pow(2)).sum(-1)  # log q(z_i | x_i)
-    # log q(z_i | x_j) for all i, j: (N, N)
-    cross = (log_norm[None] - 0.5 * ((z[:, None] - loc[None]) / scale[None]).pow(2)).sum(-1)
-    aggregate = torch.logsumexp(cross, dim=1) - math.log(loc.shape[0])
+    # log q(z_i | x_j) for all i, j: (N, N), by blocks of rows i, so that the float64 (rows, N, L)
+    # intermediate holds at most BLOCK_ELEMENTS numbers (N = 1000, L = 50 at once: 400 MB)
+    n, dim = loc.shape
+    rows = max(1, BLOCK_ELEMENTS // (n * dim))
+    aggregate = torch.cat(
+        [
+            torch.logsumexp(
+                (
+                    log_norm[None]
+                    - 0.5 * ((z[i : i + rows, None] - loc[None]) / scale[None]).pow(2)
+                ).sum(-1),
+                dim=1,
+            )
+            for i in range(0, n, rows)
+        ]
+    ) - math.log(n)
     return (own - aggregate).mean().item()
 
 

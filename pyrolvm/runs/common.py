@@ -358,6 +358,13 @@ def on_device(data: Any, device: torch.device) -> Any:
     return data if data.train.device == device else data.to(device)
 
 
+def mask_columns(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The column indices where the bool (D,) ``mask`` is True and where it is False (int64,
+    on its device), found once: ``x[:, inside]`` with them costs no host synchronisation,
+    where ``x[:, mask]`` counts the mask's True entries (a ``nonzero``) on every call."""
+    return mask.nonzero().squeeze(1), (~mask).nonzero().squeeze(1)
+
+
 def format_summary(title: str, rows: list[tuple[str, str]]) -> str:
     """A two-column text table: ``rows`` is a list of (label, value string)."""
     width = max(len(label) for label, _ in rows)

@@ -42,6 +42,7 @@ from .common import (
     CHECKPOINT,
     format_summary,
     load_data,
+    mask_columns,
     on_device,
     record_stop,
     reload_run,
@@ -151,8 +152,10 @@ def on_images(fn, mask):
     y the others; so that the training loop's per-minibatch binarization draws x and y
     together."""
 
+    inside, outside = mask_columns(mask)  # (found once: no sync per call)
+
     def call(images):
-        return fn(images[:, mask], images[:, ~mask])
+        return fn(images[:, inside], images[:, outside])
 
     return call
 

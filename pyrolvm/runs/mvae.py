@@ -39,6 +39,7 @@ from .common import (
     extended,
     format_summary,
     load_data,
+    mask_columns,
     on_device,
     record_stop,
     reload_run,
@@ -212,20 +213,20 @@ class Pairing:
     def joint(self, fn):
         if self.mask is None:
             return fn
-        mask = self.mask
-        return lambda images: fn(images[:, mask], images[:, ~mask])
+        top, bottom = mask_columns(self.mask)  # (found once: no sync per call)
+        return lambda images: fn(images[:, top], images[:, bottom])
 
     def first(self, fn):
         if self.mask is None:
             return image_only(fn)
-        mask = self.mask
-        return lambda images: fn(images[:, mask], None)
+        top, _ = mask_columns(self.mask)
+        return lambda images: fn(images[:, top], None)
 
     def second(self, fn):
         if self.mask is None:
             return label_only(fn)
-        mask = self.mask
-        return lambda images: fn(None, images[:, ~mask])
+        _, bottom = mask_columns(self.mask)
+        return lambda images: fn(None, images[:, bottom])
 
 
 def evaluate(model, guide, data, cfg):

@@ -438,8 +438,7 @@ def evaluate(model, guide, test, cfg):
             num_samples=cfg.eval_samples,
             batch_size=cfg.eval_batch_size,
             progress=cfg.progress,
-            chunk_size=_chunk_size(cfg),
-        )
+        )  # (chunks of particles from the memory budget: importance_sample's default)
     nll, nll_se = mean_and_stderr(-result.log_likelihood)
     elbo, _ = mean_and_stderr(result.elbo)
     return {
@@ -450,17 +449,6 @@ def evaluate(model, guide, test, cfg):
         "eval_samples": cfg.eval_samples,
         **scoring(cfg, as_tuple(test)[0].shape[-1], nll, nll_se),
     }
-
-
-def _chunk_size(cfg):
-    """Particles per model call of the evaluator: fewer for the categorical likelihood,
-    whose model call holds ``levels`` logits per pixel, and for the pixelcnn decoder, a
-    convolutional network per particle (default: the evaluator's own)."""
-    if cfg.decoder == "pixelcnn":
-        return max(1, 1000 // cfg.eval_batch_size)
-    if cfg.likelihood != "categorical":
-        return None
-    return max(1, 10000 // (cfg.eval_batch_size * max(1, (cfg.levels or 256) // 8)))
 
 
 def scoring(cfg, data_dim, nll, nll_se):

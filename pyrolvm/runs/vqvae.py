@@ -205,13 +205,13 @@ def train_vqvae(config=None, data=None, **overrides):
                     resume_from=saved and saved["train"],
                     **options,
                 )
-                boundary = rng_state()  # the codes' binarization draws from here
+                boundary = rng_state(data.train.device)  # the codes' binarization draws here
             else:  # stage 2: the stage-1 model and curve, and the random state between them
                 assert saved is not None
                 stage1, boundary = saved["stage1"], saved["boundary_rng"]
                 model.load_state_dict(saved["model"])
                 pyro.module(model.name, model)  # its parameters in the store, as after stage 1
-            set_rng_state(boundary)
+            set_rng_state(boundary, data.train.device)
             transform = data.train_transform
             train_x = transform(data.train) if transform is not None else data.train
             codes = codes_of(model, train_x)
