@@ -32,6 +32,7 @@ from its own seed, so the per-datapoint numbers do not depend on the number of p
 
 import contextlib
 import datetime
+import importlib
 import os
 import signal
 import threading
@@ -106,6 +107,15 @@ def init(device: str = "auto") -> bool:
     cuda = device != "cpu" and torch.cuda.is_available()
     if cuda:  # untested here (no GPU): one process per GPU, as torchrun's LOCAL_RANK says
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    # Before the group exists: torch.distributed.nn's functions take ``group=group.WORLD`` as
+    # a default argument, bound when the module is first imported, and PyTorch imports it
+    # lazily (torch._dynamo, at the first optimizer's creation). Bound to the live group, those
+    # defaults keep it alive after destroy_process_group: its gloo worker threads are never
+    # joined, and one that drops a finished collective's tensors once the interpreter is
+    # finalizing aborts the process ("terminate called without an active exception";
+    # pytorch/pytorch#38228). Imported now, they hold None and the group dies in shutdown().
+    importlib.import_module("torch.distributed.nn")
+
     dist.init_process_group(
         "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_seconds())
     )
