@@ -32,6 +32,7 @@ from its own seed, so the per-datapoint numbers do not depend on the number of p
 
 import contextlib
 import datetime
+import importlib
 import os
 import signal
 import threading
@@ -137,6 +138,14 @@ def init(device: str = "auto") -> bool:
         torch.cuda.set_device(resolve_device(device))
         if os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING") not in ("0", "2", "3"):
             os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = NCCL_ERROR_HANDLING
+    # Before the group exists: torch.distributed.nn's functions take ``group=group.WORLD`` as
+    # a default argument, bound when the module is first imported, and PyTorch imports it
+    # lazily (torch._dynamo, at the first optimizer's creation). Bound to the live group, those
+    # defaults keep it alive after destroy_process_group: its gloo worker threads are never
+    # joined, and one that drops a finished collective's tensors once the interpreter is
+    # finalizing aborts the process ("terminate called without an active exception";
+    # pytorch/pytorch#38228). Imported now, they hold None and the group dies in shutdown().
+    importlib.import_module("torch.distributed.nn")
     dist.init_process_group(backend, timeout=timeout)
     _control = dist.new_group(backend="gloo", timeout=timeout) if cuda else None
     if threading.current_thread() is threading.main_thread():

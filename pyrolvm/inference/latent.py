@@ -45,7 +45,13 @@ from .importance import PARTICLE_PLATE, find_batch_plate, sum_to_batch
 from .objectives import MultiSampleELBO
 
 
-def _check(loc, scale):
+def _check(loc, scale=None):
+    if scale is None:  # the activity statistic: a variance over N >= 2 rows
+        if loc.dim() != 2 or loc.shape[0] < 2:
+            raise ConfigError(
+                f"latent diagnostics need loc of shape (N, L) with N >= 2, got {tuple(loc.shape)}"
+            )
+        return
     if loc.dim() != 2 or loc.shape != scale.shape or loc.shape[0] < 2:
         raise ConfigError(
             "latent diagnostics need loc and scale of one shape (N, L) with "
@@ -67,7 +73,11 @@ def kl_per_dimension(loc, scale):
 
 def unit_activity(loc):
     """``Cov_x(E_q[z_u | x])``, the variance over datapoints of each posterior mean, shape (L,)
-    (Burda et al. 2016's activity statistic; unbiased sample variance)."""
+    (Burda et al. 2016's activity statistic; unbiased sample variance).
+
+    Raises:
+        ConfigError: ``loc`` is not of shape (N, L) with N >= 2."""
+    _check(loc)
     return loc.var(0)
 
 
