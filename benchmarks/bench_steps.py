@@ -9,7 +9,9 @@ TraceMeanField_ELBO (analytic KL), the score-function estimator (TraceGraph_ELBO
 non-reparameterized guide, no baseline), IWAE K = 5 and 50 and DReG K = 50. The pyro-lvm step
 is `pyrolvm.inference.svi_step` (what `train` runs each step, Pyro's validation off as after
 `train`'s first step) with `make_optim` (Pyro's Adam); the reference is the hand-written loss
-of benchmarks/common.py with one `torch.optim.Adam`, reading the loss as a float each step.
+of benchmarks/common.py with one `torch.optim.Adam`. Both read the steps' losses once, after the
+last step, as `train` does (its steps have no host synchronisation on a GPU; Pyro's own ELBOs
+return floats, which is one per step).
 """
 
 import argparse
@@ -17,7 +19,7 @@ import argparse
 import pyro
 import torch
 
-from benchmarks.common import handwritten_step, interleaved, report
+from benchmarks.common import handwritten_step, interleaved, read_losses, report
 from pyrolvm.devices import resolve_device
 from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import make_elbo, make_optim, svi_step
@@ -62,17 +64,15 @@ def case(size, label, name, k, kind, reparam, rounds, steps, device):
     # the reference: a copy of the same networks, one torch.optim.Adam
     ref_model, ref_guide = pair(size, reparam, device)
     ref_opt = torch.optim.Adam([*ref_model.parameters(), *ref_guide.parameters()], lr=1e-3)
-    ref = handwritten_step(kind, ref_model, ref_guide, ref_opt, k)
+    ref = handwritten_step(kind, ref_model, ref_guide, ref_opt, k, read=False)
     ref(batches[0])
 
     def ours():
         with pyro.validation_enabled(False):
-            for xb in batches:
-                float(svi_step(model, guide, elbo, optim, xb))
+            read_losses([svi_step(model, guide, elbo, optim, xb) for xb in batches])
 
     def theirs():
-        for xb in batches:
-            ref(xb)
+        read_losses([ref(xb) for xb in batches])
 
     med = interleaved({"pyro-lvm": ours, "hand-written": theirs}, rounds, device)
     title = f"{size} {label} (B={s['batch']})"

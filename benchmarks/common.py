@@ -20,15 +20,17 @@ import torch
 import torch.nn.functional as F
 
 
-def machine() -> dict:
-    """The device and thread count the figures were measured with."""
+def machine(device: torch.device | str = "cpu") -> dict:
+    """The device and thread count the figures were measured with: the GPU's name only for a
+    CUDA ``device`` (its own, not GPU 0's)."""
+    device = torch.device(device)
     info = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
     }
-    if torch.cuda.is_available():
-        info["cuda"] = torch.cuda.get_device_name(0)
+    if device.type == "cuda":
+        info["cuda"] = torch.cuda.get_device_name(device)
     return info
 
 
@@ -74,8 +76,8 @@ def table(title: str, rows: list[dict], reference: str = "hand-written") -> str:
 def report(name: str, title: str, rows: list[dict], device: torch.device, path: str | None):
     """Print the table of ``rows`` and write them (with the machine) as JSON to ``path``;
     return the result dict."""
-    print(table(f"{title} on {device} ({machine()})", rows))
-    result = {"benchmark": name, "device": str(device), "machine": machine(), "rows": rows}
+    print(table(f"{title} on {device} ({machine(device)})", rows))
+    result = {"benchmark": name, "device": str(device), "machine": machine(device), "rows": rows}
     if path:
         import json
 
@@ -109,9 +111,12 @@ def log_weights(model, guide, x, k, detach_guide=False):
     return log_px + log_pz - log_q, z
 
 
-def handwritten_step(kind: str, model, guide, opt, k: int = 1) -> Callable[[torch.Tensor], None]:
+def handwritten_step(
+    kind: str, model, guide, opt, k: int = 1, read: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor | None]:
     """One optimizer step of the objective ``kind`` written by hand, reading the loss as a
-    float each step like ``SVI.step``."""
+    float each step like ``SVI.step``; with ``read=False`` the step returns the loss (a
+    detached 0-d tensor) for the caller to read later, without a host synchronisation."""
 
     def step(x):
         opt.zero_grad()
@@ -150,6 +155,22 @@ def handwritten_step(kind: str, model, guide, opt, k: int = 1) -> Callable[[torc
         else:
             raise ValueError(kind)
         opt.step()
+        if not read:
+            return loss.detach()
         math.isfinite(loss.item())
+        return None
 
     return step
+
+
+def read_losses(losses: list) -> list[float]:
+    """The losses of several steps (0-d tensors or floats) as floats, with one transfer from the
+    device: as ``train`` reads them."""
+    tensors = [
+        torch.as_tensor(v, dtype=torch.float64) if not isinstance(v, torch.Tensor) else v
+        for v in losses
+    ]
+    if not tensors:
+        return []
+    where = tensors[0].device
+    return torch.stack([t.detach().to(where, torch.float64).reshape(()) for t in tensors]).tolist()

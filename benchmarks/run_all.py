@@ -1,12 +1,14 @@
 """Run every speed benchmark and write one JSON of the results.
 
-    python -m benchmarks.run_all [--device cpu] [--quick] [--json benchmarks/results.json]
+    python -m benchmarks.run_all [--device cpu] [--quick] [--json PATH]
 
 The SVI steps of every objective (benchmarks/bench_steps.py), one training epoch with the CLI
 defaults (bench_training.py) and the evaluator at K = 1000 and 5000 with peak memory
 (bench_log_likelihood.py), each against its hand-written PyTorch reference measured
 interleaved in the same process. ``--quick`` runs fewer rounds and a tenth of an epoch (a
-smoke run, not a measurement). Exits non-zero only on an error.
+smoke run, not a measurement). Exits non-zero only on an error. The results go to
+``benchmarks/results.json`` for a CPU run and ``benchmarks/results-cuda.json`` for a CUDA run
+(``--json`` chooses another file), so that a GPU run keeps the CPU table.
 """
 
 import argparse
@@ -14,6 +16,7 @@ import json
 
 from benchmarks import bench_log_likelihood, bench_steps, bench_training
 from benchmarks.common import machine
+from pyrolvm.devices import resolve_device
 
 
 def main(argv=None):
@@ -21,12 +24,16 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--json", default="benchmarks/results.json")
+    parser.add_argument("--json", default=None, help="default: by device (see above)")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    if args.json is None:
+        suffix = "" if device.type == "cpu" else f"-{device.type}"
+        args.json = f"benchmarks/results{suffix}.json"
     dev = ["--device", args.device]
     quick = args.quick
     results = {
-        "machine": machine(),
+        "machine": machine(device),
         "steps": bench_steps.main(dev + (["--rounds", "2", "--steps", "2"] if quick else [])),
         "epoch": bench_training.main(
             dev

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Union
 
 import tyro
 
+from .devices import process_device
 from .errors import Interrupted, PeerLost, PyroLVMError
 from .inference import distributed
 from .runs import RUNS, evaluate_run
@@ -193,8 +194,10 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _say(message: str, exc: BaseException) -> None:
-    """Print an error line: on rank 0, or on any rank when it lost its peers."""
-    if distributed.is_main() or isinstance(exc, PeerLost):
+    """Print an error line: on rank 0, or on any rank when it lost its peers (``$RANK`` too:
+    an error before the process group exists is raised by every process alike)."""
+    rank0 = distributed.is_main() and os.environ.get("RANK", "0") == "0"
+    if rank0 or isinstance(exc, PeerLost):
         print(message, file=sys.stderr)
 
 
@@ -204,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     command = parse(argv)
     nproc = getattr(command, "nproc", 1)
     if nproc > 1 and not distributed.launched():
+        try:  # one process per GPU: refuse now what every process would refuse
+            process_device(getattr(command, "device", "auto"), 0, nproc)
+        except PyroLVMError as exc:
+            print(f"pyrolvm: error: {exc}", file=sys.stderr)
+            return 2
         return launch(nproc, argv)
     try:
         if distributed.init(getattr(command, "device", "auto")) and hasattr(command, "nproc"):

@@ -61,3 +61,24 @@ def set_output_bias(layer: nn.Module, value: torch.Tensor | float) -> None:
     last = [m for m in layer.modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():
         last.bias.copy_(torch.as_tensor(value, dtype=last.bias.dtype))
+
+
+class ScalarOnDevice:
+    """A Python number as a 0-d tensor on the device and in the dtype of the tensor it meets,
+    made once per value, device and dtype and reused: a distribution given a Python number
+    (``RelaxedBernoulli(0.5, logits=...)``) or a tensor made from one on every call
+    (``logits.new_tensor(0.5)``) copies it from the host each step, which stalls a GPU's queue.
+
+    Call it as ``scalar(value, like)``; the value may change between calls (a new tensor is
+    made once for the new value).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._tensor: torch.Tensor | None = None
+
+    def __call__(self, value: float, like: torch.Tensor) -> torch.Tensor:
+        key = (float(value), like.device, like.dtype)
+        if self._tensor is None or self._key != key:
+            self._key, self._tensor = key, like.new_tensor(key[0])
+        return self._tensor

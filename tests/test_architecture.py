@@ -1,5 +1,5 @@
-"""The architecture's rules (docs/architecture.md), checked on the import graph (grimp, the engine of
-import-linter): no import cycle anywhere in the package, no private name imported across
+"""The architecture's rules (docs/architecture.md), checked on the import graph (grimp, the
+engine of import-linter): no import cycle anywhere in the package, no private name imported across
 modules, and inference never imports a model or a guide."""
 
 import ast

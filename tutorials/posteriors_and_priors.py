@@ -32,8 +32,8 @@
 # MNIST, the first `PYROLVM_TRAIN` = 10000 training and `PYROLVM_TEST` = 1000 test images,
 # `PYROLVM_EPOCHS` = 5 epochs per setting, K = 1000, stated in the output), or with
 # `PYROLVM_FAST=1` (digits, seconds). `PYROLVM_DATASET=digits` runs the full settings on
-# all of digits for 100 epochs (the committed figures and the table of docs/posteriors.md). Figures and
-# `posteriors_and_priors.json` go to `PYROLVM_FIGURES` (default `tutorials/figures/`).
+# all of digits for 100 epochs (the committed figures and the table of docs/posteriors.md).
+# Figures and `posteriors_and_priors.json` go to `PYROLVM_FIGURES` (default `tutorials/figures/`).
 
 # %%
 import dataclasses

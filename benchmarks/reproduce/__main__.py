@@ -6,7 +6,8 @@
 
 Each entry trains (or resumes, or reads back) its run folder under
 ``benchmarks/reproduce/runs/`` and writes ``benchmarks/reproduce/results/NAME.json``; then
-``python -m benchmarks.reproduce.table --page docs/reproducing.md`` regenerates the table of docs/reproducing.md.
+``python -m benchmarks.reproduce.table --page docs/reproducing.md`` regenerates the table of
+docs/reproducing.md.
 Stop it at any time (Ctrl-C: the run checkpoints) and rerun the same command to continue.
 """
 

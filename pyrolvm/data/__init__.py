@@ -2,7 +2,7 @@
 
 from .causal import TreatmentData, confounded_treatment
 from .datasets import BINARIZATIONS, DATASETS, Dataset, check_data, load
-from .masks import MASKS, make_mask, quadrant_mask
+from .masks import MASKS, make_mask, mask_columns, quadrant_mask
 from .pca import apply_pca, project
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "check_data",
     "load",
     "make_mask",
+    "mask_columns",
     "project",
     "quadrant_mask",
 ]

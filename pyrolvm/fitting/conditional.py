@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from pyro.infer import ELBO
 
+from ..data import mask_columns
 from ..inference import importance_sample, mean_and_stderr
 from ..models import no_latents
 from .svi import fit_svi
@@ -21,8 +22,10 @@ def on_images(fn: Callable, mask: torch.Tensor) -> Callable:
     y the others; so that the training loop's per-minibatch binarization draws x and y
     together."""
 
+    inside, outside = mask_columns(mask)  # (found once: no sync per call)
+
     def call(images):
-        return fn(images[:, mask], images[:, ~mask])
+        return fn(images[:, inside], images[:, outside])
 
     return call
 

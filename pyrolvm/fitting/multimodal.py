@@ -11,7 +11,7 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
-from ..data import Dataset
+from ..data import Dataset, mask_columns
 from ..errors import ConfigError
 from ..inference import importance_sample, mean_and_stderr
 
@@ -79,22 +79,22 @@ class Pairing:
         """``fn`` of both modalities."""
         if self.mask is None:
             return fn
-        mask = self.mask
-        return lambda images: fn(images[:, mask], images[:, ~mask])
+        top, bottom = mask_columns(self.mask)  # (found once: no sync per call)
+        return lambda images: fn(images[:, top], images[:, bottom])
 
     def first(self, fn: Callable) -> Callable:
         """``fn`` of the first modality alone."""
         if self.mask is None:
             return image_only(fn)
-        mask = self.mask
-        return lambda images: fn(images[:, mask], None)
+        top, _ = mask_columns(self.mask)
+        return lambda images: fn(images[:, top], None)
 
     def second(self, fn: Callable) -> Callable:
         """``fn`` of the second modality alone."""
         if self.mask is None:
             return label_only(fn)
-        mask = self.mask
-        return lambda images: fn(None, images[:, ~mask])
+        _, bottom = mask_columns(self.mask)
+        return lambda images: fn(None, images[:, bottom])
 
 
 def objectives(

@@ -61,6 +61,16 @@ def _empty_guide(*args):
     """The guide of the classification term: it has no latent sites."""
 
 
+def _to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU index tensor on ``device``; to a GPU from pinned memory without blocking (the host
+    does not wait for the GPU's queue)."""
+    if device.type == "cpu":
+        return index
+    if device.type == "cuda":
+        index = index.pin_memory()
+    return index.to(device, non_blocking=True)
+
+
 def fit_m2(
     train_x: torch.Tensor,
     train_labels: torch.Tensor,
@@ -152,14 +162,18 @@ def fit_m2(
     if aux_loss:
         extra.append((lambda x, y: guide.classifier_model(x, y, alpha), _empty_guide, Trace_ELBO()))
     onehot = torch.nn.functional.one_hot(train_labels, num_classes).to(train_x.dtype)
-    tf = transform or (lambda v: v)
     lab_batch = min(batch_size, len(lab))
     lab_on_device = lab.to(train_x.device)
 
+    # The labelled minibatches are chosen on train's data-order stream (the CPU RNG on every
+    # device) and binarized by train's ``transform`` with the noise stream, like the
+    # unlabelled ones: were they binarized here, a CPU run would draw that noise from the
+    # order stream and a CUDA run from the GPU's generator, and the two would visit the data
+    # in different orders.
     def labelled_batch(epoch, step):
         pick = torch.randperm(len(lab), device="cpu")[:lab_batch]  # the CPU RNG on every device
-        li = lab_on_device[pick.to(lab_on_device.device)]
-        return tf(train_x[li]), onehot[li]
+        li = lab_on_device[_to_device(pick, lab_on_device.device)]
+        return train_x[li], onehot[li]
 
     steps = -(-(len(train_x) - len(lab)) // batch_size)
     lab_steps = -(-len(lab) // batch_size)
@@ -178,8 +192,8 @@ def fit_m2(
             return None
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = lab[torch.randperm(len(lab), generator=gen, device="cpu")]
-        li = order[j * batch_size : (j + 1) * batch_size].to(lab_on_device.device)
-        return tf(train_x[li]), onehot[li]
+        li = _to_device(order[j * batch_size : (j + 1) * batch_size], lab_on_device.device)
+        return train_x[li], onehot[li]
 
     callbacks: list[Callable] = []
     if test is not None and test_labels is not None:

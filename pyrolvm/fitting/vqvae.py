@@ -25,7 +25,7 @@ def training_codes(
     binarized once by ``transform`` (``None``: as they are) from the random state
     ``boundary_rng`` (:func:`~pyrolvm.inference.rng_state` at the end of stage 1, kept by a
     run's checkpoint, so that a resumed stage 2 fits the same codes), encoded by ``model``."""
-    set_rng_state(boundary_rng)
+    set_rng_state(boundary_rng, images.device)
     x = transform(images) if transform is not None else images
     return codes_of(model, x)
 

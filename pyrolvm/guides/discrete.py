@@ -17,7 +17,7 @@ from pyro.poutine.runtime import InferDict
 from torch import nn
 
 from ..errors import ConfigError
-from ..nets import check_latent_dim, mlp
+from ..nets import ScalarOnDevice, check_latent_dim, mlp
 from .baselines import Baseline
 
 #: The ``relaxation`` choices of :class:`AmortizedBernoulli` and :class:`AmortizedCategorical`.
@@ -58,6 +58,7 @@ class _AmortizedDiscrete(nn.Module):
         self.encoder = mlp(data_dim, hidden, out_dim, activation)
         self.relaxation = relaxation
         self.temperature = float(temperature)
+        self._temperature = ScalarOnDevice()  # (made once on the device, not every step)
         self.latent_site = latent_site
         self.name = name
         # outside this module's children: registered under its own name (Pyro's nn_baseline)
@@ -162,10 +163,11 @@ class AmortizedBernoulli(_AmortizedDiscrete):
     def posterior(self, x: torch.Tensor) -> TorchDistribution:
         """The distribution q(z | x), event shape (latent_dim,)."""
         logits = self.logits(x)
-        t = logits.new_tensor(float(self.temperature))
         if self.relaxation == "concrete":
+            t = self._temperature(self.temperature, logits)
             return dist.RelaxedBernoulli(t, logits=logits).to_event(1)
         if self.relaxation == "straight_through":
+            t = self._temperature(self.temperature, logits)
             return dist.RelaxedBernoulliStraightThrough(t, logits=logits).to_event(1)
         return dist.Bernoulli(logits=logits).to_event(1)
 
@@ -220,9 +222,10 @@ class AmortizedCategorical(_AmortizedDiscrete):
     def posterior(self, x: torch.Tensor) -> TorchDistribution:
         """The distribution q(z | x), event shape (latent_dim, num_categories)."""
         logits = self.logits(x)
-        t = logits.new_tensor(float(self.temperature))
         if self.relaxation == "concrete":
+            t = self._temperature(self.temperature, logits)
             return dist.RelaxedOneHotCategorical(t, logits=logits).to_event(1)
         if self.relaxation == "straight_through":
+            t = self._temperature(self.temperature, logits)
             return dist.RelaxedOneHotCategoricalStraightThrough(t, logits=logits).to_event(1)
         return dist.OneHotCategorical(logits=logits).to_event(1)

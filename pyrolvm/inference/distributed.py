@@ -32,6 +32,7 @@ from its own seed, so the per-datapoint numbers do not depend on the number of p
 
 import contextlib
 import datetime
+import importlib
 import os
 import signal
 import threading
@@ -43,11 +44,28 @@ import torch
 import torch.distributed as dist
 from pyro.poutine.messenger import Messenger
 
+from ..devices import resolve_device
 from ..errors import ConfigError, PeerLost
 
 #: Seconds a process waits in a collective for the others before it gives up
-#: (``$PYROLVM_DIST_TIMEOUT`` overrides it); a process that died is noticed at once.
+#: (``$PYROLVM_DIST_TIMEOUT`` overrides it), between CPU processes (gloo: a process that died
+#: is noticed at once, through its closed connections).
 DEFAULT_TIMEOUT = 1800.0
+
+#: The same between GPU processes (NCCL), short: there a collective whose peer died can hang
+#: on the GPU until NCCL's watchdog gives it up after this time.
+DEFAULT_NCCL_TIMEOUT = 300.0
+
+#: What ``init`` sets ``$TORCH_NCCL_ASYNC_ERROR_HANDLING`` to under NCCL (unless it is set to
+#: 0, 2 or 3 already; ``torchrun`` sets 1): on a collective's error or timeout NCCL's watchdog
+#: aborts the communicators without killing the process, so that the process reports its
+#: lost peers (:class:`~pyrolvm.PeerLost`) instead of dying with a C++ abort.
+NCCL_ERROR_HANDLING = "2"
+
+#: Under NCCL, a gloo group over the same processes that carries GradientSync's control
+#: flags (stop requests, which parameters have gradients) on the host: reading them then
+#: needs no copy from the GPU. ``None``: the default group (gloo) carries them.
+_control: Any = None
 
 
 def launched() -> bool:
@@ -76,11 +94,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def timeout_seconds() -> float:
-    """The collective timeout: ``$PYROLVM_DIST_TIMEOUT`` seconds, else :data:`DEFAULT_TIMEOUT`."""
+def timeout_seconds(backend: str = "gloo") -> float:
+    """The collective timeout: ``$PYROLVM_DIST_TIMEOUT`` seconds, else :data:`DEFAULT_TIMEOUT`
+    (gloo) or :data:`DEFAULT_NCCL_TIMEOUT` (``backend="nccl"``)."""
     text = os.environ.get("PYROLVM_DIST_TIMEOUT", "")
+    default = DEFAULT_NCCL_TIMEOUT if backend == "nccl" else DEFAULT_TIMEOUT
     try:
-        value = float(text) if text else DEFAULT_TIMEOUT
+        value = float(text) if text else default
     except ValueError:
         raise ConfigError(f"$PYROLVM_DIST_TIMEOUT must be seconds, got {text!r}") from None
     if not value > 0:
@@ -90,45 +110,80 @@ def timeout_seconds() -> float:
 
 def init(device: str = "auto") -> bool:
     """Join the process group of a ``torchrun`` launch (a no-op otherwise, or when already
-    joined): NCCL when the run uses CUDA (each process on ``cuda:LOCAL_RANK``), else gloo;
-    collectives time out after :func:`timeout_seconds`.
+    joined): NCCL when the run uses CUDA (each process on its own GPU, ``cuda:LOCAL_RANK``:
+    :func:`pyrolvm.devices.resolve_device`), else gloo; collectives time out after
+    :func:`timeout_seconds`. Under NCCL ``$TORCH_NCCL_ASYNC_ERROR_HANDLING`` is set to
+    :data:`NCCL_ERROR_HANDLING` first, and a gloo group for the host-side flags is made.
 
     Args:
         device (str): the run's ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
 
     Returns:
         bool: whether a process group is initialized now.
+
+    Raises:
+        ConfigError: on every process alike: fewer GPUs on the node than processes (with
+            ``auto`` or ``cuda``), ``cuda:N`` with several processes per node, or a device
+            this machine lacks.
     """
+    global _control
     if not launched() or not dist.is_available():
         return False
     if dist.is_initialized():
         return True
-    cuda = device != "cpu" and torch.cuda.is_available()
-    if cuda:  # untested here (no GPU): one process per GPU, as torchrun's LOCAL_RANK says
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(
-        "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_seconds())
-    )
+    cuda = resolve_device(device).type == "cuda"
+    backend = "nccl" if cuda else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_seconds(backend))
+    if cuda:  # one process per GPU (untested here: no GPU)
+        torch.cuda.set_device(resolve_device(device))
+        if os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING") not in ("0", "2", "3"):
+            os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = NCCL_ERROR_HANDLING
+    # Before the group exists: torch.distributed.nn's functions take ``group=group.WORLD`` as
+    # a default argument, bound when the module is first imported, and PyTorch imports it
+    # lazily (torch._dynamo, at the first optimizer's creation). Bound to the live group, those
+    # defaults keep it alive after destroy_process_group: its gloo worker threads are never
+    # joined, and one that drops a finished collective's tensors once the interpreter is
+    # finalizing aborts the process ("terminate called without an active exception";
+    # pytorch/pytorch#38228). Imported now, they hold None and the group dies in shutdown().
+    importlib.import_module("torch.distributed.nn")
+    dist.init_process_group(backend, timeout=timeout)
+    _control = dist.new_group(backend="gloo", timeout=timeout) if cuda else None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stopped_by_launcher)
     return True
 
 
 def _stopping() -> None:
-    """This process is stopping because the launch is: ignore SIGTERM from now on. When one
-    process dies, torchrun sends SIGTERM to the others (and SIGKILL after a grace period); a
-    survivor that is already reporting the lost peer must not be cut short before its one
-    error line."""
+    """This process is stopping because the launch is: ignore SIGTERM from now on, and abort
+    an NCCL process group. When one process dies, torchrun sends SIGTERM to the others (and
+    SIGKILL after a grace period); a survivor that is already reporting the lost peer must not
+    be cut short before its one error line, nor hang in a communicator whose peer is gone
+    (the abort ends its pending collectives, so that leaving the group returns)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _abort_nccl()
+
+
+def _abort_nccl() -> None:
+    """Abort the NCCL communicators of this process (``torch.distributed``'s abort of the
+    process group; a no-op under gloo or without a group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_backend() != "nccl":
+        return
+    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+    global _control
+    with contextlib.suppress(Exception):  # aborting is best effort: the process is stopping
+        if abort is not None:
+            abort()  # every group of the process, the control group included
+    _control = None
 
 
 def _stopped_by_launcher(signum: int, frame: Any) -> None:
     """SIGTERM outside training (where it asks for a checkpoint and a stop instead): the
     launcher stops the survivors of a process that died, or the launch was stopped."""
+    who = f"process {rank()} of {world_size()}"  # (before the abort leaves the group)
     _stopping()
     raise PeerLost(
-        f"process {rank()} of {world_size()} was stopped by its launcher (SIGTERM): another "
+        f"{who} was stopped by its launcher (SIGTERM): another "
         "process of the launch stopped, or the launch was stopped: the run folder keeps the "
         "checkpoint of the last completed epoch"
     )
@@ -155,12 +210,26 @@ def collective(what: str) -> Iterator[None]:
         yield
     except RuntimeError as exc:  # DistBackendError and gloo's errors are RuntimeErrors
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        who = f"process {rank()} of {world_size()}"  # (before the abort leaves the group)
         _stopping()
         raise PeerLost(
-            f"process {rank()} of {world_size()} lost its peers during {what} ({first}); "
+            f"{who} lost its peers during {what} ({first}); "
             "another process of the launch stopped (killed, out of memory, or an error it "
             "reported): the run folder keeps the checkpoint of the last completed epoch"
         ) from None
+
+
+def agree(what: str) -> None:
+    """Wait until every process gets here (a barrier on the host: the gloo group; a no-op
+    without a process group).
+
+    Raises:
+        PeerLost: a process of the launch is gone.
+    """
+    if not active():
+        return
+    with collective(what):
+        dist.barrier(group=_control)
 
 
 def split(rows: int, parts: int | None = None) -> list[tuple[int, int]]:
@@ -236,12 +305,12 @@ class GradientSync:
         weight = self.rows / self.total_rows if subsampled else 1.0
         where = _comm_device()
         loss = torch.as_tensor(value, dtype=torch.float64).detach().to(where).reshape(1)
+        # the control flags live on the host: under NCCL they travel through the gloo control
+        # group, so that reading them back needs no copy from the GPU (no host synchronisation
+        # in the step); under gloo they share one buffer with the loss
         has = [p.grad is not None for _, p in named_params]
-        scalars = torch.cat(
-            [
-                loss * weight,
-                torch.tensor([float(self.stop), *map(float, has)], dtype=torch.float64).to(where),
-            ]
+        flags = torch.tensor(
+            [float(self.stop), *map(float, has)], dtype=torch.float64, device="cpu"
         )
         groups: dict[tuple, list[torch.Tensor]] = {}
         for _, p in named_params:
@@ -252,13 +321,21 @@ class GradientSync:
                 [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params]
             ).to(where)
             flats.append(flat * weight if weight != 1.0 else flat)
+        on_host = where.type == "cpu"
+        scalars = torch.cat([loss * weight, flags]) if on_host else loss * weight
+        if not on_host and _control is None:  # an NCCL group not made by init(): by NCCL
+            flags = flags.to(where)
         with collective("a training step"):
             works = [dist.all_reduce(t, async_op=True) for t in (scalars, *flats)]
+            if not on_host:
+                works.append(dist.all_reduce(flags, group=_control, async_op=True))
             for work in works:
                 assert work is not None
-                work.wait()
-        self.stop = bool(scalars[1] > 0)
-        any_grad = (scalars[2:] > 0).tolist()
+                work.wait()  # NCCL: the stream waits, not the host; gloo: the host
+        if on_host:
+            flags = scalars[1:]
+        self.stop = bool(flags[0] > 0)
+        any_grad = (flags[1:] > 0).tolist()
         present = {id(p): g for (_, p), g in zip(named_params, any_grad, strict=True)}
         for params, flat in zip(groups.values(), flats, strict=True):
             offset = 0
@@ -267,7 +344,7 @@ class GradientSync:
                 if present[id(p)]:
                     p.grad = flat[offset : offset + n].view_as(p).to(p.device)
                 offset += n
-        return scalars[0]
+        return scalars[0]  # (under NCCL on the GPU: read when the losses are shown)
 
 
 def broadcast_object(obj: Any, what: str = "setting up") -> Any:
@@ -306,9 +383,12 @@ def mix_seed(*keys: int) -> int:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DEFAULT_NCCL_TIMEOUT",
     "GradientSync",
+    "NCCL_ERROR_HANDLING",
     "SubsampleProbe",
     "active",
+    "agree",
     "broadcast_object",
     "collective",
     "gather_objects",

@@ -123,8 +123,13 @@ def sum_to_batch(
         ConfigError: more dimensions than plates (enumerated or unplated batch dimensions), or
             a site outside the batch plate.
     """
-    if not isinstance(log_p, torch.Tensor):  # a number (e.g. a masked-out site's 0)
-        log_p = torch.tensor(float(log_p), device="cpu")
+    if not isinstance(log_p, torch.Tensor):  # a number (e.g. a masked-out site's 0): a tensor
+        value = site.get("value")  # where the site's value lies (and in its dtype if real)
+        if isinstance(value, torch.Tensor):
+            dtype = value.dtype if value.is_floating_point() else None
+            log_p = torch.full((), float(log_p), dtype=dtype, device=value.device)
+        else:
+            log_p = torch.full((), float(log_p), device="cpu")
     if log_p.dim() > rank:
         raise ConfigError(
             f"site {site['name']!r} has log_prob of shape {tuple(log_p.shape)}, more dimensions "
@@ -214,7 +219,15 @@ def log_weights(
             f"(a subsampled plate's N / B), but the scales differ: {found}. " + _SCALE_REMEDY
         )
     scale = next(iter(scales)) if scales else 1.0
-    log_w = total if isinstance(total, torch.Tensor) else torch.tensor(total, device="cpu")
+    if not isinstance(total, torch.Tensor):  # no site at all: a number, where the values lie
+        values = [
+            site["value"]
+            for trace in (model_trace, guide_trace)
+            for site in trace.nodes.values()
+            if isinstance(site.get("value"), torch.Tensor)
+        ]
+        total = torch.full((), float(total), device=values[0].device if values else "cpu")
+    log_w = total
     if log_w.dim() == 0:  # no site at all: one weight, log 1 = 0
         log_w = log_w.reshape(1, 1)
     elif log_w.dim() == 1:

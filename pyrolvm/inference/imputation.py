@@ -129,7 +129,10 @@ def impute(
             mean = mean.expand((k,) + xb.shape) if k > 1 else mean.expand(xb.shape).unsqueeze(0)
             log_w = weights.log_w.double()
             c = torch.logsumexp(log_w, 0)
-            part = (torch.softmax(log_w, 0).unsqueeze(-1) * mean.double()).sum(0)
+            # the weighted mean over the chunk's particles, (B, D): a product in the model's
+            # dtype (no float64 (K, B, D) intermediate), accumulated in float64 across chunks
+            weights_k = torch.softmax(log_w, 0).to(mean.dtype)
+            part = torch.einsum("kb,kbd->bd", weights_k, mean).double()
             if lse is None or acc is None or lse2 is None:
                 lse, acc, lse2 = c, part, torch.logsumexp(2 * log_w, 0)
             else:

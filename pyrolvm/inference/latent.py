@@ -45,12 +45,23 @@ from .importance import PARTICLE_PLATE, find_batch_plate, sum_to_batch
 from .objectives import MultiSampleELBO
 
 
-def _check(loc, scale):
+def _check(loc, scale=None):
+    if scale is None:  # the activity statistic: a variance over N >= 2 rows
+        if loc.dim() != 2 or loc.shape[0] < 2:
+            raise ConfigError(
+                f"latent diagnostics need loc of shape (N, L) with N >= 2, got {tuple(loc.shape)}"
+            )
+        return
     if loc.dim() != 2 or loc.shape != scale.shape or loc.shape[0] < 2:
         raise ConfigError(
             "latent diagnostics need loc and scale of one shape (N, L) with "
             f"N >= 2, got {tuple(loc.shape)} and {tuple(scale.shape)}"
         )
+
+
+#: The most numbers of the (rows, N, L) intermediate of :func:`mutual_information` at once
+#: (2**22: 32 MB in float64).
+BLOCK_ELEMENTS = 2**22
 
 
 def kl_per_dimension(loc, scale):
@@ -62,7 +73,11 @@ def kl_per_dimension(loc, scale):
 
 def unit_activity(loc):
     """``Cov_x(E_q[z_u | x])``, the variance over datapoints of each posterior mean, shape (L,)
-    (Burda et al. 2016's activity statistic; unbiased sample variance)."""
+    (Burda et al. 2016's activity statistic; unbiased sample variance).
+
+    Raises:
+        ConfigError: ``loc`` is not of shape (N, L) with N >= 2."""
+    _check(loc)
     return loc.var(0)
 
 
@@ -90,9 +105,22 @@ def mutual_information(loc, scale, generator=None):
     z = loc + scale * eps  # (N, L)
     log_norm = -0.5 * math.log(2 * math.pi) - scale.log()  # (N, L)
     own = (log_norm - 0.5 * eps.pow(2)).sum(-1)  # log q(z_i | x_i)
-    # log q(z_i | x_j) for all i, j: (N, N)
-    cross = (log_norm[None] - 0.5 * ((z[:, None] - loc[None]) / scale[None]).pow(2)).sum(-1)
-    aggregate = torch.logsumexp(cross, dim=1) - math.log(loc.shape[0])
+    # log q(z_i | x_j) for all i, j: (N, N), by blocks of rows i, so that the float64 (rows, N, L)
+    # intermediate holds at most BLOCK_ELEMENTS numbers (N = 1000, L = 50 at once: 400 MB)
+    n, dim = loc.shape
+    rows = max(1, BLOCK_ELEMENTS // (n * dim))
+    aggregate = torch.cat(
+        [
+            torch.logsumexp(
+                (
+                    log_norm[None]
+                    - 0.5 * ((z[i : i + rows, None] - loc[None]) / scale[None]).pow(2)
+                ).sum(-1),
+                dim=1,
+            )
+            for i in range(0, n, rows)
+        ]
+    ) - math.log(n)
     return (own - aggregate).mean().item()
 
 

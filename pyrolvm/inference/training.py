@@ -104,6 +104,25 @@ def _unchecked(*args):
     yield
 
 
+def _as_floats(values: Sequence[Any]) -> list[float]:
+    """``[float(v) for v in values]`` with one transfer per device instead of one per value:
+    the 0-d tensors (the steps' losses, on the data's device) are stacked and read together;
+    Python numbers (Pyro's own ELBOs return floats) pass through. Exact: float32 and float64
+    values become the same Python floats as ``float(v)`` gives."""
+    out: list[Any] = list(values)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(out):
+        if isinstance(v, torch.Tensor):
+            by_device.setdefault(v.device, []).append(i)
+        else:
+            out[i] = float(v)
+    for where in by_device.values():
+        stacked = torch.stack([out[i].detach().reshape(()).to(torch.float64) for i in where])
+        for i, x in zip(where, stacked.tolist(), strict=True):
+            out[i] = x
+    return out
+
+
 def _warm_up(objectives, batches):
     """Evaluate each objective once without gradients, so that every parameter exists in the
     param store and every ELBO has guessed its plate nesting, as after a first step."""
@@ -217,7 +236,10 @@ def train(
         extra_batch (callable or None): ``extra_batch(epoch, step)`` (1-based epoch, 0-based
             step within it) returns the tuple of tensors the extra objectives are called with,
             or ``None`` to skip them in that step; called once per step, after the main batch
-            is drawn.
+            is drawn, with torch's global RNG drawing from the data-order stream: it chooses
+            rows (``torch.randperm``), and ``transform`` is applied to its first tensor
+            afterwards, as to the main batch's, with the noise stream (so that the data order
+            does not depend on the device whose generator the transform draws from).
         checkpoint (callable or None): ``checkpoint(state)``, see above.
         resume_from (dict or None): a ``state`` passed to ``checkpoint`` by an earlier call.
         handle_signals (bool): turn SIGINT/SIGTERM into a checkpoint and
@@ -295,6 +317,8 @@ def train(
             at = resume_from.get("epoch") or 1
             found = (extra_batch(at, s) for s in range(steps_per_epoch))
             more0 = next((b for b in found if b is not None), batch0)
+            if transform is not None and more0 is not batch0:
+                more0 = (transform(more0[0]),) + more0[1:]
         _warm_up(objectives, [batch0] + [more0] * len(extra_objectives))
         if resume_from.get("steps_per_epoch") != steps_per_epoch:
             raise ConfigError(
@@ -306,7 +330,7 @@ def train(
         history = {k: list(v) for k, v in resume_from["history"].items()}
         for key in position:
             position[key] = resume_from[key]
-        set_rng_state(resume_from["rng"])
+        set_rng_state(resume_from["rng"], device)
     # The random streams (see "Processes" above): the data order (and extra batches) from a
     # stream every process shares, the noise from each process's own.
     streams = resume_from.get("streams") if resume_from is not None else None
@@ -321,7 +345,7 @@ def train(
         noise_seed = int(streams["noise_seed"])
         saved_ranks = streams["ranks"]
         if 0 < me < len(saved_ranks) + 1:
-            set_rng_state(saved_ranks[me - 1])
+            set_rng_state(saved_ranks[me - 1], device)
         elif me > 0:  # a process the interrupted launch did not have: a fresh stream
             torch.manual_seed(distributed.mix_seed(noise_seed, me, len(saved_ranks) + 1))
     history = history if history is not None else {}
@@ -336,7 +360,7 @@ def train(
 
     def state():
         read_losses()  # the running sums include every step taken (a signal may come late)
-        rngs = distributed.gather_objects(rng_state())  # every process's noise stream
+        rngs = distributed.gather_objects(rng_state(device))  # every process's noise stream
         return {
             **position,
             "steps_per_epoch": steps_per_epoch,
@@ -372,10 +396,14 @@ def train(
     pending: list[tuple[int, int, Any, Any, int]] = []
 
     def read_losses():
-        for epoch_, step_, main_, value_, rows_ in pending:
-            main_, value_ = float(main_), float(value_)
+        read = _as_floats([v for entry in pending for v in entry[2:4]])  # one transfer
+        for (epoch_, step_, _, _, rows_), main_, value_ in zip(
+            pending, read[0::2], read[1::2], strict=True
+        ):
             if not math.isfinite(value_):
                 pending.clear()
+                if world > 1:  # (every process reads the same sum) unless a peer died: under
+                    distributed.agree("a training step")  # NCCL an aborted sum reads garbage
                 raise TrainingDiverged(
                     f"the loss became {value_} at epoch {epoch_}, step {step_ + 1}: lower "
                     "the learning rate (--lr), check the data for extreme values, or "
@@ -442,8 +470,10 @@ def train(
                     if world > 1:  # this process's shard of the minibatch (and of the extra)
                         batch = distributed.shard(batch)
                         more = distributed.shard(more) if more is not None else None
-                    if transform is not None:
+                    if transform is not None:  # the noise stream (after the order's draws)
                         batch = (transform(batch[0]),) + batch[1:]
+                        if extra_batch is not None and more is not None:
+                            more = (transform(more[0]),) + more[1:]
                     if extra_batch is None:
                         more = batch
                     checked = pair_check_errors if first_step else _unchecked

@@ -62,7 +62,8 @@ class LinearGaussian(nn.Module):
         pyro.module(self.name, self)
         batch_size = x.shape[0] if x is not None else batch_size
         with pyro.plate("data", batch_size):
-            z = pyro.sample("z", dist.Normal(self.bias.new_zeros(self.latent_dim), 1.0).to_event(1))
+            prior_loc = self.bias.new_zeros(self.latent_dim)  # (and no scalar copied from the host)
+            z = pyro.sample("z", dist.Normal(prior_loc, torch.ones_like(prior_loc)).to_event(1))
             loc = z @ self.weight.T + self.bias
             pyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
         return z

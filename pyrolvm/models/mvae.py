@@ -78,7 +78,8 @@ class MVAE(nn.Module):
         ref = next(self.image_decoder.parameters())
         batch = image.shape[0] if image is not None else label.shape[0]  # type: ignore[union-attr]
         with pyro.plate("data", batch):
-            z = pyro.sample("z", dist.Normal(ref.new_zeros(self.latent_dim), 1.0).to_event(1))
+            loc = ref.new_zeros(self.latent_dim)  # (no scalar copied from the host)
+            z = pyro.sample("z", dist.Normal(loc, torch.ones_like(loc)).to_event(1))
             if image is not None:
                 pyro.sample(
                     "image", dist.Bernoulli(logits=self.image_decoder(z)).to_event(1), obs=image
@@ -149,7 +150,8 @@ class HalvesMVAE(nn.Module):
         ref = next(self.top_decoder.parameters())
         batch = top.shape[0] if top is not None else bottom.shape[0]  # type: ignore[union-attr]
         with pyro.plate("data", batch):
-            z = pyro.sample("z", dist.Normal(ref.new_zeros(self.latent_dim), 1.0).to_event(1))
+            loc = ref.new_zeros(self.latent_dim)  # (no scalar copied from the host)
+            z = pyro.sample("z", dist.Normal(loc, torch.ones_like(loc)).to_event(1))
             for site, half, decoder in halves:
                 if half is not None:
                     pyro.sample(site, dist.Bernoulli(logits=decoder(z)).to_event(1), obs=half)

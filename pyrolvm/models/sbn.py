@@ -19,7 +19,7 @@ from pyro.distributions import TorchDistribution
 from torch import nn
 
 from ..errors import ConfigError
-from ..nets import check_latent_dim, mlp, set_output_bias
+from ..nets import ScalarOnDevice, check_latent_dim, mlp, set_output_bias
 
 #: The ``latent`` types of :class:`SigmoidBeliefNet`.
 LATENTS: tuple[str, ...] = ("bernoulli", "categorical")
@@ -77,6 +77,7 @@ class SigmoidBeliefNet(nn.Module):
         self.latent = latent
         self.num_categories = int(num_categories) if latent == "categorical" else 1
         self.temperature = temperature
+        self._temperature = ScalarOnDevice()  # (made once on the device, not every step)
         self.name = name
         shape = (
             (self.latent_dim,) if latent == "bernoulli" else (self.latent_dim, self.num_categories)
@@ -103,12 +104,12 @@ class SigmoidBeliefNet(nn.Module):
             if self.temperature is None:
                 return dist.Bernoulli(logits=logits).to_event(1)
             return dist.RelaxedBernoulli(
-                logits.new_tensor(float(self.temperature)), logits=logits
+                self._temperature(self.temperature, logits), logits=logits
             ).to_event(1)
         if self.temperature is None:
             return dist.OneHotCategorical(logits=logits).to_event(1)
         return dist.RelaxedOneHotCategorical(
-            logits.new_tensor(float(self.temperature)), logits=logits
+            self._temperature(self.temperature, logits), logits=logits
         ).to_event(1)
 
     def likelihood_dist(self, z: torch.Tensor) -> TorchDistribution:

@@ -74,7 +74,8 @@ class SSVAE(nn.Module):
         pyro.module(self.name, self)
         c, d = self.num_classes, self.latent_dim
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(d), 1.0).to_event(1))
+            loc = x.new_zeros(d)  # (a scale of 1.0 would be copied from the host every call)
+            z = pyro.sample("z", dist.Normal(loc, torch.ones_like(loc)).to_event(1))
             y = pyro.sample("y", dist.OneHotCategorical(logits=x.new_zeros(c)), obs=y)
             logits = self.decoder(concat_broadcast(z, y))
             validate = False if self.grey_targets else None  # (None: Pyro's setting)

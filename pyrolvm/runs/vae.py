@@ -213,9 +213,7 @@ def build(cfg, data_dim, data_mean=None, pseudo_init=None, image_shape=None):
 
 def parts(run: Run) -> dict:
     """The run's model and guide (:func:`build`; the VampPrior started at ``pseudo_inputs``
-    training images drawn by a generator seeded by ``seed``), its missing-data masks and the
-    evaluator's chunk of particles (fewer for the categorical likelihood's ``levels`` logits
-    per pixel and for the pixelcnn decoder's network per particle)."""
+    training images drawn by a generator seeded by ``seed``) and its missing-data masks."""
     cfg, data = run.cfg, run.data
     pseudo, n = None, data.train.shape[0]
     if cfg.prior == "vamp":
@@ -227,11 +225,6 @@ def parts(run: Run) -> dict:
         pseudo = data.train[torch.randperm(n, generator=gen)[: cfg.pseudo_inputs]]
     model, guide = build(cfg, data.data_dim, data.train.mean(0), pseudo, data.image_shape)
     run.extra["masks"] = run_masks(cfg, data)
-    if cfg.decoder == "pixelcnn":
-        run.extra["chunk_size"] = max(1, 1000 // cfg.eval_batch_size)
-    elif cfg.likelihood == "categorical":
-        per_point = cfg.eval_batch_size * max(1, (cfg.levels or 256) // 8)
-        run.extra["chunk_size"] = max(1, 10000 // per_point)
     return {"model": model, "guide": guide}
 
 

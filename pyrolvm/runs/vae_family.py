@@ -170,7 +170,7 @@ def importance_figures(run: Run, scoring: dict, discrete: bool) -> dict:
     ``test_bits_per_dim`` and its ``_stderr`` (nll / (D ln 2))."""
     cfg, model, guide = run.cfg, run.parts["model"], run.parts["guide"]
     test = splits(run)[1]
-    options = dict(batch_size=cfg.eval_batch_size, chunk_size=run.extra.get("chunk_size"))
+    options = dict(batch_size=cfg.eval_batch_size)  # (particles chunked by a memory budget)
     pyro.set_rng_seed(cfg.seed)
     with exact_discrete(model, guide):
         result = importance_sample(

@@ -104,7 +104,7 @@ def codebook(run: Run) -> dict:
         batch_size=cfg.batch_size,
         transform=data.train_transform,
     )
-    return {"history": history, "boundary_rng": rng_state()}
+    return {"history": history, "boundary_rng": rng_state(data.train.device)}
 
 
 def code_prior(run: Run) -> dict:

@@ -8,6 +8,7 @@ SIGKILL in its second epoch) and ``term`` (rank 0 gets SIGTERM after training).
 """
 
 import copy
+import json
 import os
 import signal
 import sys
@@ -204,6 +205,21 @@ def evaluate_sharded():
     return {"log_likelihood": r.log_likelihood, "elbo": r.elbo, "ess": r.ess}
 
 
+def gloo_threads():
+    """The names of this process's gloo threads (its worker threads, ``pt_gloo_runloop``, and
+    its transport's ``gloo_tcp_loop``), from ``/proc/self/task`` (None where there is none)."""
+    if not os.path.isdir("/proc/self/task"):
+        return None
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return sorted(name for name in names if "gloo" in name)
+
+
 def run_all(out):
     result = {"world_size": distributed.world_size()}
     for case in EXACT_CASES:
@@ -274,5 +290,10 @@ if __name__ == "__main__":
     distributed.init("cpu")
     try:
         run_all(out)
+        during = gloo_threads()
     finally:
         distributed.shutdown()
+    # every process's gloo threads in the run and after shutdown (see the test of them)
+    threads = {"during": during, "after": gloo_threads()}
+    with open(os.path.join(out, f"threads-{os.environ['RANK']}.json"), "w") as f:
+        json.dump(threads, f)

@@ -107,3 +107,40 @@ def test_iwae_encoder_snr_falls_with_k_and_dregs_does_not():
         snr[name] = gradient_snr(model, guide, elbo, x, num_draws=100)["guide"].average_snr
     assert snr["iwae50"] * 1.5 < snr["iwae1"], snr
     assert snr["iwae50"] * 1.5 < snr["dreg50"], snr
+
+
+def test_snr_definitions_on_two_draws():
+    # Two draws, hand-computed. The bound's gradient for mu is exactly 2 x (x = mu + sigma
+    # eps reparameterized; the entropy's gradient for mu is 0): draws 2 x_1, 2 x_2, mean
+    # x_1 + x_2, unbiased variance (2 x_1 - 2 x_2)^2 / 2 (the biased one is half that).
+    # "d" has the same gradient, 3, in both draws: variance 0, SNR inf. "c" is in no trace
+    # (gradient None, counted as 0): mean and variance 0, SNR 0. The average SNR is over the
+    # finite SNRs (mu's and c's 0), the norm SNR ||mean|| / sqrt(sum of variances).
+    pyro.clear_param_store()
+    drawn = []
+
+    def guide():
+        loc = pyro.param("mu", torch.tensor(0.5))
+        drawn.append(pyro.sample("x", dist.Normal(loc, 2.0), infer={"is_auxiliary": True}))
+
+    def model():
+        pyro.factor("f", drawn[-1] ** 2)
+        pyro.factor("g", 3.0 * pyro.param("d", torch.tensor(0.25)))
+
+    for name, value in (("mu", 0.5), ("d", 0.25), ("c", 1.0)):  # as after a first run
+        pyro.param(name, torch.tensor(value))
+    pyro.set_rng_seed(0)
+    stats = gradient_snr(
+        model, guide, Trace_ELBO(), num_draws=2, param_groups={"all": ["mu", "d", "c"]}
+    )["all"]
+    x1, x2 = (x.item() for x in drawn)
+    assert x1 != x2
+    mean_mu, var_mu = x1 + x2, (2 * x1 - 2 * x2) ** 2 / 2
+    assert stats.mean.tolist() == pytest.approx([mean_mu, 3.0, 0.0], rel=1e-12)
+    assert stats.variance.tolist() == pytest.approx([var_mu, 0.0, 0.0], rel=1e-12)
+    snr_mu = abs(mean_mu) / math.sqrt(var_mu)
+    assert stats.snr.tolist() == pytest.approx([snr_mu, math.inf, 0.0], rel=1e-12)
+    assert stats.average_snr == pytest.approx(snr_mu / 2, rel=1e-12)
+    assert stats.norm_snr == pytest.approx(
+        math.sqrt(mean_mu**2 + 9.0) / math.sqrt(var_mu), rel=1e-12
+    )

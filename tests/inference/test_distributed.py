@@ -1,6 +1,7 @@
 """Data-parallel training and sharded evaluation under torchrun: 2 gloo processes on the
 loopback against one process (tests/inference/dist_worker.py runs in both)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,10 @@ def two_ranks(tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     result = torch.load(os.path.join(out, "result.pt"), weights_only=True)
     assert result["world_size"] == 2
+    result["threads"] = []
+    for rank in (0, 1):
+        with open(os.path.join(out, f"threads-{rank}.json")) as f:
+            result["threads"].append(json.load(f))
     return result
 
 
@@ -113,6 +118,21 @@ def test_sharded_evaluation_equals_one_process_per_datapoint(two_ranks):
     for key, value in single.items():
         assert value.shape == (37,)
         assert torch.equal(two_ranks["eval"][key], value), key
+
+
+def test_no_gloo_thread_outlives_the_process_group(two_ranks):
+    # Each process's gloo threads (2 workers and the transport's loop) in the run, and after
+    # distributed.shutdown(): none, since destroy_process_group frees the group, whose
+    # destructor joins them. A group kept alive after it (torch.distributed.nn's default
+    # arguments bind group.WORLD when PyTorch imports it lazily, after the group exists) keeps
+    # its threads into the interpreter's finalization, where one that releases a collective's
+    # tensors needs the GIL and aborts the process ("terminate called without an active
+    # exception", one launch in several under load).
+    for threads in two_ranks["threads"]:
+        if threads["during"] is None:
+            pytest.skip("no /proc/self/task to list the threads of a process")
+        assert "pt_gloo_runloop" in threads["during"]  # the check sees gloo's threads
+        assert threads["after"] == []
 
 
 def test_a_killed_process_stops_the_launch_with_one_line(tmp_path):

@@ -133,8 +133,8 @@ def test_bad_arguments():
         IWAE(num_particles=0)
 
 
-def test_particles_are_chunked_so_memory_stays_bounded(monkeypatch):
-    from pyrolvm.inference import MultiSampleELBO
+def test_particles_are_chunked_so_memory_stays_within_the_budget(monkeypatch):
+    from pyrolvm.inference import MultiSampleELBO, evaluation
 
     model, x = linear_gaussian()
     calls = []
@@ -144,13 +144,94 @@ def test_particles_are_chunked_so_memory_stays_bounded(monkeypatch):
         calls.append((args[0].shape[0], self.num_particles))
         return real(self, model, guide, *args, **kwargs)
 
+    measured = []
+    real_measure = evaluation.bytes_per_particle
+    monkeypatch.setattr(
+        evaluation,
+        "bytes_per_particle",
+        lambda call: measured.append(real_measure(call)) or measured[-1],
+    )
+    monkeypatch.setattr(evaluation, "CPU_MEMORY_BUDGET", 2**20)  # 1 MiB
     monkeypatch.setattr(MultiSampleELBO, "importance_weights", spy)
     importance_sample(model, exact_guide(model), x, num_samples=5000, batch_size=8)
-    # Default chunking keeps batch_size * chunk_size <= 10,000 model evaluations per call,
-    # and every datapoint still gets all K = 5000 samples.
-    assert max(b * k for b, k in calls) <= 10000
-    assert sum(k for b, k in calls if b == 8) == 2 * 5000
-    assert sum(k for b, k in calls if b == 4) == 5000
+    # one probe of 2 particles on the first batch, then chunks of as many particles as fit the
+    # budget by the memory measured, and every datapoint gets all K = 5000 samples
+    assert calls[0] == (8, 2)
+    chunk = evaluation.chunk_size_for(5000, measured[0], 2**20)
+    assert 1 < chunk < 5000 and chunk * measured[0] <= 2**20 < (chunk + 1) * measured[0]
+    assert max(k for _, k in calls[1:]) == chunk
+    assert sum(k for b, k in calls[1:] if b == 8) == 2 * 5000
+    assert sum(k for b, k in calls[1:] if b == 4) == 5000
+
+
+def test_chunk_size_arithmetic():
+    from pyrolvm.inference.evaluation import chunk_size_for
+
+    assert chunk_size_for(5000, 1000.0, 10**6) == 1000  # 1000 fit
+    assert chunk_size_for(5000, 1000.0, 10**6 - 1) == 999
+    assert chunk_size_for(5000, 1000.0, 10**6, power_of_two=True) == 512  # (CUDA's chunks)
+    assert chunk_size_for(5000, 1000.0, 1024 * 1000, power_of_two=True) == 1024
+    assert chunk_size_for(5000, 1000.0, 10**9) == 5000  # all fit: one chunk of K
+    assert chunk_size_for(5000, 1000.0, 10, power_of_two=True) == 1  # not even one fits
+    assert chunk_size_for(1, 0.0, 0) == 1
+
+
+def test_a_chunk_takes_no_more_memory_than_its_budget(monkeypatch):
+    """The peak of the tensors alive during a chunk (every allocation of torch's operators, seen
+    below the function level that bytes_per_particle measures) stays within the budget, for a
+    model whose particles share little (a categorical likelihood: 256 logits per pixel) and one
+    whose share most (the Bernoulli VAE's encoder runs once per batch)."""
+    import weakref
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from pyrolvm.inference import MultiSampleELBO, evaluation
+    from pyrolvm.runs import VAEConfig
+    from pyrolvm.runs.vae import build
+
+    class PeakBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live = self.peak = 0
+            self.sizes = {}
+
+        def free(self, key):
+            self.live -= self.sizes.pop(key)
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and id(t.untyped_storage()) not in self.sizes:
+                    storage = t.untyped_storage()
+                    self.sizes[id(storage)] = storage.nbytes()
+                    weakref.finalize(storage, self.free, id(storage))
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+            return out
+
+    peaks, real = [], MultiSampleELBO.importance_weights
+
+    def measured(self, *args, **kwargs):
+        with PeakBytes() as probe:
+            out = real(self, *args, **kwargs)
+            log_w = out.log_w
+            del out
+        peaks.append((self.num_particles, probe.peak))
+        return type("Weights", (), {"log_w": log_w})
+
+    monkeypatch.setattr(MultiSampleELBO, "importance_weights", measured)
+    categorical = dict(likelihood="categorical", levels=256, binarize="none")
+    for options, budget in ((categorical, 64 * 2**20), (dict(), 2**20)):
+        monkeypatch.setattr(evaluation, "CPU_MEMORY_BUDGET", budget)
+        cfg = VAEConfig(dataset="digits", latent_dim=2, hidden=(16,), **options).resolved()
+        x = torch.rand(20, 64) if options else torch.bernoulli(torch.full((20, 64), 0.3))
+        x = (255 * x).round() / 255 if options else x
+        model, guide = build(cfg, 64, x.mean(0).clamp(0.01, 0.99), None, image_shape=(8, 8))
+        peaks.clear()
+        importance_sample(model, guide, x, num_samples=200, batch_size=20)
+        chunks = [k for k, _ in peaks[1:]]
+        assert 2 < max(chunks) < 200  # (chunks that the budget sized)
+        assert max(peak for _, peak in peaks[1:]) <= budget, (options, peaks)
 
 
 def _recording_guide(model, shift=0.5, inflate=1.5):

@@ -264,3 +264,101 @@ def test_default_batches_hold_100_datapoints():
 
     train(model, guide_net, x, progress=False)
     assert seen == [100, 100, 100, 50]  # the first: the check of the pair on the first batch
+
+
+class RecordedELBO(Trace_ELBO):
+    """Trace_ELBO that keeps the loss of every step it takes (nats, a sum over the rows)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = super().loss_and_grads(model, guide, *args, **kwargs)
+        self.losses.append(loss)
+        return loss
+
+
+def _indexed_pair(seen, draws=0):
+    """A VAE pair on 2-pixel rows that carry their index: the model notes each step's
+    indices (not those of the pair check on train's first step, which runs without gradients), and draws ``draws`` numbers of its own from torch's global RNG (as a model with
+    more noise does)."""
+    import pyro
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    net, guide_net = VAE(2, 1, (2,)), AmortizedNormal(2, 1, (2,))
+
+    def model(x, index):
+        if torch.is_grad_enabled():  # a step (train's check of the pair runs without gradients)
+            seen.append(index.clone())
+        torch.rand(draws)
+        return net(x)
+
+    def guide(x, index):
+        return guide_net(x)
+
+    x = torch.bernoulli(torch.full((10, 2), 0.5))
+    return model, guide, (x, torch.arange(10))
+
+
+def test_the_train_elbo_of_an_epoch_is_minus_its_step_losses_summed_over_its_rows():
+    # N = 10 rows in batches of 4: steps of 4, 4 and 2 rows (the rows counted per step are
+    # the minibatch's, 2 in the last). Each epoch's train ELBO is minus the sum of its 3 step
+    # losses (each a sum over its rows) over the 10 rows, exactly: neither the mean of the
+    # per-step means (which weighs the 2 rows of the last step like 4) nor a division by
+    # 3 steps x 4 rows. Two epochs visit every row exactly twice, once in each.
+    seen = []
+    model, guide, data = _indexed_pair(seen)
+    elbo = RecordedELBO()
+    history = train(model, guide, data, elbo, epochs=2, batch_size=4, progress=False)
+    assert [len(index) for index in seen] == [4, 4, 2] * 2 and len(elbo.losses) == 6
+    for epoch in range(2):
+        total = 0.0
+        for loss in elbo.losses[3 * epoch : 3 * epoch + 3]:
+            total += loss
+        assert history["train_elbo"][epoch] == pytest.approx(-total / 10, rel=1e-12)
+    assert torch.bincount(torch.cat(seen), minlength=10).tolist() == [2] * 10
+    assert sorted(torch.cat(seen[:3]).tolist()) == list(range(10))
+
+
+def test_the_epoch_order_comes_from_the_data_order_stream_not_the_global_rng():
+    # The data order is drawn from a stream of its own: a torch.Generator seeded once, at the
+    # start, with the first of 2 integers in [0, 2**62) drawn from the global RNG (which
+    # pyro.set_rng_seed seeds); every epoch's order is that stream's next randperm(N). So a
+    # model that draws more noise from the global RNG visits the rows in the same order (as
+    # the processes of a torchrun launch, which draw different noise, must), and so are the
+    # extra batches that extra_batch draws from the global RNG (M2's labelled minibatches).
+    import pyro
+
+    orders, extras = [], []
+    for draws in (0, 7):
+        seen, extra = [], []
+        model, guide, data = _indexed_pair(seen, draws)
+
+        def extra_batch(epoch, step, data=data, extra=extra):
+            index = torch.randint(0, 10, (3,))
+            extra.append(index)
+            return data[0][index], index
+
+        pyro.set_rng_seed(1)
+        train(model, guide, data, epochs=3, batch_size=4, progress=False)
+        orders.append(torch.cat(seen).tolist())
+        pyro.set_rng_seed(1)
+        train(
+            model,
+            guide,
+            data,
+            epochs=2,
+            batch_size=4,
+            progress=False,
+            extra_objectives=[(model, guide, Trace_ELBO())],
+            extra_batch=extra_batch,
+        )
+        extras.append(torch.cat(extra).tolist())
+    pyro.set_rng_seed(1)
+    order_seed = torch.randint(0, 2**62, (2,)).tolist()[0]
+    stream = torch.Generator().manual_seed(order_seed)
+    expected = torch.cat([torch.randperm(10, generator=stream) for _ in range(3)]).tolist()
+    assert orders[0] == expected and orders[1] == expected
+    assert extras[0] == extras[1] and len(extras[0]) == 2 * 3 * 3
