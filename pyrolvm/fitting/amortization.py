@@ -180,9 +180,8 @@ def amortization_gap(
         model (callable): the Pyro model, called as ``model(*data, *args, **kwargs)``.
         guide (callable): its guide q_phi, with the model's signature.
         data (torch.Tensor or tuple of torch.Tensor): the n points along dim 0.
-        steps (int): SVI steps (>= 0).
-        lr (float): Adam's learning rate.
-        num_particles (int): particles per SVI step.
+        steps, lr, num_particles (int, float, int): SVI steps (>= 0), Adam's learning rate,
+            particles per step.
         eval_samples (int): samples per point for the final estimates.
         batch_plate (str or None): the batch plate's name (default: the one around the data).
         name (str): prefix of q*'s parameters in the param store.
