@@ -8,8 +8,8 @@ import torch
 from helpers import cli_error
 
 from pyrolvm.cli import main
-from pyrolvm.runs.common import read_json
 from pyrolvm.runs import evaluate_gmm, train_gmm
+from pyrolvm.runs.common import read_json
 
 FAST = [
     "--epochs",

@@ -14,7 +14,7 @@ from typing import Any
 from ..devices import resolve_device
 from ..errors import ConfigError
 from .common import load_checkpoint, load_data, on_device
-from .template import Run, Stage, evaluate_folder, summary, train_run
+from .template import Run, Stage, default_report, evaluate_folder, summary, train_run
 
 __all__ = ["RUNS", "Run", "RunKind", "Stage", "evaluate_run", "register"]
 
@@ -41,7 +41,8 @@ class RunKind:
         score (callable): ``score(run) -> dict``, the test figures of the trained parts
             (``pyrolvm evaluate``'s, and the training's).
         report (callable or None): ``report(run) -> dict``, ``metrics.json`` after training
-            (default: ``score``).
+            (default: ``score``'s figures, with the epochs and curves of a last stage that is
+            one training call).
         figures (callable or None): ``figures(run, metrics) -> [file names]`` it writes into
             ``run.folder``.
         title (str or callable): the summary's first line, a format string of the metrics
@@ -94,7 +95,7 @@ class RunKind:
         if not callable(rows):
             rows = lambda m, table=rows: format_rows(table, m)  # noqa: E731
         generated = {
-            "report": self.report or self.score,
+            "report": self.report or default_report,
             "evaluation_rows": rows,
             "summary_rows": after
             if callable(after)

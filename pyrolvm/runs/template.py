@@ -255,6 +255,18 @@ def evaluate_folder(
     return kind.score(run)
 
 
+def default_report(run: Run) -> dict:
+    """``metrics.json`` of a kind that declares no report: its test figures (``score``) and,
+    when its last stage is one training call, ``epochs``, ``train_elbo`` (the last epoch's)
+    and the per-epoch ``curves``."""
+    history = run.results[run.kind.stage_list(run.cfg)[-1].name]
+    metrics = run.kind.score(run)
+    if isinstance(history, dict) and history.get("train_elbo"):
+        metrics |= {"epochs": len(history["train_elbo"]), "train_elbo": history["train_elbo"][-1]}
+        metrics["curves"] = history
+    return metrics
+
+
 def summary(kind: Any, metrics: dict, cfg: Any, folder: str) -> str:
     """The table ``pyrolvm train`` prints: the kind's title and rows, then the run folder."""
     cfg = cfg.resolved()

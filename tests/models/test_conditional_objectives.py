@@ -72,9 +72,9 @@ def test_conditional_and_multimodal_runs_create_no_stray_tensors(tmp_path):
     from test_devices import assert_on_cpu, stray_tensors_on_meta
 
     from pyrolvm.data import load
+    from pyrolvm.runs import RUNS, Run
     from pyrolvm.runs.cvae import CVAEConfig, build_setting, samples_per_class_figure
     from pyrolvm.runs.cvae import evaluate as evaluate_cvae_setting
-    from pyrolvm.runs import RUNS, Run
     from pyrolvm.runs.mvae import MVAEConfig, Pairing, build, figures
     from pyrolvm.runs.mvae import evaluate as evaluate_mvae
 

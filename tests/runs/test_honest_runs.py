@@ -20,9 +20,9 @@ import pytest
 from helpers import cli_error
 
 from pyrolvm.cli import main
+from pyrolvm.plots import bound_panels
 from pyrolvm.runs import RUNS
 from pyrolvm.runs.vae import VAEConfig
-from pyrolvm.plots import bound_panels
 
 FAST = ["--eval-samples", "20", "--no-progress", "--hidden", "16"]
 
