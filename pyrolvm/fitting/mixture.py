@@ -210,7 +210,8 @@ def fit_mixture(
             state = {"restart": r, "restarts": list(restarts), "best": best}  # noqa: B023
             checkpoint({**state, "train": train_state})
 
-        options = dict(epochs=int(epochs), batch_size=batch_size, progress=progress)
+        options: dict[str, Any] = dict(epochs=int(epochs), batch_size=batch_size)
+        options["progress"] = progress
         options["checkpoint"] = save if checkpoint is not None else None
         options["resume_from"] = state["train"] if r == state["restart"] else None
         history = fit_restart(model, g, data, lr, schedule, int(num_particles), **options)

@@ -138,7 +138,7 @@ def multimodal_scores(
     proposal), are ``*_snis_nll``; ``eval_samples``."""
     a, b = pairing.names
     test = pairing.data("test")
-    options = dict(num_samples=num_samples, batch_size=batch_size)
+    options: dict[str, Any] = dict(num_samples=num_samples, batch_size=batch_size)
     pyro.set_rng_seed(seed)
     joint = importance_sample(pairing.joint(model), pairing.joint(guide), test, **options)
     joint = joint.log_likelihood
@@ -164,7 +164,7 @@ def multimodal_scores(
         values[f"{a}_given_{b}_snis_nll"] = second.log_likelihood - both.log_likelihood
         values[f"{b}_given_{a}_nll"] = first.log_likelihood - joint
         values[f"{a}_given_{b}_nll"] = second.log_likelihood - joint
-    out = {"eval_samples": num_samples}
+    out: dict[str, float] = {"eval_samples": num_samples}
     for name, value in values.items():
         out[name], out[name + "_stderr"] = mean_and_stderr(value)
     return out

@@ -1,7 +1,7 @@
 """One SVI fit: Adam (with an optional learning-rate schedule) and one call of
 :func:`pyrolvm.inference.train`, the stage every run kind is made of at least once."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from pyro.infer import ELBO
@@ -17,7 +17,7 @@ def fit_svi(
     loss: ELBO | None = None,
     *,
     lr: float = 1e-3,
-    betas: Sequence[float] = (0.9, 0.999),
+    betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     lr_schedule: str = "constant",
     epochs: int = 1,
@@ -37,5 +37,5 @@ def fit_svi(
         ConfigError, DataError, TrainingDiverged, Interrupted: as
             :func:`~pyrolvm.inference.train`; a non-positive ``lr`` or an unknown schedule.
     """
-    optim = make_scheduled_optim(lr, tuple(betas), eps, lr_schedule, epochs)
+    optim = make_scheduled_optim(lr, betas, eps, lr_schedule, epochs)
     return train(model, guide, data, loss, optim, epochs=epochs, **train_options)

@@ -47,7 +47,7 @@ def vqvae_scores(
     codes = codes_of(model, test)
     recon = torch.cat([model.reconstruction_log_prob(b) for b in test.split(1000)]).double()
     prior.eval()
-    options = dict(num_samples=1, batch_size=batch_size, progress=progress)
+    options: dict[str, Any] = dict(num_samples=1, batch_size=batch_size, progress=progress)
     prior_ll = importance_sample(prior, empty_guide, codes, **options).log_likelihood
     prior.train()
     bound, se = mean_and_stderr(-(recon + prior_ll))

@@ -39,5 +39,5 @@ __all__ = [
     "fit_mixture",
     "register",
     "validate",
-    *sorted(KIND_EXPORTS),
 ]
+__all__ += sorted(KIND_EXPORTS)  # pyright: ignore[reportUnsupportedDunderAll]

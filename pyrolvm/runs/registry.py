@@ -75,20 +75,20 @@ class RunKind:
     build: Callable[[Run], dict] | None = None
     stages: Sequence[Stage] | Callable[[Any], Sequence[Stage]] = ()
     score: Callable[[Run], dict] | None = None
-    report: Callable[[Run], dict] | None = None
+    report: Any = None
     figures: Callable[[Run, dict], list] | None = None
-    title: str | Callable[[dict, Any], str] = ""
-    evaluation_rows: tuple | Callable[[dict], list] = ()
-    summary_rows: tuple | Callable[[dict, Any], list] | None = None
+    title: Any = ""
+    evaluation_rows: Any = ()
+    summary_rows: Any = None
     data: Callable[..., Any] | None = None
     check: Callable[[Run], None] | None = None
     evaluate_options: dict[str, str] = field(default_factory=dict)
     extendable: bool = False
     tiny: dict = field(default_factory=dict)
     takes_over: tuple = ()
-    train: Callable | None = None
-    evaluate: Callable | None = None
-    summary: Callable | None = None
+    train: Any = None
+    evaluate: Any = None
+    summary: Any = None
 
     def __post_init__(self):
         rows, after, title = self.evaluation_rows, self.summary_rows or (...,), self.title
