@@ -20,15 +20,7 @@ from ..inference import distributed
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = (
-    "progress",
-    "data_root",
-    "out",
-    "resume",
-    "overwrite",
-    "device",
-    "nproc",
-)
+RESUMABLE_DIFFERENCES = ("progress", "data_root", "out", "resume", "overwrite", "device", "nproc")
 
 
 def _is_run_file(name):
@@ -60,15 +52,11 @@ def run_folder(
     extendable: tuple[str, ...] = (),
     fixed_because: str = "",
 ) -> Iterator[tuple[str, dict | None]]:
-    """Open the run folder ``out`` as :func:`open_run_folder` does; under ``torchrun`` (a
-    process group of W > 1 processes) rank 0 alone opens it (its checks' outcome is sent to
-    every process, so that all raise the same error or none), and every other process gets a
-    private temporary folder, removed after the block, for the files it would write (the run
-    code runs unchanged on every process, which takes part in every collective) and reads the
-    checkpoint to resume from ``out``.
-
-    Yields:
-        (folder, checkpoint dict or None)
+    """Open the run folder ``out`` as :func:`open_run_folder` does, yielding (folder,
+    checkpoint or None); under ``torchrun`` rank 0 alone opens it (every process raises the
+    same error or none), and every other process gets a private temporary folder for the files
+    it would write (the run code runs unchanged on every process) and reads the checkpoint to
+    resume from ``out``.
 
     Raises:
         ConfigError: as :func:`open_run_folder`, on every process.
@@ -109,25 +97,16 @@ def open_run_folder(
     fixed_because: str = "",
 ) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` for a run of ``kind`` with settings ``config`` (a dict),
-    holding a lock on it while the block runs.
-
-    - A new folder is created (with parents); an existing empty one is used.
-    - A folder that holds files is refused unless ``overwrite`` (then its run files are
-      removed first; a folder holding anything else is never cleared) or ``resume``.
-    - With ``resume`` the folder's checkpoint must be of the same kind with the same settings
-      (up to :data:`RESUMABLE_DIFFERENCES`); it is yielded. The settings named in
-      ``extendable`` (e.g. ``("epochs",)``) may be raised, never lowered: a finished or
-      interrupted run is extended to the new count (the caller rewrites ``config.json``).
-      Where the kind cannot extend a run, ``fixed_because`` says why in the refusal.
-    - Stale temporary files of interrupted writes are removed.
-
-    Yields:
-        (folder, checkpoint dict or None)
+    locked while the block runs; yield (folder, checkpoint dict or None). A new folder is
+    created; one that holds files is refused unless ``overwrite`` (its run files removed first;
+    a folder holding anything else is never cleared) or ``resume`` (its checkpoint, of the same
+    kind and settings up to :data:`RESUMABLE_DIFFERENCES`, is yielded; the settings named in
+    ``extendable``, e.g. ``("epochs",)``, may be raised, never lowered, and ``fixed_because``
+    says why a kind cannot extend a run). Stale temporary files are removed.
 
     Raises:
-        ConfigError: the folder cannot be created or written, holds another run (without
-            ``overwrite``/``resume``), is locked by another process, or cannot be resumed (no or
-            invalid checkpoint, another kind, different settings).
+        ConfigError: the folder cannot be created or written, holds another run, is locked by
+            another process, or cannot be resumed (see :func:`resumed_state`).
     """
     if resume and overwrite:
         raise ConfigError(
@@ -187,8 +166,7 @@ def resumed_state(
     ``kind`` with settings ``config`` resumes (see :func:`open_run_folder`).
 
     Raises:
-        ConfigError: no or invalid checkpoint, another kind, different settings, or an
-            extendable setting lowered.
+        ConfigError: no or invalid checkpoint, another kind, other settings, a lowered one.
     """
     if CHECKPOINT not in contents:
         raise ConfigError(
@@ -271,8 +249,7 @@ def load_checkpoint(folder: str) -> dict:
     tensors and plain containers, so a crafted file cannot run code.
 
     Raises:
-        ConfigError: the folder or its checkpoint does not exist, or the file is not a
-            pyro-lvm checkpoint (empty, truncated, random bytes, a pickle of other objects).
+        ConfigError: no checkpoint, or not a pyro-lvm checkpoint (empty, truncated, foreign).
     """
     path = os.path.join(folder, CHECKPOINT)
     if not os.path.exists(path):
@@ -310,30 +287,18 @@ def record_stop(folder: str, exc: Interrupted | TrainingDiverged) -> PyroLVMErro
         message = f"{exc} (run folder {folder}: checkpoint.pt holds epoch {done})"
         error = TrainingDiverged(message, exc.epoch, exc.step)
     error.history = history
-    write_json(
-        os.path.join(folder, "metrics.json"),
-        {
-            "status": status,
-            "complete": False,
-            "error": str(exc),
-            "epochs": done,
-            "curves": history,
-            **history,
-        },
-    )
+    metrics = {"status": status, "complete": False, "error": str(exc), "epochs": done}
+    write_json(os.path.join(folder, "metrics.json"), metrics | {"curves": history, **history})
     return error
 
 
-def load_data(
-    cfg: Any, binarize: str, data: Dataset | None = None, binary: bool = False
-) -> Dataset:
-    """The run's dataset (``data`` if given, else ``cfg.dataset`` loaded from ``cfg.data_root``
-    with ``binarize`` and ``cfg.seed``), both splits checked (:func:`pyrolvm.data.check_data`;
-    ``binary``: values in {0, 1}) before anything is written.
+def load_data(cfg: Any, binarize: str, data: Dataset | None = None, binary=False) -> Dataset:
+    """The run's dataset (``data``, else ``cfg.dataset`` loaded from ``cfg.data_root`` with
+    ``binarize`` and ``cfg.seed``), both splits checked (:func:`pyrolvm.data.check_data`;
+    ``binary``: values in {0, 1}).
 
     Raises:
-        ConfigError, DataError: as :func:`pyrolvm.data.load` and
-        :func:`pyrolvm.data.check_data`.
+        ConfigError, DataError: as :func:`pyrolvm.data.load` and its check.
     """
     if data is None:
         data = load(cfg.dataset, root=cfg.data_root, binarize=binarize, seed=cfg.seed)
