@@ -46,7 +46,7 @@ def fit_baseline(
 ) -> dict:
     """Phase 1: the baseline network ``baseline(x, y)`` by maximum likelihood (the empty guide
     :func:`~pyrolvm.models.no_latents`), alone in Pyro's param store (cleared first), by
-    :func:`~pyrolvm.fitting.svi.fit_svi` on ``data`` fed through ``wrap``
+    :func:`~pyrolvm.fitting.fit_svi` on ``data`` fed through ``wrap``
     (:func:`on_images`, :func:`on_labels`)."""
     pyro.clear_param_store()
     return fit_svi(wrap(baseline), wrap(no_latents), data, **fit_options)
@@ -62,7 +62,7 @@ def fit_conditional(
 ) -> dict:
     """Phase 2: the CVAE ``model(x, y)`` and its guide under ``loss``, alone in Pyro's param
     store (cleared first: the baseline's parameters enter it again as the model's submodule,
-    at their fitted values), by :func:`~pyrolvm.fitting.svi.fit_svi` on ``data`` fed through
+    at their fitted values), by :func:`~pyrolvm.fitting.fit_svi` on ``data`` fed through
     ``wrap``."""
     pyro.clear_param_store()
     return fit_svi(wrap(model), wrap(guide), data, loss, **fit_options)

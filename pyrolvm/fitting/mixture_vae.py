@@ -100,8 +100,8 @@ def warm_up(
 ) -> dict:
     """Phase 1 of :func:`fit_mixture_vae`: the mixture-prior VAE under its ELBO (the component
     enumerated, the prior still random; ``pretrain="vae"``) or its deterministic
-    :func:`autoencoder` under the reconstruction loss (``"autoencoder"``, VaDE), on
-    dynamically binarized ``data.train``, by :func:`~pyrolvm.fitting.svi.fit_svi` with
+    ``autoencoder`` under the reconstruction loss (``"autoencoder"``, VaDE), on
+    dynamically binarized ``data.train``, by :func:`~pyrolvm.fitting.fit_svi` with
     ``train_options`` (``epochs``, ``batch_size``, ``checkpoint``, ...).
 
     Raises:
@@ -156,7 +156,7 @@ def fine_tune(
 ) -> dict:
     """Phase 3 of :func:`fit_mixture_vae`: the mixture-prior VAE under its ELBO (the component
     enumerated) with a fresh Adam (the old moments belong to the random prior) at ``lr``,
-    by :func:`~pyrolvm.fitting.svi.fit_svi` with ``train_options`` (``history`` continues the
+    by :func:`~pyrolvm.fitting.fit_svi` with ``train_options`` (``history`` continues the
     warm-up's curve)."""
     loss = TraceEnum_ELBO(max_plate_nesting=1)
     return fit_svi(

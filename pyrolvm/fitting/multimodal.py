@@ -55,7 +55,7 @@ class Pairing:
     ``mask`` (True on the top half).
 
     Args:
-        modalities (str): a key of :data:`MODALITIES`.
+        modalities (str): a key of ``MODALITIES``.
         data (pyrolvm.data.Dataset): the images (with labels, for ``"image-label"``).
 
     Raises:

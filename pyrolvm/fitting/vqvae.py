@@ -39,7 +39,7 @@ def vqvae_scores(
 
     Returns:
         dict: ``test_recon_nll`` (``-log p(x | z*)``), ``test_prior_nll`` (``-log p(z*)``),
-        ``test_nll_bound`` (their sum, an upper bound on the NLL: :mod:`pyrolvm.models.vqvae`
+        ``test_nll_bound`` (their sum, an upper bound on the NLL: ``pyrolvm.models.vqvae``
         says why) with ``test_nll_bound_stderr``, all nats per image; ``test_bits_per_dim``
         (of the bound); ``uniform_prior_nll_bound`` (recon + h w log K); the test codes'
         ``codebook_perplexity`` and ``codes_used``; ``code_grid`` (h, w).

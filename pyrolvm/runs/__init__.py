@@ -1,7 +1,7 @@
 """Runs compose the parts: config -> data -> model + guide -> stages -> evaluate -> run folder
 (config.json, metrics.json, checkpoint.pt, PNG figures). Each kind of run is a short
 declaration (:class:`RunKind`: its config, parts, stages, evaluation, figures and summary
-rows) registered in :data:`RUNS`; the run template (:mod:`pyrolvm.runs.template`) does the
+rows) registered in :data:`RUNS`; the run template (``pyrolvm.runs.template``) does the
 rest, the ``pyrolvm`` command is generated from the registry, and so are this package's
 ``train_KIND`` / ``evaluate_KIND`` functions and config classes: each command is one Python
 call here. Every module of this package is imported, so that its kinds register."""
@@ -15,6 +15,7 @@ from .config import Range, RunConfig, validate
 from .objective import ObjectiveConfig
 from .registry import RUNS, Run, RunKind, Stage, evaluate_run, register
 from .vae import DATASET_DEFAULTS
+from .vae_family import AmortizedConfig
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -24,6 +25,7 @@ KIND_EXPORTS = {name: obj for kind in RUNS.values() for name, obj in kind.export
 globals().update(KIND_EXPORTS)
 
 __all__ = [
+    "AmortizedConfig",
     "AutoregressiveConfig",
     "DATASET_DEFAULTS",
     "MixtureFit",

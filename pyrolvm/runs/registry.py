@@ -1,7 +1,7 @@
 """The registry of run kinds: a kind is a short declaration (:class:`RunKind`), and
 ``pyrolvm train KIND``, ``pyrolvm evaluate RUN``, the ``train_KIND`` / ``evaluate_KIND``
 functions of :mod:`pyrolvm.runs` and a checkpoint's way back to its evaluation all come from
-it, through the run template (:mod:`pyrolvm.runs.template`)."""
+it, through the run template (``pyrolvm.runs.template``)."""
 
 from __future__ import annotations
 

@@ -136,7 +136,7 @@ class Run:
         return dict(progress=self.cfg.progress, checkpoint=self.save, resume_from=self.resume)
 
     def fit(self, model: Callable, guide: Callable, data: Any, loss: Any = None, **options):
-        """One :func:`~pyrolvm.fitting.svi.fit_svi` call as this stage (with :attr:`hooks`)."""
+        """One :func:`~pyrolvm.fitting.fit_svi` call as this stage (with :attr:`hooks`)."""
         return fit_svi(model, guide, data, loss, **self.hooks, **options)
 
 

@@ -118,7 +118,7 @@ class VAEConfig(family.AmortizedConfig):
                 values[key] = default
 
     def check(self):
-        """The rules between flags (those between parts are the parts' own: :func:`parts`)."""
+        """The rules between flags (those between parts are the parts' own: ``build``)."""
         for key, needs, what in (
             ("flows", self.guide in ("planar", "iaf"), "--guide planar or iaf"),
             ("pseudo_inputs", self.prior == "vamp", "--prior vamp"),
