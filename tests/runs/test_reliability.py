@@ -226,3 +226,25 @@ def test_two_processes_cannot_write_one_folder(tmp_path, capsys):
     finally:
         holder.communicate(b"")
     assert main(["train", "vae", "--out", str(out), *FAST]) == 0  # the lock is released
+
+
+def test_mixture_vae_resumed_in_its_fine_tuning_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    # the VaDE protocol stopped in the fine-tuning, its last stage (29 steps per epoch: the
+    # transform's 70th call is the 12th fine-tuning step): the warm-up's curve and the scores
+    # right after the prior's fit come from the checkpoint's finished stages
+    from pyrolvm.runs import common, train_mixture_vae
+
+    kw = dict(components=3, latent_dim=2, hidden=(16,), warmup_epochs=2, epochs=2)
+    kw |= dict(pretrain="autoencoder", prior_init="means", progress=False)
+    full = train_mixture_vae(out=str(tmp_path / "full"), **kw)
+    monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(70))
+    with pytest.raises(Interrupted, match="--resume"):
+        train_mixture_vae(out=str(tmp_path / "run"), **kw)
+    monkeypatch.undo()
+    state = checkpoint(str(tmp_path / "run"))
+    assert state["stage"] == "finetune" and set(state["stages"]) == {"warmup", "prior"}
+    resumed = train_mixture_vae(out=str(tmp_path / "run"), resume=True, **kw)
+    drop = ("seconds",)
+    assert {k: v for k, v in resumed.items() if k not in drop} == {
+        k: v for k, v in full.items() if k not in drop
+    }
