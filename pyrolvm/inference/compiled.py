@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import logging
 import numbers
@@ -77,6 +78,7 @@ def _check_mode(mode: Any, where: str = "compile") -> str:
     return mode
 
 
+@functools.cache
 def has_cpp_compiler() -> bool:
     """Whether a C++ compiler is on the PATH (``$CXX``, ``g++``, ``c++`` or ``clang++``): what
     inductor needs on the CPU."""
@@ -84,6 +86,7 @@ def has_cpp_compiler() -> bool:
     return any(shutil.which(n) for n in names if n)
 
 
+@functools.cache
 def _has_triton() -> bool:
     try:
         from torch.utils._triton import has_triton
@@ -389,16 +392,26 @@ def _compiled(gm: torch.fx.GraphModule, device: torch.device) -> Callable[..., A
     return cast(Callable, torch.compile(gm, backend="inductor", mode=mode, fullgraph=True))
 
 
+def _mode_key(mode: str) -> tuple:
+    """The mode's part of a key: the mode, and for inductor its ``fallback_random`` setting."""
+    if mode != "inductor":
+        return (mode,)
+    import torch._inductor.config as inductor_config
+
+    return mode, inductor_config.fallback_random
+
+
 def _signature(args: Sequence[Any]) -> tuple:
-    """The part of a key that the arguments give: each tensor's shape, dtype and device; any
-    other value itself (it must be hashable)."""
+    """The part of a key that the arguments give: each tensor's shape, dtype and device.
+
+    Raises:
+        TypeError: an argument that is not a tensor.
+    """
     out = []
     for a in args:
-        if isinstance(a, torch.Tensor):
-            out.append((tuple(a.shape), a.dtype, a.device, a.requires_grad))
-        else:
-            hash(a)
-            out.append(("value", a))
+        if not isinstance(a, torch.Tensor):
+            raise TypeError("an argument of the model and guide is not a tensor")
+        out.append((tuple(a.shape), a.dtype, a.device, a.requires_grad))
     return tuple(out)
 
 
@@ -549,18 +562,12 @@ class CompiledStep:
             for k, v in vars(self.loss).items()
             if k not in skip and (v is None or isinstance(v, (bool, int, float, str)))
         )
-        fallback_random = None
-        if self.mode == "inductor":
-            import torch._inductor.config as inductor_config
-
-            fallback_random = inductor_config.fallback_random
         return (
             _signature(args),
             self._store_key(),
             settings,
             type(self.loss),
-            self.mode,
-            fallback_random,
+            _mode_key(cast(str, self.mode)),
         )
 
     def __call__(self, optim: Any, *args: Any, sync: distributed.GradientSync | None = None) -> Any:
@@ -569,8 +576,8 @@ class CompiledStep:
         if self.mode != "off":
             try:
                 key = self._key(args)
-            except TypeError:
-                self._give_up("an argument of the model is neither a tensor nor hashable")
+            except TypeError as exc:
+                self._give_up(str(exc))
             else:
                 program = self._programs.get(key)
                 if program is not None:
@@ -774,14 +781,14 @@ class _ChunkLogWeights:
         self._store_key = _StoreKey()
         self.reason: str | None = None
 
-    def __call__(self, objective: Any, *batch: Any, mode: str | None = "auto", **kwargs: Any):
+    def __call__(self, objective: Any, *batch: Any, **kwargs: Any):
         def eager():
             return objective.importance_weights(
                 self.model, self.proposal, *batch, check_rsample=False, **kwargs
             ).log_w
 
         device = _device(batch)
-        mode = resolve_mode(mode, device)
+        mode = resolve_mode("auto", device)
         if mode == "off" or self.reason is not None or kwargs or is_validation_enabled():
             return eager()
         try:
@@ -792,7 +799,7 @@ class _ChunkLogWeights:
                 objective.max_plate_nesting,
                 objective.batch_plate,
                 float(objective.latent_weight),
-                mode,
+                _mode_key(mode),
             )
         except TypeError:
             return eager()
@@ -868,7 +875,7 @@ class _ChunkLogWeights:
 
 
 def chunk_log_weights(model: Callable, proposal: Callable) -> Callable[..., torch.Tensor]:
-    """The evaluator's hook: ``f(objective, *batch, mode="auto", **kwargs)`` returns one
+    """The evaluator's hook: ``f(objective, *batch, **kwargs)`` returns one
     chunk's log-weights, shape (K, B), ``objective.importance_weights(model, proposal, *batch,
     check_rsample=False).log_w``, from a graph traced once per key (K, the batch's shapes, the
     param store) and replayed or compiled (see the module docstring), without gradients.

@@ -19,7 +19,7 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
-from . import distributed
+from . import compiled, distributed
 from .batches import Data, as_tuple, num_rows, rows
 from .importance import prior_proposal
 from .objectives import MultiSampleELBO
@@ -146,6 +146,7 @@ def importance_sample(
             chunks[k] = MultiSampleELBO(k, max_plate_nesting=nesting, batch_plate=batch_plate)
         return chunks[k]
 
+    chunk_log_weights = compiled.chunk_log_weights(model, q)  # compiled per chunk shape
     results = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(distributed.mix_seed(seed, n))  # no batch starts at row n
@@ -164,11 +165,7 @@ def importance_sample(
                 # Pyro's shape and support checks run on the first chunk only: the rest
                 # repeat it.
                 with pyro.validation_enabled(validate and i == 0 and k0 == 0):
-                    log_w = (
-                        objective(k)
-                        .importance_weights(model, q, *batch, check_rsample=False, **kwargs)
-                        .log_w
-                    )
+                    log_w = chunk_log_weights(objective(k), *batch, **kwargs)
                 log_w = log_w.double()
                 c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
                 lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)
