@@ -390,15 +390,26 @@ def _close(got: Any, expected: Any) -> bool:
 def _compiled(
     gm: torch.fx.GraphModule, inputs: Sequence[Any], device: torch.device
 ) -> Callable[..., Any]:
-    """Inductor's program of a traced graph: on the CPU ``compile_fx`` (inductor without
-    dynamo's guards, which a graph of fixed shapes does not need: less time per call), on
-    CUDA ``torch.compile`` with CUDA graphs (``mode="reduce-overhead"``)."""
-    if device.type == "cuda":
-        return cast(Callable, torch.compile(gm, mode="reduce-overhead", fullgraph=True))
-    from torch._inductor.compile_fx import compile_fx
+    """Inductor's program of a traced graph, compiled by a first call on other draws (whose
+    numbers are discarded): on the CPU ``compile_fx`` (inductor without dynamo's guards, which
+    a graph of fixed shapes does not need: less time per call), on CUDA ``torch.compile``
+    with CUDA graphs (``mode="reduce-overhead"``). Compiled in this process (inductor's pool
+    of compile workers costs more than it saves on a step's few kernels); inductor's on-disk
+    cache serves a graph compiled before, by this run or another."""
+    import torch._inductor.config as inductor_config
 
-    with torch.no_grad():
-        return cast(Callable, compile_fx(gm, list(inputs)))
+    with inductor_config.patch(compile_threads=1), torch.no_grad():
+        if device.type == "cuda":
+            fn = cast(Callable, torch.compile(gm, mode="reduce-overhead", fullgraph=True))
+        else:
+            from torch._inductor.compile_fx import compile_fx
+
+            fn = cast(Callable, compile_fx(gm, list(inputs)))
+        with _other_draws(device):
+            if device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            fn(*inputs)
+    return fn
 
 
 def _mode_key(mode: str) -> tuple:
@@ -764,14 +775,10 @@ class CompiledStep:
         return program
 
     def _compile(self, gm, inputs, device) -> Callable[..., Any]:
-        """Inductor's program of the graph, compiled by a first call on other draws (whose
-        numbers are discarded); the graph itself if inductor fails (one logged line)."""
+        """Inductor's program of the graph (:func:`_compiled`); the graph itself if inductor
+        fails (one logged line)."""
         try:
             fn = _compiled(gm, inputs, device)
-            with _other_draws(device), torch.no_grad():
-                if device.type == "cuda":
-                    torch.compiler.cudagraph_mark_step_begin()
-                fn(*inputs)
         except Exception as exc:  # inductor's own failures: replay the graph instead
             self.mode = "graph"
             logger.warning(
@@ -858,11 +865,7 @@ class _ChunkLogWeights:
                 raise CannotCompile("the traced evaluation does not reproduce the eager one")
             fn: Callable = gm
             if mode == "inductor":
-                with torch.no_grad(), _other_draws(device):
-                    fn = _compiled(gm, inputs, device)
-                    if device.type == "cuda":
-                        torch.compiler.cudagraph_mark_step_begin()
-                    fn(*inputs)
+                fn = _compiled(gm, inputs, device)
         except CannotCompile as exc:
             self.reason = str(exc)
             logger.warning("pyrolvm: the evaluator runs eagerly (not compiled): %s", exc)
