@@ -141,9 +141,11 @@ class Adam(PyroOptim):
 
     def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
         """Take one Adam step of each parameter in ``params`` that has a gradient (the others
-        given, without one, are left as they are; parameters not given keep their gradients
-        for a later call)."""
-        params = list(params)
+        given are left as they are; parameters not given keep their gradients for a later
+        call)."""
+        # (a parameter without a gradient is not stepped: not even put under the optimizer,
+        # which a tensor the param store replaces every step, a decaying average, would fill)
+        params = [p for p in params if p.grad is not None]
         self._add(params)
         assert self.optimizer is not None or not params
         if self.optimizer is None:
