@@ -387,6 +387,19 @@ def _close(got: Any, expected: Any) -> bool:
     return bool(((got - expected)[finite].abs() <= 1e-4 * scale + 1e-6).all())
 
 
+@contextlib.contextmanager
+def _quiet_cuda_home() -> Iterator[None]:
+    """Silence torch's warning that a CPU-only machine has no CUDA runtime, which inductor's
+    C++ toolchain setup logs on the CPU (it concerns CUDA extensions, not this compile)."""
+    cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_logger.level
+    cpp_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        cpp_logger.setLevel(level)
+
+
 def _compiled(
     gm: torch.fx.GraphModule, inputs: Sequence[Any], device: torch.device
 ) -> Callable[..., Any]:
@@ -398,7 +411,7 @@ def _compiled(
     cache serves a graph compiled before, by this run or another."""
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch(compile_threads=1), torch.no_grad():
+    with inductor_config.patch(compile_threads=1), torch.no_grad(), _quiet_cuda_home():
         if device.type == "cuda":
             fn = cast(Callable, torch.compile(gm, mode="reduce-overhead", fullgraph=True))
         else:
