@@ -82,6 +82,7 @@ class Adam(PyroOptim):
         if weight_decay:
             args["weight_decay"] = float(weight_decay)
         super().__init__(torch.optim.Adam, args)
+        self._options: dict[str, Any] = dict(args)
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.lrd = float(lrd)
         self.lr_lambda = lr_lambda
@@ -98,7 +99,7 @@ class Adam(PyroOptim):
     def lr(self) -> float:
         """The learning rate of the next update: ``lr * lr_lambda(epoch) * lrd ** steps``."""
         factor = self.lr_lambda(self.epoch) if self.lr_lambda is not None else 1.0
-        return self.pt_optim_args["lr"] * factor * self.lrd**self.steps
+        return self._options["lr"] * factor * self.lrd**self.steps
 
     def _set_lr(self) -> None:
         if self.optimizer is not None:
@@ -119,16 +120,16 @@ class Adam(PyroOptim):
         fresh = [p for p in params if p not in self._known]
         if not fresh:
             return
-        options = dict(self.pt_optim_args, lr=self.lr)
+        options: dict[str, Any] = dict(self._options, lr=self.lr)
         if _fused_ok(fresh):
             options["fused"] = True
         else:
             options["foreach"] = True
-        if self.optimizer is None:
-            self.optimizer = torch.optim.Adam(fresh, **options)
+        optimizer = self.optimizer
+        if optimizer is None:
+            optimizer = self.optimizer = cast(Any, torch.optim.Adam)(fresh, **options)
         else:
-            group = dict(options, params=fresh)
-            self.optimizer.add_param_group(group)
+            optimizer.add_param_group(dict(options, params=fresh))
         self._params.extend(fresh)
         self._known.update(fresh)
         if self._pending:
@@ -137,7 +138,7 @@ class Adam(PyroOptim):
             for p in fresh:
                 saved = self._pending.pop(cast(str, store.param_name(p)), None)
                 if saved is not None:
-                    self.optimizer.state[p] = _moments_for(p, saved, fused)
+                    optimizer.state[p] = _moments_for(p, saved, fused)
 
     def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
         """Take one Adam step of each parameter in ``params`` that has a gradient (the others
@@ -158,10 +159,8 @@ class Adam(PyroOptim):
                     held.append((p, p.grad))
                     p.grad = None
         if self.clip_norm is not None:
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads:
-                torch._foreach_clamp_min_(grads, -self.clip_norm)
-                torch._foreach_clamp_max_(grads, self.clip_norm)
+            for p in params:
+                cast(torch.Tensor, p.grad).clamp_(-self.clip_norm, self.clip_norm)
         if self.lrd != 1.0:
             self.steps += 1
             self._set_lr()
