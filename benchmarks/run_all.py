@@ -1,12 +1,15 @@
 """Run every speed benchmark and write one JSON of the results.
 
-    python -m benchmarks.run_all [--device cpu] [--quick] [--json benchmarks/results.json]
+    python -m benchmarks.run_all [--device cpu] [--quick] [--data-root DIR]
+        [--json benchmarks/results.json]
 
-The SVI steps of every objective (benchmarks/bench_steps.py), one training epoch with the CLI
-defaults (bench_training.py) and the evaluator at K = 1000 and 5000 with peak memory
-(bench_log_likelihood.py), each against its hand-written PyTorch reference measured
-interleaved in the same process. ``--quick`` runs fewer rounds and a tenth of an epoch (a
-smoke run, not a measurement). Exits non-zero only on an error.
+The SVI steps of every objective, eager and compiled, and the step of Burda et al.'s protocol
+(benchmarks/bench_steps.py); one training epoch with the CLI defaults and one with Burda et
+al.'s protocol (bench_training.py); the evaluator at K = 1000 and 5000 with peak memory
+(bench_log_likelihood.py): each against its hand-written PyTorch reference, eager and
+compiled by torch.compile, measured interleaved in the same process. ``--quick`` runs fewer
+rounds and a tenth of an epoch (a smoke run, not a measurement). Exits non-zero only on an
+error.
 """
 
 import argparse
@@ -25,14 +28,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     dev = ["--device", args.device]
     quick = args.quick
+    root = ["--data-root", args.data_root] if args.data_root else []
+    epoch_quick = ["--points", "2000", "--rounds", "1"] if quick else []
     results = {
         "machine": machine(),
         "steps": bench_steps.main(dev + (["--rounds", "2", "--steps", "2"] if quick else [])),
-        "epoch": bench_training.main(
-            dev
-            + (["--data-root", args.data_root] if args.data_root else [])
-            + (["--points", "2000", "--rounds", "1"] if quick else [])
-        ),
+        "epoch": bench_training.main(dev + root + epoch_quick),
+        "epoch_burda": bench_training.main(dev + root + ["--protocol", "burda"] + epoch_quick),
         "log_likelihood": bench_log_likelihood.main(
             dev + (["--samples", "50", "--points", "20", "--rounds", "1"] if quick else [])
         ),

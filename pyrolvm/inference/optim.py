@@ -121,10 +121,8 @@ class Adam(PyroOptim):
         if not fresh:
             return
         options: dict[str, Any] = dict(self._options, lr=self.lr)
-        if _fused_ok(fresh):
-            options["fused"] = True
-        else:
-            options["foreach"] = True
+        fused = _fused_ok(fresh)  # each group says which: a group inherits the first's
+        options.update(fused=fused, foreach=not fused)
         optimizer = self.optimizer
         if optimizer is None:
             optimizer = self.optimizer = cast(Any, torch.optim.Adam)(fresh, **options)
