@@ -373,8 +373,10 @@ def _close(got: Any, expected: Any) -> bool:
         return got is None
     if got is None:
         return False
-    expected = torch.as_tensor(expected, dtype=torch.float64)
-    got = torch.as_tensor(got)
+    if not isinstance(expected, torch.Tensor):  # (a Python float: on the CPU, whatever the default)
+        expected = torch.tensor(float(expected), dtype=torch.float64, device="cpu")
+    if not isinstance(got, torch.Tensor):
+        return False
     if got.shape != expected.shape:
         return False
     got, expected = got.double().cpu(), expected.double().cpu()
