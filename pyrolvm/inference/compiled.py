@@ -573,12 +573,18 @@ class CompiledStep:
         self.validate = is_validation_enabled() if validate is None else bool(validate)
         self.compile_seconds = 0.0
         self.reason: str | None = None
+        #: ``announce(text)`` is called before a new shape is traced and compiled (train: the
+        #: progress bar); :attr:`fresh`: a shape was compiled since the last :meth:`note`.
+        self.announce: Callable[[str], Any] | None = None
+        self.fresh = False
         self._store_key = _StoreKey()
         self._programs: dict[tuple, _Program] = _STEPS.get((model, guide, loss), dict)
         self._scalars: dict[tuple, torch.Tensor] = {}
 
     def note(self) -> str:
-        """A few words for the progress bar: the compile time, or that the step is eager."""
+        """A few words for the progress bar: the compile time, or that the step is eager (and
+        :attr:`fresh` turns false)."""
+        self.fresh = False
         if self.reason is not None:
             return ", eager step"
         return f", compiled in {self.compile_seconds:.1f} s" if self.compile_seconds else ""
@@ -677,6 +683,8 @@ class CompiledStep:
         after, rng1 = _store_state(), _rng_state(device)
         t0 = time.perf_counter()
         program = None
+        if self.announce is not None:
+            self.announce(f"compiling the step for a new shape ({self.mode})")
         try:
             program = self._build(args, before[0], after[0], rng0, named, value, grads, subsampled)
         except CannotCompile as exc:
@@ -687,6 +695,7 @@ class CompiledStep:
                 p.grad = grads[n]
             _set_rng_state(rng1)
             self.compile_seconds += time.perf_counter() - t0
+            self.fresh = True
         if program is not None:
             self._programs[key] = program
             if self.mode == "inductor":  # this step's numbers: the compiled program's

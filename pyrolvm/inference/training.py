@@ -400,6 +400,8 @@ def train(
         unit="step",
         dynamic_ncols=True,
     )
+    for compiled_step in steps:  # a new shape's compile shows on the bar while it runs
+        compiled_step.announce = bar.set_postfix_str
     halted = None
     try:
         with _stop_requests(handle_signals) as stop:
@@ -460,7 +462,7 @@ def train(
                     pending.append((epoch, step, main, value, len(idx)))
                     position["step"] = step + 1
                     bar.update(1)
-                    if step % 10 == 0 or step == steps_per_epoch - 1 or halted:
+                    if step % 10 == 0 or step == steps_per_epoch - 1 or halted or steps[0].fresh:
                         read_losses()
                         bar.set_postfix_str(
                             f"epoch {epoch} elbo {-position['total'] / position['seen']:.2f}"
