@@ -437,7 +437,8 @@ def _mode_key(mode: str) -> tuple:
 
 
 def _signature(args: Sequence[Any]) -> tuple:
-    """The part of a key that the arguments give: each tensor's shape, dtype and device.
+    """The part of a key that the arguments give: each tensor's shape, strides, dtype and
+    device (inductor's program assumes the strides it was compiled for).
 
     Raises:
         TypeError: an argument that is not a tensor.
@@ -446,7 +447,7 @@ def _signature(args: Sequence[Any]) -> tuple:
     for a in args:
         if not isinstance(a, torch.Tensor):
             raise TypeError("an argument of the model and guide is not a tensor")
-        out.append((tuple(a.shape), a.dtype, a.device, a.requires_grad))
+        out.append((tuple(a.shape), a.stride(), a.dtype, a.device, a.requires_grad))
     return tuple(out)
 
 
@@ -463,7 +464,9 @@ class _StoreKey:
         tensors = tuple(params.values())
         if len(tensors) != len(self._tensors) or not all(map(operator.is_, tensors, self._tensors)):
             self._tensors = tensors
-            self._key = tuple((n, tuple(p.shape), p.dtype, p.device) for n, p in params.items())
+            self._key = tuple(
+                (n, tuple(p.shape), p.stride(), p.dtype, p.device) for n, p in params.items()
+            )
         return self._key
 
 
