@@ -470,6 +470,36 @@ class _StoreKey:
         return self._key
 
 
+class _PythonState:
+    """The Python state of a model and guide that can change their program: for every
+    ``nn.Module`` reachable from their objects (a bound method's object, or the callable
+    itself), ``training`` and its other public attributes that hold a bool, float, str or
+    ``None`` (a temperature, a relaxation, a flag; integers, e.g. counters, are left out),
+    listed when first seen and read at every step."""
+
+    def __init__(self, callables: Sequence[Any]) -> None:
+        self._read: list[tuple[Any, tuple[str, ...]]] = []
+        seen: set[int] = set()
+        for fn in callables:
+            owner = fn.__self__ if isinstance(fn, types.MethodType) else fn
+            objects = list(owner.modules()) if isinstance(owner, torch.nn.Module) else [owner]
+            for obj in objects:
+                if id(obj) in seen or not hasattr(obj, "__dict__"):
+                    continue
+                seen.add(id(obj))
+                names = tuple(
+                    k
+                    for k, v in vars(obj).items()
+                    if not k.startswith("_")
+                    and (v is None or isinstance(v, (float, str)) or type(v) is bool)
+                )
+                if names:
+                    self._read.append((obj, names))
+
+    def __call__(self) -> tuple:
+        return tuple(getattr(obj, name, None) for obj, names in self._read for name in names)
+
+
 class _OwnerCache:
     """A dict keyed by callables (bound methods by their object and function), whose entries
     go when an object they are keyed by is collected."""
@@ -581,6 +611,8 @@ class CompiledStep:
         self.announce: Callable[[str], Any] | None = None
         self.fresh = False
         self._store_key = _StoreKey()
+        self._python_state = _PythonState((model, guide))
+        self._new_keys = 0  # first steps in a row that changed the key (params created, ...)
         self._programs: dict[tuple, _Program] = _STEPS.get((model, guide, loss), dict)
         self._scalars: dict[tuple, torch.Tensor] = {}
 
@@ -610,6 +642,7 @@ class CompiledStep:
             _signature(args),
             self._store_key(),
             settings,
+            self._python_state(),
             type(self.loss),
             _mode_key(cast(str, self.mode)),
         )
@@ -625,6 +658,7 @@ class CompiledStep:
             else:
                 program = self._programs.get(key)
                 if program is not None:
+                    self._new_keys = 0
                     value, named = self._run(program, args)
                     return update(optim, named, value, sync, program.subsampled)
                 return self._first(key, optim, args, sync)
@@ -680,8 +714,16 @@ class CompiledStep:
             value, named, subsampled = loss_and_grads(
                 self.model, self.guide, self.loss, args, probe=True
             )
-        if self._key(args) != key:
+        if self._key(args) != key:  # (its next step traces the new key)
+            self._new_keys += 1
+            if self._new_keys >= 4:
+                self._give_up(
+                    "the step changes what a compiled step depends on at every step (the "
+                    "param store's names or shapes, or a float, str or bool attribute of the "
+                    "model's or guide's modules)"
+                )
             return update(optim, named, value, sync, subsampled)
+        self._new_keys = 0
         grads = {n: p.grad for n, p in named}
         after, rng1 = _store_state(), _rng_state(device)
         t0 = time.perf_counter()
@@ -827,6 +869,7 @@ class _ChunkLogWeights:
         self.model, self.proposal = model, proposal
         self._programs: dict[tuple, tuple[tuple[str, ...], Callable]] = {}
         self._store_key = _StoreKey()
+        self._python_state = _PythonState((model, proposal))
         self.reason: str | None = None
 
     def __call__(self, objective: Any, *batch: Any, **kwargs: Any):
@@ -847,6 +890,7 @@ class _ChunkLogWeights:
                 objective.max_plate_nesting,
                 objective.batch_plate,
                 float(objective.latent_weight),
+                self._python_state(),
                 _mode_key(mode),
             )
         except TypeError:

@@ -260,6 +260,14 @@ def _user_fallback(kind):
                 pyro.sample("latent", dist.Normal(loc + noise, F.softplus(raw)).to_event(1))
 
         return model, guide, "does not reproduce the eager step"
+    if kind == "changing setting":
+        user.decoder.fraction = 0.0
+
+        def ticking_model(x):
+            user.decoder.fraction = user.calls / 100  # a float setting changed every step
+            user.model(x)
+
+        return ticking_model, user.guide, "at every step"
     # a module that changes a buffer in place every step
     user.decoder.register_buffer("seen", torch.zeros(()))
 
@@ -270,7 +278,7 @@ def _user_fallback(kind):
     return counting_model, user.guide, "in place"
 
 
-@pytest.mark.parametrize("kind", ["branch", "python random", "in-place buffer"])
+@pytest.mark.parametrize("kind", ["branch", "python random", "in-place buffer", "changing setting"])
 def test_a_step_that_cannot_be_traced_runs_eagerly_with_one_line_saying_why(kind, caplog):
     runs = []
     for mode in ("off", "graph"):
@@ -286,6 +294,54 @@ def test_a_step_that_cannot_be_traced_runs_eagerly_with_one_line_saying_why(kind
     (eager, eager_params), (graph, graph_params) = runs
     assert graph["train_elbo"] == eager["train_elbo"]
     assert all(torch.equal(graph_params[k], eager_params[k]) for k in eager_params)
+
+
+class TemperedVAE(UserVAE):
+    """The user's pair with a Python setting of a module that changes the program: the
+    decoder's logits divided by ``decoder.temperature`` (a float attribute)."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoder.temperature = 1.0
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            prior = dist.Normal(x.new_zeros(x.shape[0], L), x.new_ones(x.shape[0], L))
+            z = pyro.sample("latent", prior.to_event(1))
+            logits = self.decoder(z) / self.decoder.temperature
+            pyro.sample("obs", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+
+def test_python_settings_of_the_modules_are_part_of_the_key():
+    # a temperature annealed by a callback every epoch (training), then set by hand between
+    # two evaluations: each value its own graph, equal to the eager step
+    runs = []
+    for mode in ("off", "graph"):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        user = TemperedVAE()
+
+        def anneal(epoch, history, user=user):
+            user.decoder.temperature = 1.0 + epoch
+
+        kw = dict(epochs=3, batch_size=8, progress=False, compile=mode, callback=anneal)
+        history = train(user.model, user.guide, data(16), make_elbo("iwae", 2), **kw)
+        evaluations = []
+        for temperature in (0.5, 2.0, 0.5):
+            user.decoder.temperature = temperature
+            with compile_mode(mode):
+                pyro.set_rng_seed(1)
+                evaluations.append(
+                    importance_sample(user.model, user.guide, data(12), num_samples=4, batch_size=4)
+                )
+        runs.append((history, param_state(), evaluations))
+    (eager, eager_params, eager_evals), (graph, graph_params, graph_evals) = runs
+    assert graph["train_elbo"] == eager["train_elbo"]
+    assert all(torch.equal(graph_params[k], eager_params[k]) for k in eager_params)
+    for a, b in zip(graph_evals, eager_evals, strict=True):
+        assert torch.equal(a.log_likelihood, b.log_likelihood)
+    assert not torch.equal(graph_evals[0].log_likelihood, graph_evals[1].log_likelihood)
 
 
 def test_enumeration_falls_back_with_its_reason(caplog):
