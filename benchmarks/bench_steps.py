@@ -52,14 +52,20 @@ BURDA_OBJECTIVES = ("Trace_ELBO",)
 MODES = ("off", "graph", "inductor")
 
 
-def pair(size, reparameterized, device, seed=0):
+def pair(size, reparameterized, device, seed=0, name=""):
+    """The VAE and its guide, the same initial weights for every seed (``name``: a prefix of
+    their parameters' names in Pyro's param store, so that several pairs coexist)."""
     from pyrolvm.models import VAE
 
     torch.manual_seed(seed)
     s = SIZES[size]
-    model = VAE(s["data_dim"], s["latent_dim"], s["hidden"]).to(device)
+    model = VAE(s["data_dim"], s["latent_dim"], s["hidden"], name=name + "decoder").to(device)
     guide = AmortizedNormal(
-        s["data_dim"], s["latent_dim"], s["hidden"], reparameterized=reparameterized
+        s["data_dim"],
+        s["latent_dim"],
+        s["hidden"],
+        reparameterized=reparameterized,
+        name=name + "encoder",
     ).to(device)
     return model, guide
 
@@ -75,20 +81,21 @@ def case(size, label, name, k, kind, reparam, rounds, steps, device, modes, comp
     data = data.to(device)
     batches = data.split(s["batch"])
     methods, compile_seconds = {}, {}
-    # pyro-lvm: its own model and guide in the param store, one step function per mode (the
-    # modes share the parameters: each step is the same amount of work whatever their values)
+    # pyro-lvm: a pair of its own per mode (the same initial weights; parameters of their own in
+    # the param store), as every reference has: each method's weights see the same number of
+    # updates (weights trained further would meet other numbers, e.g. denormal ones, which
+    # cost far more time on the CPU, and the comparison would not be of the same work)
     pyro.clear_param_store()
-    model, guide = pair(size, reparam, device)
-    elbo = make_elbo(name, k)
-    optim = make_optim(1e-3, eps=s["eps"])
     for mode in modes:
+        model, guide = pair(size, reparam, device, name=f"{mode}_")
+        elbo, optim = make_elbo(name, k), make_optim(1e-3, eps=s["eps"])
         step = CompiledStep(model, guide, elbo, mode)
         for _ in range(2):  # the first step creates the parameters; the next compiles
             step(optim, batches[0])
         if mode != "off":
             compile_seconds[mode] = step.compile_seconds
 
-        def ours(step=step):
+        def ours(step=step, optim=optim):
             with pyro.validation_enabled(False):
                 for xb in batches:
                     float(step(optim, xb))
