@@ -11,14 +11,12 @@ initialized at the encoder's output, by SVI with the model held fixed."""
 from dataclasses import dataclass
 
 import pyro
-import pyro.optim
 import torch
 from pyro import poutine
-from pyro.infer import SVI
 
 from ..errors import ConfigError
 from ..guides.per_datapoint import PerDatapoint
-from ..inference import BetaELBO, importance_sample, mean_and_stderr
+from ..inference import BetaELBO, importance_sample, make_optim, mean_and_stderr, svi_step
 
 
 @dataclass
@@ -77,9 +75,8 @@ def amortization_gap(
     The model's parameters are held fixed (its ``param`` sites are hidden from SVI); only the
     per-datapoint guide's are optimized, by Adam on the ELBO with ``num_particles``
     reparameterized particles over the whole set ``x`` at once, the learning rate decaying
-    geometrically from ``lr`` to ``lr / 100`` over the ``steps`` (Pyro's ``ClippedAdam``). ELBOs and
-    log p(x) are then
-    estimated with ``eval_samples`` samples per point (the global RNG: seed it first). The
+    geometrically from ``lr`` to ``lr / 100`` over the ``steps`` (``ClippedAdam``'s options on
+    :func:`~pyrolvm.inference.make_optim`). ELBOs and log p(x) are then estimated with ``eval_samples`` samples per point (the global RNG: seed it first). The
     refined guide's parameters are removed from Pyro's param store at the end.
 
     Args:
@@ -113,11 +110,11 @@ def amortization_gap(
         with torch.no_grad():
             elbo_a, log_px_a = _elbo_and_log_px(fixed_model, amortized, x, eval_samples)
         decay = 0.01 ** (1.0 / max(1, int(steps)))  # the rate falls to lr / 100 at the end
-        clipped_adam = pyro.optim.ClippedAdam  # pyright: ignore[reportAttributeAccessIssue]
-        optim = clipped_adam({"lr": lr, "lrd": decay})
-        svi = SVI(fixed_model, refined, optim, BetaELBO(num_particles))
+        # ClippedAdam's options (its default clip of 10) on the one Adam of every run
+        optim = make_optim(lr, clip_norm=10.0, lrd=decay)
+        elbo = BetaELBO(num_particles)
         for _ in range(int(steps)):
-            svi.step(x)
+            svi_step(fixed_model, refined, elbo, optim, x)
         with torch.no_grad():
             elbo_r, log_px_r = _elbo_and_log_px(fixed_model, refined, x, eval_samples)
             q_loc, q_scale = (t.detach().clone() for t in refined.encode())
