@@ -76,8 +76,9 @@ def amortization_gap(
     per-datapoint guide's are optimized, by Adam on the ELBO with ``num_particles``
     reparameterized particles over the whole set ``x`` at once, the learning rate decaying
     geometrically from ``lr`` to ``lr / 100`` over the ``steps`` (``ClippedAdam``'s options on
-    :func:`~pyrolvm.inference.make_optim`). ELBOs and log p(x) are then estimated with ``eval_samples`` samples per point (the global RNG: seed it first). The
-    refined guide's parameters are removed from Pyro's param store at the end.
+    :func:`~pyrolvm.inference.make_optim`). ELBOs and log p(x) are then estimated with
+    ``eval_samples`` samples per point (the global RNG: seed it first). The refined guide's
+    parameters are removed from Pyro's param store at the end.
 
     Args:
         model: a Pyro model ``model(x)`` with latent site ``"z"`` of event shape (L,) under
