@@ -607,8 +607,9 @@ class CompiledStep:
         self.compile_seconds = 0.0
         self.reason: str | None = None
         #: ``announce(text)`` is called before a new shape is traced and compiled (train: the
-        #: progress bar); :attr:`fresh`: a shape was compiled since the last :meth:`note`.
+        #: progress bar).
         self.announce: Callable[[str], Any] | None = None
+        #: Whether a shape was compiled since the last :meth:`note`.
         self.fresh = False
         self._store_key = _StoreKey()
         self._python_state = _PythonState((model, guide))
@@ -618,7 +619,7 @@ class CompiledStep:
 
     def note(self) -> str:
         """A few words for the progress bar: the compile time, or that the step is eager (and
-        :attr:`fresh` turns false)."""
+        ``fresh`` turns false)."""
         self.fresh = False
         if self.reason is not None:
             return ", eager step"
