@@ -7,15 +7,17 @@ The SVI steps of every objective, eager and compiled, and the step of Burda et a
 (benchmarks/bench_steps.py); one training epoch with the CLI defaults and one with Burda et
 al.'s protocol (bench_training.py); the evaluator at K = 1000 and 5000 with peak memory
 (bench_log_likelihood.py): each against its hand-written PyTorch reference, eager and
-compiled by torch.compile, measured interleaved in the same process. ``--quick`` runs fewer
-rounds and a tenth of an epoch (a smoke run, not a measurement). Exits non-zero only on an
-error.
+compiled by torch.compile, measured interleaved in the same process. With ``--cli-epochs``,
+also whole epochs of `pyrolvm train vae` from its metrics.json (digits, and with MNIST its
+default and Burda's protocol) against a hand-written epoch (bench_cli_epochs.py). ``--quick``
+runs fewer rounds and a tenth of an epoch (a smoke run, not a measurement). Exits non-zero
+only on an error.
 """
 
 import argparse
 import json
 
-from benchmarks import bench_log_likelihood, bench_steps, bench_training
+from benchmarks import bench_cli_epochs, bench_log_likelihood, bench_steps, bench_training
 from benchmarks.common import machine
 
 
@@ -24,6 +26,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--cli-epochs", action="store_true")
     parser.add_argument("--json", default="benchmarks/results.json")
     args = parser.parse_args(argv)
     dev = ["--device", args.device]
@@ -39,6 +42,9 @@ def main(argv=None):
             dev + (["--samples", "50", "--points", "20", "--rounds", "1"] if quick else [])
         ),
     }
+    if args.cli_epochs:
+        cases = ["digits"] + (["mnist", "burda"] if args.data_root else [])
+        results["cli_epochs"] = bench_cli_epochs.main(["--cases", *cases] + root)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {args.json}")
