@@ -20,13 +20,14 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import tyro
 
 from .devices import process_device
 from .errors import Interrupted, PeerLost, PyroLVMError
 from .inference import distributed
+from .inference.compiled import compile_mode
 from .runs import RUNS, evaluate_run
 from .runs.common import format_summary
 
@@ -51,6 +52,9 @@ class Evaluate:
     nproc: int = 1
     """processes that share the importance sampling out (N > 1 launches `torchrun
     --standalone --nproc-per-node N`; ignored when already under torchrun)"""
+    compile: Literal["auto", "inductor", "graph", "off"] = "auto"
+    """the evaluator's chunks traced once per shape and replayed (graph) or compiled by
+    inductor; off: eager (see `pyrolvm train vae --help`)"""
 
 
 def _kinds():
@@ -112,14 +116,15 @@ def parser() -> Any:
 def run(command: Any) -> str:
     """Carry out a parsed command and return what it prints."""
     if isinstance(command, Evaluate):
-        kind, metrics = evaluate_run(
-            command.folder,
-            command.data_root,
-            command.progress,
-            command.device,
-            eval_samples=command.eval_samples,
-            amortization_gap=command.amortization_gap,
-        )
+        with compile_mode(command.compile):
+            kind, metrics = evaluate_run(
+                command.folder,
+                command.data_root,
+                command.progress,
+                command.device,
+                eval_samples=command.eval_samples,
+                amortization_gap=command.amortization_gap,
+            )
         return format_summary(f"evaluation of {command.folder}", kind.evaluation_rows(metrics))
     kind = next(k for k in RUNS.values() if isinstance(command, k.config))
     metrics = kind.train(command)

@@ -6,13 +6,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
-import pyro.optim
 import torch
 from pyro.infer import TraceEnum_ELBO
 
 from ..errors import ConfigError
 from ..guides.mixture import MixtureMAP, MixtureMeanField
-from ..inference import load_param_state, param_state, rng_state, set_rng_state, train
+from ..inference import (
+    load_param_state,
+    make_optim,
+    param_state,
+    rng_state,
+    set_rng_state,
+    train,
+)
 from ..models.mixture import GaussianMixture, check_num_components
 
 #: How :func:`initial_params` picks the starting centres.
@@ -221,9 +227,7 @@ def fit_mixture(
         pyro.clear_param_store()
         pyro.set_rng_seed(seed + r)
         g = make_guide(r)
-        optim = pyro.optim.LambdaLR(  # pyright: ignore[reportAttributeAccessIssue]
-            {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "lr_lambda": schedule}
-        )
+        optim = make_optim(lr, lr_lambda=schedule)
         loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=int(num_particles))
 
         def callback(epoch, history, g=g):

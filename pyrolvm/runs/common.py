@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 
 from ..data import Dataset, check_data, load
 from ..errors import ConfigError, Interrupted, PyroLVMError, TrainingDiverged
-from ..inference import distributed
+from ..inference import compiled, distributed
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
@@ -29,6 +29,7 @@ RESUMABLE_DIFFERENCES = (
     "overwrite",
     "device",
     "nproc",
+    "compile",
 )
 
 
@@ -68,6 +69,10 @@ def run_folder(
     code runs unchanged on every process, which takes part in every collective) and reads the
     checkpoint to resume from ``out``.
 
+    While the block runs, the run's ``compile`` setting (``config["compile"]``, ``--compile``)
+    is what ``compile="auto"`` means to :func:`~pyrolvm.inference.train` and the evaluator
+    (:func:`~pyrolvm.inference.compiled.compile_mode`).
+
     Yields:
         (folder, checkpoint dict or None)
 
@@ -75,12 +80,16 @@ def run_folder(
         ConfigError: as :func:`open_run_folder`, on every process.
     """
     if not distributed.active():
-        with open_run_folder(
-            out, kind, config, resume, overwrite, extendable, fixed_because
-        ) as opened:
+        with (
+            compiled.compile_mode(config.get("compile")),
+            open_run_folder(
+                out, kind, config, resume, overwrite, extendable, fixed_because
+            ) as opened,
+        ):
             yield opened
         return
     with contextlib.ExitStack() as stack:
+        stack.enter_context(compiled.compile_mode(config.get("compile")))
         error = None
         if distributed.is_main():
             try:

@@ -281,8 +281,9 @@ class RecordedELBO(Trace_ELBO):
 
 def _indexed_pair(seen, draws=0):
     """A VAE pair on 2-pixel rows that carry their index: the model notes each step's
-    indices (not those of the pair check on train's first step, which runs without gradients), and draws ``draws`` numbers of its own from torch's global RNG (as a model with
-    more noise does)."""
+    indices (not those of the pair check on train's first step, which runs without
+    gradients), and draws ``draws`` numbers of its own from torch's global RNG (as a model
+    with more noise does)."""
     import pyro
 
     pyro.clear_param_store()
