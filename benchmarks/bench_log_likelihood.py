@@ -1,9 +1,10 @@
-"""Speed and peak memory of pyro-lvm's importance-sampled log-likelihood against the same
-computation written by hand in PyTorch, measured in the same run (medians of interleaved
-rounds; ratio > 1: pyro-lvm slower).
+"""Speed and peak memory of pyro-lvm's importance-sampled log-likelihood, eager and compiled
+(its K-particle chunks as a traced graph: "pyro-lvm compiled" is ``--compile auto``), against
+the same computation written by hand in PyTorch, measured in the same run (medians of
+interleaved rounds; ratio > 1: pyro-lvm slower).
 
     python benchmarks/bench_log_likelihood.py [--samples 1000 5000] [--points 200]
-        [--rounds 3] [--device cpu] [--json out.json]
+        [--rounds 3] [--modes off auto] [--device cpu] [--json out.json]
 
 The model is the MNIST VAE (784-200-200-50, tanh, Bernoulli) with random weights. Both compute
 the same three per-datapoint figures from K = --samples draws, in the same chunks (100
@@ -22,6 +23,7 @@ from benchmarks.common import interleaved, log_weights, report
 from pyrolvm.devices import resolve_device
 from pyrolvm.guides import AmortizedNormal
 from pyrolvm.inference import importance_sample
+from pyrolvm.inference.compiled import compile_mode
 from pyrolvm.models import VAE
 
 BATCH, CHUNK = 100, 100
@@ -57,11 +59,16 @@ def setup(points, device):
     return model, guide, x
 
 
-def evaluate(method, model, guide, x, k):
-    if method == "pyro-lvm":
-        return importance_sample(
-            model, guide, x, num_samples=k, batch_size=BATCH, chunk_size=CHUNK
-        ).log_likelihood
+def _method(mode):
+    return "pyro-lvm eager" if mode == "off" else "pyro-lvm compiled"
+
+
+def evaluate(method, model, guide, x, k, mode="off"):
+    if method.startswith("pyro-lvm"):
+        with compile_mode(mode):
+            return importance_sample(
+                model, guide, x, num_samples=k, batch_size=BATCH, chunk_size=CHUNK
+            ).log_likelihood
     return handwritten(model, guide, x, k)[0]
 
 
@@ -73,17 +80,17 @@ def _status_kb(key):
     raise KeyError(key)
 
 
-def peak_mb(method, k, points, device):
+def peak_mb(method, k, points, device, mode="off", pair=None):
     """Peak memory (MB) of one evaluation beyond what was resident before it: on the CPU the
     growth of the peak resident set size (Linux: ``VmHWM``, reset through
     ``/proc/self/clear_refs``), on CUDA the peak allocation (``max_memory_allocated``) minus
     the allocation before; ``None`` where neither is available."""
-    model, guide, x = setup(points, device)
+    model, guide, x = pair or setup(points, device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        evaluate(method, model, guide, x, k)
+        evaluate(method, model, guide, x, k, mode)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -91,7 +98,7 @@ def peak_mb(method, k, points, device):
         before = _status_kb("VmRSS")
     except OSError:
         return None
-    evaluate(method, model, guide, x, k)
+    evaluate(method, model, guide, x, k, mode)
     return (_status_kb("VmHWM") - before) / 1024
 
 
@@ -100,6 +107,7 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--points", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", default=["off", "auto"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--json", default=None)
@@ -108,44 +116,32 @@ def main(argv=None):
     model, guide, x = setup(args.points, device)
     rows = []
     for k in args.samples:
-        ours = importance_sample(model, guide, x, num_samples=k, batch_size=BATCH, chunk_size=CHUNK)
+        methods = {}
         ll, elbo, ess = handwritten(model, guide, x, k)
-        # the same estimator: equal up to Monte Carlo noise (different draws)
-        assert torch.allclose(ours.log_likelihood.mean(), ll.mean(), atol=1.0)
-        med = interleaved(
-            {
-                "pyro-lvm": lambda k=k: importance_sample(
-                    model, guide, x, num_samples=k, batch_size=BATCH, chunk_size=CHUNK
-                ),
-                "hand-written": lambda k=k: handwritten(model, guide, x, k),
-            },
-            args.rounds,
-            device,
-        )
+        for mode in args.modes:
+            ours = evaluate("pyro-lvm", model, guide, x, k, mode)  # (compiles, untimed)
+            # the same estimator: equal up to Monte Carlo noise (different draws)
+            assert torch.allclose(ours.mean(), ll.mean(), atol=1.0)
+            methods[_method(mode)] = lambda k=k, mode=mode: evaluate(
+                "pyro-lvm", model, guide, x, k, mode
+            )
+        methods["hand-written"] = lambda k=k: handwritten(model, guide, x, k)
+        med = interleaved(methods, args.rounds, device)
         case = f"evaluator K={k}, {args.points} images"
         peaks = {}
-        if not args.no_memory:
-            peaks = {m: peak_mb(m, k, args.points, device) for m in ("pyro-lvm", "hand-written")}
-        rows.append(
-            {
-                "case": case,
-                "method": "hand-written",
-                "seconds": med["hand-written"],
-                "peak_mb": peaks.get("hand-written"),
+        if not args.no_memory:  # (the compiled evaluator's graphs exist: the evaluation only)
+            pair = (model, guide, x)
+            peaks = {
+                _method(m): peak_mb("pyro-lvm", k, args.points, device, m, pair) for m in args.modes
             }
-        )
-        rows.append(
-            {
-                "case": case,
-                "method": "pyro-lvm",
-                "seconds": med["pyro-lvm"],
-                "ratio": med["pyro-lvm"] / med["hand-written"],
-                "peak_mb": peaks.get("pyro-lvm"),
-                "peak_ratio": (peaks["pyro-lvm"] / max(peaks["hand-written"], 1e-9))
-                if peaks
-                else None,
-            }
-        )
+            peaks["hand-written"] = peak_mb("hand-written", k, args.points, device, pair=pair)
+        for method, seconds in med.items():
+            row = {"case": case, "method": method, "seconds": seconds, "peak_mb": peaks.get(method)}
+            if method != "hand-written":
+                row["ratio"] = seconds / med["hand-written"]
+                if peaks:
+                    row["peak_ratio"] = peaks[method] / max(peaks["hand-written"], 1e-9)
+            rows.append(row)
     return report("log_likelihood", "importance-sampled log-likelihood", rows, device, args.json)
 
 

@@ -61,15 +61,22 @@ def interleaved(
 def table(title: str, rows: list[dict], reference: str = "hand-written") -> str:
     """A text table of ``rows`` (dicts with ``case``, ``method``, ``seconds`` and optional
     ``ratio``, ``peak_mb``)."""
-    lines = [title, f"{'case':<34} {'method':<26} {'median':>10} {'ratio':>7}"]
+    lines = [title, f"{'case':<34} {'method':<26} {'median':>10} {'ratio':>7} {'vs comp.':>8}"]
     for row in rows:
         ratio = f"{row['ratio']:.3f}" if row.get("ratio") is not None else ""
+        to_compiled = row.get("ratio_to_compiled")
+        to_compiled = f"{to_compiled:.3f}" if to_compiled is not None else ""
         extra = f"  peak {row['peak_mb']:.0f} MB" if row.get("peak_mb") is not None else ""
+        if row.get("compile_seconds") is not None:
+            extra += f"  compiled in {row['compile_seconds']:.1f} s"
         lines.append(
-            f"{row['case']:<34} {row['method']:<26} {1e3 * row['seconds']:>8.3f}ms {ratio:>7}"
-            + extra
+            f"{row['case']:<34} {row['method']:<26} {1e3 * row['seconds']:>8.3f}ms {ratio:>7} "
+            f"{to_compiled:>8}" + extra
         )
-    lines.append(f"(ratio: median / the {reference} reference's, in the same run)")
+    lines.append(
+        f"(ratio: median / the {reference} reference's; vs comp.: / the compiled hand-written "
+        "reference's, in the same run)"
+    )
     return "\n".join(lines)
 
 
@@ -111,29 +118,25 @@ def log_weights(model, guide, x, k, detach_guide=False):
     return log_px + log_pz - log_q, z
 
 
-def handwritten_step(
-    kind: str, model, guide, opt, k: int = 1, read: bool = True
-) -> Callable[[torch.Tensor], torch.Tensor | None]:
-    """One optimizer step of the objective ``kind`` written by hand, reading the loss as a
-    float each step like ``SVI.step``; with ``read=False`` the step returns the loss (a
-    detached 0-d tensor) for the caller to read later, without a host synchronisation."""
+def handwritten_loss(kind: str, model, guide, k: int = 1) -> Callable:
+    """``loss_fn(x) -> (loss, surrogate)`` of the objective ``kind`` written by hand: the loss
+    (nats, summed over the batch) and the tensor whose gradient is the estimator."""
 
-    def step(x):
-        opt.zero_grad()
+    def loss_fn(x):
         if kind == "trace" or kind == "iwae":
             log_w, _ = log_weights(model, guide, x, k)
             bound = log_w[0] if k == 1 else torch.logsumexp(log_w, 0) - math.log(k)
             loss = -bound.sum()
-            loss.backward()
-        elif kind == "meanfield":  # analytic KL(q || N(0, I))
+            return loss, loss
+        if kind == "meanfield":  # analytic KL(q || N(0, I))
             loc, scale = guide.encode(x)
             z = loc + scale * torch.randn_like(loc)
             logits = model.decoder(z)
             log_px = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
             kl = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).sum(-1)
             loss = -(log_px - kl).sum()
-            loss.backward()
-        elif kind == "score":  # REINFORCE without baseline (TraceGraph_ELBO's surrogate)
+            return loss, loss
+        if kind == "score":  # REINFORCE without baseline (TraceGraph_ELBO's surrogate)
             loc, scale = guide.encode(x)
             z = (loc + scale * torch.randn_like(loc)).detach()
             log_q = (
@@ -144,16 +147,33 @@ def handwritten_step(
                 -1
             )
             elbo = log_px + log_pz - log_q
-            loss = -elbo.sum()
-            (-(elbo + log_q * elbo.detach()).sum()).backward()
-        elif kind == "dreg":  # Tucker et al. 2019: w~ on the model, w~^2 on the path into q
+            return -elbo.sum(), -(elbo + log_q * elbo.detach()).sum()
+        if kind == "dreg":  # Tucker et al. 2019: w~ on the model, w~^2 on the path into q
             log_w, z = log_weights(model, guide, x, k, detach_guide=True)
             w = torch.softmax(log_w, 0).detach()
             z.register_hook(lambda g: g * w.unsqueeze(-1))
-            loss = -(torch.logsumexp(log_w, 0) - math.log(k)).sum()
-            (-(w * log_w).sum()).backward()
-        else:
-            raise ValueError(kind)
+            return -(torch.logsumexp(log_w, 0) - math.log(k)).sum(), -(w * log_w).sum()
+        raise ValueError(kind)
+
+    return loss_fn
+
+
+def handwritten_step(
+    kind: str, model, guide, opt, k: int = 1, compiled: bool = False, read: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor | None]:
+    """One optimizer step of the objective ``kind`` written by hand, reading the loss as a
+    float each step like ``SVI.step``; with ``read=False`` the step returns the loss (a
+    detached 0-d tensor) for the caller to read later, without a host synchronisation. With
+    ``compiled`` the loss and its backward pass are compiled by ``torch.compile`` (inductor),
+    the optimizer step stays ``opt.step()``."""
+    loss_fn = handwritten_loss(kind, model, guide, k)
+    if compiled:
+        loss_fn = torch.compile(loss_fn)
+
+    def step(x):
+        opt.zero_grad()
+        loss, surrogate = loss_fn(x)
+        surrogate.backward()
         opt.step()
         if not read:
             return loss.detach()

@@ -180,6 +180,19 @@ API = ("models", "guides", "inference", "fitting", "data", "runs")
 #: Further sections of a page (reST appended to it).
 API_EXTRA = {
     "inference": """
+The compiled step
+-----------------
+
+.. automodule:: pyrolvm.inference.compiled
+   :members: CompiledStep, resolve_mode, compile_mode, chunk_log_weights, loss_and_grads, update,
+      trace, CannotCompile, has_cpp_compiler
+
+One Adam
+--------
+
+.. automodule:: pyrolvm.inference.optim
+   :members:
+
 Data-parallel training and sharded evaluation (torchrun)
 --------------------------------------------------------
 

@@ -20,13 +20,14 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import tyro
 
 from .devices import process_device
 from .errors import Interrupted, PeerLost, PyroLVMError
 from .inference import distributed
+from .inference.compiled import compile_mode
 from .runs import RUNS, evaluate_run
 from .runs.common import format_summary
 from .runs.registry import evaluate_options
@@ -47,6 +48,9 @@ class Evaluate:
     nproc: int = 1
     """processes that share the importance sampling out (N > 1 launches `torchrun
     --standalone --nproc-per-node N`; ignored when already under torchrun)"""
+    compile: Literal["auto", "inductor", "graph", "off"] = "auto"
+    """the evaluator's chunks traced once per shape and replayed (graph) or compiled by
+    inductor; off: eager (see `pyrolvm train vae --help`)"""
 
 
 def evaluate_type() -> type:
@@ -139,9 +143,10 @@ def run(command: Any) -> str:
     """Carry out a parsed command and return what it prints."""
     if isinstance(command, Evaluate):
         options = {name: getattr(command, name) for name in evaluate_options()}
-        kind, metrics = evaluate_run(
-            command.folder, command.data_root, command.progress, command.device, **options
-        )
+        with compile_mode(command.compile):
+            kind, metrics = evaluate_run(
+                command.folder, command.data_root, command.progress, command.device, **options
+            )
         return format_summary(f"evaluation of {command.folder}", kind.evaluation_rows(metrics))
     kind = next(k for k in RUNS.values() if isinstance(command, k.config))
     metrics = kind.train(command)

@@ -10,6 +10,13 @@ import torch
 if os.environ.get("PYROLVM_TEST_DTYPE"):
     torch.set_default_dtype(getattr(torch, os.environ["PYROLVM_TEST_DTYPE"]))
 
+# Most tests run Pyro's eager step: ``compile="auto"`` (train's default and the CLI's) means
+# "off" here, so that the suite does not pay a trace or an inductor compile per test. The
+# compiled path has its own tests (tests/inference/test_compiled.py, tests/test_cli_compile.py),
+# which ask for "graph" or "inductor" explicitly. ``PYROLVM_COMPILE=auto pytest`` runs the
+# whole suite compiled.
+os.environ.setdefault("PYROLVM_COMPILE", "off")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -573,7 +573,7 @@ def _in_pyro_elbo(frame):
 
 class HostSyncs(TorchDispatchMode):
     """Records the host synchronisations on ``device_type`` tensors, with the training step
-    (1-based, counted by the main objective's ``svi_step`` calls) in which they happen. Work
+    (1-based, counted by the main objective's ``CompiledStep`` calls) in which they happen. Work
     inside Pyro's own ELBOs (which return their loss as a float) is not ours and not recorded.
     """
 
@@ -636,17 +636,21 @@ def host_syncs(monkeypatch, device_type, debug_mode=False):
     """Record the host synchronisations of the ``train`` calls in the block (see HostSyncs);
     with ``debug_mode`` (CUDA), steps 2-9 also run under
     ``torch.cuda.set_sync_debug_mode("error")``."""
-    import pyrolvm.inference.training as training
+    from pyrolvm.inference.compiled import CompiledStep
 
-    syncs, real_step, real_tolist = HostSyncs(device_type), training.svi_step, torch.Tensor.tolist
+    syncs, real_step, real_tolist = (
+        HostSyncs(device_type),
+        CompiledStep.__call__,
+        torch.Tensor.tolist,
+    )
 
-    def step(model, guide, loss, *args, **kwargs):
-        syncs.main = loss if syncs.main is None else syncs.main
-        if loss is syncs.main:
+    def step(self, optim, *args, **kwargs):  # train's step of each objective
+        syncs.main = self.loss if syncs.main is None else syncs.main
+        if self.loss is syncs.main:
             syncs.step += 1
             if debug_mode:
                 torch.cuda.set_sync_debug_mode("error" if 2 <= syncs.step <= 9 else "default")
-        return real_step(model, guide, loss, *args, **kwargs)
+        return real_step(self, optim, *args, **kwargs)
 
     def tolist(t):  # (tolist reads without dispatching)
         if syncs.on_device(t):
@@ -665,7 +669,7 @@ def host_syncs(monkeypatch, device_type, debug_mode=False):
 
         return make
 
-    monkeypatch.setattr(training, "svi_step", step)
+    monkeypatch.setattr(CompiledStep, "__call__", step)
     monkeypatch.setattr(torch.Tensor, "tolist", tolist)
     monkeypatch.setattr(torch, "tensor", made_from_data(torch.tensor, 0))
     monkeypatch.setattr(torch, "as_tensor", made_from_data(torch.as_tensor, 0))

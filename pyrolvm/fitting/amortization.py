@@ -12,17 +12,16 @@ hierarchical) q* is the mean-field optimum, and the point keeps q_phi where q* d
 it (so the gap reported is never negative, and a lower bound of the gap to the guide's own
 family)."""
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
-import pyro.optim
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.infer import SVI
 from pyro.poutine.util import prune_subsample_sites
 
 from ..errors import ConfigError
@@ -31,7 +30,9 @@ from ..inference import (
     find_batch_plate,
     importance_sample,
     latent_sites,
+    make_optim,
     mean_and_stderr,
+    svi_step,
 )
 from ..inference.batches import Data, as_tuple, num_rows
 from ..inference.latent import check_latent_sites
@@ -171,7 +172,8 @@ def amortization_gap(
     parameters are held fixed (its ``param`` sites are hidden from SVI); only q*'s are
     optimized, by Adam on the ELBO with ``num_particles`` reparameterized particles over all
     n points at once, the learning rate decaying geometrically from ``lr`` to ``lr / 100``
-    over the ``steps`` (Pyro's ``ClippedAdam``). ELBOs and log p(x) of q_phi and q* are then
+    over the ``steps`` (``ClippedAdam``'s options on
+    :func:`~pyrolvm.inference.make_optim`). ELBOs and log p(x) of q_phi and q* are then
     estimated by :func:`pyrolvm.inference.importance_sample` with ``eval_samples`` samples per
     point (the global RNG: seed it first). q*'s parameters are removed from Pyro's param store
     at the end.
@@ -220,11 +222,13 @@ def amortization_gap(
                 fixed_model, guide, points, args, kwargs, eval_samples
             )
         decay = 0.01 ** (1.0 / max(1, int(steps)))  # the rate falls to lr / 100 at the end
-        clipped_adam = pyro.optim.ClippedAdam  # pyright: ignore[reportAttributeAccessIssue]
-        optim = clipped_adam({"lr": lr, "lrd": decay})
-        svi = SVI(fixed_model, refined, optim, BetaELBO(num_particles))
+        # ClippedAdam's options (its default clip of 10) on the one Adam of every run
+        optim = make_optim(lr, clip_norm=10.0, lrd=decay)
+        elbo = BetaELBO(num_particles)
+        step_model = functools.partial(fixed_model, **kwargs) if kwargs else fixed_model
+        step_guide = functools.partial(refined, **kwargs) if kwargs else refined
         for _ in range(int(steps)):
-            svi.step(*points, *args, **kwargs)
+            svi_step(step_model, step_guide, elbo, optim, *points, *args)
         with torch.no_grad():
             elbo_r, log_px_r = _elbo_and_log_px(
                 fixed_model, refined, points, args, kwargs, eval_samples

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
-import pyro.optim
 import torch
 from pyro.infer import TraceEnum_ELBO
 
@@ -14,6 +13,7 @@ from ..errors import ConfigError
 from ..guides.mixture import MixtureMAP, MixtureMeanField
 from ..inference import (
     load_param_state,
+    make_optim,
     mean_and_stderr,
     param_state,
     rng_state,
@@ -151,8 +151,8 @@ def fit_mixture(
     """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
     exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
     the epochs (full-size first steps would throw away the k-means start) and decays
-    geometrically to ``lr * lr_decay`` by the last (:func:`warm_and_decay`, Pyro's
-    ``LambdaLR`` stepped once per epoch), ``n_init`` times from different starts (seeds
+    geometrically to ``lr * lr_decay`` by the last (:func:`warm_and_decay`, the ``lr_lambda``
+    of :func:`~pyrolvm.inference.make_optim`, stepped once per epoch), ``n_init`` times from different starts (seeds
     ``seed, seed + 1, ...``; Pyro's param store cleared before each); keeps the restart with
     the highest training log-likelihood, whose parameters the param store holds on return.
 
@@ -239,9 +239,7 @@ def fit_restart(
     """One restart of :func:`fit_mixture`: :func:`~pyrolvm.inference.train` under
     ``TraceEnum_ELBO`` with Adam at ``lr`` times ``schedule(epoch)``, the training points'
     exact mean log-likelihood after each epoch (``train_log_likelihood``)."""
-    optim = pyro.optim.LambdaLR(  # pyright: ignore[reportAttributeAccessIssue]
-        {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "lr_lambda": schedule}
-    )
+    optim = make_optim(lr, lr_lambda=schedule)
     loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles)
 
     def callback(epoch, history):

@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
-from . import distributed
+from . import compiled, distributed
 from .batches import Data, as_tuple, num_rows, rows
 from .importance import find_batch_plate, prior_proposal
 from .objectives import MultiSampleELBO
@@ -253,6 +253,7 @@ def importance_sample(
             chunks[k] = MultiSampleELBO(k, max_plate_nesting=nesting, batch_plate=batch_plate)
         return chunks[k]
 
+    chunk_log_weights = compiled.chunk_log_weights(model, q)  # compiled per chunk shape
     results = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(distributed.mix_seed(seed, n))  # no batch starts at row n
@@ -286,11 +287,7 @@ def importance_sample(
                 # Pyro's shape and support checks run on the first chunk only: the rest
                 # repeat it.
                 with pyro.validation_enabled(validate and i == 0 and k0 == 0):
-                    log_w = (
-                        objective(k)
-                        .importance_weights(model, q, *batch, check_rsample=False, **kwargs)
-                        .log_w
-                    )
+                    log_w = chunk_log_weights(objective(k), *batch, **kwargs)
                 if log_w.shape[-1] != len(batch[0]):
                     _one_weight_per_row(None, len(batch[0]), log_w.shape[-1])
                 log_w = log_w.double()

@@ -159,7 +159,7 @@ def log_weights(
     max_plate_nesting: int,
     batch_plate: str | None = None,
     particles: bool = True,
-    latent_weight: float = 1.0,
+    latent_weight: float | torch.Tensor = 1.0,
 ) -> tuple[torch.Tensor, float]:
     """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``, unscaled.
 
@@ -179,7 +179,8 @@ def log_weights(
         batch_plate (str or None): name of the batch plate (default: see :func:`find_batch_plate`).
         particles (bool): whether the traces have a particle plate (``False`` for K = 1,
             where Pyro does not add one).
-        latent_weight (float): beta, the weight of the latent sites' log-densities.
+        latent_weight (float or torch.Tensor): beta, the weight of the latent sites'
+            log-densities (a 0-d tensor inside a compiled step).
 
     Returns:
         (log_w, scale): ``log_w`` of shape (K, B), in nats ((1, B) if no site carries the
@@ -200,8 +201,10 @@ def log_weights(
                 continue
             log_p = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
             term = sum_to_batch(log_p, site, max_plate_nesting, plate, particles)
-            # beta weighs log p(z) and log q(z), a guide's factors being part of log q
-            if latent_weight != 1.0 and (sign < 0 or not site["is_observed"]):
+            # beta weighs log p(z) and log q(z), a guide's factors being part of log q (a
+            # tensor beta: an input of a compiled step)
+            weighted = isinstance(latent_weight, torch.Tensor) or latent_weight != 1.0
+            if weighted and (sign < 0 or not site["is_observed"]):
                 term = latent_weight * term
             total = total + sign * term
             s = site["scale"]  # a float, unless poutine.scale was given a tensor

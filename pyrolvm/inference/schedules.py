@@ -1,14 +1,12 @@
-"""Learning-rate schedules of published training protocols, as epoch -> factor functions for
-Pyro's ``LambdaLR`` (stepped once per epoch by :func:`pyrolvm.inference.train`)."""
+"""Learning-rate schedules of published training protocols, as epoch -> factor functions (as
+``LambdaLR`` takes them) for :func:`~pyrolvm.inference.make_optim`'s ``lr_lambda`` (stepped
+once per epoch by :func:`pyrolvm.inference.train`)."""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
 from typing import Any
-
-import pyro.optim
-import torch
 
 from ..errors import ConfigError
 from .training import make_optim
@@ -61,9 +59,9 @@ def make_scheduled_optim(
     schedule: str = "constant",
     epochs: int = 1,
 ) -> Any:
-    """Pyro's Adam with the learning rate held (``"constant"``: :func:`make_optim`) or
-    following :func:`burda_lr_factor` over ``epochs`` (``"burda"``: ``pyro.optim.LambdaLR``
-    around ``torch.optim.Adam``).
+    """Adam (:func:`make_optim`) with the learning rate held (``"constant"``) or following
+    :func:`burda_lr_factor` over ``epochs`` (``"burda"``: the factor of the epoch, as
+    ``LambdaLR`` applies it).
 
     Raises:
         ConfigError: an unknown schedule or a non-positive learning rate.
@@ -72,16 +70,7 @@ def make_scheduled_optim(
         raise ConfigError(f"unknown lr schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if schedule == "constant":
         return make_optim(lr, betas, eps)
-    if not lr > 0:
-        raise ConfigError(f"the learning rate must be positive, got {lr}")
-    lambda_lr = pyro.optim.LambdaLR  # pyright: ignore[reportAttributeAccessIssue]
-    return lambda_lr(
-        {
-            "optimizer": torch.optim.Adam,
-            "optim_args": {"lr": lr, "betas": tuple(betas), "eps": eps},
-            "lr_lambda": burda_lr_factor(epochs),
-        }
-    )
+    return make_optim(lr, betas, eps, lr_lambda=burda_lr_factor(epochs))
 
 
 __all__ = [

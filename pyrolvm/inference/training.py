@@ -11,29 +11,40 @@ from typing import Any, cast
 import pyro
 import pyro.optim
 import torch
-from pyro import poutine
 from pyro.infer import ELBO
-from pyro.infer.util import is_validation_enabled, zero_grads
+from pyro.infer.util import is_validation_enabled
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
-from . import distributed
+from . import compiled, distributed
 from .batches import Data, as_tuple
 from .bounds import bound_name
 from .objectives import make_elbo
+from .optim import Adam
 from .pairs import check_training_pair, pair_check_errors
 from .state import load_param_state, param_state, rng_state, set_rng_state
 
 
 def make_optim(
-    lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8
-) -> PyroOptim:
-    """Pyro's Adam (Kingma & Ba 2015) with the given learning rate, betas and eps."""
-    if not lr > 0:
-        raise ConfigError(f"the learning rate must be positive, got {lr}")
-    adam = pyro.optim.Adam  # pyright: ignore[reportAttributeAccessIssue]
-    return adam({"lr": lr, "betas": tuple(betas), "eps": eps})
+    lr: float = 1e-3,
+    betas: Sequence[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    *,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+    lrd: float = 1.0,
+    lr_lambda: Callable[[int], float] | None = None,
+) -> Adam:
+    """Adam (Kingma & Ba 2015) with the given learning rate, betas and eps: one
+    ``torch.optim.Adam`` over every parameter (:class:`~pyrolvm.inference.optim.Adam`), with
+    ``ClippedAdam``'s ``clip_norm`` and ``lrd`` and an epoch schedule ``lr_lambda`` if given.
+
+    Raises:
+        ConfigError: a non-positive learning rate (or another invalid option, see
+            :class:`~pyrolvm.inference.optim.Adam`).
+    """
+    return Adam(lr, betas, eps, weight_decay, clip_norm, lrd, lr_lambda)
 
 
 @contextlib.contextmanager
@@ -68,7 +79,7 @@ def svi_step(
     sync: distributed.GradientSync | None = None,
 ) -> Any:
     """One step of ``pyro.infer.SVI``: the objective's ``loss_and_grads`` under a trace of the
-    ``param`` sites it touches, then ``optim`` on those parameters and their gradients zeroed.
+    ``param`` sites it touches, then ``optim`` on those parameters and their gradients cleared.
 
     Returns the loss like ``SVI.step`` (nats), except that an objective with
     ``loss_tensor_and_grads`` (every :class:`~pyrolvm.inference.MultiSampleELBO`) gives it as
@@ -79,24 +90,21 @@ def svi_step(
     With ``sync`` (a :class:`~pyrolvm.inference.distributed.GradientSync`, data-parallel
     training under ``torchrun``) ``args`` is this process's shard of the minibatch; the
     gradients and the loss are summed over the processes between the backward pass and the
-    update, and the loss returned is the whole minibatch's."""
-    objective = cast(Any, loss)
-    step_loss = getattr(objective, "loss_tensor_and_grads", None) or objective.loss_and_grads
-    probe = distributed.SubsampleProbe() if sync is not None else contextlib.nullcontext()
-    with poutine.trace(param_only=True) as capture, probe:
-        value = step_loss(model, guide, *args)
-    nodes = cast(Any, capture.trace.nodes)
-    # by name: the same order on every process
-    named = sorted(
-        ((name, site["value"].unconstrained()) for name, site in nodes.items()),
-        key=lambda item: item[0],
+    update, and the loss returned is the whole minibatch's.
+
+    This is the eager step; :class:`~pyrolvm.inference.compiled.CompiledStep` is the same
+    step compiled (what :func:`train` runs)."""
+    value, named, subsampled = compiled.loss_and_grads(
+        model, guide, loss, args, probe=sync is not None
     )
-    if sync is not None:
-        value = sync(named, value, cast(Any, probe).found)
-    params = [p for _, p in named]
-    optim(params)
-    zero_grads(params)
-    return value
+    return compiled.update(optim, named, value, sync, subsampled)
+
+
+def _compiled_steps(objectives, mode, validate, check_every_step):
+    """One :class:`~pyrolvm.inference.compiled.CompiledStep` per ``(model, guide, loss)`` (the
+    eager step with ``check_every_step``, which validates every step)."""
+    mode = "off" if check_every_step else mode
+    return [compiled.CompiledStep(m, g, lo, mode, validate) for m, g, lo in objectives]
 
 
 @contextlib.contextmanager
@@ -151,6 +159,7 @@ def train(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume_from: dict[str, Any] | None = None,
     handle_signals: bool = True,
+    compile: str = "auto",
 ) -> dict[str, list]:
     """Fit ``model``/``guide`` with ``pyro.infer.SVI`` on minibatches of ``data``.
 
@@ -205,6 +214,14 @@ def train(
     one with another number continues exactly in data order, parameters and optimizer, with
     fresh streams for the new processes. The callbacks run on every process.
 
+    **Compiled steps.** With ``compile`` other than ``"off"`` each objective's step is traced
+    once per key (the batch's shapes, the param store, the objective's settings) to a graph of
+    tensor operations and replayed (``"graph"``, bitwise equal to the eager step) or compiled
+    by inductor (``"inductor"``; CUDA graphs on a GPU); the first step of every key runs
+    eagerly with Pyro's validation on. A pair whose step cannot be traced runs eagerly, with
+    one logged line saying why (see :mod:`pyrolvm.inference.compiled`). The model and guide
+    are then called only when a key is new: Python side effects of theirs do not recur.
+
     **Interruption.** SIGINT (Ctrl-C) or SIGTERM during training finishes the current step,
     calls ``checkpoint`` with the mid-epoch state (or, in an epoch's last step, finishes the
     epoch and its checkpoint) and raises :class:`~pyrolvm.Interrupted`; a second SIGINT stops
@@ -244,6 +261,11 @@ def train(
         resume_from (dict or None): a ``state`` passed to ``checkpoint`` by an earlier call.
         handle_signals (bool): turn SIGINT/SIGTERM into a checkpoint and
             :class:`~pyrolvm.Interrupted` (main thread only).
+        compile (str): ``"auto"`` (inductor where a C++ compiler or, on CUDA, Triton is
+            present, else ``"graph"``; a run's ``--compile`` or ``$PYROLVM_COMPILE`` decide
+            first, see :func:`~pyrolvm.inference.compiled.resolve_mode`), ``"inductor"``,
+            ``"graph"`` or ``"off"`` (Pyro's eager step). ``check_every_step`` runs the eager
+            step.
 
     Returns:
         dict: per-epoch curves: ``"train_elbo"`` (mean over the epoch of the main objective's
@@ -257,10 +279,11 @@ def train(
 
     Raises:
         ConfigError: no data, ``batch_size < 1`` or ``epochs < 0``; a ``resume_from`` state
-            of another model or schedule; under ``torchrun``, a minibatch with fewer rows than
-            processes; a model and guide that do not match, stale parameters, a guide with
-            parameters per datapoint on shuffled rows or minibatches, or one drawing all
-            datapoints jointly under a multi-sample objective (see above).
+            of another model or schedule (or of an optimizer this one cannot read); under
+            ``torchrun``, a minibatch with fewer rows than processes; an unknown ``compile``;
+            a model and guide that do not match, stale parameters, a guide with parameters per
+            datapoint on shuffled rows or minibatches, or one drawing all datapoints jointly
+            under a multi-sample objective (see above).
         PeerLost: under ``torchrun``, another process stopped.
         DataError: ``data`` is not a tensor or tuple of tensors with the same number of rows,
             or holds NaN or infinite values.
@@ -419,6 +442,7 @@ def train(
 
     validate, first_step = is_validation_enabled(), True
     per_row_total: int | None = None
+    steps = _compiled_steps(objectives, compile, validate, check_every_step)
     done = (
         0
         if resume_epoch is None
@@ -432,6 +456,8 @@ def train(
         unit="step",
         dynamic_ncols=True,
     )
+    for compiled_step in steps:  # a new shape's compile shows on the bar while it runs
+        compiled_step.announce = bar.set_postfix_str
     halted = None
     try:
         with _stop_requests(handle_signals) as stop:
@@ -493,15 +519,17 @@ def train(
                             asked = stop["stop"] is not None
                             sync = distributed.GradientSync(len(batch[0]), len(idx), asked)
                         with checked(model, guide, *batch):
-                            main = svi_step(model, guide, loss, optim, *batch, sync=sync)
+                            main = steps[0](optim, *batch, sync=sync)
                         value = main
                         if more is not None:  # None: this step has no extra batch
-                            for m, g, lo in extra_objectives:
+                            for (m, g, _), extra_step in zip(
+                                extra_objectives, steps[1:], strict=True
+                            ):
                                 more_sync = None
                                 if world > 1:
                                     more_sync = distributed.GradientSync(len(more[0]), more_rows)
                                 with checked(m, g, *more):
-                                    value = value + svi_step(m, g, lo, optim, *more, sync=more_sync)
+                                    value = value + extra_step(optim, *more, sync=more_sync)
                     first_step = False
                     halted = stop["stop"]  # every process stops at the step where any was asked
                     if sync is not None:
@@ -513,10 +541,11 @@ def train(
                     pending.append((epoch, step, main, value, len(idx)))
                     position["step"] = step + 1
                     bar.update(1)
-                    if step % 10 == 0 or step == steps_per_epoch - 1 or halted:
+                    if step % 10 == 0 or step == steps_per_epoch - 1 or halted or steps[0].fresh:
                         read_losses()
                         bar.set_postfix_str(
-                            f"epoch {epoch} elbo {-position['total'] / position['seen']:.2f}",
+                            f"epoch {epoch} elbo {-position['total'] / position['seen']:.2f}"
+                            + steps[0].note(),
                             refresh=False,
                         )
                     if halted and step + 1 < steps_per_epoch:
@@ -531,8 +560,8 @@ def train(
                     history["train_loss"].append(position["total_all"] / steps_per_epoch)
                 history["seconds"].append(time.perf_counter() - t0)
                 history["bound_name"].append(bound_name(loss))
-                if isinstance(optim, pyro.optim.PyroLRScheduler):
-                    optim.step()
+                if isinstance(optim, (pyro.optim.PyroLRScheduler, Adam)):
+                    optim.step()  # the epoch's learning-rate schedule
                 for cb in callbacks:
                     for key, value in (cb(epoch, history) or {}).items():
                         history.setdefault(key, []).append(value)

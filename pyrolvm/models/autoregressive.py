@@ -168,8 +168,12 @@ class MADE(nn.Module):
         return [cast(nn.Linear, layer) for layer in self.layers]
 
     def masks(self, m: int | torch.Tensor) -> list[torch.Tensor]:
-        """The per-layer masks of mask ``m`` (an int or a 0-dim long tensor)."""
-        return [getattr(self, f"mask{i}")[m] for i in range(len(self.layers))]
+        """The per-layer masks of mask ``m`` (an int or a 0-dim long tensor, selected by a
+        tensor operation: no read of its value, so that a compiled step can hold it)."""
+        stacks = [getattr(self, f"mask{i}") for i in range(len(self.layers))]
+        if isinstance(m, torch.Tensor):
+            return [s.index_select(0, m.reshape(1)).squeeze(0) for s in stacks]
+        return [s[m] for s in stacks]
 
     def logits(self, x: torch.Tensor, m: int | torch.Tensor = 0) -> torch.Tensor:
         """Logits of p(x_d = 1 | x_<d) under mask ``m`` for x of shape (..., D); shape (..., D).
@@ -400,7 +404,9 @@ class PixelCNN(nn.Module):
         (B, cond_channels, H', W'); returns logits of shape (B, 1 or levels, H', W')."""
         weight = self.output_weight()
         if self.input == "onehot":
-            x = F.one_hot(img.long(), self.levels).to(weight.dtype).permute(0, 3, 1, 2)
+            # one-hot by comparison (F.one_hot reads the values to check them: no compiled step)
+            levels = torch.arange(self.levels, device=img.device)
+            x = (img.long().unsqueeze(-1) == levels).to(weight.dtype).permute(0, 3, 1, 2)
         else:
             x = (img.to(weight.dtype) / (self.levels - 1)).unsqueeze(1)
         v = hs = x

@@ -15,12 +15,21 @@ from filelock import FileLock, Timeout
 
 from ..data import Dataset, check_data, load
 from ..errors import ConfigError, Interrupted, PyroLVMError, TrainingDiverged
-from ..inference import distributed
+from ..inference import compiled, distributed
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = ("progress", "data_root", "out", "resume", "overwrite", "device", "nproc")
+RESUMABLE_DIFFERENCES = (
+    "progress",
+    "data_root",
+    "out",
+    "resume",
+    "overwrite",
+    "device",
+    "nproc",
+    "compile",
+)
 
 
 def _is_run_file(name):
@@ -57,17 +66,23 @@ def run_folder(
     same error or none), and every other process gets a private temporary folder for the files
     it would write (the run code runs unchanged on every process) and reads the checkpoint to
     resume from ``out``.
+    While the block runs, the run's ``compile`` setting (``--compile``) is what
+    ``compile="auto"`` means to :func:`~pyrolvm.inference.train` and the evaluator.
 
     Raises:
         ConfigError: as :func:`open_run_folder`, on every process.
     """
     if not distributed.active():
-        with open_run_folder(
-            out, kind, config, resume, overwrite, extendable, fixed_because
-        ) as opened:
+        with (
+            compiled.compile_mode(config.get("compile")),
+            open_run_folder(
+                out, kind, config, resume, overwrite, extendable, fixed_because
+            ) as opened,
+        ):
             yield opened
         return
     with contextlib.ExitStack() as stack:
+        stack.enter_context(compiled.compile_mode(config.get("compile")))
         error = None
         if distributed.is_main():
             try:

@@ -42,6 +42,11 @@ class RunConfig:
     """processes of a data-parallel run: N > 1 launches `torchrun --standalone
     --nproc-per-node N` on this machine (gloo on CPU, NCCL on GPUs, one GPU per process);
     ignored when already under torchrun"""
+    compile: Literal["auto", "inductor", "graph", "off"] = "auto"
+    """the SVI step and the evaluator's chunks traced once per shape and replayed (graph,
+    bitwise equal to off) or compiled by inductor (CUDA graphs on a GPU); off: Pyro's eager
+    step; auto: inductor where a C++ compiler (CPU) or Triton (CUDA) is present, else graph
+    ($PYROLVM_COMPILE, if set)"""
 
     def resolve_defaults(self, values: dict) -> None:
         """Hook for defaults that depend on other fields; ``values`` is the dict of fields,

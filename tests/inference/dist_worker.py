@@ -264,10 +264,10 @@ def _train_vae(out, epochs):
 
 def kill(out):
     """``pyrolvm train vae`` whose rank 1 kills itself (SIGKILL) at its 6th step."""
-    from pyrolvm.inference import training
+    from pyrolvm.inference import compiled
 
-    if os.environ.get("RANK") == "1":
-        _signal_at(training, "svi_step", 6, signal.SIGKILL)
+    if os.environ.get("RANK") == "1":  # (the end of every step, eager or compiled)
+        _signal_at(compiled, "update", 6, signal.SIGKILL)
     return _train_vae(out, 3)
 
 

@@ -50,7 +50,7 @@ def _run(epochs, resume_from=None):
     saved, rates = [], []
 
     def record(epoch, history):
-        rates.append(next(iter(optim.optim_objs.values())).optimizer.param_groups[0]["lr"])
+        rates.append(optim.optimizer.param_groups[0]["lr"])  # the rate the next step uses
 
     history = train(
         model,

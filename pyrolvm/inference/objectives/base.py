@@ -293,6 +293,10 @@ class MultiSampleELBO(ELBO):
     #: beta, the weight of the latent sites' log-densities in the log-weights (1: the plain
     #: ``log p(x, z) - log q(z | x)``; see :func:`~pyrolvm.inference.log_weights`).
     latent_weight = 1.0
+    #: Float attributes that change between steps (an annealed weight): a compiled step
+    #: (:mod:`pyrolvm.inference.compiled`) takes them as 0-d tensor inputs, not constants, so
+    #: they may enter arithmetic but no Python branch.
+    graph_inputs: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -83,6 +83,9 @@ class BetaELBO(MultiSampleELBO):
         ConfigError: as :class:`BetaSchedule` and :class:`~pyrolvm.inference.MultiSampleELBO`.
     """
 
+    #: beta changes between epochs (``anneal``): an input of a compiled step, not a constant
+    graph_inputs = ("latent_weight",)
+
     def __init__(
         self,
         num_particles=1,
