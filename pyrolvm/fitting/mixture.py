@@ -152,9 +152,10 @@ def fit_mixture(
     exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
     the epochs (full-size first steps would throw away the k-means start) and decays
     geometrically to ``lr * lr_decay`` by the last (:func:`warm_and_decay`, the ``lr_lambda``
-    of :func:`~pyrolvm.inference.make_optim`, stepped once per epoch), ``n_init`` times from different starts (seeds
-    ``seed, seed + 1, ...``; Pyro's param store cleared before each); keeps the restart with
-    the highest training log-likelihood, whose parameters the param store holds on return.
+    of :func:`~pyrolvm.inference.make_optim`, stepped once per epoch), ``n_init`` times from
+    different starts (seeds ``seed, seed + 1, ...``; Pyro's param store cleared before each);
+    keeps the restart with the highest training log-likelihood, whose parameters the param
+    store holds on return.
 
     Args:
         x (torch.Tensor): training data, shape (N, D).
