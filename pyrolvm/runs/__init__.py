@@ -13,7 +13,7 @@ from ..fitting import MixtureFit, fit_mixture
 from .autoregressive import AutoregressiveConfig, evaluate_autoregressive
 from .config import Range, RunConfig, validate
 from .objective import ObjectiveConfig
-from .registry import RUNS, Run, RunKind, Stage, evaluate_run, register
+from .registry import RUNS, Run, RunKind, Stage, evaluate_run, load_run, register
 from .vae import DATASET_DEFAULTS
 from .vae_family import AmortizedConfig
 
@@ -38,6 +38,7 @@ __all__ = [
     "Stage",
     "evaluate_autoregressive",
     "evaluate_run",
+    "load_run",
     "fit_mixture",
     "register",
     "validate",

@@ -14,9 +14,9 @@ from typing import Any
 from ..devices import resolve_device
 from ..errors import ConfigError
 from .common import load_checkpoint, load_data, on_device
-from .template import Run, Stage, default_report, evaluate_folder, summary, train_run
+from .template import Run, Stage, default_report, evaluate_folder, reload, summary, train_run
 
-__all__ = ["RUNS", "Run", "RunKind", "Stage", "evaluate_run", "register"]
+__all__ = ["RUNS", "Run", "RunKind", "Stage", "evaluate_run", "load_run", "register"]
 
 
 def default_data(cfg: Any, data: Any = None) -> Any:
@@ -196,6 +196,32 @@ def register(kind: RunKind) -> RunKind:
     return kind
 
 
+def load_run(folder: str, data_root=None, device="auto", **options: Any) -> Run:
+    """The run in ``folder``, of any kind, rebuilt as ``pyrolvm evaluate`` rebuilds it
+    (:class:`Run`: its resolved settings ``cfg``, its ``data`` and its ``parts``, e.g. the
+    trained ``parts["model"]`` and ``parts["guide"]``, on ``device``).
+
+    Raises:
+        ConfigError: as :func:`evaluate_run`.
+    """
+    return reload(kind_of(folder), folder, data_root, False, device, **options)
+
+
+def kind_of(folder: str) -> RunKind:
+    """The :class:`RunKind` of the run in ``folder``.
+
+    Raises:
+        ConfigError: no (valid) checkpoint in ``folder``, or an unknown kind.
+    """
+    name = load_checkpoint(folder).get("kind")
+    if name not in RUNS:
+        raise ConfigError(
+            f"{folder!r} holds a run of unknown kind {name!r}; this version of pyrolvm knows "
+            f"{', '.join(RUNS)}"
+        )
+    return RUNS[name]
+
+
 def evaluate_run(folder: str, data_root=None, progress=True, device="auto", **options: Any):
     """Reload a run folder of any kind and recompute its test figures (``options``: those of
     the kind's ``evaluate_options`` that are not None, e.g. ``eval_samples``).
@@ -207,13 +233,7 @@ def evaluate_run(folder: str, data_root=None, progress=True, device="auto", **op
         ConfigError: no (valid) checkpoint in ``folder``, an unknown kind, or an option the
             kind does not take.
     """
-    name = load_checkpoint(folder).get("kind")
-    if name not in RUNS:
-        raise ConfigError(
-            f"{folder!r} holds a run of unknown kind {name!r}; this version of pyrolvm knows "
-            f"{', '.join(RUNS)}"
-        )
-    kind = RUNS[name]
+    kind = kind_of(folder)
     metrics = kind.evaluate(
         folder, data_root=data_root, progress=progress, device=device, **options
     )

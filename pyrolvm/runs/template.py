@@ -220,11 +220,10 @@ def train_run(kind: Any, config: Any = None, data: Any = None, **overrides: Any)
     return metrics
 
 
-def evaluate_folder(
-    kind: Any, folder: str, data_root=None, progress=True, device="auto", **options
-):
-    """Reload the run folder ``folder`` of ``kind`` and recompute its test figures, with
-    ``options`` (the kind's ``evaluate_options``) overriding the run's settings.
+def reload(kind: Any, folder: str, data_root=None, progress=True, device="auto", **options) -> Run:
+    """The run in ``folder`` (of ``kind``) rebuilt as ``pyrolvm evaluate`` rebuilds it: its
+    settings (with ``options``, the kind's ``evaluate_options``, overriding them), its data
+    and its parts with the checkpoint's state.
 
     Raises:
         ConfigError: no valid checkpoint, one of another kind or layout, an option the kind
@@ -238,8 +237,7 @@ def evaluate_folder(
     if extra:
         flags = ", ".join("--" + e.replace("_", "-") for e in extra)
         raise ConfigError(f"{flags} does not apply to runs of kind {kind.name!r}")
-    settings = {k: v for k, v in state["config"].items() if k != "data_dim"}
-    cfg = kind.config(**settings)
+    cfg = kind.config(**{k: v for k, v in state["config"].items() if k != "data_dim"})
     overrides = dict(data_root=data_root or cfg.data_root, progress=progress, device=device)
     cfg = dataclasses.replace(cfg, **overrides, **given).resolved()
     if not state["complete"] and state["stage"] != kind.stage_list(cfg)[-1].name:
@@ -252,7 +250,12 @@ def evaluate_folder(
     run.folder = folder
     pyro.clear_param_store()
     build(run)
-    return kind.score(run)
+    return run
+
+
+def evaluate_folder(kind: Any, folder: str, *args: Any, **options: Any) -> dict:
+    """The test figures of the run in ``folder`` (:func:`reload`), recomputed."""
+    return kind.score(reload(kind, folder, *args, **options))
 
 
 def default_report(run: Run) -> dict:
