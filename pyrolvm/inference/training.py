@@ -321,11 +321,6 @@ def _compiled_steps(objectives, mode, validate, check_every_step):
     return [compiled.CompiledStep(m, g, lo, mode, validate) for m, g, lo in objectives]
 
 
-@contextlib.contextmanager
-def _unchecked(*args):
-    yield
-
-
 class _Step:
     """One training step: the main objective on the minibatch, then each extra objective on
     the step's extra batch (``extra_batch`` given; skipped where it gave ``None``) or on the
@@ -342,6 +337,7 @@ class _Step:
         self.own_extra = own_extra  # the extra objectives take extra_batch's batches
         self.check_every_step, self.validate = check_every_step, is_validation_enabled()
         self.steps = _compiled_steps(objectives, compile, self.validate, check_every_step)
+        self.main = self.steps[0]  # its compile time and mode show on the progress bar
         self.rows = rows  # (N, batch_size, shuffle), for the first step's checks
         self.world = distributed.world_size()
         self.first = True
@@ -357,14 +353,15 @@ class _Step:
         batch, more = self._inputs(batch, more)
         if not self.own_extra:
             more, more_rows = batch, rows
-        checked = self._check_pair(batch) if self.first else _unchecked
+        if self.first:
+            self._check_pair(batch)
         with pyro.validation_enabled(self.validate and (self.check_every_step or self.first)):
             asked = stop["stop"] is not None
-            main, sync = self._run(0, batch, rows, asked, checked)
+            main, sync = self._run(0, batch, rows, asked)
             value = main
             if more is not None:
                 for i in range(1, len(self.steps)):
-                    value = value + self._run(i, more, more_rows, False, checked)[0]
+                    value = value + self._run(i, more, more_rows, False)[0]
         self.first = False
         halted = stop["stop"]  # every process stops at the step where any was asked
         if sync is not None:
@@ -384,30 +381,23 @@ class _Step:
                 more = (self.transform(more[0]),) + more[1:]
         return batch, more
 
-    def _check_pair(self, batch):
-        """The first step's checks; the context that turns Pyro's into ``ConfigError``."""
+    def _check_pair(self, batch) -> None:
+        """The first step's checks (and the per-datapoint accounting, see ``train``)."""
         model, guide, loss = self.objectives[0]
         n, batch_size, shuffle = self.rows
         self.per_row_total = check_training_pair(
             model, guide, *batch, loss=loss, num_rows=n, batch_size=batch_size, shuffle=shuffle
         )
-        return pair_check_errors
 
-    def _run(self, i, args, rows, asked, checked):
-        """Objective ``i``'s step on ``args`` (of a global batch of ``rows`` rows)."""
+    def _run(self, i, args, rows, asked):
+        """Objective ``i``'s step on ``args`` (of a global batch of ``rows`` rows); in the
+        first step, Pyro's checks raise ``ConfigError`` (:func:`pair_check_errors`)."""
         sync = distributed.GradientSync(len(args[0]), rows, asked) if self.world > 1 else None
-        model, guide, _ = self.objectives[i]
-        with checked(model, guide, *args):
+        if not self.first:
             return self.steps[i](self.optim, *args, sync=sync), sync
-
-    @property
-    def fresh(self) -> bool:
-        """Whether the main step compiled a shape since its last :meth:`note`."""
-        return self.steps[0].fresh
-
-    def note(self) -> str:
-        """The main step's words for the progress bar."""
-        return self.steps[0].note()
+        model, guide, _ = self.objectives[i]
+        with pair_check_errors(model, guide, *args):
+            return self.steps[i](self.optim, *args, sync=sync), sync
 
 
 # -- the epoch --------------------------------------------------------------------------------
@@ -441,10 +431,10 @@ def _run_epoch(epoch, order, state, step, tensors, batch_size, extra_batch, bar,
         state.pending.append((epoch, s, main, value, len(idx)))
         state.step = s + 1
         bar.update(1)
-        if s % 10 == 0 or s == last or halted or step.fresh:
+        if s % 10 == 0 or s == last or halted or step.main.fresh:
             state.read_losses()
             bar.set_postfix_str(
-                f"epoch {epoch} elbo {-state.total / state.seen:.2f}" + step.note(),
+                f"epoch {epoch} elbo {-state.total / state.seen:.2f}" + step.main.note(),
                 refresh=False,
             )
         if halted and s < last:
