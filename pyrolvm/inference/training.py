@@ -490,6 +490,7 @@ def _checked_tensors(data, batch_size, epochs, world) -> tuple[torch.Tensor, ...
 
 
 def _as_callbacks(callback) -> list[Callable]:
+    """``train``'s ``callback`` as a list."""
     if callback is None:
         return []
     return list(callback) if isinstance(callback, (list, tuple)) else [cast(Callable, callback)]
