@@ -30,6 +30,7 @@ from .inference import distributed
 from .inference.compiled import compile_mode
 from .runs import RUNS, evaluate_run
 from .runs.common import format_summary
+from .runs.registry import evaluate_options
 
 
 @dataclass
@@ -38,11 +39,6 @@ class Evaluate:
 
     folder: tyro.conf.Positional[str]
     """a run folder written by `pyrolvm train`"""
-    eval_samples: int | None = None
-    """importance samples K of a vae run (default: the run's)"""
-    amortization_gap: int | None = None
-    """a vae run: the amortization gap on this many test points (Cremer et al. 2018; refines a
-    per-datapoint guide on each; default: not computed)"""
     data_root: str | None = None
     """MNIST root, if it moved"""
     progress: bool = True
@@ -55,6 +51,19 @@ class Evaluate:
     compile: Literal["auto", "inductor", "graph", "off"] = "auto"
     """the evaluator's chunks traced once per shape and replayed (graph) or compiled by
     inductor; off: eager (see `pyrolvm train vae --help`)"""
+
+
+def evaluate_type() -> type:
+    """:class:`Evaluate` with the options the run kinds declare
+    (:func:`pyrolvm.runs.registry.evaluate_options`: ``--eval-samples``...), each ``None``
+    (the run's own) by default."""
+    fields = [
+        (name, Annotated[tp, tyro.conf.arg(help=text)], dataclasses.field(default=None))
+        for name, (tp, text) in evaluate_options().items()
+    ]
+    cls = dataclasses.make_dataclass("Evaluate", fields, bases=(Evaluate,))
+    cls.__doc__ = Evaluate.__doc__
+    return cls
 
 
 def _kinds():
@@ -81,7 +90,7 @@ def command_type() -> Any:
 
     return Union[  # noqa: UP007 (a union built from the registry)
         Annotated[Train, tyro.conf.subcommand("train")],
-        Annotated[Evaluate, tyro.conf.subcommand("evaluate")],
+        Annotated[evaluate_type(), tyro.conf.subcommand("evaluate")],
     ]
 
 
@@ -101,8 +110,25 @@ def parse(argv: list[str] | None = None) -> Any:
 
         print(f"pyrolvm {__version__}")
         raise SystemExit(0)
+    argv = taken_over(argv)
     command = tyro.cli(command_type(), args=argv, prog="pyrolvm", config=_CONFIG)
     return getattr(command, "config", command)
+
+
+def taken_over(argv: list[str]) -> list[str]:
+    """``argv`` with ``train OLD ... --SETTING VALUE`` as ``train NEW ...`` where the kind NEW
+    took over those runs of OLD (:attr:`~pyrolvm.runs.RunKind.takes_over`: ``pyrolvm train vae
+    --latent bernoulli`` is ``pyrolvm train sbn --latent bernoulli``)."""
+    if len(argv) < 2 or argv[0] != "train":
+        return argv
+    for kind in RUNS.values():
+        for old, setting, values in kind.takes_over:
+            flag = "--" + setting.replace("_", "-")
+            given = [b for a, b in zip(argv, argv[1:], strict=False) if a == flag]
+            given += [a.split("=", 1)[1] for a in argv if a.startswith(flag + "=")]
+            if argv[1] == old and given and given[-1] in values:
+                return ["train", kind.name, *argv[2:]]
+    return argv
 
 
 def parser() -> Any:
@@ -116,14 +142,10 @@ def parser() -> Any:
 def run(command: Any) -> str:
     """Carry out a parsed command and return what it prints."""
     if isinstance(command, Evaluate):
+        options = {name: getattr(command, name) for name in evaluate_options()}
         with compile_mode(command.compile):
             kind, metrics = evaluate_run(
-                command.folder,
-                command.data_root,
-                command.progress,
-                command.device,
-                eval_samples=command.eval_samples,
-                amortization_gap=command.amortization_gap,
+                command.folder, command.data_root, command.progress, command.device, **options
             )
         return format_summary(f"evaluation of {command.folder}", kind.evaluation_rows(metrics))
     kind = next(k for k in RUNS.values() if isinstance(command, k.config))

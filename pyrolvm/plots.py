@@ -71,6 +71,31 @@ def reconstructions(
     )
 
 
+def completions(
+    path: str | os.PathLike[str],
+    images: torch.Tensor,
+    observed: torch.Tensor,
+    fills: Sequence[torch.Tensor],
+    image_shape: Sequence[int],
+    title: str,
+) -> None:
+    """Save one column per image of ``images`` (N, D): the image with its unobserved pixels
+    grey (``observed``: bool, (D,) or (N, D)), then one row per tensor of ``fills`` in their
+    place (the unobserved pixels' values, (N, M) for a (D,) mask, or whole images (N, D)), then
+    the image itself."""
+    observed = observed.expand_as(images)
+
+    def filled(values):
+        if values.shape == images.shape:
+            return torch.where(observed, images, values)
+        out = images.clone()
+        out[~observed] = values.reshape(-1)
+        return out
+
+    rows = [filled(torch.full_like(images, 0.5)), *map(filled, fills), images]
+    image_grid(path, torch.cat(rows), image_shape, title, ncols=len(images))
+
+
 def curves(
     path: str | os.PathLike[str],
     history: Mapping[str, Sequence[float]],
@@ -97,6 +122,24 @@ def curves(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def bound_panels(history: Mapping[str, list]) -> list[tuple[str, str, dict]]:
+    """The panels of ``elbo_curve.png`` (for :func:`curve_panels`) from a training history: one
+    axis of train and test ELBO when the training objective's bound is the ELBO; else one axis
+    of the training bound on the training and test data (``test_bound``) and a second of the
+    test ELBO, so that no axis shows two different bounds as train against test."""
+    from .inference import is_elbo, trained_bound
+
+    bound = trained_bound(dict(history))
+    if all(is_elbo(n) for n in history.get("bound_name", []) if n):
+        series = {"train ELBO": history["train_elbo"], "test ELBO": history.get("test_elbo")}
+        return [("ELBO", "ELBO per datapoint (nats)", series)]
+    series = {f"train {bound}": history["train_elbo"], f"test {bound}": history.get("test_bound")}
+    return [
+        (f"the training objective: {bound}", "nats per datapoint", series),
+        ("ELBO (K = 1)", "ELBO per datapoint (nats)", {"test ELBO": history.get("test_elbo")}),
+    ]
 
 
 def curve_panels(

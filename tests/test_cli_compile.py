@@ -16,6 +16,8 @@ from pyrolvm.runs.common import read_json
 #: A tiny run of each kind (digits).
 KINDS = {
     "vae": ["--epochs", "2", "--eval-samples", "10", "--hidden", "16"],
+    "sbn": ["--epochs", "1", "--eval-samples", "10", "--hidden", "16", "--elbo", "vimco"]
+    + ["--num-particles", "2"],
     "m2": ["--labels", "50", "--epochs", "1", "--hidden", "16"],
     "gmm": ["--epochs", "3", "--sklearn-n-init", "1", "--pca-dim", "5", "--components", "3"],
     "mixture-vae": ["--warmup-epochs", "1", "--epochs", "1", "--hidden", "16", "--components", "3"],

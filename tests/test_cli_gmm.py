@@ -8,8 +8,8 @@ import torch
 from helpers import cli_error
 
 from pyrolvm.cli import main
+from pyrolvm.runs import evaluate_gmm, train_gmm
 from pyrolvm.runs.common import read_json
-from pyrolvm.runs.gmm import evaluate_gmm, train_gmm
 
 FAST = [
     "--epochs",
@@ -81,7 +81,7 @@ def test_train_gmm_writes_every_artifact_and_evaluate_reproduces(tmp_path, capsy
     data = load("digits")
     pca = PCA(5, random_state=0).fit(data.train.double().numpy())
     xtest = pca.transform(data.test.double().numpy())
-    params = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["params"]
+    params = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["parts"]["params"]
     weights, locs, scales = (params[k].double().numpy() for k in ("weights", "locs", "scales"))
     log_joint = np.log(weights) + norm.logpdf(xtest[:, None, :], locs, scales).sum(-1)
     ari = adjusted_rand_score(data.test_labels.numpy(), log_joint.argmax(-1))

@@ -46,4 +46,4 @@ def test_train_mixture_vae_and_evaluate_reproduces(tmp_path, capsys):
     assert again["test_cluster_accuracy"] == metrics["test_cluster_accuracy"]
     assert again["test_ari"] == metrics["test_ari"]
     assert main(["evaluate", out]) == 0
-    assert f"{100 * metrics['test_cluster_accuracy']:.2f} %" in capsys.readouterr().out
+    assert f"{metrics['test_cluster_accuracy']:.2%}" in capsys.readouterr().out

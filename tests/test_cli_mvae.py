@@ -31,7 +31,7 @@ def test_train_mvae_writes_the_run_folder_and_evaluate_reproduces(tmp_path, caps
     assert main(["evaluate", out]) == 0
     again = capsys.readouterr().out
     assert f"{m['joint_nll']:.2f} ± {m['joint_nll_stderr']:.2f}" in again
-    assert f"{100 * m['accuracy']:.2f} %" in again
+    assert f"{m['accuracy']:.2%}" in again
 
 
 def test_train_mvae_on_image_halves_with_iwae(tmp_path, capsys):

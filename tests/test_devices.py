@@ -767,28 +767,33 @@ def train_family(family, device_type, monkeypatch):
     data = load("digits", binarize="dynamic", seed=0)
     x = data.train[:48].to(device_type)
     if family == "cvae-quadrants":
+        import pyrolvm.fitting.conditional as conditional
         import pyrolvm.runs.cvae as cvae
-        from pyrolvm.runs.common import mask_columns
+        from pyrolvm.data import mask_columns
 
         cfg = cvae.CVAEConfig(hidden=(8,), latent_dim=2, out="unused").resolved()
-        mask, _, model, guide = cvae.build(cfg, 2, data.image_shape, "cpu")
+        setting = cvae.build_setting(cfg, "q2", data)
+        model, guide = setting.model, setting.guide
         model.to(device_type), guide.to(device_type)
-        found = tuple(i.to(device_type) for i in mask_columns(mask))  # found once, on the CPU
-        monkeypatch.setattr(cvae, "mask_columns", lambda _: found)
-        wrap = lambda fn: cvae.on_images(fn, mask)  # noqa: E731
+        found = tuple(i.to(device_type) for i in mask_columns(setting.mask))  # found once
+        monkeypatch.setattr(conditional, "mask_columns", lambda _: found)
+        wrap = setting.wrap
         return lambda: train(wrap(model), wrap(guide), x, make_elbo("iwae", 3), **options)
+    import pyrolvm.fitting.multimodal as multimodal
     import pyrolvm.runs.mvae as mvae
-    from pyrolvm.runs.common import mask_columns
+    from pyrolvm.data import mask_columns
 
     cfg = mvae.MVAEConfig(
         modalities="halves", elbo="iwae", num_particles=2, hidden=(8,), out="unused"
     ).resolved()
     model, guide = mvae.build(cfg, data.data_dim, 0, data.image_shape)
     model.to(device_type), guide.to(device_type)
-    found = tuple(i.to(device_type) for i in mask_columns(mvae.top_mask(data.image_shape, "cpu")))
-    monkeypatch.setattr(mvae, "mask_columns", lambda _: found)
+    top = multimodal.top_mask(data.image_shape, "cpu")
+    found = tuple(i.to(device_type) for i in mask_columns(top))
+    monkeypatch.setattr(multimodal, "mask_columns", lambda _: found)
     data.train = x
-    (m, g, loss), *extra = mvae.objectives(cfg, model, guide, mvae.Pairing(cfg, data))
+    pairing = multimodal.Pairing(cfg.modalities, data)
+    (m, g, loss), *extra = multimodal.objectives(model, guide, pairing, "poe", cfg.make_objective)
     return lambda: train(m, g, x, loss, extra_objectives=extra, **options)
 
 

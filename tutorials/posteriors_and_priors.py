@@ -52,9 +52,10 @@ from pyro import poutine  # noqa: E402
 
 from pyrolvm.data import load  # noqa: E402
 from pyrolvm.inference import importance_sample, mean_and_stderr  # noqa: E402
-from pyrolvm.runs import train_vae  # noqa: E402
-from pyrolvm.runs.common import reload_run  # noqa: E402
-from pyrolvm.runs.vae import VAEConfig, build  # noqa: E402
+from pyrolvm.runs import (
+    load_run,  # noqa: E402
+    train_vae,  # noqa: E402
+)
 
 torch.set_num_threads(1)
 FAST = os.environ.get("PYROLVM_FAST", "0") == "1"
@@ -87,12 +88,8 @@ print(f"budget: {BUDGET}; run folders in {RUNS}")
 
 def reload(folder):
     """The trained model and guide of a run folder (as `pyrolvm evaluate` rebuilds them)."""
-    state, cfg, data_dim = reload_run(folder, "vae", VAEConfig, progress=False)
-    pyro.clear_param_store()
-    model, guide = build(cfg, data_dim, pseudo_init=state["model"].get("prior.pseudo_inputs"))
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
-    return model, guide
+    parts = load_run(folder, device="cpu").parts
+    return parts["model"], parts["guide"]
 
 
 @torch.no_grad()

@@ -2,13 +2,15 @@
 
 from .causal import TreatmentData, confounded_treatment
 from .datasets import BINARIZATIONS, DATASETS, Dataset, check_data, load
-from .masks import MASKS, make_mask, quadrant_mask
+from .masks import MASKS, make_mask, mask_columns, quadrant_mask
+from .pca import apply_pca, project
 
 __all__ = [
     "BINARIZATIONS",
     "DATASETS",
     "Dataset",
     "TreatmentData",
+    "apply_pca",
     "check_data",
     "confounded_treatment",
     "load",
@@ -16,5 +18,7 @@ __all__ = [
     "check_data",
     "load",
     "make_mask",
+    "mask_columns",
+    "project",
     "quadrant_mask",
 ]

@@ -109,3 +109,10 @@ def quadrant_mask(image_shape: tuple[int, ...], num_inputs: int) -> torch.Tensor
 
 
 __all__ = ["MASKS", "make_mask", "quadrant_mask"]
+
+
+def mask_columns(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The column indices where the bool (D,) ``mask`` is True and where it is False (int64,
+    on its device), found once: ``x[:, inside]`` with them costs no host synchronisation,
+    where ``x[:, mask]`` counts the mask's True entries (a ``nonzero``) on every call."""
+    return mask.nonzero().squeeze(1), (~mask).nonzero().squeeze(1)

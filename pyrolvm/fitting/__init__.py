@@ -1,14 +1,46 @@
-"""Fitting algorithms that are more than one call of :func:`pyrolvm.inference.train`:
-mixtures from k-means starts with restarts, M2's labelled/unlabelled objectives, and the
-mixture-prior VAE's pre-training and prior initialization, and the amortization gap
-(a per-datapoint guide refined by SVI). Each composes models, guides and
-:mod:`pyrolvm.inference`; runs call them."""
+"""Fitting algorithms: one SVI fit (:func:`fit_svi`, Adam and one call of
+:func:`pyrolvm.inference.train`) and those that are more: mixtures from k-means starts with
+restarts, M2's labelled/unlabelled objectives, the mixture-prior VAE's phases, the CVAE's
+baseline and CVAE phases, the VQ-VAE's codes between its stages, a two-modality model's
+objectives, and the amortization gap (a per-datapoint guide refined by SVI), with the scores
+that go with them. Each composes models, guides and :mod:`pyrolvm.inference`, takes a
+``checkpoint`` callback and a ``resume_from`` state where it trains, and knows nothing of run
+folders; the runs call them as stages."""
 
 from .amortization import AmortizationGap, amortization_gap
 from .causal import cevae_ate, naive_ate, regression_ate
-from .mixture import GUIDES, INITS, MixtureFit, fit_mixture, initial_params
-from .mixture_vae import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
-from .ssvae import accuracy, fit_m2, split_labels
+from .conditional import conditional_scores, fit_baseline, fit_conditional, on_images, on_labels
+from .mixture import (
+    GUIDES,
+    INITS,
+    MixtureFit,
+    em_reference,
+    fit_mixture,
+    initial_params,
+    mixture_scores,
+    warm_and_decay,
+)
+from .mixture_vae import (
+    cluster,
+    cluster_accuracy,
+    cluster_scores,
+    fine_tune,
+    fit_mixture_vae,
+    init_prior,
+    warm_up,
+)
+from .multimodal import Pairing, multimodal_scores, objectives
+from .ssvae import (
+    accuracy,
+    at_best_validation,
+    fit_m2,
+    labelled_batches,
+    m2_objectives,
+    split_labels,
+    validation_split,
+)
+from .svi import fit_svi
+from .vqvae import codes_of, training_codes, vqvae_scores
 
 __all__ = [
     "AmortizationGap",
@@ -16,15 +48,37 @@ __all__ = [
     "GUIDES",
     "INITS",
     "MixtureFit",
+    "Pairing",
     "accuracy",
+    "at_best_validation",
     "cluster",
     "cluster_accuracy",
     "cluster_scores",
+    "codes_of",
+    "conditional_scores",
+    "em_reference",
+    "fine_tune",
+    "fit_baseline",
+    "fit_conditional",
     "fit_m2",
     "fit_mixture",
     "fit_mixture_vae",
+    "fit_svi",
+    "init_prior",
     "initial_params",
+    "labelled_batches",
+    "m2_objectives",
+    "mixture_scores",
+    "multimodal_scores",
+    "objectives",
+    "on_images",
+    "on_labels",
     "split_labels",
+    "training_codes",
+    "validation_split",
+    "vqvae_scores",
+    "warm_and_decay",
+    "warm_up",
     "cevae_ate",
     "naive_ate",
     "regression_ate",

@@ -150,6 +150,24 @@ def _elbo_and_log_px(model, guide, data, args, kwargs, num_samples):
     return r.elbo, r.log_likelihood
 
 
+def sites_in_the_batch_plate(guide_trace: Any, plate: Any) -> dict[str, Any]:
+    """The guide's latent sites by name, each in the batch ``plate`` and no other.
+
+    Raises:
+        ConfigError: a latent site outside the batch plate or inside a further plate.
+    """
+    sites = {s["name"]: s for s in latent_sites(prune_subsample_sites(guide_trace))}
+    for site in sites.values():
+        plates = [f.name for f in site["cond_indep_stack"] if f.vectorized]
+        if plate is None or plates != [plate.name]:
+            raise ConfigError(
+                f"the amortization gap refines each point's latent sites under the batch "
+                f"plate, but site {site['name']!r} lies in the plates {plates}: it needs "
+                "every latent site in the batch plate and no other"
+            )
+    return sites
+
+
 def amortization_gap(
     model: Callable,
     guide: Callable,
@@ -179,15 +197,13 @@ def amortization_gap(
     at the end.
 
     Args:
-        model (callable): the Pyro model, called as ``model(*data, *args, **kwargs)``.
-        guide (callable): its guide q_phi, with the model's signature.
+        model, guide (callable): the Pyro model, called as ``model(*data, *args, **kwargs)``,
+            and its guide q_phi, with the model's signature.
         data (torch.Tensor or tuple of torch.Tensor): the n points along dim 0.
-        steps (int): SVI steps (>= 0).
-        lr (float): Adam's learning rate.
-        num_particles (int): particles per SVI step.
-        eval_samples (int): samples per point for the final estimates.
-        batch_plate (str or None): the batch plate's name (default: the one around the data).
-        name (str): prefix of q*'s parameters in the param store.
+        steps, lr, num_particles, eval_samples (int, float, int, int): SVI steps (>= 0),
+            Adam's learning rate, particles per step, samples per point of the estimates.
+        batch_plate, name (str or None, str): the batch plate's name (default: the one
+            around the data); the prefix of q*'s parameters in the param store.
 
     Returns:
         AmortizationGap
@@ -204,15 +220,7 @@ def amortization_gap(
     points = as_tuple(data)
     guide_trace, model_trace = check_latent_sites(model, guide, *points, *args, **kwargs)
     plate = find_batch_plate(model_trace, batch_plate)
-    sites = {s["name"]: s for s in latent_sites(prune_subsample_sites(guide_trace))}
-    for site in sites.values():
-        plates = [f.name for f in site["cond_indep_stack"] if f.vectorized]
-        if plate is None or plates != [plate.name]:
-            raise ConfigError(
-                f"the amortization gap refines each point's latent sites under the batch "
-                f"plate, but site {site['name']!r} lies in the plates {plates}: it needs "
-                "every latent site in the batch plate and no other"
-            )
+    sites = sites_in_the_batch_plate(guide_trace, plate)
     moments = _moments(guide, points, args, kwargs, sites)
     store = pyro.get_param_store()
     fixed_model = poutine.block(model, hide_fn=lambda msg: msg.get("type") == "param")

@@ -14,6 +14,7 @@ from ..guides.mixture import MixtureMAP, MixtureMeanField
 from ..inference import (
     load_param_state,
     make_optim,
+    mean_and_stderr,
     param_state,
     rng_state,
     set_rng_state,
@@ -149,13 +150,12 @@ def fit_mixture(
 ) -> MixtureFit:
     """Fit a Gaussian mixture to x by SVI under ``TraceEnum_ELBO`` (the assignment summed out
     exactly) with Adam whose learning rate rises linearly over the first ``warmup`` fraction of
-    the epochs (full-size first steps in every coordinate would throw away the k-means start)
-    and decays geometrically to ``lr * lr_decay`` by the last epoch (Pyro's ``LambdaLR``,
-    stepped once per epoch by :func:`~pyrolvm.inference.train`), ``n_init`` times from
-    different starts; keeps the restart with the highest training log-likelihood.
-
-    Clears Pyro's param store before every restart; on return it holds the best restart's
-    parameters (the returned guide's).
+    the epochs (full-size first steps would throw away the k-means start) and decays
+    geometrically to ``lr * lr_decay`` by the last (:func:`warm_and_decay`, the ``lr_lambda``
+    of :func:`~pyrolvm.inference.make_optim`, stepped once per epoch), ``n_init`` times from
+    different starts (seeds ``seed, seed + 1, ...``; Pyro's param store cleared before each);
+    keeps the restart with the highest training log-likelihood, whose parameters the param
+    store holds on return.
 
     Args:
         x (torch.Tensor): training data, shape (N, D).
@@ -164,23 +164,14 @@ def fit_mixture(
         guide (str): ``"map"`` (:class:`~pyrolvm.guides.MixtureMAP`, point estimates) or
             ``"meanfield"`` (:class:`~pyrolvm.guides.MixtureMeanField`).
         init (str): ``"kmeans"`` (Lloyd's k-means from a k-means++ seeding, scikit-learn's
-            default; on digits it reaches EM's optima where the bare seeding can stall in worse
-            ones), ``"kmeans++"`` or ``"random"`` (:func:`initial_params`).
-        n_init (int): restarts (seeds ``seed, seed + 1, ...``).
-        epochs (int): passes over the data per restart.
-        batch_size (int or None): minibatch size (the plate subsamples, scaling by N / B);
-            None for full-batch steps.
-        lr (float): starting learning rate of Adam.
-        lr_decay (float): ratio of the final to the peak learning rate, in (0, 1].
-        warmup (float): fraction of the epochs over which the learning rate rises to ``lr``.
-        num_particles (int): samples of the global sites per step (only matters for
-            ``"meanfield"``).
-        seed (int): seed of the first restart (initial centres, minibatch order, samples).
-        progress (bool): show progress bars.
+            default: on digits it reaches EM's optima), ``"kmeans++"`` or ``"random"``
+            (:func:`initial_params`).
+        epochs, batch_size (int, int or None): passes over the data per restart; minibatch
+            size (the plate subsamples, scaling by N / B; None: full batch).
+        num_particles (int): samples of the global sites per step (``"meanfield"``).
         checkpoint (callable or None): ``checkpoint(state)`` at the end of every epoch and of
-            every restart (and on interruption): a dict of tensors and plain values (the
-            restarts so far, the best one's parameters, :func:`~pyrolvm.inference.train`'s
-            state).
+            every restart (and on interruption): the restarts so far, the best one's
+            parameters, :func:`~pyrolvm.inference.train`'s state.
         resume_from (dict or None): such a state; the fit continues from it and ends as the
             uninterrupted fit would (bitwise on CPU).
         **model_kwargs: prior settings passed to :meth:`~pyrolvm.models.GaussianMixture.from_data`.
@@ -194,26 +185,12 @@ def fit_mixture(
         DataError: x is not a finite (N, D) float tensor.
         TrainingDiverged: the loss became NaN or infinite.
     """
-    if guide not in GUIDES:
-        raise ConfigError(f"unknown guide {guide!r}: choose one of {', '.join(GUIDES)}")
-    if init not in INITS:
-        raise ConfigError(f"unknown initialization {init!r}: choose one of {', '.join(INITS)}")
-    if int(n_init) < 1:
-        raise ConfigError(f"n_init must be >= 1, got {n_init}")
-    if not lr > 0:
-        raise ConfigError(f"the learning rate must be positive, got {lr}")
-    if not 0 < lr_decay <= 1:
-        raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
+    check_fit_options(guide, init, n_init, lr, lr_decay)
     model = GaussianMixture.from_data(x, num_components, covariance, **model_kwargs)
     check_num_components(num_components, len(x))
     n = len(x)
     batch_size = n if batch_size is None else min(int(batch_size), n)
-    warm = max(1, round(warmup * int(epochs)))
-
-    def schedule(epoch):
-        """Factor of ``lr`` in epoch ``epoch`` (0-based): linear warm-up, geometric decay."""
-        return min(1.0, (epoch + 1) / warm) * lr_decay ** (epoch / max(1, int(epochs) - 1))
-
+    schedule = warm_and_decay(int(epochs), warmup, lr_decay)
     data = (x, torch.arange(n, device=x.device))
     t0 = time.perf_counter()
 
@@ -227,11 +204,6 @@ def fit_mixture(
         pyro.clear_param_store()
         pyro.set_rng_seed(seed + r)
         g = make_guide(r)
-        optim = make_optim(lr, lr_lambda=schedule)
-        loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=int(num_particles))
-
-        def callback(epoch, history, g=g):
-            return {"train_log_likelihood": model.log_likelihood(x, g.median()).mean().item()}
 
         def save(train_state, r=r, checkpoint=checkpoint):
             assert checkpoint is not None
@@ -239,31 +211,73 @@ def fit_mixture(
             state = {"restart": r, "restarts": list(restarts), "best": best}  # noqa: B023
             checkpoint({**state, "train": train_state})
 
-        history = train(
-            model,
-            g,
-            data,
-            loss,
-            optim,
-            epochs=int(epochs),
-            batch_size=batch_size,
-            callback=callback,
-            progress=progress,
-            checkpoint=save if checkpoint is not None else None,
-            resume_from=state["train"] if r == state["restart"] else None,
-        )
-        final = (
-            history["train_log_likelihood"][-1]
-            if history.get("train_log_likelihood")
-            else model.log_likelihood(x, g.median()).mean().item()
-        )
+        options: dict[str, Any] = dict(epochs=int(epochs), batch_size=batch_size)
+        options["progress"] = progress
+        options["checkpoint"] = save if checkpoint is not None else None
+        options["resume_from"] = state["train"] if r == state["restart"] else None
+        history = fit_restart(model, g, data, lr, schedule, int(num_particles), **options)
+        curve = history.get("train_log_likelihood")
+        final = curve[-1] if curve else model.log_likelihood(x, g.median()).mean().item()
         restarts.append(final)
         if best is None or final > best["final"]:
             best = {"index": r, "final": final, "params": param_state(), "history": history}
         if checkpoint is not None:
             checkpoint({"restart": r + 1, "restarts": list(restarts), "best": best, "train": None})
-    # the best restart's guide, rebuilt with its parameters (the random state is left as the
-    # last restart left it)
+    g = rebuilt(make_guide, best, data)
+    params = {k: v.detach() for k, v in g.median().items()}
+    return MixtureFit(model, g, params, best["history"], restarts, time.perf_counter() - t0)
+
+
+def fit_restart(
+    model: GaussianMixture,
+    guide: Any,
+    data: tuple,
+    lr: float,
+    schedule: Callable[[int], float],
+    num_particles: int,
+    **train_options: Any,
+) -> dict:
+    """One restart of :func:`fit_mixture`: :func:`~pyrolvm.inference.train` under
+    ``TraceEnum_ELBO`` with Adam at ``lr`` times ``schedule(epoch)``, the training points'
+    exact mean log-likelihood after each epoch (``train_log_likelihood``)."""
+    optim = make_optim(lr, lr_lambda=schedule)
+    loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles)
+
+    def callback(epoch, history):
+        return {"train_log_likelihood": model.log_likelihood(data[0], guide.median()).mean().item()}
+
+    return train(model, guide, data, loss, optim, callback=callback, **train_options)
+
+
+def check_fit_options(guide: str, init: str, n_init: int, lr: float, lr_decay: float) -> None:
+    """Raise :class:`~pyrolvm.ConfigError` for an unknown guide or initialization, n_init < 1,
+    lr <= 0 or lr_decay outside (0, 1]."""
+    if guide not in GUIDES:
+        raise ConfigError(f"unknown guide {guide!r}: choose one of {', '.join(GUIDES)}")
+    if init not in INITS:
+        raise ConfigError(f"unknown initialization {init!r}: choose one of {', '.join(INITS)}")
+    if int(n_init) < 1:
+        raise ConfigError(f"n_init must be >= 1, got {n_init}")
+    if not lr > 0:
+        raise ConfigError(f"the learning rate must be positive, got {lr}")
+    if not 0 < lr_decay <= 1:
+        raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
+
+
+def warm_and_decay(epochs: int, warmup: float, lr_decay: float) -> Callable[[int], float]:
+    """The factor of the learning rate in epoch ``epoch`` (0-based): a linear rise over the
+    first ``warmup`` fraction of the ``epochs``, then a geometric decay to ``lr_decay``."""
+    warm = max(1, round(warmup * epochs))
+
+    def schedule(epoch):
+        return min(1.0, (epoch + 1) / warm) * lr_decay ** (epoch / max(1, epochs - 1))
+
+    return schedule
+
+
+def rebuilt(make_guide: Callable[[int], Any], best: dict, data: tuple) -> Any:
+    """The best restart's guide, rebuilt with its parameters (``best["params"]``) in a cleared
+    param store; the random state is left as the last restart left it."""
     saved_rng = rng_state()
     pyro.clear_param_store()
     g = make_guide(best["index"])
@@ -271,11 +285,76 @@ def fit_mixture(
         g(*data)
     load_param_state(best["params"])
     set_rng_state(saved_rng)
-    return MixtureFit(
-        model,
-        g,
-        {k: v.detach() for k, v in g.median().items()},
-        best["history"],
-        restarts,
-        time.perf_counter() - t0,
+    return g
+
+
+def mixture_scores(
+    model: GaussianMixture,
+    params: dict,
+    xtrain: torch.Tensor,
+    xtest: torch.Tensor,
+    test_labels: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Exact figures of a fitted mixture (``params``, as :attr:`MixtureFit.params`): mean
+    train and test log-likelihood per point (nats) with the test standard error, BIC on the
+    training data, and (with labels) the adjusted Rand index of the MAP assignments of the
+    test points (``test_ari``)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    test_ll, test_se = mean_and_stderr(model.log_likelihood(xtest, params))
+    out = {
+        "train_log_likelihood": model.log_likelihood(xtrain, params).double().mean().item(),
+        "test_log_likelihood": test_ll,
+        "test_log_likelihood_stderr": test_se,
+        "bic": model.bic(xtrain, params),
+    }
+    if test_labels is not None:
+        z = model.assign(xtest, params, temperature=0)
+        out["test_ari"] = float(adjusted_rand_score(test_labels.numpy(), z.numpy()))
+    return out
+
+
+def em_reference(
+    xtrain: torch.Tensor,
+    xtest: torch.Tensor,
+    num_components: int,
+    covariance: str,
+    n_init: int,
+    seed: int,
+    test_labels: torch.Tensor,
+    ours: tuple[GaussianMixture, dict],
+) -> dict[str, float]:
+    """scikit-learn's EM (``sklearn.mixture.GaussianMixture``, same K and covariance type,
+    ``n_init`` restarts, ``random_state=seed``) fitted on xtrain and scored beside ``ours``
+    (a mixture and its values).
+
+    Returns:
+        dict: ``sklearn_train_log_likelihood``, ``sklearn_test_log_likelihood`` (mean per
+        point, nats), ``sklearn_bic`` (on xtrain), ``sklearn_seconds``, ``sklearn_n_iter``,
+        ``sklearn_test_ari``, and ``test_log_likelihood_minus_sklearn`` with its
+        ``_stderr``: ours minus EM, paired over the same test points (the standard error of
+        the mean per-point difference: the between-point spread cancels).
+    """
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.mixture import GaussianMixture as SKGaussianMixture
+
+    t0 = time.perf_counter()
+    sk = SKGaussianMixture(
+        num_components, covariance_type=covariance, n_init=n_init, random_state=seed
     )
+    xtr, xte = xtrain.double().numpy(), xtest.double().numpy()
+    sk.fit(xtr)
+    seconds = time.perf_counter() - t0
+    model, params = ours
+    diff = model.log_likelihood(xtest, params).double() - torch.as_tensor(sk.score_samples(xte))
+    paired = mean_and_stderr(diff)
+    return {
+        "sklearn_train_log_likelihood": float(sk.score(xtr)),
+        "sklearn_test_log_likelihood": float(sk.score(xte)),
+        "sklearn_bic": float(sk.bic(xtr)),
+        "sklearn_seconds": seconds,
+        "sklearn_n_iter": int(sk.n_iter_),
+        "sklearn_test_ari": float(adjusted_rand_score(test_labels.numpy(), sk.predict(xte))),
+        "test_log_likelihood_minus_sklearn": paired[0],
+        "test_log_likelihood_minus_sklearn_stderr": paired[1],
+    }

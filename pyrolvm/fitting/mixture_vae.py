@@ -3,7 +3,7 @@ enumerated, initialize the prior with a Gaussian mixture fitted to draws from q(
 on, and score the clusters against the labels."""
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pyro
@@ -14,9 +14,9 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from ..data import Dataset
 from ..errors import ConfigError
 from ..guides import AmortizedNormal, empty_guide
-from ..inference import make_optim, train
 from ..models.mixture_vae import MixturePriorVAE
 from .mixture import fit_mixture
+from .svi import fit_svi
 
 
 def cluster_accuracy(labels: torch.Tensor, clusters: torch.Tensor) -> float:
@@ -90,6 +90,86 @@ def autoencoder(model: MixturePriorVAE, guide: AmortizedNormal):
     return reconstruct
 
 
+def warm_up(
+    model: MixturePriorVAE,
+    guide: AmortizedNormal,
+    data: Dataset,
+    pretrain: str = "vae",
+    lr: float = 1e-3,
+    **train_options: Any,
+) -> dict:
+    """Phase 1 of :func:`fit_mixture_vae`: the mixture-prior VAE under its ELBO (the component
+    enumerated, the prior still random; ``pretrain="vae"``) or its deterministic
+    ``autoencoder`` under the reconstruction loss (``"autoencoder"``, VaDE), on
+    dynamically binarized ``data.train``, by :func:`~pyrolvm.fitting.fit_svi` with
+    ``train_options`` (``epochs``, ``batch_size``, ``checkpoint``, ...).
+
+    Raises:
+        ConfigError: an unknown ``pretrain``.
+    """
+    check_choice(pretrain, PRETRAININGS, "pretraining")
+    if pretrain == "autoencoder":
+        pair, loss = (autoencoder(model, guide), empty_guide), Trace_ELBO()
+    else:
+        pair, loss = (model, guide), TraceEnum_ELBO(max_plate_nesting=1)
+    return fit_svi(*pair, data.train, loss, lr=lr, transform=data.train_transform, **train_options)
+
+
+def init_prior(
+    model: MixturePriorVAE,
+    guide: AmortizedNormal,
+    data: Dataset,
+    num_components: int,
+    prior_init: str = "draws",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Phase 2 of :func:`fit_mixture_vae`: set the model's prior to a diagonal Gaussian mixture
+    fitted (:func:`fit_mixture`, 100 epochs, seeded by ``seed``) to one draw from q(z | x) of
+    every training image (``prior_init="draws"``) or to the encoder's means (``"means"``),
+    Pyro's param store left as it was; returns the test clusters' scores right after
+    (:func:`cluster_scores`, prefix ``init_``).
+
+    Raises:
+        ConfigError: an unknown ``prior_init``.
+    """
+    check_choice(prior_init, PRIOR_INITS, "prior initialization")
+    with torch.no_grad():
+        # by default draws from q(z | x), not the means: the prior must cover the aggregate
+        # posterior, whose spread includes the encoder's scales (VaDE fits the means: after
+        # an autoencoder pre-training the scales are untrained)
+        loc, scale = guide.encode(data.train)
+        draws = loc + scale * torch.randn_like(loc) if prior_init == "draws" else loc
+    store = pyro.get_param_store().get_state()
+    gmm = fit_mixture(draws.cpu(), num_components, "diag", epochs=100, seed=seed)
+    pyro.clear_param_store()  # fit_mixture used the param store: back to ours alone
+    pyro.get_param_store().set_state(store)
+    model.set_prior(gmm.params["weights"], gmm.params["locs"], gmm.params["scales"])
+    return cluster_scores(model, guide, data.test, data.test_labels, "init_")
+
+
+def fine_tune(
+    model: MixturePriorVAE,
+    guide: AmortizedNormal,
+    data: Dataset,
+    lr: float = 1e-4,
+    **train_options: Any,
+) -> dict:
+    """Phase 3 of :func:`fit_mixture_vae`: the mixture-prior VAE under its ELBO (the component
+    enumerated) with a fresh Adam (the old moments belong to the random prior) at ``lr``,
+    by :func:`~pyrolvm.fitting.fit_svi` with ``train_options`` (``history`` continues the
+    warm-up's curve)."""
+    loss = TraceEnum_ELBO(max_plate_nesting=1)
+    return fit_svi(
+        model, guide, data.train, loss, lr=lr, transform=data.train_transform, **train_options
+    )
+
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    """Raise :class:`~pyrolvm.ConfigError` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}: choose one of {', '.join(choices)}")
+
+
 def fit_mixture_vae(
     data: Dataset,
     num_components: int = 10,
@@ -104,15 +184,14 @@ def fit_mixture_vae(
     progress: bool = False,
     pretrain: str = "vae",
     prior_init: str = "draws",
-    checkpoint: Callable[[dict], None] | None = None,
-    resume_from: dict | None = None,
 ) -> tuple[MixturePriorVAE, AmortizedNormal, dict]:
     """Train a :class:`~pyrolvm.models.MixturePriorVAE` with an
-    :class:`~pyrolvm.guides.AmortizedNormal` guide under
-    ``TraceEnum_ELBO`` on dynamically binarized ``data.train``: ``warmup_epochs`` epochs, then
-    the prior is set to a diagonal Gaussian mixture fitted (:func:`fit_mixture`) to one draw
-    from q(z | x) of every training image, then ``epochs`` more epochs with a fresh Adam at
-    ``lr * finetune_lr_ratio``.
+    :class:`~pyrolvm.guides.AmortizedNormal` guide under ``TraceEnum_ELBO`` on dynamically
+    binarized ``data.train``: ``warmup_epochs`` epochs (:func:`warm_up`), then the prior set to
+    a diagonal Gaussian mixture fitted to one draw from q(z | x) of every training image
+    (:func:`init_prior`), then ``epochs`` more epochs with a fresh Adam at
+    ``lr * finetune_lr_ratio`` (:func:`fine_tune`). (``pyrolvm train mixture-vae`` runs the
+    three phases as resumable stages.)
 
     VaDE's protocol (Jiang et al. 2017, section 4.1) is ``pretrain="autoencoder"`` (the
     warm-up trains the deterministic ``autoencoder`` of this module: encoder means and decoder
@@ -125,13 +204,6 @@ def fit_mixture_vae(
             ELBO, the prior still random) or ``"autoencoder"`` (above).
         prior_init (str): fit the mixture to one draw from q(z | x) per training image
             (``"draws"``) or to the encoder's means (``"means"``).
-        checkpoint (callable or None): called with ``{"phase": "warmup" | "finetune",
-            "train": state}`` (``state`` of :func:`pyrolvm.inference.train`; the fine-tuning
-            phase adds ``"init_metrics"``, the scores right after the prior's fit) wherever
-            ``train`` checkpoints: at the end of every epoch and on SIGINT/SIGTERM.
-        resume_from (dict or None): such a dict: the run continues from it and ends bitwise
-            equal to the uninterrupted one (the prior's fit is repeated from the same random
-            state when the warm-up had ended, skipped in the fine-tuning phase).
 
     Returns:
         (model, guide, metrics): ``test_cluster_accuracy``, ``test_ari`` of the test images'
@@ -140,17 +212,11 @@ def fit_mixture_vae(
         after an autoencoder pre-training) and ``seconds``.
 
     Raises:
-        ConfigError: an unknown ``pretrain`` or ``prior_init``, or a ``resume_from`` of
-            another phase.
-        TrainingDiverged, Interrupted: as :func:`pyrolvm.inference.train` (``checkpoint`` was
-            called first).
+        ConfigError: an unknown ``pretrain`` or ``prior_init``.
+        TrainingDiverged, Interrupted: as :func:`pyrolvm.inference.train`.
     """
-    for value, choices, what in (
-        (pretrain, PRETRAININGS, "pretraining"),
-        (prior_init, PRIOR_INITS, "prior initialization"),
-    ):
-        if value not in choices:
-            raise ConfigError(f"unknown {what} {value!r}: choose one of {', '.join(choices)}")
+    check_choice(pretrain, PRETRAININGS, "pretraining")
+    check_choice(prior_init, PRIOR_INITS, "prior initialization")
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     t0 = time.perf_counter()
@@ -158,68 +224,11 @@ def fit_mixture_vae(
     guide = AmortizedNormal(data.data_dim, latent_dim, hidden, "relu")
     model.to(data.train.device)
     guide.to(data.train.device)
-    loss = TraceEnum_ELBO(max_plate_nesting=1)
-    optim = make_optim(lr)
-    warm_up = (
-        (autoencoder(model, guide), empty_guide, Trace_ELBO())
-        if pretrain == "autoencoder"
-        else (model, guide, loss)
-    )
-    phase = resume_from["phase"] if resume_from is not None else "warmup"
-    if phase not in ("warmup", "finetune"):
-        raise ConfigError(f"the checkpoint's phase {phase!r} is not one of a mixture-VAE fit")
-
-    def save(name: str, **more: Any) -> Callable[[dict], None] | None:
-        write = checkpoint
-        if write is None:
-            return None
-        return lambda state: write({"phase": name, "train": state, **more})
-
-    if phase == "warmup":
-        history = train(
-            *warm_up[:2],
-            data.train,
-            warm_up[2],
-            optim,
-            epochs=warmup_epochs,
-            batch_size=batch_size,
-            transform=data.train_transform,
-            progress=progress,
-            checkpoint=save("warmup"),
-            resume_from=resume_from and resume_from["train"],
-        )
-        with torch.no_grad():
-            # by default draws from q(z | x), not the means: the prior must cover the
-            # aggregate posterior, whose spread includes the encoder's scales (VaDE fits the
-            # means: after an autoencoder pre-training the scales are untrained)
-            loc, scale = guide.encode(data.train)
-            draws = loc + scale * torch.randn_like(loc) if prior_init == "draws" else loc
-        store = pyro.get_param_store().get_state()
-        gmm = fit_mixture(draws.cpu(), num_components, "diag", epochs=100, seed=seed)
-        pyro.clear_param_store()  # fit_mixture used the param store: back to ours alone
-        pyro.get_param_store().set_state(store)
-        model.set_prior(gmm.params["weights"], gmm.params["locs"], gmm.params["scales"])
-        metrics: dict[str, Any] = cluster_scores(model, guide, data.test, data.test_labels, "init_")
-        finetune_from = None
-    else:  # the fine-tuning phase: its state holds the fitted prior and the warm-up's curve
-        assert resume_from is not None
-        history, metrics = None, dict(resume_from["init_metrics"])
-        finetune_from = resume_from["train"]
-    # a fresh optimizer (the old moments belong to the random prior) at a lower rate
-    history = train(
-        model,
-        guide,
-        data.train,
-        loss,
-        make_optim(lr * finetune_lr_ratio),
-        epochs=epochs,
-        batch_size=batch_size,
-        transform=data.train_transform,
-        progress=progress,
-        history=history,
-        checkpoint=save("finetune", init_metrics=dict(metrics)),
-        resume_from=finetune_from,
-    )
+    options: dict[str, Any] = dict(batch_size=batch_size, progress=progress)
+    history = warm_up(model, guide, data, pretrain, lr, epochs=warmup_epochs, **options)
+    metrics: dict[str, Any] = init_prior(model, guide, data, num_components, prior_init, seed)
+    lr_tune = lr * finetune_lr_ratio
+    history = fine_tune(model, guide, data, lr_tune, epochs=epochs, history=history, **options)
     metrics.update(cluster_scores(model, guide, data.test, data.test_labels))
     metrics["train_elbo"] = history["train_elbo"]
     metrics["seconds"] = time.perf_counter() - t0

@@ -8,6 +8,7 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO
 from pyro.optim import PyroOptim
 
+from ..data import Dataset
 from ..errors import ConfigError
 from ..guides.ssvae import SSVAEGuide
 from ..inference import make_optim, train
@@ -70,6 +71,77 @@ def _to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
     return index.to(device, non_blocking=True)
 
 
+def m2_objectives(
+    model: SSVAE, guide: SSVAEGuide, enumerate: bool, aux_weight: float | None
+) -> tuple[ELBO, list[tuple[Callable, Callable, ELBO]]]:
+    """M2's objectives: the unlabelled bound (eq. 7: ``TraceEnum_ELBO`` with the label
+    enumerated, or ``Trace_ELBO`` with it sampled), and the extra objectives of a labelled
+    minibatch, the labelled bound (eq. 6) and, with ``aux_weight``, the classification loss
+    ``aux_weight * -log q(y | x)`` (eq. 9)."""
+    unsup = TraceEnum_ELBO(max_plate_nesting=1) if enumerate else Trace_ELBO()
+    extra: list[tuple[Callable, Callable, ELBO]] = [(model, guide, Trace_ELBO())]
+    if aux_weight is not None:
+        aux = lambda x, y: guide.classifier_model(x, y, aux_weight)  # noqa: E731
+        extra.append((aux, _empty_guide, Trace_ELBO()))
+    return unsup, extra
+
+
+def labelled_batches(
+    train_x: torch.Tensor,
+    train_labels: torch.Tensor,
+    lab: torch.Tensor,
+    unlab: torch.Tensor,
+    batch_size: int,
+    schedule: str,
+    seed: int,
+) -> Callable[[int, int], tuple[torch.Tensor, torch.Tensor] | None]:
+    """``extra_batch(epoch, step)`` of :func:`pyrolvm.inference.train` for M2: the labelled
+    minibatch (images, one-hot labels) of a step, or ``None`` for a step without one, on
+    ``schedule`` (see :func:`fit_m2`), from the labelled rows ``lab`` (and ``unlab``, the
+    unlabelled ones, which set the epoch's steps).
+
+    Raises:
+        ConfigError: an interleaved schedule with more labelled than unlabelled minibatches.
+    """
+    onehot = torch.nn.functional.one_hot(train_labels, int(train_labels.max()) + 1)
+    onehot = onehot.to(train_x.dtype)
+    lab_batch = min(batch_size, len(lab))
+    lab_on_device = lab.to(train_x.device)
+
+    # The labelled minibatches are chosen on train's data-order stream (the CPU RNG on every
+    # device) and binarized by train's ``transform`` with the noise stream, like the
+    # unlabelled ones: were they binarized here, a CPU run would draw that noise from the
+    # order stream and a CUDA run from the GPU's generator, and the two would visit the data
+    # in different orders.
+    def labelled_batch(epoch, step):
+        pick = torch.randperm(len(lab), device="cpu")[:lab_batch]  # the CPU RNG on every device
+        li = lab_on_device[_to_device(pick, lab_on_device.device)]
+        return train_x[li], onehot[li]
+
+    if schedule != "interleaved":
+        return labelled_batch
+    steps, lab_steps = -(-len(unlab) // batch_size), -(-len(lab) // batch_size)
+    if lab_steps > steps:
+        raise ConfigError(
+            f"the interleaved schedule needs fewer labelled minibatches ({lab_steps}) than "
+            f"unlabelled ones ({steps}): use fewer labels or labelled_schedule='every-step'"
+        )
+    # the steps of an epoch that take a labelled minibatch: spread evenly, the j-th at
+    # round((j + 1/2) * steps / lab_steps)
+    at_step = {int((j + 0.5) * steps / lab_steps): j for j in range(lab_steps)}
+
+    def interleaved_batch(epoch, step):
+        j = at_step.get(step)
+        if j is None:
+            return None
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = lab[torch.randperm(len(lab), generator=gen, device="cpu")]
+        li = _to_device(order[j * batch_size : (j + 1) * batch_size], lab_on_device.device)
+        return train_x[li], onehot[li]
+
+    return interleaved_batch
+
+
 def fit_m2(
     train_x: torch.Tensor,
     train_labels: torch.Tensor,
@@ -99,46 +171,31 @@ def fit_m2(
     valid_labels: torch.Tensor | None = None,
 ) -> tuple[SSVAE, SSVAEGuide, dict]:
     """Train M2 on ``num_labelled`` balanced labelled images and the rest unlabelled, with
-    :func:`pyrolvm.inference.train` (one loop, progress bar and divergence check).
-
-    Every step takes one unlabelled minibatch (bound U(x) of eq. (7), the label enumerated under
-    ``TraceEnum_ELBO`` or sampled under ``Trace_ELBO``). The labelled minibatches (bound
-    L(x, y) of eq. (6), plus ``aux_loss_multiplier * -log q(y | x)`` of eq. (9) when
-    ``aux_loss``) come on one of two schedules:
-
-    - ``"every-step"``: one labelled minibatch, drawn at random, in every step (the labelled
-      images are revisited ``N / num_labelled`` times per epoch);
-    - ``"interleaved"``: Pyro's ``examples/vae/ss_vae_M2.py`` schedule: each labelled image
-      once per epoch, in ``ceil(num_labelled / batch_size)`` minibatches spread evenly over
-      the epoch's steps, in an order drawn from ``seed`` and the epoch (so a resumed run
-      draws the same).
-
-    All terms are sums over their minibatch (no rescaling), as in Pyro's example. The
-    multiplier defaults to ``0.1 * N`` as in Kingma et al., section 4.
-    The random state is seeded by ``seed`` only when no ``model`` is given (a fresh fit).
+    :func:`pyrolvm.inference.train`: every step takes an unlabelled minibatch (eq. 7,
+    :func:`m2_objectives`) and, on ``labelled_schedule`` (:func:`labelled_batches`), a labelled
+    one (eq. 6, plus ``aux_loss_multiplier * -log q(y | x)`` of eq. 9 with ``aux_loss``):
+    ``"every-step"`` (a random labelled minibatch in every step) or ``"interleaved"`` (Pyro's
+    ``examples/vae/ss_vae_M2.py``: each labelled image once per epoch, its minibatches spread
+    evenly over the epoch, in an order drawn from ``seed`` and the epoch). All terms are sums
+    over their minibatch, as in Pyro's example; the multiplier defaults to ``0.1 * N``
+    (Kingma et al., section 4). Seeded by ``seed`` when no ``model`` is given.
 
     Args:
         train_x (torch.Tensor): (N, D) images in [0, 1]; ``transform`` binarizes each minibatch.
         train_labels (torch.Tensor): (N,) int64 classes (only ``num_labelled`` are used).
-        test, test_labels: held-out images and classes for the per-epoch accuracy.
-        labelled_schedule (str): ``"every-step"`` or ``"interleaved"`` (above).
-        valid, valid_labels: a validation split (images and classes, not trained on) for a
-            per-epoch ``"validation_accuracy"``, by which a model is selected without the
-            test set.
-        progress (bool): show a progress bar over steps with the running loss.
+        test, test_labels, valid, valid_labels: held-out images and classes, for per-epoch
+            ``test_accuracy`` and ``validation_accuracy`` (to select a model by).
         model, guide, optim, history: continue training these (default: new ones, seeded).
-        callback (callable or None): as :func:`pyrolvm.inference.train`'s, after the accuracy.
-        checkpoint, resume_from: as :func:`pyrolvm.inference.train`'s (a resumed fit ends
-            bitwise equal to the uninterrupted one).
+        callback, checkpoint, resume_from, progress: as :func:`pyrolvm.inference.train`'s.
 
     Returns:
         (model, guide, history): per-epoch ``"train_elbo"`` (the unlabelled bound per image,
-        nats), ``"train_loss"`` (mean per step of the losses summed), ``"seconds"`` and, with
-        test or validation data, ``"test_accuracy"`` and ``"validation_accuracy"``.
+        nats), ``"train_loss"`` (mean per step of the losses summed), ``"seconds"``, and the
+        accuracies.
 
     Raises:
-        ConfigError: see :func:`split_labels`; an unknown ``labelled_schedule``, or an
-            interleaved one with more labelled than unlabelled minibatches.
+        ConfigError: see :func:`split_labels` and :func:`labelled_batches`; an unknown
+            ``labelled_schedule``.
         TrainingDiverged: the loss became NaN or infinite.
     """
     num_classes = int(train_labels.max()) + 1
@@ -155,54 +212,18 @@ def fit_m2(
     model = model or SSVAE(d, num_classes, latent_dim, hidden)
     guide = guide or SSVAEGuide(d, num_classes, latent_dim, hidden, enumerate=enumerate)
     optim = optim or make_optim(lr)
-    unsup_loss = TraceEnum_ELBO(max_plate_nesting=1) if enumerate else Trace_ELBO()
     alpha = 0.1 * len(train_x) if aux_loss_multiplier is None else aux_loss_multiplier
-    extra: list[tuple[Callable, Callable, ELBO]] = [(model, guide, Trace_ELBO())]
-    if aux_loss:
-        extra.append((lambda x, y: guide.classifier_model(x, y, alpha), _empty_guide, Trace_ELBO()))
-    onehot = torch.nn.functional.one_hot(train_labels, num_classes).to(train_x.dtype)
-    lab_batch = min(batch_size, len(lab))
-    lab_on_device = lab.to(train_x.device)
-
-    # The labelled minibatches are chosen on train's data-order stream (the CPU RNG on every
-    # device) and binarized by train's ``transform`` with the noise stream, like the
-    # unlabelled ones: were they binarized here, a CPU run would draw that noise from the
-    # order stream and a CUDA run from the GPU's generator, and the two would visit the data
-    # in different orders.
-    def labelled_batch(epoch, step):
-        pick = torch.randperm(len(lab), device="cpu")[:lab_batch]  # the CPU RNG on every device
-        li = lab_on_device[_to_device(pick, lab_on_device.device)]
-        return train_x[li], onehot[li]
-
-    steps = -(-(len(train_x) - len(lab)) // batch_size)
-    lab_steps = -(-len(lab) // batch_size)
-    if labelled_schedule == "interleaved" and lab_steps > steps:
-        raise ConfigError(
-            f"the interleaved schedule needs fewer labelled minibatches ({lab_steps}) than "
-            f"unlabelled ones ({steps}): use fewer labels or labelled_schedule='every-step'"
-        )
-    # the steps of an epoch that take a labelled minibatch: spread evenly, the j-th at
-    # round((j + 1/2) * steps / lab_steps)
-    at_step = {int((j + 0.5) * steps / lab_steps): j for j in range(lab_steps)}
-
-    def interleaved_batch(epoch, step):
-        j = at_step.get(step)
-        if j is None:
-            return None
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = lab[torch.randperm(len(lab), generator=gen, device="cpu")]
-        li = _to_device(order[j * batch_size : (j + 1) * batch_size], lab_on_device.device)
-        return train_x[li], onehot[li]
-
+    unsup_loss, extra = m2_objectives(model, guide, enumerate, alpha if aux_loss else None)
+    extra_batch = labelled_batches(
+        train_x, train_labels, lab, unlab, batch_size, labelled_schedule, seed
+    )
     callbacks: list[Callable] = []
-    if test is not None and test_labels is not None:
-        callbacks.append(lambda epoch, hist: {"test_accuracy": accuracy(guide, test, test_labels)})
-    if valid is not None and valid_labels is not None:
-        callbacks.append(
-            lambda epoch, hist: {"validation_accuracy": accuracy(guide, valid, valid_labels)}
-        )
-    if callback is not None:
-        callbacks.append(callback)
+    for name, x, y in (("test", test, test_labels), ("validation", valid, valid_labels)):
+        if x is not None and y is not None:
+            callbacks.append(
+                lambda e, h, x=x, y=y, key=f"{name}_accuracy": {key: accuracy(guide, x, y)}
+            )
+    callbacks += [callback] if callback is not None else []
     history = train(
         model,
         guide,
@@ -216,8 +237,42 @@ def fit_m2(
         progress=progress,
         history=history,
         extra_objectives=extra,
-        extra_batch=interleaved_batch if labelled_schedule == "interleaved" else labelled_batch,
+        extra_batch=extra_batch,
         checkpoint=checkpoint,
         resume_from=resume_from,
     )
     return model, guide, history
+
+
+def validation_split(data: Dataset, size: int) -> tuple:
+    """(train images, train labels, validation images or None, validation labels or None):
+    the last ``size`` training images held out, as Pyro's ss-vae example holds out MNIST's
+    last 10000.
+
+    Raises:
+        ConfigError: ``size`` leaves no training image.
+    """
+    if not size:
+        return data.train, data.train_labels, None, None
+    if size >= len(data.train):
+        raise ConfigError(
+            f"--validation {size} leaves no training image ({len(data.train)} in all): "
+            "hold out fewer"
+        )
+    cut = len(data.train) - size
+    return data.train[:cut], data.train_labels[:cut], data.train[cut:], data.train_labels[cut:]
+
+
+def at_best_validation(history: dict) -> dict:
+    """``{"best_validation_accuracy", "best_validation_epoch",
+    "test_accuracy_at_best_validation"}`` from per-epoch curves (the first epoch of the
+    highest validation accuracy); ``{}`` without a validation curve."""
+    valid = history.get("validation_accuracy")
+    if not valid:
+        return {}
+    best = max(range(len(valid)), key=lambda i: (valid[i], -i))
+    return {
+        "best_validation_accuracy": valid[best],
+        "best_validation_epoch": best + 1,
+        "test_accuracy_at_best_validation": history["test_accuracy"][best],
+    }

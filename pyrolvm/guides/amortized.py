@@ -61,8 +61,9 @@ class AmortizedNormal(nn.Module):
             ``mask=None`` means every pixel observed.
 
     Raises:
-        ConfigError: unknown activation or baseline, or a latent_dim < 1; at call time, a mask
-            given to a guide built without ``mask_input``.
+        ConfigError: unknown activation or baseline, a baseline for reparameterized draws (it
+            has nothing to reduce), or a latent_dim < 1; at call time, a mask given to a guide
+            built without ``mask_input``.
     """
 
     baseline: Baseline  # in __dict__, not a submodule (see __init__)
@@ -82,6 +83,11 @@ class AmortizedNormal(nn.Module):
         mask_input: bool = False,
     ) -> None:
         super().__init__()
+        if baseline != "none" and reparameterized:
+            raise ConfigError(
+                "a score-function baseline is for latents sampled without reparameterization: "
+                "add --no-reparam (reparameterized=False) or drop --baseline"
+            )
         self.mask_input = bool(mask_input)
         self.reparameterized = bool(reparameterized)
         # kept outside this module's children: its parameters are registered under their own

@@ -49,6 +49,11 @@ class _AmortizedDiscrete(nn.Module):
             )
         if not float(temperature) > 0:
             raise ConfigError(f"the temperature must be positive, got {temperature}")
+        if baseline != "none" and relaxation != "none":
+            raise ConfigError(
+                "a score-function baseline is for discrete latents sampled without relaxation: "
+                "drop --relaxation or --baseline"
+            )
         self.latent_dim = check_latent_dim(latent_dim)
         self.encoder = mlp(data_dim, hidden, out_dim, activation)
         self.relaxation = relaxation
@@ -120,7 +125,8 @@ class AmortizedBernoulli(_AmortizedDiscrete):
         name (str): prefix in Pyro's param store.
 
     Raises:
-        ConfigError: unknown relaxation, activation or baseline, temperature <= 0.
+        ConfigError: unknown relaxation, activation or baseline, temperature <= 0, or a
+            baseline under a relaxation (its draws are reparameterized).
     """
 
     def __init__(

@@ -5,7 +5,7 @@ a guide.
 """
 
 from .batches import as_tuple, num_rows, rows
-from .bounds import ELBO_NAME, bound_name, is_elbo
+from .bounds import ELBO_NAME, bound_name, bound_on_data, is_elbo, trained_bound
 from .diagnostics import GradientStats, gradient_snr
 from .evaluation import (
     PROPOSALS,
@@ -55,7 +55,9 @@ from .training import make_optim, svi_step, train
 __all__ = [
     "ELBO_NAME",
     "bound_name",
+    "bound_on_data",
     "is_elbo",
+    "trained_bound",
     "ANNEALING",
     "BURDA_EPOCHS",
     "SCHEDULES",

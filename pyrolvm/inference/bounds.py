@@ -9,6 +9,10 @@ IWAE-20 bound "the ELBO", nor plots it against a test ELBO as if the difference 
 train/test gap.
 """
 
+from collections.abc import Callable
+from typing import Any, cast
+
+import torch
 from pyro.infer import (
     ELBO,
     RenyiELBO,
@@ -18,6 +22,7 @@ from pyro.infer import (
     TraceMeanField_ELBO,
 )
 
+from .batches import Data, as_tuple, num_rows, rows
 from .objectives import (
     CIWAE,
     MIWAE,
@@ -110,3 +115,29 @@ def bound_name(loss: ELBO) -> str:
 def is_elbo(name: str) -> bool:
     """Whether a :func:`bound_name` is the ELBO itself."""
     return name == ELBO_NAME
+
+
+def trained_bound(history: dict, objective: ELBO | None = None) -> str:
+    """The name of the bound a training history's ``train_elbo`` holds
+    (:func:`pyrolvm.inference.train`'s ``bound_name`` per epoch): the last epoch's; for a
+    schedule whose bound changed over the epochs (an annealed beta), the first and last joined
+    by an arrow; ``objective``'s own (or the ELBO's) when no epoch ran."""
+    names = [n for n in history.get("bound_name", []) if n]
+    if not names:
+        return bound_name(objective) if objective is not None else ELBO_NAME
+    return names[-1] if names[0] == names[-1] else f"{names[0]} → {names[-1]}"
+
+
+def bound_on_data(
+    objective: ELBO, model: Callable, guide: Callable, data: Data, batch_size: int, seed: int
+) -> float:
+    """``objective``'s own bound per datapoint on ``data`` (nats): ``-objective.loss`` over it
+    in minibatches of ``batch_size``, divided by N, without gradients; the draws come from a
+    stream seeded by ``seed`` (the global random state is left as it was)."""
+    device = as_tuple(data)[0].device
+    n, total = num_rows(data), 0.0
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, n, batch_size):
+            total += cast(Any, objective).loss(model, guide, *rows(data, slice(i, i + batch_size)))
+    return -total / n

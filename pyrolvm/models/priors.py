@@ -49,25 +49,27 @@ class VampPrior(Prior):
     ``p(z) = (1/K) sum_k q(z | u_k)``, the mixture of the guide's posteriors at K learned
     pseudo-inputs ``u_k`` (shape (K, D)), a ``MixtureSameFamily`` with uniform weights.
 
-    The guide's posterior is passed in as a callable ``posterior(u) -> distribution`` (batch
+    The guide's posterior is given as a callable ``posterior(u) -> distribution`` (batch
     shape (K,), event shape (latent_dim,); e.g. ``AmortizedNormal.posterior``), so the model
-    does not import a guide. The callable's module is **not** registered here: its parameters
-    are the guide's (registered by the guide's ``pyro.module``) and receive the prior's
-    gradient through the shared tensors; the pseudo-inputs are this module's parameter.
+    does not import a guide: to the constructor, or with :meth:`set_posterior` once the guide
+    exists (a run builds the model first). The callable's module is **not** registered here:
+    its parameters are the guide's (registered by the guide's ``pyro.module``) and receive the
+    prior's gradient through the shared tensors; the pseudo-inputs are this module's parameter.
 
     Args:
         latent_dim (int): size of z.
         data_dim (int): D.
         num_pseudo_inputs (int): K >= 1.
-        posterior (callable): the guide's ``posterior``.
+        posterior (callable or None): the guide's ``posterior`` (or later, by
+            :meth:`set_posterior`).
         init (torch.Tensor or None): initial pseudo-inputs, shape (K, D) (e.g. K training
             images); default ``0.5 + 0.01 * N(0, 1)`` draws.
 
     Raises:
-        ConfigError: K < 1, no ``posterior``, or ``init`` of the wrong shape.
+        ConfigError: K < 1 or ``init`` of the wrong shape; on use, no ``posterior``.
     """
 
-    posterior: Callable[[torch.Tensor], TorchDistribution]
+    posterior: Callable[[torch.Tensor], TorchDistribution] | None
 
     def __init__(
         self,
@@ -80,11 +82,6 @@ class VampPrior(Prior):
         super().__init__()
         if int(num_pseudo_inputs) < 1:
             raise ConfigError(f"the VampPrior needs >= 1 pseudo-inputs, got {num_pseudo_inputs}")
-        if posterior is None:
-            raise ConfigError(
-                "the VampPrior is a mixture of the guide's posteriors: pass "
-                "posterior=guide.posterior (a diagonal or full-covariance amortized guide)"
-            )
         self.latent_dim = check_latent_dim(latent_dim)
         k, d = int(num_pseudo_inputs), int(data_dim)
         if init is None:
@@ -93,10 +90,24 @@ class VampPrior(Prior):
         if tuple(init.shape) != (k, d):
             raise ConfigError(f"VampPrior init must have shape ({k}, {d}), got {tuple(init.shape)}")
         self.pseudo_inputs = nn.Parameter(init.clone())
+        self.set_posterior(posterior)
+
+    def set_posterior(self, posterior: Callable[[torch.Tensor], TorchDistribution] | None) -> None:
+        """Mix the posteriors ``posterior(u)`` of a guide (e.g. ``guide.posterior``)."""
         self.__dict__["posterior"] = posterior  # not a submodule: the guide owns it
 
     def distribution(self) -> TorchDistribution:
-        """The mixture (1/K) sum_k q(z | u_k), event shape (latent_dim,)."""
+        """The mixture (1/K) sum_k q(z | u_k), event shape (latent_dim,).
+
+        Raises:
+            ConfigError: no guide's ``posterior`` was given.
+        """
+        if self.posterior is None:
+            raise ConfigError(
+                "the VampPrior is a mixture of the guide's posteriors: give it "
+                "posterior=guide.posterior, or call model.prior.set_posterior(guide.posterior) "
+                "(a diagonal or full-covariance amortized guide)"
+            )
         components = self.posterior(self.pseudo_inputs)
         weights = dist.Categorical(logits=self.pseudo_inputs.new_zeros(components.batch_shape))
         return dist.MixtureSameFamily(weights, components)

@@ -72,7 +72,8 @@ class VAE(nn.Module):
             prior module is ``self.prior``, registered with the decoder.
         num_pseudo_inputs (int): K of the VampPrior.
         posterior (callable or None): for the VampPrior, the guide's ``posterior(u)``
-            (e.g. ``guide.posterior`` of :class:`~pyrolvm.guides.AmortizedNormal`).
+            (e.g. ``guide.posterior`` of :class:`~pyrolvm.guides.AmortizedNormal`), or later
+            with ``model.prior.set_posterior(guide.posterior)``.
         pseudo_init (torch.Tensor or None): initial pseudo-inputs, shape (K, D).
         prior_flows (int): steps of the flow prior.
         levels (int): grey levels of the ``"categorical"`` likelihood (256 for 8-bit images);

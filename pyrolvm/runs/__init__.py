@@ -1,65 +1,46 @@
-"""Runs compose the parts: config -> data -> model + guide -> fit -> evaluate -> run folder
-(config.json, metrics.json, checkpoint.pt, PNG figures). Each run kind declares its config
-once (``pyrolvm.runs.config``) and registers itself (:data:`RUNS`); the ``pyrolvm``
-command is generated from the registry, and each command is one Python call here."""
+"""Runs compose the parts: config -> data -> model + guide -> stages -> evaluate -> run folder
+(config.json, metrics.json, checkpoint.pt, PNG figures). Each kind of run is a short
+declaration (:class:`RunKind`: its config, parts, stages, evaluation, figures and summary
+rows) registered in :data:`RUNS`; the run template (``pyrolvm.runs.template``) does the
+rest, the ``pyrolvm`` command is generated from the registry, and so are this package's
+``train_KIND`` / ``evaluate_KIND`` functions and config classes: each command is one Python
+call here. Every module of this package is imported, so that its kinds register."""
+
+import importlib
+import pkgutil
 
 from ..fitting import MixtureFit, fit_mixture
-from .autoregressive import (
-    AutoregressiveConfig,
-    MADEConfig,
-    PixelCNNConfig,
-    evaluate_autoregressive,
-    train_made,
-    train_pixelcnn,
-)
+from .autoregressive import AutoregressiveConfig, evaluate_autoregressive
 from .config import Range, RunConfig, validate
-from .cvae import CVAEConfig, evaluate_cvae, train_cvae
-from .gmm import GMMConfig, evaluate_gmm, train_gmm
-from .mixture_vae import MixtureVAEConfig, evaluate_mixture_vae, train_mixture_vae
-from .mvae import MVAEConfig, evaluate_mvae, train_mvae
 from .objective import ObjectiveConfig
-from .registry import RUNS, RunKind, evaluate_run, register
-from .ssvae import M2Config, evaluate_m2, train_m2
-from .vae import DATASET_DEFAULTS, VAEConfig, evaluate_vae, train_vae
-from .vqvae import VQVAEConfig, evaluate_vqvae, train_vqvae
+from .registry import RUNS, Run, RunKind, Stage, evaluate_run, load_run, register
+from .vae import DATASET_DEFAULTS
+from .vae_family import AmortizedConfig
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+#: The kinds' own names (their config classes, ``train_KIND``, ``evaluate_KIND``).
+KIND_EXPORTS = {name: obj for kind in RUNS.values() for name, obj in kind.exports().items()}
+globals().update(KIND_EXPORTS)
 
 __all__ = [
-    "CVAEConfig",
+    "AmortizedConfig",
+    "AutoregressiveConfig",
     "DATASET_DEFAULTS",
-    "GMMConfig",
-    "M2Config",
     "MixtureFit",
-    "MVAEConfig",
-    "MixtureVAEConfig",
     "ObjectiveConfig",
     "RUNS",
     "Range",
+    "Run",
     "RunConfig",
     "RunKind",
-    "VAEConfig",
-    "evaluate_cvae",
-    "evaluate_gmm",
-    "evaluate_m2",
-    "evaluate_mixture_vae",
-    "evaluate_mvae",
+    "Stage",
+    "evaluate_autoregressive",
     "evaluate_run",
-    "evaluate_vae",
+    "load_run",
     "fit_mixture",
     "register",
-    "train_cvae",
-    "train_gmm",
-    "train_m2",
-    "train_mixture_vae",
-    "train_mvae",
-    "train_vae",
     "validate",
-    "AutoregressiveConfig",
-    "MADEConfig",
-    "PixelCNNConfig",
-    "evaluate_autoregressive",
-    "train_made",
-    "train_pixelcnn",
-    "VQVAEConfig",
-    "evaluate_vqvae",
-    "train_vqvae",
 ]
+__all__ += sorted(KIND_EXPORTS)  # pyright: ignore[reportUnsupportedDunderAll]

@@ -1,10 +1,10 @@
 """Autoregressive density-model runs: ``pyrolvm train made`` and ``pyrolvm train pixelcnn``.
 
-config -> data -> model + :func:`~pyrolvm.guides.empty_guide` -> :func:`pyrolvm.inference.train`
-(the ELBO of a model without latent variables is its log-likelihood) -> exact test NLL by
-:func:`pyrolvm.inference.importance_sample` with K = 1 -> run folder. ``train_made(...)`` /
-``train_pixelcnn(...)`` are the commands in one Python call; ``evaluate_autoregressive(folder)``
-is ``pyrolvm evaluate FOLDER`` for both.
+One stage, maximum likelihood by SVI with :func:`~pyrolvm.guides.empty_guide` (the ELBO of a
+model without latent variables is its log-likelihood); the exact test NLL by
+:func:`pyrolvm.inference.importance_sample` with K = 1. ``train_made(...)`` /
+``train_pixelcnn(...)`` are the commands in one Python call; ``evaluate_made(folder)`` /
+``evaluate_pixelcnn(folder)`` (or ``evaluate_autoregressive``, either) ``pyrolvm evaluate``.
 """
 
 import dataclasses
@@ -16,26 +16,14 @@ import pyro
 
 from .. import plots
 from ..devices import resolve_device
-from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..guides import empty_guide
-from ..inference import importance_sample, make_optim, mean_and_stderr, train
+from ..inference import importance_sample, mean_and_stderr
 from ..models import MADE, PixelCNN, bits_per_dim
 from ..nets import ACTIVATIONS
-from .common import (
-    CHECKPOINT,
-    extended,
-    format_summary,
-    load_checkpoint,
-    load_data,
-    on_device,
-    record_stop,
-    reload_run,
-    run_folder,
-    save_checkpoint,
-    write_json,
-)
+from .common import load_checkpoint, load_data, on_device
 from .config import Count, PositiveFloat, Range, RunConfig, Sizes
-from .registry import RunKind, register
+from .registry import RUNS, RunKind, register
+from .template import Run, Stage
 
 #: The ``pixels`` choices of :class:`PixelCNNConfig`: binary (Bernoulli) or 8-bit (256-way).
 PIXELS = ("binary", "8bit")
@@ -106,10 +94,6 @@ class PixelCNNConfig(AutoregressiveConfig):
     kernel_size: Annotated[int, Range(3)] = 5
     """odd kernel width"""
 
-    def check(self):
-        if self.kernel_size % 2 == 0:
-            raise ConfigError(f"--kernel-size must be odd, got {self.kernel_size}")
-
 
 def build(kind, cfg, image_shape, data_mean=None):
     """The model of a resolved config: :class:`~pyrolvm.models.MADE` (``kind="made"``) or
@@ -140,24 +124,15 @@ def load_pixels(cfg, data=None):
     return on_device(data, resolve_device(cfg.device))
 
 
-def evaluate(model, test, cfg, progress=False):
-    """Exact test log-likelihood of a latent-free model (K = 1, the empty guide; the model in
-    evaluation mode, for MADE the mask ensemble).
-
-    Returns:
-        dict: ``test_nll`` and ``test_nll_stderr`` (nats per image), ``test_bits_per_dim``.
-    """
+def score_model(model, test, cfg, progress=False):
+    """The exact test log-likelihood of a latent-free model (K = 1, the empty guide; the model
+    in evaluation mode, for MADE the mask ensemble): ``test_nll`` and ``test_nll_stderr``
+    (nats per image), ``test_bits_per_dim``."""
     was_training = model.training
     model.eval()
     try:
-        ll = importance_sample(
-            model,
-            empty_guide,
-            test,
-            num_samples=1,
-            batch_size=cfg.eval_batch_size,
-            progress=progress,
-        ).log_likelihood
+        options = dict(num_samples=1, batch_size=cfg.eval_batch_size, progress=progress)
+        ll = importance_sample(model, empty_guide, test, **options).log_likelihood
     finally:
         model.train(was_training)
     nll, se = mean_and_stderr(-ll)
@@ -168,198 +143,117 @@ def evaluate(model, test, cfg, progress=False):
     }
 
 
-def samples_figure(path, model, image_shape, eight_bit, num_samples=64):
-    """``num_samples`` ancestral samples of the model as a PNG (seeded by the caller)."""
-    x = model.sample(num_samples)
-    if eight_bit:
-        x = x / 255
-    plots.image_grid(path, x, image_shape, "samples from the model (ancestral, exact)")
+def parts(run: Run) -> dict:
+    """The run's model (:func:`build`; the Bernoulli MADE's output bias at the mean image)."""
+    eight_bit = getattr(run.cfg, "pixels", "binary") == "8bit"
+    mean = run.data.train.mean(0) if not eight_bit else None
+    return {"model": build(run.kind.name, run.cfg, run.data.image_shape, mean)}
 
 
-def fit(kind, cfg, data=None):
-    """Train and evaluate a ``kind`` (``"made"`` or ``"pixelcnn"``) run and write its folder;
-    see :func:`train_made`."""
-    data = load_pixels(cfg, data)
-    eight_bit = getattr(cfg, "pixels", "binary") == "8bit"
-    config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(
-        cfg.out, kind, config_dict, cfg.resume, cfg.overwrite, extendable=("epochs",)
-    ) as (folder, saved):
-        pyro.clear_param_store()
-        pyro.set_rng_seed(cfg.seed)
-        mean = data.train.mean(0) if not eight_bit else None
-        model = build(kind, cfg, data.image_shape, mean).to(data.train.device)
-        if extended(saved, config_dict):  # a new run, or one given more --epochs
-            write_json(os.path.join(folder, "config.json"), config_dict)
+def fit(run: Run) -> dict:
+    """Maximum likelihood (the ELBO of a model without latents, with the empty guide), with
+    the exact NLL of the first ``CURVE_POINTS`` test images after each epoch."""
+    cfg, model, data = run.cfg, run.parts["model"], run.data
 
-        def end_of_epoch(epoch, history):
-            return {"test_nll_curve": evaluate(model, data.test[:CURVE_POINTS], cfg)["test_nll"]}
+    def end_of_epoch(epoch, history):
+        return {"test_nll_curve": score_model(model, data.test[:CURVE_POINTS], cfg)["test_nll"]}
 
-        def save(state):
-            save_checkpoint(
-                os.path.join(folder, CHECKPOINT),
-                {
-                    "kind": kind,
-                    "config": config_dict,
-                    "epoch": len(state["history"]["train_elbo"]),
-                    "train": state,
-                    "model": model.state_dict(),
-                },
-            )
-
-        try:
-            history = train(
-                model,
-                empty_guide,
-                data.train,
-                optim=make_optim(cfg.lr),
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                transform=None if eight_bit else data.train_transform,
-                callback=end_of_epoch,
-                progress=cfg.progress,
-                checkpoint=save,
-                resume_from=saved and saved["train"],
-            )
-        except (TrainingDiverged, Interrupted) as exc:
-            raise record_stop(folder, exc) from None
-        final = evaluate(model, data.test, cfg, cfg.progress)
-        seconds = history["seconds"]
-        metrics = {
-            "status": "ok",
-            "complete": True,
-            # the ELBO of a latent-free model is its log-likelihood
-            "train_log_likelihood": history["train_elbo"][-1] if history["train_elbo"] else None,
-            **final,
-            "num_parameters": sum(p.numel() for p in model.parameters()),
-            "train_size": len(data.train),
-            "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
-            "seconds": sum(seconds),
-            "epochs": len(history["train_elbo"]),
-            "curves": history,
-            "figures": ["samples.png", "nll_curve.png"],
-        }
-        pyro.set_rng_seed(cfg.seed)
-        samples_figure(
-            os.path.join(folder, "samples.png"), model, data.image_shape, eight_bit, cfg.num_samples
-        )
-        curves = {"train_nll": [-v for v in history["train_elbo"]]}
-        curves["test_nll"] = history.get("test_nll_curve", [])
-        plots.curves(
-            os.path.join(folder, "nll_curve.png"),
-            curves,
-            ["train_nll", "test_nll"],
-            "exact NLL per image (nats)",
-            "NLL",
-        )
-        write_json(os.path.join(folder, "metrics.json"), metrics)
-    return metrics
+    transform = None if getattr(cfg, "pixels", "binary") == "8bit" else data.train_transform
+    options = dict(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, transform=transform)
+    return run.fit(model, empty_guide, data.train, callback=end_of_epoch, **options)
 
 
-def train_made(config=None, data=None, **overrides):
-    """Train MADE and write the run folder; ``pyrolvm train made`` in one call.
-
-    Args:
-        config (MADEConfig or None): settings; keyword ``overrides`` replace its fields.
-        data (pyrolvm.data.Dataset or None): data instead of loading ``config.dataset``.
-
-    Writes into ``config.out``: ``config.json``; ``metrics.json`` (``test_nll``,
-    ``test_nll_stderr`` in nats per image, ``test_bits_per_dim``, ``train_log_likelihood``,
-    per-epoch ``curves`` with ``test_nll_curve`` on the first 1000 test images); ``checkpoint.pt``
-    (rewritten after every epoch; ``--resume`` continues it); ``samples.png``, ``nll_curve.png``.
-
-    Returns:
-        dict: the metrics.
-
-    Raises:
-        ConfigError, DataError: bad settings or data, or an occupied run folder.
-        TrainingDiverged, Interrupted: as :func:`pyrolvm.runs.train_vae`.
-    """
-    cfg = dataclasses.replace(config or MADEConfig(), **overrides).resolved()
-    return fit("made", cfg, data)
+def report(run: Run) -> dict:
+    """``metrics.json``: the exact test figures, the training curves, the model's size."""
+    history, model = run.results["train"], run.parts["model"]
+    seconds = history["seconds"]
+    return {
+        # the ELBO of a latent-free model is its log-likelihood
+        "train_log_likelihood": history["train_elbo"][-1] if history["train_elbo"] else None,
+        **score(run),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "train_size": len(run.data.train),
+        "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
+        "seconds": sum(seconds),
+        "epochs": len(history["train_elbo"]),
+        "curves": history,
+    }
 
 
-def train_pixelcnn(config=None, data=None, **overrides):
-    """Train a gated PixelCNN and write the run folder; ``pyrolvm train pixelcnn`` in one
-    call. Arguments, files and errors as :func:`train_made`."""
-    cfg = dataclasses.replace(config or PixelCNNConfig(), **overrides).resolved()
-    return fit("pixelcnn", cfg, data)
+def figures(run: Run, metrics: dict) -> list[str]:
+    """samples.png (``num_samples`` ancestral samples, seeded by ``seed``) and nll_curve.png."""
+    cfg, history, folder = run.cfg, run.results["train"], run.folder or ""
+    pyro.set_rng_seed(cfg.seed)
+    x = run.parts["model"].sample(cfg.num_samples)
+    x = x / 255 if getattr(cfg, "pixels", "binary") == "8bit" else x
+    title = "samples from the model (ancestral, exact)"
+    plots.image_grid(os.path.join(folder, "samples.png"), x, run.data.image_shape, title)
+    curves = {"train_nll": [-v for v in history["train_elbo"]]}
+    curves["test_nll"] = history.get("test_nll_curve", [])
+    names, ylabel = ["train_nll", "test_nll"], "exact NLL per image (nats)"
+    plots.curves(os.path.join(folder, "nll_curve.png"), curves, names, ylabel, "NLL")
+    return ["samples.png", "nll_curve.png"]
+
+
+def score(run: Run) -> dict:
+    """The exact test figures of the run's model (:func:`score_model`)."""
+    return score_model(run.parts["model"], run.data.test, run.cfg, run.cfg.progress)
 
 
 def evaluate_autoregressive(folder, data_root=None, progress=True, device="auto"):
-    """Reload a ``made`` or ``pixelcnn`` run folder and recompute its exact test NLL (equal to
-    the one in its metrics.json).
-
-    Returns:
-        dict: ``test_nll``, ``test_nll_stderr`` (nats), ``test_bits_per_dim``.
-
-    Raises:
-        ConfigError: no valid checkpoint in ``folder``.
-    """
-    kind = load_checkpoint(folder)["kind"]
-    config_class = MADEConfig if kind == "made" else PixelCNNConfig
-    state, cfg, _ = reload_run(folder, kind, config_class, data_root, progress, device=device)
-    data = load_pixels(cfg)
-    pyro.clear_param_store()
-    model = build(kind, cfg, data.image_shape).to(data.train.device)
-    model.load_state_dict(state["model"])
-    return evaluate(model, data.test, cfg, progress)
+    """``evaluate_made`` or ``evaluate_pixelcnn``, whichever the run folder's kind: its exact
+    test NLL recomputed (``test_nll``, ``test_nll_stderr`` in nats, ``test_bits_per_dim``)."""
+    kind = RUNS["made" if load_checkpoint(folder)["kind"] == "made" else "pixelcnn"]
+    return kind.evaluate(folder, data_root=data_root, progress=progress, device=device)
 
 
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` prints for a made or pixelcnn run."""
-    return [
-        (
-            "test NLL (exact)",
-            f"{metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats",
-        ),
-        ("test bits per dim", f"{metrics['test_bits_per_dim']:.4f}"),
-    ]
-
-
-def summary(metrics, cfg, folder):
-    """The summary table printed at the end of ``pyrolvm train made`` / ``pixelcnn``."""
-    cfg = cfg.resolved()
+def title(metrics, cfg):
+    """The summary's title."""
     if isinstance(cfg, MADEConfig):
-        title = f"MADE on {cfg.dataset}: hidden={cfg.hidden}, masks={cfg.num_masks}"
+        what = f"MADE on {cfg.dataset}: hidden={cfg.hidden}, masks={cfg.num_masks}"
     else:
-        title = (
+        what = (
             f"gated PixelCNN on {cfg.dataset}: {cfg.pixels} pixels, {cfg.num_layers} layers of "
             f"{cfg.channels} channels, kernel {cfg.kernel_size}"
         )
-    title += f", {metrics['epochs']} epochs on {metrics['train_size']} images, seed={cfg.seed}"
-    rows = [
-        ("train log-likelihood", f"{metrics['train_log_likelihood']:.2f} nats"),
-        *evaluation_rows(metrics),
-        ("parameters", f"{metrics['num_parameters']}"),
-        ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
-        (
-            "run folder",
-            f"{folder}  (config.json, metrics.json, {CHECKPOINT}, {', '.join(metrics['figures'])})",
-        ),
-    ]
-    return format_summary(title, rows)
+    return f"{what}, {metrics['epochs']} epochs on {metrics['train_size']} images, seed={cfg.seed}"
 
 
+DECLARATION = dict(
+    build=parts,
+    stages=(Stage("train", fit),),
+    score=score,
+    report=report,
+    figures=figures,
+    title=title,
+    evaluation_rows=(
+        ("test NLL (exact)", "{test_nll:.2f} ± {test_nll_stderr:.2f} nats"),
+        ("test bits per dim", "{test_bits_per_dim:.4f}"),
+    ),
+    summary_rows=(
+        ("train log-likelihood", "{train_log_likelihood:.2f} nats"),
+        ...,
+        ("parameters", "{num_parameters}"),
+        ("seconds per epoch", "{seconds_per_epoch:.2f}"),
+    ),
+    data=load_pixels,
+    extendable=True,
+)
 MADE_KIND = register(
     RunKind(
         "made",
         MADEConfig,
-        train_made,
-        evaluate_autoregressive,
-        summary,
-        evaluation_rows,
-        description="MADE, an autoregressive model with exact likelihood (no latent variable)",
+        "MADE, an autoregressive model with exact likelihood (no latent variable)",
+        **DECLARATION,
+        tiny=dict(epochs=2, hidden=(16,), num_samples=2, train_size=300),
     )
 )
 PIXELCNN_KIND = register(
     RunKind(
         "pixelcnn",
         PixelCNNConfig,
-        train_pixelcnn,
-        evaluate_autoregressive,
-        summary,
-        evaluation_rows,
-        description="a gated PixelCNN with exact likelihood (no latent variable)",
+        "a gated PixelCNN with exact likelihood (no latent variable)",
+        **DECLARATION,
+        tiny=dict(epochs=2, channels=4, num_layers=1, num_samples=1, train_size=200),
     )
 )

@@ -2,7 +2,6 @@
 atomic checkpoints, the summary table."""
 
 import contextlib
-import dataclasses
 import glob
 import json
 import math
@@ -62,19 +61,13 @@ def run_folder(
     extendable: tuple[str, ...] = (),
     fixed_because: str = "",
 ) -> Iterator[tuple[str, dict | None]]:
-    """Open the run folder ``out`` as :func:`open_run_folder` does; under ``torchrun`` (a
-    process group of W > 1 processes) rank 0 alone opens it (its checks' outcome is sent to
-    every process, so that all raise the same error or none), and every other process gets a
-    private temporary folder, removed after the block, for the files it would write (the run
-    code runs unchanged on every process, which takes part in every collective) and reads the
-    checkpoint to resume from ``out``.
-
-    While the block runs, the run's ``compile`` setting (``config["compile"]``, ``--compile``)
-    is what ``compile="auto"`` means to :func:`~pyrolvm.inference.train` and the evaluator
-    (:func:`~pyrolvm.inference.compiled.compile_mode`).
-
-    Yields:
-        (folder, checkpoint dict or None)
+    """Open the run folder ``out`` as :func:`open_run_folder` does, yielding (folder,
+    checkpoint or None); under ``torchrun`` rank 0 alone opens it (every process raises the
+    same error or none), and every other process gets a private temporary folder for the files
+    it would write (the run code runs unchanged on every process) and reads the checkpoint to
+    resume from ``out``.
+    While the block runs, the run's ``compile`` setting (``--compile``) is what
+    ``compile="auto"`` means to :func:`~pyrolvm.inference.train` and the evaluator.
 
     Raises:
         ConfigError: as :func:`open_run_folder`, on every process.
@@ -119,25 +112,16 @@ def open_run_folder(
     fixed_because: str = "",
 ) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` for a run of ``kind`` with settings ``config`` (a dict),
-    holding a lock on it while the block runs.
-
-    - A new folder is created (with parents); an existing empty one is used.
-    - A folder that holds files is refused unless ``overwrite`` (then its run files are
-      removed first; a folder holding anything else is never cleared) or ``resume``.
-    - With ``resume`` the folder's checkpoint must be of the same kind with the same settings
-      (up to :data:`RESUMABLE_DIFFERENCES`); it is yielded. The settings named in
-      ``extendable`` (e.g. ``("epochs",)``) may be raised, never lowered: a finished or
-      interrupted run is extended to the new count (the caller rewrites ``config.json``).
-      Where the kind cannot extend a run, ``fixed_because`` says why in the refusal.
-    - Stale temporary files of interrupted writes are removed.
-
-    Yields:
-        (folder, checkpoint dict or None)
+    locked while the block runs; yield (folder, checkpoint dict or None). A new folder is
+    created; one that holds files is refused unless ``overwrite`` (its run files removed first;
+    a folder holding anything else is never cleared) or ``resume`` (its checkpoint, of the same
+    kind and settings up to :data:`RESUMABLE_DIFFERENCES`, is yielded; the settings named in
+    ``extendable``, e.g. ``("epochs",)``, may be raised, never lowered, and ``fixed_because``
+    says why a kind cannot extend a run). Stale temporary files are removed.
 
     Raises:
-        ConfigError: the folder cannot be created or written, holds another run (without
-            ``overwrite``/``resume``), is locked by another process, or cannot be resumed (no or
-            invalid checkpoint, another kind, different settings).
+        ConfigError: the folder cannot be created or written, holds another run, is locked by
+            another process, or cannot be resumed (see :func:`resumed_state`).
     """
     if resume and overwrite:
         raise ConfigError(
@@ -162,39 +146,7 @@ def open_run_folder(
         contents = sorted(n for n in os.listdir(out) if n != LOCK)
         state = None
         if resume:
-            if CHECKPOINT not in contents:
-                raise ConfigError(
-                    f"nothing to resume: {out!r} holds no {CHECKPOINT}; run the "
-                    "command without --resume"
-                )
-            state = load_checkpoint(out)
-            if state["kind"] != kind:
-                raise ConfigError(
-                    f"{out!r} holds a {state['kind']!r} run, not a {kind!r} run: "
-                    "choose another --out"
-                )
-            diff = config_differences(state["config"], config, extendable)
-            if diff:
-                why = ""
-                if any(d.startswith("--epochs:") for d in diff):
-                    why = (
-                        f" (a {kind} run cannot be extended with more --epochs"
-                        f"{': ' + fixed_because if fixed_because else ''}; start a new run "
-                        "with another --out)"
-                    )
-                raise ConfigError(
-                    "--resume needs the settings of the run in the folder; these "
-                    "differ: " + "; ".join(diff) + why
-                )
-            for key in extendable:
-                before, now = state["config"].get(key), config.get(key)
-                if before is not None and now is not None and now < before:
-                    flag = "--" + key.replace("_", "-")
-                    raise ConfigError(
-                        f"--resume {flag} {now}: the run in {out!r} was set to {flag} "
-                        f"{before}; a run can be extended, not shortened: give {flag} "
-                        f"{before} (to finish it) or more (to extend it)"
-                    )
+            state = resumed_state(out, contents, kind, config, extendable, fixed_because)
         elif contents:
             if not overwrite:
                 raise ConfigError(
@@ -215,6 +167,55 @@ def open_run_folder(
         yield out, state
     finally:
         lock.release()
+
+
+def resumed_state(
+    out: str,
+    contents: list[str],
+    kind: str,
+    config: dict,
+    extendable: tuple[str, ...],
+    fixed_because: str,
+) -> dict:
+    """The checkpoint in the run folder ``out`` (holding the files ``contents``) that a run of
+    ``kind`` with settings ``config`` resumes (see :func:`open_run_folder`).
+
+    Raises:
+        ConfigError: no or invalid checkpoint, another kind, other settings, a lowered one.
+    """
+    if CHECKPOINT not in contents:
+        raise ConfigError(
+            f"nothing to resume: {out!r} holds no {CHECKPOINT}; run the command without --resume"
+        )
+    state = load_checkpoint(out)
+    if state["kind"] != kind:
+        raise ConfigError(
+            f"{out!r} holds a {state['kind']!r} run, not a {kind!r} run: choose another --out"
+        )
+    diff = config_differences(state["config"], config, extendable)
+    if diff:
+        why = ""
+        if any(d.startswith("--epochs:") for d in diff):
+            why = (
+                f" (a {kind} run cannot be extended with more --epochs"
+                f"{': ' + fixed_because if fixed_because else ''}; start a new run "
+                "with another --out)"
+            )
+        raise ConfigError(
+            "--resume needs the settings of the run in the folder; these differ: "
+            + "; ".join(diff)
+            + why
+        )
+    for key in extendable:
+        before, now = state["config"].get(key), config.get(key)
+        if before is not None and now is not None and now < before:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"--resume {flag} {now}: the run in {out!r} was set to {flag} "
+                f"{before}; a run can be extended, not shortened: give {flag} "
+                f"{before} (to finish it) or more (to extend it)"
+            )
+    return state
 
 
 def extended(saved: dict | None, config: dict) -> bool:
@@ -263,8 +264,7 @@ def load_checkpoint(folder: str) -> dict:
     tensors and plain containers, so a crafted file cannot run code.
 
     Raises:
-        ConfigError: the folder or its checkpoint does not exist, or the file is not a
-            pyro-lvm checkpoint (empty, truncated, random bytes, a pickle of other objects).
+        ConfigError: no checkpoint, or not a pyro-lvm checkpoint (empty, truncated, foreign).
     """
     path = os.path.join(folder, CHECKPOINT)
     if not os.path.exists(path):
@@ -282,33 +282,6 @@ def load_checkpoint(folder: str) -> dict:
     if not isinstance(state, dict) or "kind" not in state or "config" not in state:
         raise ConfigError(f"{path!r} is not a pyro-lvm checkpoint (it has no run kind and config)")
     return state
-
-
-def reload_run(
-    folder: str,
-    kind: str,
-    config_class: type,
-    data_root: str | None = None,
-    progress: bool = True,
-    **overrides: Any,
-) -> tuple[dict, Any, int]:
-    """Read a run folder's checkpoint for ``pyrolvm evaluate``: the checkpoint dict, the run's
-    resolved config (with a new ``data_root`` if the data moved, ``progress`` and
-    ``overrides``) and the data dimension it was trained on.
-
-    Raises:
-        ConfigError: no valid checkpoint, or one of another kind of run.
-    """
-    state = load_checkpoint(folder)
-    if state["kind"] != kind:
-        raise ConfigError(f"{folder!r} holds a {state['kind']!r} run, not a {kind!r} run")
-    saved = dict(state["config"])
-    data_dim = saved.pop("data_dim")
-    config = config_class(**saved)
-    config = dataclasses.replace(
-        config, data_root=data_root or config.data_root, progress=progress, **overrides
-    ).resolved()
-    return state, config, data_dim
 
 
 def record_stop(folder: str, exc: Interrupted | TrainingDiverged) -> PyroLVMError:
@@ -329,30 +302,18 @@ def record_stop(folder: str, exc: Interrupted | TrainingDiverged) -> PyroLVMErro
         message = f"{exc} (run folder {folder}: checkpoint.pt holds epoch {done})"
         error = TrainingDiverged(message, exc.epoch, exc.step)
     error.history = history
-    write_json(
-        os.path.join(folder, "metrics.json"),
-        {
-            "status": status,
-            "complete": False,
-            "error": str(exc),
-            "epochs": done,
-            "curves": history,
-            **history,
-        },
-    )
+    metrics = {"status": status, "complete": False, "error": str(exc), "epochs": done}
+    write_json(os.path.join(folder, "metrics.json"), metrics | {"curves": history, **history})
     return error
 
 
-def load_data(
-    cfg: Any, binarize: str, data: Dataset | None = None, binary: bool = False
-) -> Dataset:
-    """The run's dataset (``data`` if given, else ``cfg.dataset`` loaded from ``cfg.data_root``
-    with ``binarize`` and ``cfg.seed``), both splits checked (:func:`pyrolvm.data.check_data`;
-    ``binary``: values in {0, 1}) before anything is written.
+def load_data(cfg: Any, binarize: str, data: Dataset | None = None, binary=False) -> Dataset:
+    """The run's dataset (``data``, else ``cfg.dataset`` loaded from ``cfg.data_root`` with
+    ``binarize`` and ``cfg.seed``), both splits checked (:func:`pyrolvm.data.check_data`;
+    ``binary``: values in {0, 1}).
 
     Raises:
-        ConfigError, DataError: as :func:`pyrolvm.data.load` and
-        :func:`pyrolvm.data.check_data`.
+        ConfigError, DataError: as :func:`pyrolvm.data.load` and its check.
     """
     if data is None:
         data = load(cfg.dataset, root=cfg.data_root, binarize=binarize, seed=cfg.seed)
@@ -365,13 +326,6 @@ def on_device(data: Any, device: torch.device) -> Any:
     """``data`` (a :class:`~pyrolvm.data.Dataset`) with its tensors on ``device``, moved once;
     ``data`` itself when it is already there."""
     return data if data.train.device == device else data.to(device)
-
-
-def mask_columns(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The column indices where the bool (D,) ``mask`` is True and where it is False (int64,
-    on its device), found once: ``x[:, inside]`` with them costs no host synchronisation,
-    where ``x[:, mask]`` counts the mask's True entries (a ``nonzero``) on every call."""
-    return mask.nonzero().squeeze(1), (~mask).nonzero().squeeze(1)
 
 
 def format_summary(title: str, rows: list[tuple[str, str]]) -> str:

@@ -60,64 +60,41 @@ def missing_metrics(model, guide, data, masks, cfg):
     """
     train_mask, test_mask = masks
     pyro.set_rng_seed(cfg.seed)
-    result = impute(
-        model,
-        guide,
-        data.test,
-        test_mask,
-        num_samples=cfg.eval_samples,
-        batch_size=cfg.eval_batch_size,
-        progress=cfg.progress,
-    )
+    options = dict(batch_size=cfg.eval_batch_size, progress=cfg.progress)
+    result = impute(model, guide, data.test, test_mask, num_samples=cfg.eval_samples, **options)
     mse, mse_se = imputation_error(result.imputed, data.test, test_mask)
     baseline = mean_imputation(data.train, train_mask).expand_as(data.test)
-    mean_mse, mean_se = imputation_error(
-        torch.where(test_mask, data.test, baseline), data.test, test_mask
-    )
-    metrics = {
-        "mask": cfg.mask,
-        "missing_rate": cfg.missing_rate,
-        "missing_share": (~test_mask).double().mean().item(),
-        "test_all_missing": int((~test_mask.any(-1)).sum().item()),
-        "imputation_mse": mse,
-        "imputation_mse_stderr": mse_se,
+    by_mean = torch.where(test_mask, data.test, baseline)
+    mean_mse, mean_se = imputation_error(by_mean, data.test, test_mask)
+    metrics = {"mask": cfg.mask, "missing_rate": cfg.missing_rate}
+    metrics["missing_share"] = (~test_mask).double().mean().item()
+    metrics["test_all_missing"] = int((~test_mask.any(-1)).sum().item())
+    metrics |= {"imputation_mse": mse, "imputation_mse_stderr": mse_se}
+    return metrics | {
         "mean_imputation_mse": mean_mse,
         "mean_imputation_mse_stderr": mean_se,
-    }
-    return metrics, result
+    }, result
 
 
 def imputation_figure(folder, data, masks, result):
-    """Write imputation.png: rows of masked test inputs (missing pixels at 0.5 grey),
-    their SNIS imputations and the truth; returns the file name."""
-    n = FIGURE_IMAGES
-    x, mask = data.test[:n], masks[1][:n]
-    shown = torch.where(mask, x, torch.full_like(x, 0.5))
-    rows = torch.cat([shown, result.imputed[:n], x])
-    name = "imputation.png"
-    plots.image_grid(
-        os.path.join(folder, name),
-        rows,
-        data.image_shape,
-        "masked input (missing: grey) / SNIS imputation / truth",
-        ncols=n,
-    )
-    return name
+    """Write imputation.png: masked test inputs (missing pixels grey), their SNIS imputations
+    and the truth; returns the file name."""
+    n, title = FIGURE_IMAGES, "masked input (missing: grey) / SNIS imputation / truth"
+    fills = [result.imputed[:n]]
+    path = os.path.join(folder, "imputation.png")
+    plots.completions(path, data.test[:n], masks[1][:n], fills, data.image_shape, title)
+    return "imputation.png"
 
 
-def missing_rows(metrics):
-    """Summary rows of a missing-data run (none without missing data)."""
-    if "imputation_mse" not in metrics:
-        return []
-    return [
-        (
-            "missing pixels (test)",
-            f"{100 * metrics['missing_share']:.1f} % ({metrics['mask']} mask), "
-            f"{metrics['test_all_missing']} images with none observed",
-        ),
-        (
-            "imputation MSE (SNIS / mean)",
-            f"{metrics['imputation_mse']:.4f} ± {metrics['imputation_mse_stderr']:.4f} / "
-            f"{metrics['mean_imputation_mse']:.4f} ± {metrics['mean_imputation_mse_stderr']:.4f}",
-        ),
-    ]
+#: The rows of a missing-data run.
+ROWS = (
+    (
+        "missing pixels (test)",
+        "{missing_share:.1%} ({mask} mask), {test_all_missing} images with none observed",
+    ),
+    (
+        "imputation MSE (SNIS / mean)",
+        "{imputation_mse:.4f} ± {imputation_mse_stderr:.4f} / "
+        "{mean_imputation_mse:.4f} ± {mean_imputation_mse_stderr:.4f}",
+    ),
+)

@@ -1,43 +1,29 @@
-"""One mixture-prior VAE clustering run: config -> data -> :func:`pyrolvm.fitting.fit_mixture_vae`
--> cluster accuracy and ARI -> run folder. ``train_mixture_vae(...)`` is
+"""One mixture-prior VAE clustering run, the three phases of
+:func:`pyrolvm.fitting.fit_mixture_vae` as resumable stages (``warmup``, ``prior``,
+``finetune``) -> cluster accuracy and ARI -> run folder. ``train_mixture_vae(...)`` is
 ``pyrolvm train mixture-vae`` in one call."""
 
-import dataclasses
 import os
+import time
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import pyro
 import torch
 
 from .. import plots
-from ..devices import resolve_device
-from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
-from ..fitting.mixture_vae import PRETRAININGS, PRIOR_INITS
+from ..fitting.mixture_vae import PRETRAININGS, PRIOR_INITS, fine_tune, init_prior, warm_up
 from ..guides import AmortizedNormal
 from ..models.mixture_vae import MixturePriorVAE
-from .common import (
-    CHECKPOINT,
-    format_summary,
-    load_data,
-    on_device,
-    record_stop,
-    reload_run,
-    run_folder,
-    save_checkpoint,
-    write_json,
-)
 from .config import Count, PositiveFloat, RunConfig, Sizes
 from .registry import RunKind, register
+from .template import Run, Stage
 
 __all__ = [
     "MixtureVAEConfig",
     "cluster",
     "cluster_accuracy",
-    "evaluate_mixture_vae",
     "fit_mixture_vae",
-    "train_mixture_vae",
 ]
 
 
@@ -79,173 +65,101 @@ class MixtureVAEConfig(RunConfig):
     """fit the prior's mixture to draws from q(z | x), or to the encoder's means (VaDE)"""
 
 
-def train_mixture_vae(config=None, **overrides):
-    """Train a mixture-prior VAE (:func:`pyrolvm.fitting.fit_mixture_vae`) and write the run
-    folder: ``config.json``, ``metrics.json`` (``test_cluster_accuracy``, ``test_ari``, the
-    same right after the prior's initialization with prefix ``init_``, ``train_elbo`` curve,
-    ``seconds``), ``checkpoint.pt``, ``component_means.png`` and ``elbo_curve.png``.
-
-    Returns:
-        dict: the metrics.
-
-    Raises:
-        ConfigError, DataError: bad settings or data (nothing is written).
-        TrainingDiverged: the loss became NaN or infinite.
-    """
-    cfg = dataclasses.replace(config or MixtureVAEConfig(), **overrides).resolved()
-    data = on_device(load_data(cfg, "dynamic"), resolve_device(cfg.device))
-    config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(cfg.out, "mixture-vae", config_dict, cfg.resume, cfg.overwrite) as (
-        folder,
-        saved,
-    ):
-        if saved is None:
-            write_json(os.path.join(folder, "config.json"), config_dict)
-        path = os.path.join(folder, CHECKPOINT)
-
-        last = {"state": saved and saved["train"]}
-
-        def save(phase_state):  # the parameters are in the train state (Pyro's param store)
-            last["state"] = phase_state
-            history = phase_state["train"]["history"]
-            save_checkpoint(
-                path,
-                {
-                    "kind": "mixture-vae",
-                    "config": config_dict,
-                    "epoch": len(history["train_elbo"]),
-                    "train": phase_state,
-                },
-            )
-
-        try:
-            model, guide, fitted = fit_mixture_vae(
-                data,
-                cfg.components,
-                cfg.latent_dim,
-                cfg.hidden,
-                cfg.warmup_epochs,
-                cfg.epochs,
-                cfg.batch_size,
-                cfg.lr,
-                cfg.finetune_lr_ratio,
-                cfg.seed,
-                cfg.progress,
-                pretrain=cfg.pretrain,
-                prior_init=cfg.prior_init,
-                checkpoint=save,
-                resume_from=saved and saved["train"],
-            )
-        except (TrainingDiverged, Interrupted) as exc:
-            raise record_stop(folder, exc) from None
-        save_checkpoint(
-            path,
-            {
-                "kind": "mixture-vae",
-                "config": config_dict,
-                "epoch": len(fitted["train_elbo"]),
-                "train": last["state"],  # (a --resume of the finished run retrains nothing)
-                "history": fitted["train_elbo"],
-                "model": model.state_dict(),
-                "guide": guide.state_dict(),
-            },
-        )
-        with torch.no_grad():
-            order = model.prior_logits.argsort(descending=True)
-            means = torch.sigmoid(model.decoder(model.prior_locs[order]))
-        plots.image_grid(
-            os.path.join(folder, "component_means.png"),
-            means,
-            data.image_shape,
-            "decoded component means, by decreasing weight",
-            ncols=min(10, len(means)),
-        )
-        plots.curves(
-            os.path.join(folder, "elbo_curve.png"),
-            {"train_elbo": fitted["train_elbo"]},
-            ["train_elbo"],
-            "ELBO per datapoint (nats)",
-            "ELBO",
-        )
-        metrics = {
-            "status": "ok",
-            "complete": True,
-            **fitted,
-            "epochs": len(fitted["train_elbo"]),
-            "figures": ["component_means.png", "elbo_curve.png"],
-        }
-        write_json(os.path.join(folder, "metrics.json"), metrics)
-    return metrics
+def parts(run: Run) -> dict:
+    """The mixture-prior VAE (:class:`~pyrolvm.models.MixturePriorVAE`) and its
+    :class:`~pyrolvm.guides.AmortizedNormal` guide."""
+    cfg, d = run.cfg, run.data.data_dim
+    run.extra["t0"] = time.perf_counter()
+    model = MixturePriorVAE(d, cfg.latent_dim, cfg.components, cfg.hidden)
+    return {"model": model, "guide": AmortizedNormal(d, cfg.latent_dim, cfg.hidden, "relu")}
 
 
-def evaluate_mixture_vae(folder, data_root=None, progress=True, device="auto"):
-    """Reload a mixture-VAE run folder and recompute its test cluster accuracy and ARI (equal
-    to those in its metrics.json).
+def pair(run: Run) -> tuple:
+    """(model, guide, data): what every phase of :mod:`pyrolvm.fitting.mixture_vae` takes."""
+    return run.parts["model"], run.parts["guide"], run.data
 
-    Raises:
-        ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
-    """
-    state, cfg, data_dim = reload_run(
-        folder, "mixture-vae", MixtureVAEConfig, data_root, progress, device=device
+
+def svi(run: Run) -> dict:
+    """The options of the SVI phases: the batch size, the stage's checkpoints and progress."""
+    return dict(batch_size=run.cfg.batch_size, **run.hooks)
+
+
+def warmup(run: Run) -> dict:
+    """Stage 1: the warm-up (:func:`~pyrolvm.fitting.mixture_vae.warm_up`)."""
+    cfg = run.cfg
+    return warm_up(*pair(run), cfg.pretrain, cfg.lr, epochs=cfg.warmup_epochs, **svi(run))
+
+
+def prior(run: Run) -> dict:
+    """Stage 2: the prior's fit (:func:`~pyrolvm.fitting.mixture_vae.init_prior`)."""
+    return init_prior(*pair(run), run.cfg.components, run.cfg.prior_init, run.cfg.seed)
+
+
+def finetune(run: Run) -> dict:
+    """Stage 3: the fine-tuning (:func:`~pyrolvm.fitting.mixture_vae.fine_tune`), its curve
+    continuing the warm-up's."""
+    history = {k: list(v) for k, v in run.results["warmup"].items()}
+    lr = run.cfg.lr * run.cfg.finetune_lr_ratio
+    return fine_tune(*pair(run), lr, epochs=run.cfg.epochs, history=history, **svi(run))
+
+
+def score(run: Run) -> dict:
+    """The test images' MAP clusters scored against the labels: ``test_cluster_accuracy``
+    (under the best one-to-one mapping) and ``test_ari``."""
+    data = run.data
+    return cluster_scores(run.parts["model"], run.parts["guide"], data.test, data.test_labels)
+
+
+def report(run: Run) -> dict:
+    """``metrics.json``: the scores right after the prior's fit (``init_``) and at the end, the
+    ELBO curve (the warm-up's bound first: the reconstruction term alone after an autoencoder
+    pre-training), the seconds."""
+    history = run.results["finetune"]
+    seconds = time.perf_counter() - run.extra.get("t0", time.perf_counter())
+    return {**run.results["prior"], **score(run), "train_elbo": history["train_elbo"]} | {
+        "seconds": seconds,
+        "epochs": len(history["train_elbo"]),
+    }
+
+
+def figures(run: Run, metrics: dict) -> list[str]:
+    """component_means.png (the decoded component means, by decreasing weight) and
+    elbo_curve.png."""
+    model, folder = run.parts["model"], run.folder or ""
+    with torch.no_grad():
+        order = model.prior_logits.argsort(descending=True)
+        means = torch.sigmoid(model.decoder(model.prior_locs[order]))
+    title, n = "decoded component means, by decreasing weight", min(10, len(means))
+    plots.image_grid(
+        os.path.join(folder, "component_means.png"), means, run.data.image_shape, title, ncols=n
     )
-    device = resolve_device(cfg.device)
-    data = on_device(load_data(cfg, "dynamic"), device)
-    pyro.clear_param_store()
-    model = MixturePriorVAE(data_dim, cfg.latent_dim, cfg.components, cfg.hidden).to(device)
-    guide = AmortizedNormal(data_dim, cfg.latent_dim, cfg.hidden, "relu").to(device)
-    if "model" not in state:  # the checkpoint of a run stopped before its end
-        raise ConfigError(
-            f"the mixture-vae run in {folder} stopped before it finished: continue it with the "
-            "same command and --resume, then evaluate it"
-        )
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
-    return cluster_scores(model, guide, data.test, data.test_labels)
-
-
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` and the training summary print for a mixture-VAE run."""
-    return [
-        ("test cluster accuracy", f"{100 * metrics['test_cluster_accuracy']:.2f} %"),
-        ("test ARI vs labels", f"{metrics['test_ari']:.3f}"),
-    ]
-
-
-def summary(metrics, cfg, folder):
-    """The summary table printed at the end of ``pyrolvm train mixture-vae``."""
-    cfg = cfg.resolved()
-    title = (
-        f"mixture-prior VAE on {cfg.dataset}: K={cfg.components}, "
-        f"latent_dim={cfg.latent_dim}, hidden={cfg.hidden}, {cfg.warmup_epochs} + "
-        f"{cfg.epochs} epochs, seed={cfg.seed}"
-    )
-    return format_summary(
-        title,
-        evaluation_rows(metrics)
-        + [
-            (
-                "after the prior's init",
-                f"{100 * metrics['init_test_cluster_accuracy']:.2f} %, "
-                f"ARI {metrics['init_test_ari']:.3f}",
-            ),
-            ("seconds", f"{metrics['seconds']:.1f}"),
-            (
-                "run folder",
-                f"{folder}  (config.json, metrics.json, {CHECKPOINT}, "
-                f"{', '.join(metrics['figures'])})",
-            ),
-        ],
-    )
+    curves, ylabel = {"train_elbo": metrics["train_elbo"]}, "ELBO per datapoint (nats)"
+    plots.curves(os.path.join(folder, "elbo_curve.png"), curves, ["train_elbo"], ylabel, "ELBO")
+    return ["component_means.png", "elbo_curve.png"]
 
 
 KIND = register(
     RunKind(
         "mixture-vae",
         MixtureVAEConfig,
-        train_mixture_vae,
-        evaluate_mixture_vae,
-        summary,
-        evaluation_rows,
-        description="clustering with a mixture-prior VAE (VaDE-style), component enumerated",
+        "clustering with a mixture-prior VAE (VaDE-style), component enumerated",
+        build=parts,
+        stages=(Stage("warmup", warmup), Stage("prior", prior), Stage("finetune", finetune)),
+        score=score,
+        report=report,
+        figures=figures,
+        title="mixture-prior VAE on {cfg.dataset}: K={cfg.components}, latent_dim="
+        "{cfg.latent_dim}, hidden={cfg.hidden}, {cfg.warmup_epochs} + {cfg.epochs} epochs, "
+        "seed={cfg.seed}",
+        evaluation_rows=(
+            ("test cluster accuracy", "{test_cluster_accuracy:.2%}"),
+            ("test ARI vs labels", "{test_ari:.3f}"),
+        ),
+        summary_rows=(
+            ...,
+            ("after the prior's init", "{init_test_cluster_accuracy:.2%}, ARI {init_test_ari:.3f}"),
+            ("seconds", "{seconds:.1f}"),
+        ),
+        tiny=dict(components=3, latent_dim=2, hidden=(16,), warmup_epochs=1, epochs=1),
     )
 )

@@ -1,45 +1,193 @@
-"""The registry of run kinds: ``pyrolvm train KIND`` and ``pyrolvm evaluate RUN`` for every
-kind come from it, and a checkpoint's ``kind`` finds its evaluation."""
+"""The registry of run kinds: a kind is a short declaration (:class:`RunKind`), and
+``pyrolvm train KIND``, ``pyrolvm evaluate RUN``, the ``train_KIND`` / ``evaluate_KIND``
+functions of :mod:`pyrolvm.runs` and a checkpoint's way back to its evaluation all come from
+it, through the run template (``pyrolvm.runs.template``)."""
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..devices import resolve_device
 from ..errors import ConfigError
-from .common import load_checkpoint
+from .common import load_checkpoint, load_data, on_device
+from .template import Run, Stage, default_report, evaluate_folder, reload, summary, train_run
+
+__all__ = ["RUNS", "Run", "RunKind", "Stage", "evaluate_run", "load_run", "register"]
+
+
+def default_data(cfg: Any, data: Any = None) -> Any:
+    """``data``, or ``cfg.dataset`` binarized as ``cfg.binarize`` (default dynamic), checked,
+    on the run's device."""
+    binarize = getattr(cfg, "binarize", None) or "dynamic"
+    return on_device(load_data(cfg, binarize, data), resolve_device(cfg.device))
 
 
 @dataclass(frozen=True)
 class RunKind:
-    """One kind of run.
+    """One kind of run, declared: what it is made of; the template does the rest.
 
     Attributes:
         name (str): the command (``pyrolvm train NAME``) and the checkpoint's ``kind``.
-        config (type): its :class:`~pyrolvm.runs.config.RunConfig` subclass; the CLI flags are
-            generated from it.
-        train (callable): ``train(config) -> metrics``, writes the run folder.
-        evaluate (callable): ``evaluate(folder, data_root=None, progress=True,
-            device="auto", **options) -> metrics``, recomputes the test figures from the checkpoint.
-        summary (callable): ``summary(metrics, config, folder) -> str``, printed after training.
-        evaluation_rows (callable): ``evaluation_rows(metrics) -> [(label, value)]``, printed
-            by ``pyrolvm evaluate``.
+        config (type): its :class:`~pyrolvm.runs.config.RunConfig` subclass (the CLI flags).
         description (str): one line for ``--help``.
-        evaluate_options (tuple of str): the options of ``evaluate`` beyond the data root
-            (e.g. ``("eval_samples",)``).
+        build (callable): ``build(run) -> {name: part}``, the modules (or dicts of tensors)
+            the checkpoint saves, from ``run.cfg`` and ``run.data``; what the parts refuse
+            raises :class:`~pyrolvm.ConfigError` before the run folder opens.
+        stages (sequence of Stage, or callable): the stages in order, or ``stages(cfg)``.
+        score (callable): ``score(run) -> dict``, the test figures of the trained parts
+            (``pyrolvm evaluate``'s, and the training's).
+        report (callable or None): ``report(run) -> dict``, ``metrics.json`` after training
+            (default: ``score``'s figures, with the epochs and curves of a last stage that is
+            one training call).
+        figures (callable or None): ``figures(run, metrics) -> [file names]`` it writes into
+            ``run.folder``.
+        title (str or callable): the summary's first line, a format string of the metrics
+            and ``cfg`` (``"... on {cfg.dataset}"``) or ``title(metrics, cfg) -> str``.
+        evaluation_rows (tuple or callable): the rows ``pyrolvm evaluate`` prints, as
+            ``(label, value)`` format strings of the metrics and ``cfg`` (a row naming a figure
+            the metrics lack is left out), or ``evaluation_rows(metrics) -> [(label, value)]``.
+        summary_rows (tuple or callable or None): the rows printed after training, likewise
+            (in a tuple, ``...`` stands for the evaluation rows; default: those alone).
+        data (callable or None): ``data(cfg, data=None) -> Dataset`` (default: ``cfg.dataset``
+            binarized as ``cfg.binarize``, on the run's device).
+        check (callable or None): ``check(run)``, a trial of the parts before the folder
+            opens (:meth:`Run.trial`; the random state and the param store are restored).
+        evaluate_options (dict): ``{config field: help}``, the settings ``pyrolvm evaluate``
+            may override (``--eval-samples``...).
+        extendable (bool): a finished run may be given more ``--epochs`` with ``--resume``.
+        tiny (dict): the settings of a run of seconds, with which the shared run-contract
+            test (``tests/runs/test_run_contract.py``) trains, evaluates, interrupts and
+            resumes the kind.
+        takes_over (tuple): ``(kind, setting, values)``: ``pyrolvm train KIND --SETTING
+            VALUE`` with VALUE in ``values`` is a run of this kind (a family split off KIND).
+        train, evaluate, summary (callable): generated: ``train(config=None, data=None,
+            **overrides)``, ``evaluate(folder, data_root=None, progress=True, device="auto",
+            **options)``, ``summary(metrics, config, folder)``.
     """
 
     name: str
     config: type
-    train: Callable
-    evaluate: Callable
-    summary: Callable
-    evaluation_rows: Callable
-    description: str
-    evaluate_options: tuple = ()
+    description: str = ""
+    build: Callable[[Run], dict] | None = None
+    stages: Sequence[Stage] | Callable[[Any], Sequence[Stage]] = ()
+    score: Callable[[Run], dict] | None = None
+    report: Any = None
+    figures: Callable[[Run, dict], list] | None = None
+    title: Any = ""
+    evaluation_rows: Any = ()
+    summary_rows: Any = None
+    data: Callable[..., Any] | None = None
+    check: Callable[[Run], None] | None = None
+    evaluate_options: dict[str, str] = field(default_factory=dict)
+    extendable: bool = False
+    tiny: dict = field(default_factory=dict)
+    takes_over: tuple = ()
+    train: Any = None
+    evaluate: Any = None
+    summary: Any = None
+
+    def __post_init__(self):
+        rows, after, title = self.evaluation_rows, self.summary_rows or (...,), self.title
+        if not callable(rows):
+            rows = lambda m, table=rows: format_rows(table, m)  # noqa: E731
+        generated = {
+            "report": self.report or default_report,
+            "evaluation_rows": rows,
+            "summary_rows": after
+            if callable(after)
+            else lambda m, c: format_rows(after, m, c, rows),
+            "title": title if callable(title) else lambda m, cfg: title.format(cfg=cfg, **m),
+            "train": self.train or generated_train(self),
+            "evaluate": self.evaluate or generated_evaluate(self),
+            "summary": self.summary or (lambda m, cfg, folder: summary(self, m, cfg, folder)),
+        }
+        for key, value in generated.items():
+            object.__setattr__(self, key, value)
+
+    def stage_list(self, cfg: Any) -> list[Stage]:
+        """The stages of a run with settings ``cfg``."""
+        return list(self.stages(cfg) if callable(self.stages) else self.stages)
+
+    def load_data(self, cfg: Any, data: Any = None) -> Any:
+        """The run's data (``data`` or the kind's default loading)."""
+        return (self.data or default_data)(cfg, data)
+
+    def elsewhere(self, setting: str) -> list[str]:
+        """The other kinds that have ``setting`` (a pointer for a setting this kind lacks)."""
+        fields = lambda kind: {f.name for f in dataclasses.fields(kind.config)}  # noqa: E731
+        return [k.name for k in RUNS.values() if k is not self and setting in fields(k)]
+
+    def exports(self) -> dict[str, Any]:
+        """The names :mod:`pyrolvm.runs` exports for this kind: its config class,
+        ``train_NAME`` and ``evaluate_NAME`` (``-`` in NAME as ``_``)."""
+        py = self.name.replace("-", "_")
+        names = (self.config.__name__, f"train_{py}", f"evaluate_{py}")
+        return dict(zip(names, (self.config, self.train, self.evaluate), strict=True))
+
+
+def format_rows(rows: tuple, metrics: dict, cfg: Any = None, evaluation: Any = None) -> list:
+    """``rows``, ``(label, value)`` format strings of ``metrics`` and ``cfg``, formatted; a row
+    naming a figure ``metrics`` lacks is left out; ``...`` stands for ``evaluation(metrics)``."""
+    out = []
+    for row in rows:
+        if row is ...:
+            out += evaluation(metrics) if evaluation is not None else []
+            continue
+        try:
+            out.append(tuple(part.format(cfg=cfg, **metrics) for part in row))
+        except KeyError:
+            continue
+    return out
+
+
+def generated_train(kind: RunKind) -> Callable:
+    """``train_NAME(config=None, data=None, **overrides)`` of ``kind``."""
+
+    def train(config: Any = None, data: Any = None, **overrides: Any) -> dict:
+        return train_run(kind, config, data, **overrides)
+
+    py = kind.name.replace("-", "_")
+    train.__name__ = train.__qualname__ = f"train_{py}"
+    train.__doc__ = f"""``pyrolvm train {kind.name}`` in one call: {kind.description}.
+
+    ``config`` ({kind.config.__name__}, default its defaults) with keyword ``overrides`` of
+    its fields (``train_{py}(epochs=5, out="runs/a")``); ``data`` (a
+    :class:`~pyrolvm.data.Dataset`) instead of ``config.dataset``. Writes the run folder
+    (:doc:`/runs`) and returns the metrics of its ``metrics.json``.
+
+    Raises:
+        ConfigError, DataError: bad settings or data, an occupied folder (nothing written).
+        TrainingDiverged, Interrupted: the checkpoint keeps the last good state.
+    """
+    return train
+
+
+def generated_evaluate(kind: RunKind) -> Callable:
+    """``evaluate_NAME(folder, ...)`` of ``kind``."""
+
+    def evaluate(folder, data_root=None, progress=True, device="auto", **options) -> dict:
+        return evaluate_folder(kind, folder, data_root, progress, device, **options)
+
+    py = kind.name.replace("-", "_")
+    evaluate.__name__ = evaluate.__qualname__ = f"evaluate_{py}"
+    names = ", ".join(f"``{o}``" for o in kind.evaluate_options) or "none"
+    evaluate.__doc__ = f"""``pyrolvm evaluate FOLDER`` of a ``{kind.name}`` run: its test
+    figures recomputed from the checkpoint (with the run's settings, those of its
+    ``metrics.json``); ``data_root`` if the data moved, ``device`` where to evaluate,
+    ``options`` to evaluate with instead of the run's ({names}).
+
+    Raises:
+        ConfigError: no valid checkpoint, another kind, a run stopped before its last stage.
+    """
+    return evaluate
 
 
 #: Run kinds by name, in the order ``pyrolvm train --help`` lists them.
-RUNS = {}
+RUNS: dict[str, RunKind] = {}
 
 
 def register(kind: RunKind) -> RunKind:
@@ -48,21 +196,35 @@ def register(kind: RunKind) -> RunKind:
     return kind
 
 
-def evaluate_run(
-    folder: str,
-    data_root: str | None = None,
-    progress: bool = True,
-    device: str = "auto",
-    **options: Any,
-) -> tuple[RunKind, dict]:
-    """Reload a run folder of any kind and recompute its test figures.
+def load_run(folder: str, data_root=None, device="auto", **options: Any) -> Run:
+    """The run in ``folder``, of any kind, rebuilt as ``pyrolvm evaluate`` rebuilds it
+    (:class:`Run`: its resolved settings ``cfg``, its ``data`` and its ``parts``, e.g. the
+    trained ``parts["model"]`` and ``parts["guide"]``, on ``device``).
 
-    Args:
-        folder (str): a run folder written by ``pyrolvm train``.
-        data_root (str or None): MNIST root, if it moved.
-        device (str): where to evaluate: auto, cpu, cuda or cuda:N (any device, whichever the
-            run was trained on).
-        **options: kind-specific options that are not None (e.g. ``eval_samples`` of a vae run).
+    Raises:
+        ConfigError: as :func:`evaluate_run`.
+    """
+    return reload(kind_of(folder), folder, data_root, False, device, **options)
+
+
+def kind_of(folder: str) -> RunKind:
+    """The :class:`RunKind` of the run in ``folder``.
+
+    Raises:
+        ConfigError: no (valid) checkpoint in ``folder``, or an unknown kind.
+    """
+    name = load_checkpoint(folder).get("kind")
+    if name not in RUNS:
+        raise ConfigError(
+            f"{folder!r} holds a run of unknown kind {name!r}; this version of pyrolvm knows "
+            f"{', '.join(RUNS)}"
+        )
+    return RUNS[name]
+
+
+def evaluate_run(folder: str, data_root=None, progress=True, device="auto", **options: Any):
+    """Reload a run folder of any kind and recompute its test figures (``options``: those of
+    the kind's ``evaluate_options`` that are not None, e.g. ``eval_samples``).
 
     Returns:
         (RunKind, dict of metrics)
@@ -71,19 +233,20 @@ def evaluate_run(
         ConfigError: no (valid) checkpoint in ``folder``, an unknown kind, or an option the
             kind does not take.
     """
-    state = load_checkpoint(folder)
-    name = state.get("kind")
-    if name not in RUNS:
-        raise ConfigError(
-            f"{folder!r} holds a run of unknown kind {name!r}; this version of "
-            f"pyrolvm knows {', '.join(RUNS)}"
-        )
-    kind = RUNS[name]
-    given = {k: v for k, v in options.items() if v is not None}
-    extra = sorted(set(given) - set(kind.evaluate_options))
-    if extra:
-        flags = ", ".join("--" + e.replace("_", "-") for e in extra)
-        raise ConfigError(f"{flags} does not apply to runs of kind {name!r}")
-    return kind, kind.evaluate(
-        folder, data_root=data_root, progress=progress, device=device, **given
+    kind = kind_of(folder)
+    metrics = kind.evaluate(
+        folder, data_root=data_root, progress=progress, device=device, **options
     )
+    return kind, metrics
+
+
+def evaluate_options() -> dict[str, tuple[Any, str]]:
+    """The options of ``pyrolvm evaluate``, ``{name: (type, help)}``: every kind's
+    ``evaluate_options``, typed as the config fields they override (the first kind that
+    declares one gives its help), ``None`` (the run's own) by default."""
+    out: dict[str, tuple[Any, str]] = {}
+    for kind in RUNS.values():
+        hints = typing.get_type_hints(kind.config, include_extras=True)
+        for name, text in kind.evaluate_options.items():
+            out.setdefault(name, (hints[name] | None, text))
+    return out

@@ -1,45 +1,23 @@
-"""One M2 run (Kingma et al. 2014): config -> data -> :func:`pyrolvm.fitting.fit_m2` -> test
-accuracy -> run folder. ``train_m2(...)`` is ``pyrolvm train m2`` in one call."""
+"""``pyrolvm train m2``: the semi-supervised VAE M2 (Kingma et al. 2014) in one stage,
+:func:`pyrolvm.fitting.fit_m2`, scored by its classifier's test accuracy (and the test
+accuracy at the best validation accuracy, with ``--validation N``)."""
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-import pyro
 import tyro
 
 from .. import plots
-from ..devices import resolve_device
-from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting import accuracy, fit_m2, split_labels
-from ..fitting.ssvae import LABELLED_SCHEDULES
+from ..fitting.ssvae import LABELLED_SCHEDULES, at_best_validation, validation_split
 from ..guides.ssvae import SSVAEGuide
 from ..models.ssvae import SSVAE
-from .common import (
-    CHECKPOINT,
-    extended,
-    format_summary,
-    load_data,
-    on_device,
-    record_stop,
-    reload_run,
-    run_folder,
-    save_checkpoint,
-    write_json,
-)
 from .config import Count, PositiveFloat, Range, RunConfig, Sizes
 from .registry import RunKind, register
+from .template import Run, Stage
 
-__all__ = [
-    "M2Config",
-    "at_best_validation",
-    "evaluate_m2",
-    "fit_m2",
-    "split_labels",
-    "train_m2",
-    "validation_split",
-]
+__all__ = ["M2Config", "at_best_validation", "fit_m2", "split_labels", "validation_split"]
 
 
 @dataclass
@@ -94,212 +72,110 @@ class M2Config(RunConfig):
 DATASET_DEFAULTS = M2Config.DATASET_DEFAULTS
 
 
-def validation_split(data, size):
-    """(train images, train labels, validation images or None, validation labels or None):
-    the last ``size`` training images held out, as Pyro's ss-vae example holds out MNIST's
-    last 10000.
-
-    Raises:
-        ConfigError: ``size`` leaves no training image.
-    """
-    if not size:
-        return data.train, data.train_labels, None, None
-    if size >= len(data.train):
-        raise ConfigError(
-            f"--validation {size} leaves no training image ({len(data.train)} in all): "
-            "hold out fewer"
-        )
-    cut = len(data.train) - size
-    return data.train[:cut], data.train_labels[:cut], data.train[cut:], data.train_labels[cut:]
-
-
-def at_best_validation(history):
-    """``{"best_validation_accuracy", "best_validation_epoch",
-    "test_accuracy_at_best_validation"}`` from per-epoch curves (the first epoch of the
-    highest validation accuracy); ``{}`` without a validation curve."""
-    valid = history.get("validation_accuracy")
-    if not valid:
-        return {}
-    best = max(range(len(valid)), key=lambda i: (valid[i], -i))
-    return {
-        "best_validation_accuracy": valid[best],
-        "best_validation_epoch": best + 1,
-        "test_accuracy_at_best_validation": history["test_accuracy"][best],
-    }
-
-
 def build(cfg, data_dim, num_classes):
     """The M2 model and guide of a resolved config."""
-    model = SSVAE(
-        data_dim, num_classes, cfg.latent_dim, cfg.hidden, grey_targets=cfg.binarize == "none"
-    )
+    grey = cfg.binarize == "none"
+    model = SSVAE(data_dim, num_classes, cfg.latent_dim, cfg.hidden, grey_targets=grey)
     guide = SSVAEGuide(data_dim, num_classes, cfg.latent_dim, cfg.hidden, enumerate=cfg.enumerate)
     return model, guide
 
 
-def train_m2(config=None, **overrides):
-    """Train M2 with ``labels`` balanced labels on dynamically binarized images and write the
-    run folder (``config.json``, ``metrics.json`` with the final and per-epoch
-    ``test_accuracy``, ``checkpoint.pt``); ``pyrolvm train m2`` in one call.
-
-    Returns:
-        dict: the metrics (``test_accuracy``, ``test_error``, ``epochs``,
-        ``seconds_per_epoch``, ``curves``).
-
-    Raises:
-        ConfigError, DataError: bad settings or data (nothing is written).
-        TrainingDiverged: the loss became NaN or infinite.
-    """
-    cfg = dataclasses.replace(config or M2Config(), **overrides).resolved()
-    device = resolve_device(cfg.device)
-    data = on_device(load_data(cfg, cfg.binarize), device)
-    train_x, train_labels, valid, valid_labels = validation_split(data, cfg.validation)
-    split_labels(train_labels, cfg.labels, int(data.train_labels.max()) + 1, cfg.seed)
-    config_dict = dataclasses.asdict(cfg) | {"data_dim": data.data_dim}
-    with run_folder(
-        cfg.out, "m2", config_dict, cfg.resume, cfg.overwrite, extendable=("epochs",)
-    ) as (folder, saved):
-        if extended(saved, config_dict):  # a new run, or one given more --epochs
-            write_json(os.path.join(folder, "config.json"), config_dict)
-        pyro.clear_param_store()
-        pyro.set_rng_seed(cfg.seed)
-        model, guide = build(cfg, data.data_dim, int(data.train_labels.max()) + 1)
-        model.to(device)
-        guide.to(device)
-
-        def save(state):
-            save_checkpoint(
-                os.path.join(folder, CHECKPOINT),
-                {
-                    "kind": "m2",
-                    "config": config_dict,
-                    "train": state,
-                    "epoch": len(state["history"]["train_elbo"]),
-                    "model": model.state_dict(),
-                    "guide": guide.state_dict(),
-                },
-            )
-
-        try:
-            model, guide, history = fit_m2(
-                train_x,
-                train_labels,
-                cfg.labels,
-                data.test,
-                data.test_labels,
-                latent_dim=cfg.latent_dim,
-                hidden=cfg.hidden,
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                lr=cfg.lr,
-                aux_loss=cfg.aux_loss,
-                aux_loss_multiplier=cfg.aux_loss_multiplier,
-                enumerate=cfg.enumerate,
-                transform=data.train_transform,
-                seed=cfg.seed,
-                progress=cfg.progress,
-                model=model,
-                guide=guide,
-                checkpoint=save,
-                resume_from=saved and saved["train"],
-                labelled_schedule=cfg.labelled_schedule,
-                valid=valid,
-                valid_labels=valid_labels,
-            )
-        except (TrainingDiverged, Interrupted) as exc:
-            raise record_stop(folder, exc) from None
-        acc = history["test_accuracy"][-1]
-        metrics = {
-            "status": "ok",
-            "complete": True,
-            "test_accuracy": acc,
-            "test_error": 1 - acc,
-            **at_best_validation(history),
-            "epochs": len(history["train_elbo"]),
-            "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
-            "curves": history,
-            "figures": ["samples_per_class.png"],
-        }
-        # after the metrics are computed: the figure's draws touch no reported number
-        plots.image_grid(
-            os.path.join(folder, "samples_per_class.png"),
-            model.sample_per_class(10),
-            data.image_shape,
-            "p(x | y, z): one row per class y, one column per z ~ N(0, I)",
-            ncols=10,
-        )
-        write_json(os.path.join(folder, "metrics.json"), metrics)
-    return metrics
+def parts(run: Run) -> dict:
+    """M2's model and guide, once the labelled images and the validation split are checked."""
+    cfg, data = run.cfg, run.data
+    classes = int(data.train_labels.max()) + 1
+    run.extra["split"] = validation_split(data, cfg.validation)
+    split_labels(run.extra["split"][1], cfg.labels, classes, cfg.seed)
+    model, guide = build(cfg, data.data_dim, classes)
+    return {"model": model, "guide": guide}
 
 
-def evaluate_m2(folder, data_root=None, progress=True, device="auto"):
-    """Reload the checkpoint of an M2 run folder and recompute its test accuracy (equal to
-    the one in its metrics.json).
+def fit(run: Run) -> dict:
+    """The training stage: :func:`~pyrolvm.fitting.fit_m2` with the run's model and guide."""
+    cfg, data = run.cfg, run.data
+    train_x, train_labels, valid, valid_labels = run.extra["split"]
+    _, _, history = fit_m2(
+        train_x,
+        train_labels,
+        cfg.labels,
+        data.test,
+        data.test_labels,
+        latent_dim=cfg.latent_dim,
+        hidden=cfg.hidden,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        aux_loss=cfg.aux_loss,
+        aux_loss_multiplier=cfg.aux_loss_multiplier,
+        enumerate=cfg.enumerate,
+        transform=data.train_transform,
+        seed=cfg.seed,
+        model=run.parts["model"],
+        guide=run.parts["guide"],
+        labelled_schedule=cfg.labelled_schedule,
+        valid=valid,
+        valid_labels=valid_labels,
+        **run.hooks,
+    )
+    return history
 
-    Returns:
-        dict: ``test_accuracy``, ``test_error``.
 
-    Raises:
-        ConfigError: no valid checkpoint in ``folder``, or one of another kind of run.
-    """
-    state, cfg, data_dim = reload_run(folder, "m2", M2Config, data_root, progress, device=device)
-    device = resolve_device(cfg.device)
-    data = on_device(load_data(cfg, cfg.binarize), device)
-    pyro.clear_param_store()
-    model, guide = build(cfg, data_dim, int(data.train_labels.max()) + 1)
-    model.to(device)
-    guide.to(device)
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
-    acc = accuracy(guide, data.test, data.test_labels)
+def score(run: Run) -> dict:
+    """The classifier's test accuracy and error."""
+    acc = accuracy(run.parts["guide"], run.data.test, run.data.test_labels)
     return {"test_accuracy": acc, "test_error": 1 - acc}
 
 
-def evaluation_rows(metrics):
-    """The rows ``pyrolvm evaluate`` prints for an M2 run."""
-    return [("test accuracy", f"{100 * metrics['test_accuracy']:.2f} %")]
+def report(run: Run) -> dict:
+    """``metrics.json``: the last epoch's test accuracy, the one at the best validation
+    accuracy, the curves."""
+    history = run.results["train"]
+    acc, seconds = history["test_accuracy"][-1], history["seconds"]
+    return {
+        "test_accuracy": acc,
+        "test_error": 1 - acc,
+        **at_best_validation(history),
+        "epochs": len(history["train_elbo"]),
+        "seconds_per_epoch": sum(seconds) / len(seconds),
+        "curves": history,
+    }
 
 
-def summary(metrics, cfg, folder):
-    """The summary table printed at the end of ``pyrolvm train m2``."""
-    cfg = cfg.resolved()
-    title = (
-        f"M2 on {cfg.dataset} with {cfg.labels} labels: latent_dim={cfg.latent_dim}, "
-        f"hidden={cfg.hidden}, aux_loss={cfg.aux_loss}, label "
-        f"{'enumerated' if cfg.enumerate else 'sampled'}, binarize={cfg.binarize}, "
-        f"{metrics['epochs']} epochs, "
-        f"seed={cfg.seed}"
-    )
-    return format_summary(
-        title,
-        [
-            ("test accuracy", f"{100 * metrics['test_accuracy']:.2f} %"),
-            *(
-                [
-                    (
-                        "at best validation",
-                        f"{100 * metrics['test_accuracy_at_best_validation']:.2f} % (epoch "
-                        f"{metrics['best_validation_epoch']}, validation "
-                        f"{100 * metrics['best_validation_accuracy']:.2f} %)",
-                    )
-                ]
-                if "best_validation_epoch" in metrics
-                else []
-            ),
-            ("seconds per epoch", f"{metrics['seconds_per_epoch']:.1f}"),
-            ("run folder", f"{folder}  (config.json, metrics.json, {CHECKPOINT})"),
-        ],
-    )
+def figures(run: Run, metrics: dict) -> list[str]:
+    """samples_per_class.png: one row per class y, one column per z ~ N(0, I)."""
+    path, samples = os.path.join(run.folder or "", "samples_per_class.png"), run.parts["model"]
+    title = "p(x | y, z): one row per class y, one column per z ~ N(0, I)"
+    plots.image_grid(path, samples.sample_per_class(10), run.data.image_shape, title, ncols=10)
+    return ["samples_per_class.png"]
 
 
 KIND = register(
     RunKind(
         "m2",
         M2Config,
-        train_m2,
-        evaluate_m2,
-        summary,
-        evaluation_rows,
-        description="the semi-supervised VAE M2 (Kingma et al. 2014)",
+        "the semi-supervised VAE M2 (Kingma et al. 2014)",
+        build=parts,
+        stages=(Stage("train", fit),),
+        score=score,
+        report=report,
+        figures=figures,
+        title=lambda m, cfg: (
+            f"M2 on {cfg.dataset} with {cfg.labels} labels: latent_dim={cfg.latent_dim}, "
+            f"hidden={cfg.hidden}, aux_loss={cfg.aux_loss}, label "
+            f"{'enumerated' if cfg.enumerate else 'sampled'}, binarize={cfg.binarize}, "
+            f"{m['epochs']} epochs, seed={cfg.seed}"
+        ),
+        evaluation_rows=(("test accuracy", "{test_accuracy:.2%}"),),
+        summary_rows=(
+            ...,
+            (
+                "at best validation",
+                "{test_accuracy_at_best_validation:.2%} (epoch {best_validation_epoch}, "
+                "validation {best_validation_accuracy:.2%})",
+            ),
+            ("seconds per epoch", "{seconds_per_epoch:.1f}"),
+        ),
+        extendable=True,
+        tiny=dict(labels=50, epochs=2, hidden=(16,)),
     )
 )

@@ -274,10 +274,10 @@ def kill(out):
 def term(out):
     """``pyrolvm train vae`` whose rank 0 receives SIGTERM in its final evaluation (after
     training, as from torchrun when another process died)."""
-    from pyrolvm.runs import vae
+    from pyrolvm.runs import vae_family
 
     if os.environ.get("RANK") == "0":
-        _signal_at(vae, "evaluate", 1, signal.SIGTERM)
+        _signal_at(vae_family, "importance_figures", 1, signal.SIGTERM)
     return _train_vae(out, 1)
 
 

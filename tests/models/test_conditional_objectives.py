@@ -72,6 +72,7 @@ def test_conditional_and_multimodal_runs_create_no_stray_tensors(tmp_path):
     from test_devices import assert_on_cpu, stray_tensors_on_meta
 
     from pyrolvm.data import load
+    from pyrolvm.runs import RUNS, Run
     from pyrolvm.runs.cvae import CVAEConfig, build_setting, samples_per_class_figure
     from pyrolvm.runs.cvae import evaluate as evaluate_cvae_setting
     from pyrolvm.runs.mvae import MVAEConfig, Pairing, build, figures
@@ -94,7 +95,7 @@ def test_conditional_and_multimodal_runs_create_no_stray_tensors(tmp_path):
     cfg = MVAEConfig(modalities="halves", elbo="iwae", num_particles=2, **small).resolved()
     model, guide = build(cfg, data.data_dim, 0, data.image_shape)
     with stray_tensors_on_meta():
-        pairing = Pairing(cfg, data)
+        pairing = Pairing(cfg.modalities, data)
         train(
             pairing.joint(model),
             pairing.joint(guide),
@@ -105,6 +106,9 @@ def test_conditional_and_multimodal_runs_create_no_stray_tensors(tmp_path):
             progress=False,
         )
         out = evaluate_mvae(model, guide, data, cfg)
-        figures(str(tmp_path), model, guide, pairing, 0)
+        run = Run(RUNS["mvae"], cfg, data)
+        run.folder, run.parts = str(tmp_path), {"model": model, "guide": guide}
+        run.extra = {"pairing": pairing, "classes": 0}
+        figures(run, {})
     assert all(math.isfinite(v) for v in out.values())
     assert_on_cpu(*model.parameters(), *guide.parameters())

@@ -160,7 +160,7 @@ def test_halves_conditionals_converge_to_the_quadrature_values(posterior):
     # tolerance: 4 delta-method SEs sqrt((K / ESS - 1) / K) of one datapoint's estimate (a
     # bound on the SE of the mean over the 12 images) with the ESS of the poorest proposal;
     # the conditionals differ two such estimates, hence 2x
-    pairing = Pairing(cfg, data)
+    pairing = Pairing(cfg.modalities, data)
     ess = min(
         importance_sample(f(model), f(guide), images, num_samples=k).ess.min().item()
         for f in (pairing.joint, pairing.first, pairing.second)

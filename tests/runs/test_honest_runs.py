@@ -20,8 +20,9 @@ import pytest
 from helpers import cli_error
 
 from pyrolvm.cli import main
+from pyrolvm.plots import bound_panels
 from pyrolvm.runs import RUNS
-from pyrolvm.runs.vae import VAEConfig, bound_panels, summary
+from pyrolvm.runs.vae import VAEConfig
 
 FAST = ["--eval-samples", "20", "--no-progress", "--hidden", "16"]
 
@@ -83,7 +84,7 @@ def test_latent_diagnostics_of_any_gaussian_latent_model_and_evaluate_recomputes
     assert main(["evaluate", out, "--no-progress"]) == 0
     evaluated = capsys.readouterr().out
     assert "rate / distortion" in evaluated and "mutual information" in evaluated
-    from pyrolvm.runs.vae import evaluate_vae
+    from pyrolvm.runs import evaluate_vae
 
     again = evaluate_vae(out, progress=False)
     for key in ("rate", "rate_stderr", "distortion", "active_units", "mutual_information"):
@@ -146,7 +147,7 @@ def test_a_summary_without_epochs_prints():
         "epochs": 0,
         "figures": [],
     }
-    text = summary(metrics, VAEConfig(dataset="digits"), "runs/x")
+    text = RUNS["vae"].summary(metrics, VAEConfig(dataset="digits"), "runs/x")
     assert re.search(r"^train ELBO +n/a \(no epoch ran\)$", text, flags=re.M)
     assert re.search(r"^seconds per epoch +n/a \(no epoch ran\)$", text, flags=re.M)
 

@@ -22,4 +22,4 @@ def test_resume_mid_epoch_equals_the_uninterrupted_run(tmp_path):
     assert without_times(resumed) == without_times(full)
     a, b = checkpoint(str(tmp_path / "full")), checkpoint(out)
     for part in ("model", "guide"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+        assert all(torch.equal(a["parts"][part][k], b["parts"][part][k]) for k in a["parts"][part])

@@ -1,6 +1,7 @@
 """Reliability of runs: checkpoints that cannot run code, resume equal to the uninterrupted
 run at several kill points (SIGINT mid-epoch and at an epoch's end, SIGKILL), run folders
-that are never overwritten silently, a lock against two writers."""
+that are never overwritten silently, a lock against two writers. (What every kind keeps, a
+resume in a later stage included: tests/runs/test_run_contract.py.)"""
 
 import os
 import pathlib
@@ -15,7 +16,7 @@ from helpers import KillAt, cli_error
 
 from pyrolvm.cli import main
 from pyrolvm.errors import ConfigError, Interrupted
-from pyrolvm.runs import evaluate_run, train_gmm, train_m2, train_vae
+from pyrolvm.runs import evaluate_run, train_m2, train_vae
 from pyrolvm.runs.common import read_json
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def test_resume_after_sigint_equals_the_uninterrupted_run(tmp_path, uninterrupte
     assert without_times(resumed) == without_times(full)
     a, b = checkpoint(full_out), checkpoint(out)
     for part in ("model", "guide"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+        assert all(torch.equal(a["parts"][part][k], b["parts"][part][k]) for k in a["parts"][part])
     assert all(
         torch.equal(a["train"]["params"][k], b["train"]["params"][k]) for k in a["train"]["params"]
     )
@@ -78,10 +79,11 @@ def test_resume_after_sigkill_starts_from_the_last_epoch(tmp_path, uninterrupted
     assert without_times(resumed) == without_times(full)
 
 
-@pytest.mark.parametrize("schedule", ["every-step", "interleaved"])
-def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, schedule):
+def test_m2_interleaved_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     # stopped mid-epoch and resumed: the interleaved schedule's labelled order of an epoch
-    # is a function of the seed and the epoch, so it needs no state of its own
+    # is a function of the seed and the epoch, so it needs no state of its own (the
+    # every-step schedule: the run contract, tests/runs/test_run_contract.py)
+    schedule = "interleaved"
     from pyrolvm.runs import common
 
     kw = dict(labels=50, epochs=2, hidden=(16,), progress=False, labelled_schedule=schedule)
@@ -94,95 +96,8 @@ def test_m2_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, schedule)
     assert without_times(resumed) == without_times(full)
 
 
-# 29 steps per epoch: step 20 is in the warm-up, step 70 in the fine-tuning
-@pytest.mark.parametrize("kill_step, pretrain", [(20, "vae"), (70, "autoencoder")])
-def test_mixture_vae_resume_equals_the_uninterrupted_run(
-    tmp_path, monkeypatch, kill_step, pretrain
-):
-    # stopped in either phase and resumed: the warm-up continues (then the prior's fit from
-    # the same random state), or the fine-tuning continues with the fitted prior and the
-    # scores right after the fit from the checkpoint
-    from pyrolvm.runs import common, train_mixture_vae
-
-    kw = dict(components=3, latent_dim=2, hidden=(16,), warmup_epochs=2, epochs=2)
-    kw |= dict(pretrain=pretrain, prior_init="means" if pretrain == "autoencoder" else "draws")
-    full = train_mixture_vae(out=str(tmp_path / "full"), progress=False, **kw)
-    monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(kill_step))
-    with pytest.raises(Interrupted, match="--resume"):
-        train_mixture_vae(out=str(tmp_path / "run"), progress=False, **kw)
-    monkeypatch.undo()
-    with pytest.raises(ConfigError, match="--resume"):  # one clear error, nothing lost
-        evaluate_run(str(tmp_path / "run"), progress=False)
-    phase = checkpoint(str(tmp_path / "run"))["train"]["phase"]
-    assert phase == ("warmup" if kill_step < 58 else "finetune")
-    resumed = train_mixture_vae(out=str(tmp_path / "run"), resume=True, progress=False, **kw)
-    drop = ("seconds", "figures")
-    assert {k: v for k, v in resumed.items() if k not in drop} == {
-        k: v for k, v in full.items() if k not in drop
-    }
-    a, b = checkpoint(str(tmp_path / "full")), checkpoint(str(tmp_path / "run"))
-    for part in ("model", "guide"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
-
-
-@pytest.mark.parametrize("stage", [1, 2])
-def test_vqvae_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, stage):
-    # 4 steps per epoch; stopped in stage 1 (the VQ-VAE, its 6th step) or in stage 2 (the
-    # PixelCNN prior, its 7th step) and resumed: the codes of stage 2 are recomputed from
-    # the stage-1 model and the random state between the stages, kept in the checkpoint
-    from pyrolvm.models import VQVAE, PixelCNN
-    from pyrolvm.runs import train_vqvae
-
-    kw = dict(epochs=2, prior_epochs=3, num_codes=8, channels=8, prior_channels=8)
-    kw |= dict(train_size=400, progress=False)
-    full = train_vqvae(out=str(tmp_path / "full"), **kw)
-    stopped, at = (VQVAE, 6) if stage == 1 else (PixelCNN, 7)
-    real, calls = stopped.forward, {"n": 0}
-
-    def interrupting_forward(self, *args, **kwargs):  # the model of each SVI step
-        calls["n"] += 1
-        if calls["n"] == at:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(stopped, "forward", interrupting_forward)
-    with pytest.raises(Interrupted, match="--resume"):
-        train_vqvae(out=str(tmp_path / "run"), **kw)
-    monkeypatch.undo()
-    assert checkpoint(str(tmp_path / "run"))["stage"] == stage
-    with pytest.raises(ConfigError, match="--resume"):  # one clear error, nothing lost
-        evaluate_run(str(tmp_path / "run"), progress=False)
-    resumed = train_vqvae(out=str(tmp_path / "run"), resume=True, **kw)
-    assert without_times(resumed) == without_times(full)
-    a, b = checkpoint(str(tmp_path / "full")), checkpoint(str(tmp_path / "run"))
-    for part in ("model", "prior"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
-
-
-def test_gmm_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
-    from pyrolvm.models import GaussianMixture
-
-    kw = dict(components=3, pca_dim=3, epochs=10, n_init=2, sklearn_n_init=1, progress=False)
-    full = train_gmm(out=str(tmp_path / "full"), **kw)
-    real, calls = GaussianMixture.log_likelihood, {"n": 0}
-
-    def interrupt_in_restart_2(self, *args, **kwargs):  # per-epoch callback of the fit
-        calls["n"] += 1
-        if calls["n"] == 14:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(GaussianMixture, "log_likelihood", interrupt_in_restart_2)
-    with pytest.raises(Interrupted):
-        train_gmm(out=str(tmp_path / "run"), **kw)
-    monkeypatch.undo()
-    state = checkpoint(str(tmp_path / "run"))["fit"]
-    assert state["restart"] == 1 and len(state["restarts"]) == 1
-    resumed = train_gmm(out=str(tmp_path / "run"), resume=True, **kw)
-    drop = ("seconds", "sklearn_seconds", "seconds_per_epoch")
-    assert {k: v for k, v in without_times(resumed).items() if k not in drop} == {
-        k: v for k, v in without_times(full).items() if k not in drop
-    }
+# The resume of every kind, in a later stage of the multi-stage ones (mixture-vae, vqvae, gmm
+# restarts, cvae settings): tests/runs/test_run_contract.py.
 
 
 def test_interrupted_cli_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
@@ -311,3 +226,25 @@ def test_two_processes_cannot_write_one_folder(tmp_path, capsys):
     finally:
         holder.communicate(b"")
     assert main(["train", "vae", "--out", str(out), *FAST]) == 0  # the lock is released
+
+
+def test_mixture_vae_resumed_in_its_fine_tuning_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    # the VaDE protocol stopped in the fine-tuning, its last stage (29 steps per epoch: the
+    # transform's 70th call is the 12th fine-tuning step): the warm-up's curve and the scores
+    # right after the prior's fit come from the checkpoint's finished stages
+    from pyrolvm.runs import common, train_mixture_vae
+
+    kw = dict(components=3, latent_dim=2, hidden=(16,), warmup_epochs=2, epochs=2)
+    kw |= dict(pretrain="autoencoder", prior_init="means", progress=False)
+    full = train_mixture_vae(out=str(tmp_path / "full"), **kw)
+    monkeypatch.setattr(common, "load", lambda *a, **k: KillAt(70))
+    with pytest.raises(Interrupted, match="--resume"):
+        train_mixture_vae(out=str(tmp_path / "run"), **kw)
+    monkeypatch.undo()
+    state = checkpoint(str(tmp_path / "run"))
+    assert state["stage"] == "finetune" and set(state["stages"]) == {"warmup", "prior"}
+    resumed = train_mixture_vae(out=str(tmp_path / "run"), resume=True, **kw)
+    drop = ("seconds",)
+    assert {k: v for k, v in resumed.items() if k not in drop} == {
+        k: v for k, v in full.items() if k not in drop
+    }

@@ -1,0 +1,115 @@
+"""``pyrolvm train sbn``: a sigmoid belief network (Neal 1992; Mnih & Gregor 2014) with binary
+or one-hot latents, trained by SVI with score-function gradients (a baseline, VIMCO) or a
+Concrete / Gumbel-softmax relaxation (Maddison et al. 2017, Jang et al. 2017), evaluated by
+importance sampling of the discrete model. ``train_sbn(...)`` / ``evaluate_sbn(folder)`` are
+the commands in one call. (``pyrolvm train vae --latent bernoulli ...`` is this command.)"""
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from ..data import BINARIZATIONS
+from ..guides import RELAXATIONS, AmortizedBernoulli, AmortizedCategorical
+from ..models import LATENTS, SigmoidBeliefNet, scored_on
+from . import vae_family as family
+from .config import PositiveFloat, Range
+from .registry import RunKind, register
+from .template import Run
+
+
+@dataclass
+class SBNConfig(family.AmortizedConfig):
+    """Train a sigmoid belief network with an amortized discrete guide on binarized images and
+    evaluate its test log-likelihood by importance sampling. The flags of ``pyrolvm train
+    sbn``; a field left ``None`` takes the dataset's default."""
+
+    out: str = "runs/sbn"
+    """the run folder"""
+    binarize: Literal[BINARIZATIONS] = "dynamic"
+    """binary pixels: a fresh draw per minibatch (dynamic), one fixed draw (static), or none
+    (the data's own values, which must be 0 or 1)"""
+    latent: Literal[LATENTS] = "bernoulli"
+    """--latent-dim binary units (bernoulli) or one-hot variables (categorical)"""
+    num_categories: Annotated[int, Range(2)] = 10
+    """classes per variable of --latent categorical"""
+    relaxation: Literal[RELAXATIONS] = "none"
+    """the Concrete / Gumbel-softmax relaxation of the discrete draws, optionally
+    straight-through (none: score-function gradients)"""
+    temperature: PositiveFloat = 0.5
+    """relaxation temperature"""
+
+
+def parts(run: Run) -> dict:
+    """:class:`~pyrolvm.models.SigmoidBeliefNet` (with the relaxed prior under Concrete) and
+    :class:`~pyrolvm.guides.AmortizedBernoulli` / :class:`~pyrolvm.guides.AmortizedCategorical`."""
+    cfg, d = run.cfg, run.data.data_dim
+    relaxed_prior = cfg.temperature if cfg.relaxation == "concrete" else None
+    model = SigmoidBeliefNet(
+        d,
+        cfg.latent_dim,
+        cfg.latent,
+        cfg.num_categories,
+        cfg.hidden,
+        cfg.activation,
+        run.data.train.mean(0),
+        temperature=relaxed_prior,
+    )
+    options = dict(
+        hidden=cfg.hidden,
+        activation=cfg.activation,
+        relaxation=cfg.relaxation,
+        temperature=cfg.temperature,
+        baseline=cfg.baseline,
+    )
+    if cfg.latent == "bernoulli":
+        return {"model": model, "guide": AmortizedBernoulli(d, cfg.latent_dim, **options)}
+    guide = AmortizedCategorical(d, cfg.latent_dim, cfg.num_categories, **options)
+    return {"model": model, "guide": guide}
+
+
+def score(run: Run) -> dict:
+    """The importance-sampled test figures of the discrete model (a relaxed one evaluated
+    without its relaxation), with bits per dimension."""
+    return family.importance_figures(
+        run, {"scored_on": scored_on("bernoulli", run.cfg.binarize, 256)}, discrete=True
+    )
+
+
+def title(metrics, cfg):
+    """The summary's title."""
+    parts = [f"latent={cfg.latent}"]
+    if cfg.latent == "categorical":
+        parts.append(f"num_categories={cfg.num_categories}")
+    if cfg.relaxation != "none":
+        parts.append(f"relaxation={cfg.relaxation} (temperature {cfg.temperature})")
+    if cfg.baseline != "none":
+        parts.append(f"baseline={cfg.baseline}")
+    return (
+        f"sigmoid belief net on {cfg.dataset}: binarize={cfg.binarize}, latent_dim="
+        f"{cfg.latent_dim}, {', '.join(parts)}, {family.elbo_label(cfg)}, "
+        f"{metrics['epochs']} epochs, seed={cfg.seed}"
+    )
+
+
+KIND = register(
+    RunKind(
+        "sbn",
+        SBNConfig,
+        "a sigmoid belief net: binary or categorical latents, score-function or relaxed",
+        build=parts,
+        stages=family.STAGES,
+        score=score,
+        report=family.report,
+        figures=lambda run, metrics: family.pictures(run),
+        title=title,
+        summary_rows=lambda m, cfg: family.summary_rows(m, family.evaluation_rows(m)),
+        evaluation_rows=family.evaluation_rows,
+        data=lambda cfg, data=None: family.load_images(cfg, data, bernoulli=True),
+        check=family.check,
+        evaluate_options={
+            "eval_samples": "importance samples K of the test log-likelihood (default: the run's)"
+        },
+        extendable=True,
+        takes_over=(("vae", "latent", LATENTS),),
+        tiny=dict(epochs=2, hidden=(16,), eval_samples=5),
+    )
+)

@@ -1,0 +1,260 @@
+"""What the ``vae`` and ``sbn`` kinds share: the settings of an amortized latent-variable
+model trained by SVI under any objective of :data:`pyrolvm.inference.ELBOS` (Adam and its
+schedule, the importance-sampled evaluation), the training stage (with the test ELBO, and the
+objective's own bound on the test set, per epoch), the test figures, the pictures and the
+summary rows."""
+
+import os
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
+
+import pyro
+import torch
+
+from .. import plots
+from ..devices import resolve_device
+from ..errors import ConfigError
+from ..guides import BASELINES
+from ..inference import (
+    ELBO_NAME,
+    SCHEDULES,
+    as_tuple,
+    bound_name,
+    bound_on_data,
+    importance_sample,
+    is_elbo,
+    mean_and_stderr,
+    trained_bound,
+)
+from ..inference.batches import rows
+from ..models import SigmoidBeliefNet, bits_per_dim
+from ..nets import ACTIVATIONS
+from . import missing
+from .common import load_data, on_device
+from .config import Count, PositiveFloat, Range, Sizes
+from .objective import ObjectiveConfig
+from .registry import format_rows
+from .template import Run, Stage
+
+Beta = Annotated[float, Range(0, 1, high_open=True)]
+
+
+@dataclass
+class AmortizedConfig(ObjectiveConfig):
+    """The settings of the ``vae`` and ``sbn`` kinds: the networks, Adam and its schedule, the
+    importance-sampled evaluation. ``None`` means the dataset's default (MNIST follows Burda
+    et al. 2016, section 5, 784-200-200-50 with tanh; digits trains in minutes on 2 cores)."""
+
+    DATASET_DEFAULTS: ClassVar[dict] = {
+        "digits": dict(latent_dim=8, hidden=(128, 128), epochs=300, batch_size=100, lr=3e-3),
+        "mnist": dict(latent_dim=50, hidden=(200, 200), epochs=10, batch_size=100, lr=2e-3),
+    }
+
+    latent_dim: Count | None = None
+    """latent dimensions (default: 8 digits, 50 mnist)"""
+    hidden: Sizes | None = None
+    """hidden sizes of encoder and decoder, e.g. 200,200 (default: 128,128 digits, 200,200
+    mnist)"""
+    activation: Literal[tuple(ACTIVATIONS)] = "tanh"
+    """hidden-layer nonlinearity"""
+    baseline: Literal[BASELINES] = "none"
+    """score-function baseline of tracegraph at non-reparameterized latents"""
+    epochs: Count | None = None
+    """passes over the training data (default: 300 digits, 10 mnist)"""
+    batch_size: Count | None = None
+    """datapoints per step (default: 100)"""
+    lr: PositiveFloat | None = None
+    """Adam learning rate (default: 3e-3 digits, 2e-3 mnist)"""
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    """Adam betas, each in [0, 1)"""
+    eps: PositiveFloat = 1e-8
+    """Adam eps"""
+    lr_schedule: Literal[SCHEDULES] = "constant"
+    """constant, or burda: the 8 stages of Burda et al. (2016), stage i lasting 3^i/3280 of
+    --epochs at --lr times 10^(-i/7) (--epochs 3280 --lr 1e-3 --batch-size 20 --eps 1e-4 is
+    their protocol)"""
+    eval_samples: Count = 1000
+    """importance samples K for the test log-likelihood"""
+    eval_batch_size: Count = 100
+    """test datapoints per evaluation call"""
+
+    def epochs_fixed_because(self) -> str:
+        fixed = self.lr_schedule != "constant"
+        return f"--lr-schedule {self.lr_schedule} spreads over --epochs" if fixed else ""
+
+    def check(self):
+        self.check_objective()
+
+
+class exact_discrete:
+    """Within this context a relaxed (Concrete / straight-through) sigmoid belief net and its
+    guide are their discrete versions, so that importance sampling estimates the discrete
+    model's log p(x); other models are left alone."""
+
+    def __init__(self, model, guide):
+        self.model, self.guide = model, guide
+        self.saved = (getattr(model, "temperature", None), getattr(guide, "relaxation", None))
+
+    def __enter__(self):
+        if isinstance(self.model, SigmoidBeliefNet):
+            self.model.temperature, self.guide.relaxation = None, "none"
+
+    def __exit__(self, *exc):
+        if isinstance(self.model, SigmoidBeliefNet):
+            self.model.temperature, self.guide.relaxation = self.saved
+
+
+def load_images(cfg, data, bernoulli: bool):
+    """The run's images (``data``, or ``cfg.dataset`` binarized as ``cfg.binarize``), checked,
+    on its device; for a Bernoulli likelihood in [0, 1] (in {0, 1} without binarization).
+
+    Raises:
+        ConfigError, DataError: as :func:`pyrolvm.data.load`; values a Bernoulli cannot score.
+    """
+    data = load_data(cfg, cfg.binarize, data, binary=bernoulli and cfg.binarize == "none")
+    if bernoulli and not ((data.train >= 0) & (data.train <= 1)).all():
+        raise ConfigError(
+            "a Bernoulli likelihood with binarization needs pixel intensities in [0, 1]: "
+            "rescale the data (e.g. x / 255) or use --likelihood gaussian"
+        )
+    return on_device(data, resolve_device(cfg.device))
+
+
+def splits(run: Run):
+    """(training data, test data) of the run: the images, with their masks for missing data."""
+    masks, data = run.extra.get("masks"), run.data
+    if masks is None:
+        return data.train, data.test
+    return (data.train, masks[0]), (data.test, masks[1])
+
+
+def check(run: Run) -> None:
+    """A step of the objective on copies of the model and guide at two training rows: what
+    the objective, the guide or the model refuses (a planar flow under --elbo dreg, a mask the
+    decoder cannot score) stops the run before its folder opens."""
+    batch = list(rows(splits(run)[0], slice(0, 2)))
+    if run.data.binarize == "dynamic":  # (a draw of its own: the data's transform may count)
+        batch[0] = torch.bernoulli(batch[0])
+    run.trial(run.parts["model"], run.parts["guide"], run.cfg.make_objective(), *batch)
+
+
+def fit(run: Run) -> dict:
+    """The training stage: one SVI fit, with the test ELBO (K = 1) after each epoch and, for
+    an objective whose bound is not the ELBO, that bound on the test set."""
+    cfg, model, guide = run.cfg, run.parts["model"], run.parts["guide"]
+    train, test = splits(run)
+    elbo = run.extra["objective"] = cfg.make_objective()
+
+    def end_of_epoch(epoch, history):
+        with torch.no_grad(), exact_discrete(model, guide):
+            result = importance_sample(model, guide, test, num_samples=1, batch_size=1000)
+        out = {"test_elbo_curve": result.elbo.mean().item()}
+        if not is_elbo(bound_name(elbo)):  # the training objective's bound on test data
+            seed = cfg.seed * 1_000_003 + epoch  # a stream of its own
+            out["test_bound_curve"] = bound_on_data(elbo, model, guide, test, cfg.batch_size, seed)
+        return out
+
+    adam = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, lr_schedule=cfg.lr_schedule)
+    transform, callback = run.data.train_transform, end_of_epoch
+    options = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, transform=transform)
+    return run.fit(model, guide, train, elbo, **adam, **options, callback=callback)
+
+
+STAGES = (Stage("train", fit),)
+
+
+def importance_figures(run: Run, scoring: dict, discrete: bool) -> dict:
+    """Importance-sampled test figures (``cfg.eval_samples`` samples, seeded by ``cfg.seed``):
+    ``test_elbo``, ``test_nll``, ``test_nll_stderr`` (nats per datapoint), ``test_ess`` (mean
+    ESS), ``eval_samples``, then ``scoring`` (what they score) and, for ``discrete`` data,
+    ``test_bits_per_dim`` and its ``_stderr`` (nll / (D ln 2))."""
+    cfg, model, guide = run.cfg, run.parts["model"], run.parts["guide"]
+    test = splits(run)[1]
+    options = dict(batch_size=cfg.eval_batch_size)  # (particles chunked by a memory budget)
+    pyro.set_rng_seed(cfg.seed)
+    with exact_discrete(model, guide):
+        result = importance_sample(
+            model, guide, test, num_samples=cfg.eval_samples, progress=cfg.progress, **options
+        )
+    nll, nll_se = mean_and_stderr(-result.log_likelihood)
+    out = {"test_elbo": mean_and_stderr(result.elbo)[0], "test_nll": nll, "test_nll_stderr": nll_se}
+    out |= {"test_ess": result.ess.mean().item(), "eval_samples": cfg.eval_samples, **scoring}
+    if discrete:
+        d = as_tuple(test)[0].shape[-1]
+        out["test_bits_per_dim"] = bits_per_dim(nll, d)
+        out["test_bits_per_dim_stderr"] = bits_per_dim(nll_se, d)
+    return out
+
+
+def report(run: Run) -> dict:
+    """``metrics.json`` of a trained run: the kind's test figures, ``train_elbo`` (the
+    training objective's own bound, named in ``bound_name``) and the curves (``test_elbo``,
+    ``test_bound`` where the bound is not the ELBO)."""
+    history = run.results["train"]
+    history["test_elbo"] = history.pop("test_elbo_curve", [])
+    if "test_bound_curve" in history:
+        history["test_bound"] = history.pop("test_bound_curve")
+    final, seconds = run.kind.score(run), history["seconds"]
+    return {
+        "train_elbo": history["train_elbo"][-1] if history["train_elbo"] else None,
+        "bound_name": trained_bound(history, run.extra.get("objective")),
+        **final,
+        "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
+        "epochs": len(history["train_elbo"]),
+        "curves": history,
+    }
+
+
+def pictures(run: Run) -> list[str]:
+    """Write samples.png, reconstructions.png and elbo_curve.png; return their names."""
+    folder, model, guide = run.folder or "", run.parts["model"], run.parts["guide"]
+    names, shape = ["samples.png", "reconstructions.png", "elbo_curve.png"], run.data.image_shape
+    if getattr(model, "decoder_kind", "mlp") == "pixelcnn":
+        what = "p(x_d = 1 | x_<d, z) along one draw, z ~ p(z)"
+    else:
+        what = "mean of p(x | z), z ~ p(z)"
+    plots.image_grid(
+        os.path.join(folder, names[0]), model.sample(64), shape, f"samples from the model ({what})"
+    )
+    with torch.no_grad():
+        x = run.data.test[:32]
+        recon = model.decode(guide.encode(x)[0])
+    plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
+    plots.curve_panels(os.path.join(folder, names[2]), plots.bound_panels(run.results["train"]))
+    return names
+
+
+def elbo_label(cfg):
+    """The objective, K and its options given on the command line, for the summary's title."""
+    k = f" K={cfg.num_particles}" if cfg.num_particles > 1 else ""
+    given = {k: v for k, v in cfg.elbo_options().items() if v is not None}
+    return f"elbo={cfg.elbo}{k}" + "".join(f" {k}={v}" for k, v in given.items())
+
+
+#: The rows of the importance-sampled figures (``pyrolvm evaluate``'s, first).
+ROWS = (
+    ("test ELBO", "{test_elbo:.2f} nats"),
+    ("test NLL (K={eval_samples})", "{test_nll:.2f} ± {test_nll_stderr:.2f} nats"),
+    ("test ESS (mean)", "{test_ess:.1f} of {eval_samples}"),
+    ("test NLL in bits per dim", "{test_bits_per_dim:.4f} ± {test_bits_per_dim_stderr:.4f}"),
+    ("data scored", "{scored_on}"),
+)
+
+
+def evaluation_rows(metrics, latent_rows=()):
+    """The rows ``pyrolvm evaluate`` prints for a run of these kinds."""
+    return format_rows(ROWS, metrics) + list(latent_rows) + format_rows(missing.ROWS, metrics)
+
+
+def summary_rows(metrics, evaluation):
+    """The training summary's rows: the training bound, ``evaluation``, the seconds."""
+    train, seconds = metrics["train_elbo"], metrics["seconds_per_epoch"]
+    none = "n/a (no epoch ran)"
+    return [
+        (
+            f"train {metrics.get('bound_name') or ELBO_NAME}",
+            none if train is None else f"{train:.2f} nats",
+        ),
+        *evaluation,
+        ("seconds per epoch", none if seconds is None else f"{seconds:.2f}"),
+    ]
