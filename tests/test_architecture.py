@@ -104,15 +104,9 @@ def test_runs_do_no_fitting_of_their_own():
 
 #: The longest a function (its signature, docstring and body) may be.
 MAX_FUNCTION_LINES = 100
-#: Functions over the limit, until they are split (the lead empties this list): the training
-#: loop (being cut into a training state, a step and an epoch), and the importance sampler,
-#: the latent diagnostics and the imputation of pyrolvm/inference/.
-LONG_FUNCTIONS = {
-    "pyrolvm/inference/training.py:train",
-    "pyrolvm/inference/evaluation.py:importance_sample",
-    "pyrolvm/inference/latent.py:latent_diagnostics",
-    "pyrolvm/inference/imputation.py:impute",
-}
+#: Functions over the limit: ``train``, whose signature and code are 74 lines and whose
+#: docstring, the API reference of the training loop, 131.
+LONG_FUNCTIONS = {"pyrolvm/inference/training.py:train"}
 
 
 def test_no_function_is_over_100_lines():

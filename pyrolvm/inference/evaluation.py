@@ -220,93 +220,128 @@ def importance_sample(
         DataError: data that is not a tensor (or tuple of tensors with N rows each) or holds
             NaN or infinite values; data the model refuses (shape, dtype, support).
     """
-    if int(num_samples) < 1:
-        raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
-    if proposal not in PROPOSALS:
-        raise ConfigError(f"unknown proposal {proposal!r}: choose one of {', '.join(PROPOSALS)}")
+    k_total, batch_size, n = _checked_arguments(data, num_samples, proposal, batch_size, chunk_size)
     q = guide if proposal == "guide" else prior_proposal(model)
     validate = is_validation_enabled()
-    k_total = int(num_samples)
-    if int(batch_size) < 1 or (chunk_size is not None and int(chunk_size) < 1):
-        raise ConfigError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
-    batch_size = int(batch_size)
-    n = num_rows(data)
-    if n == 0:
-        raise ConfigError("no datapoints to evaluate")
-    for t in as_tuple(data):
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise DataError("the data to evaluate holds NaN or infinite values")
     seed = distributed.shared_seeds(1)[0]
+    sharded = shard and distributed.active()
     starts = list(range(0, n, batch_size))
-    if shard and distributed.active():  # every W-th batch, then gathered
+    if sharded:  # every W-th batch, then gathered
         starts = starts[distributed.rank() :: distributed.world_size()]
     device = as_tuple(data)[0].device
-    # one objective per chunk size (a full chunk and the remainder) computes the (K, B)
-    # log-weights of a chunk; the plate nesting is guessed once, by one run of guide and model
-    # on the first batch (one particle), whose draws are discarded (a stream of their own)
-    chunks: dict[int, MultiSampleELBO] = {}
-
-    def objective(k):
-        if k not in chunks:
-            known = [o.max_plate_nesting - (o.num_particles > 1) for o in chunks.values()]
-            nesting = known[0] if known else float("inf")
-            chunks[k] = MultiSampleELBO(k, max_plate_nesting=nesting, batch_plate=batch_plate)
-        return chunks[k]
-
+    objective = _ChunkObjectives(batch_plate)
     chunk_log_weights = compiled.chunk_log_weights(model, q)  # compiled per chunk shape
     results = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(distributed.mix_seed(seed, n))  # no batch starts at row n
         with pyro.validation_enabled(validate):
             first = rows(data, slice(0, batch_size)) + tuple(args)
-            model_trace, _ = check_pair(
-                model, q, *first, per_datapoint=True, batch_plate=batch_plate, **kwargs
+            chunk_size = _check_first_batch(
+                model, q, first, kwargs, objective, batch_plate, chunk_size, k_total, sharded
             )
-            _one_weight_per_row(find_batch_plate(model_trace, batch_plate), len(first[0]))
-            objective(chunk_size or 2).guess_plate_nesting(model, q, *first, **kwargs)
-            if chunk_size is None:  # from the memory budget (the probe's draws are discarded)
-                weights = objective(2).importance_weights
-                size = bytes_per_particle(
-                    lambda: weights(model, q, *first, check_rsample=False, **kwargs).log_w
-                )
-                budget = memory_budget(device)
-                chunk_size = chunk_size_for(k_total, size, budget, device.type == "cuda")
-                if shard and distributed.active():  # the same chunks, and draws, everywhere
-                    chunk_size = min(distributed.gather_objects(chunk_size, "choosing chunks"))
-        assert chunk_size is not None
-        chunk_size = int(chunk_size)
         quiet = None if progress and distributed.is_main() else True  # tqdm: None = tty only
         for i in tqdm(starts, desc="log-likelihood", disable=quiet, leave=False):
             torch.manual_seed(distributed.mix_seed(seed, i))
             batch = rows(data, slice(i, i + batch_size)) + tuple(args)
-            lse_w: torch.Tensor | None = None
-            lse_w2: torch.Tensor | None = None
-            sum_log_w = 0.0
-            for k0 in range(0, k_total, chunk_size):
-                k = min(chunk_size, k_total - k0)
-                # Pyro's shape and support checks run on the first chunk only: the rest
-                # repeat it.
-                with pyro.validation_enabled(validate and i == 0 and k0 == 0):
-                    log_w = chunk_log_weights(objective(k), *batch, **kwargs)
-                if log_w.shape[-1] != len(batch[0]):
-                    _one_weight_per_row(None, len(batch[0]), log_w.shape[-1])
-                log_w = log_w.double()
-                c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
-                lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)
-                lse_w2 = c_w2 if lse_w2 is None else torch.logaddexp(lse_w2, c_w2)
-                sum_log_w = sum_log_w + log_w.sum(0)
-            assert lse_w is not None and lse_w2 is not None  # K >= 1: at least one chunk
-            results.append(
-                (i, lse_w - math.log(k_total), sum_log_w / k_total, (2 * lse_w - lse_w2).exp())
+            # Pyro's shape and support checks run on the first chunk only: the rest repeat it
+            checks = validate and i == 0
+            estimates = _estimates(
+                chunk_log_weights, objective, batch, kwargs, k_total, chunk_size, checks
             )
-    if shard and distributed.active():
-        parts = distributed.gather_objects(
-            [(i, *(t.cpu() for t in r)) for i, *r in results], "the sharded evaluation"
-        )
-        results = sorted((r for part in parts for r in part), key=lambda r: r[0])
-        results = [(i, *(t.to(device) for t in r)) for i, *r in results]
+            results.append((i, *estimates))
+    if sharded:
+        results = _gathered(results, device)
     out_ll, out_elbo, out_ess = ([r[j] for r in results] for j in (1, 2, 3))
     return ImportanceResult(torch.cat(out_ll), torch.cat(out_elbo), torch.cat(out_ess), k_total)
+
+
+def _checked_arguments(data, num_samples, proposal, batch_size, chunk_size) -> tuple[int, int, int]:
+    """K, the batch size and N, checked (see :func:`importance_sample`'s errors)."""
+    if int(num_samples) < 1:
+        raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+    if proposal not in PROPOSALS:
+        raise ConfigError(f"unknown proposal {proposal!r}: choose one of {', '.join(PROPOSALS)}")
+    if int(batch_size) < 1 or (chunk_size is not None and int(chunk_size) < 1):
+        raise ConfigError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    n = num_rows(data)
+    if n == 0:
+        raise ConfigError("no datapoints to evaluate")
+    for t in as_tuple(data):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DataError("the data to evaluate holds NaN or infinite values")
+    return int(num_samples), int(batch_size), n
+
+
+class _ChunkObjectives:
+    """One objective per chunk size (a full chunk and the remainder), each computing the
+    (K, B) log-weights of a chunk, ``objectives(k)``; the plate nesting is guessed once, by
+    the first (see :func:`_check_first_batch`), and shared."""
+
+    def __init__(self, batch_plate: str | None) -> None:
+        self.batch_plate = batch_plate
+        self.chunks: dict[int, MultiSampleELBO] = {}
+
+    def __call__(self, k: int) -> MultiSampleELBO:
+        if k not in self.chunks:
+            known = [o.max_plate_nesting - (o.num_particles > 1) for o in self.chunks.values()]
+            nesting = known[0] if known else float("inf")
+            self.chunks[k] = MultiSampleELBO(
+                k, max_plate_nesting=nesting, batch_plate=self.batch_plate
+            )
+        return self.chunks[k]
+
+
+def _check_first_batch(model, q, first, kwargs, objective, batch_plate, chunk_size, k, sharded):
+    """Check the pair on the first batch ``first`` (:func:`check_pair`, one weight per row),
+    guess the plate nesting by one run of guide and model (one particle), and return the
+    chunk size: ``chunk_size``, or from the memory budget and the memory of a particle (the
+    smallest of the processes' when ``sharded``). The draws are discarded."""
+    model_trace, _ = check_pair(
+        model, q, *first, per_datapoint=True, batch_plate=batch_plate, **kwargs
+    )
+    _one_weight_per_row(find_batch_plate(model_trace, batch_plate), len(first[0]))
+    objective(chunk_size or 2).guess_plate_nesting(model, q, *first, **kwargs)
+    if chunk_size is None:  # from the memory budget (the probe's draws are discarded)
+        weights = objective(2).importance_weights
+        size = bytes_per_particle(
+            lambda: weights(model, q, *first, check_rsample=False, **kwargs).log_w
+        )
+        device = first[0].device
+        chunk_size = chunk_size_for(k, size, memory_budget(device), device.type == "cuda")
+        if sharded:  # the same chunks, and draws, everywhere
+            chunk_size = min(distributed.gather_objects(chunk_size, "choosing chunks"))
+    return int(chunk_size)
+
+
+def _estimates(chunk_log_weights, objective, batch, kwargs, k_total, chunk_size, checks):
+    """One batch's log-likelihood ``log (1/K) sum_k w_k``, ELBO ``(1/K) sum_k log w_k`` and
+    ESS ``(sum w)^2 / sum w^2``, each of shape (B,), accumulated over chunks of particles in
+    float64 (Pyro's validation on the first chunk if ``checks``)."""
+    lse_w: torch.Tensor | None = None
+    lse_w2: torch.Tensor | None = None
+    sum_log_w = 0.0
+    for k0 in range(0, k_total, chunk_size):
+        k = min(chunk_size, k_total - k0)
+        with pyro.validation_enabled(checks and k0 == 0):
+            log_w = chunk_log_weights(objective(k), *batch, **kwargs)
+        if log_w.shape[-1] != len(batch[0]):
+            _one_weight_per_row(None, len(batch[0]), log_w.shape[-1])
+        log_w = log_w.double()
+        c_w, c_w2 = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
+        lse_w = c_w if lse_w is None else torch.logaddexp(lse_w, c_w)
+        lse_w2 = c_w2 if lse_w2 is None else torch.logaddexp(lse_w2, c_w2)
+        sum_log_w = sum_log_w + log_w.sum(0)
+    assert lse_w is not None and lse_w2 is not None  # K >= 1: at least one chunk
+    return lse_w - math.log(k_total), sum_log_w / k_total, (2 * lse_w - lse_w2).exp()
+
+
+def _gathered(results, device):
+    """Every process's ``(start, estimates...)`` gathered, in the order of the rows."""
+    parts = distributed.gather_objects(
+        [(i, *(t.cpu() for t in r)) for i, *r in results], "the sharded evaluation"
+    )
+    results = sorted((r for part in parts for r in part), key=lambda r: r[0])
+    return [(i, *(t.to(device) for t in r)) for i, *r in results]
 
 
 def _one_weight_per_row(plate: Any, num_rows: int, weights: int | None = None) -> None:

@@ -108,38 +108,10 @@ def impute(
         range(0, len(x), batch_size), desc="imputation", disable=None if progress else True
     ):
         xb, mb = x[i : i + batch_size], mask[i : i + batch_size]
-        lse: torch.Tensor | None = None
-        lse2: torch.Tensor | None = None
-        acc: torch.Tensor | None = None
-        for k0 in range(0, k_total, chunk_size):
-            k = min(chunk_size, k_total - k0)
-            if k not in objectives:
-                known = [o.max_plate_nesting - (o.num_particles > 1) for o in objectives.values()]
-                objectives[k] = MultiSampleELBO(
-                    k, max_plate_nesting=known[0] if known else math.inf
-                )
-            with pyro.validation_enabled(validate and i == 0 and k0 == 0):
-                weights = objectives[k].importance_weights(
-                    model, guide, xb, mb, *args, check_rsample=False, **kwargs
-                )
-            if site not in weights.model_trace.nodes:
-                raise ConfigError(f"the model has no site {site!r} to impute from")
-            fn: Any = weights.model_trace.nodes[site].get("fn")
-            mean = fn.mean
-            mean = mean.expand((k,) + xb.shape) if k > 1 else mean.expand(xb.shape).unsqueeze(0)
-            log_w = weights.log_w.double()
-            c = torch.logsumexp(log_w, 0)
-            # the weighted mean over the chunk's particles, (B, D): a product in the model's
-            # dtype (no float64 (K, B, D) intermediate), accumulated in float64 across chunks
-            weights_k = torch.softmax(log_w, 0).to(mean.dtype)
-            part = torch.einsum("kb,kbd->bd", weights_k, mean).double()
-            if lse is None or acc is None or lse2 is None:
-                lse, acc, lse2 = c, part, torch.logsumexp(2 * log_w, 0)
-            else:
-                new = torch.logaddexp(lse, c)
-                acc = acc * (lse - new).exp().unsqueeze(-1) + part * (c - new).exp().unsqueeze(-1)
-                lse, lse2 = new, torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
-        assert lse is not None and acc is not None and lse2 is not None
+        checks = validate and i == 0  # Pyro's checks on the first chunk only
+        acc, lse, lse2 = _impute_batch(
+            model, guide, xb, mb, args, kwargs, objectives, k_total, chunk_size, site, checks
+        )
         means.append(acc.to(x.dtype))
         lls.append(lse - math.log(k_total))
         esss.append((2 * lse - lse2).exp())
@@ -151,6 +123,45 @@ def impute(
         torch.cat(esss),
         k_total,
     )
+
+
+def _impute_batch(
+    model, guide, xb, mb, args, kwargs, objectives, k_total, chunk_size, site, checks
+):
+    """One batch's conditional mean E[x | x_obs] (B, D) in float64, and the log-sum-exp of its
+    K log-weights and of their doubles (B,), over chunks of particles combined exactly;
+    ``objectives`` holds one objective per chunk size (the plate nesting guessed once)."""
+    lse: torch.Tensor | None = None
+    lse2: torch.Tensor | None = None
+    acc: torch.Tensor | None = None
+    for k0 in range(0, k_total, chunk_size):
+        k = min(chunk_size, k_total - k0)
+        if k not in objectives:
+            known = [o.max_plate_nesting - (o.num_particles > 1) for o in objectives.values()]
+            objectives[k] = MultiSampleELBO(k, max_plate_nesting=known[0] if known else math.inf)
+        with pyro.validation_enabled(checks and k0 == 0):
+            weights = objectives[k].importance_weights(
+                model, guide, xb, mb, *args, check_rsample=False, **kwargs
+            )
+        if site not in weights.model_trace.nodes:
+            raise ConfigError(f"the model has no site {site!r} to impute from")
+        fn: Any = weights.model_trace.nodes[site].get("fn")
+        mean = fn.mean
+        mean = mean.expand((k,) + xb.shape) if k > 1 else mean.expand(xb.shape).unsqueeze(0)
+        log_w = weights.log_w.double()
+        c = torch.logsumexp(log_w, 0)
+        # the weighted mean over the chunk's particles, (B, D): a product in the model's
+        # dtype (no float64 (K, B, D) intermediate), accumulated in float64 across chunks
+        weights_k = torch.softmax(log_w, 0).to(mean.dtype)
+        part = torch.einsum("kb,kbd->bd", weights_k, mean).double()
+        if lse is None or acc is None or lse2 is None:
+            lse, acc, lse2 = c, part, torch.logsumexp(2 * log_w, 0)
+        else:
+            new = torch.logaddexp(lse, c)
+            acc = acc * (lse - new).exp().unsqueeze(-1) + part * (c - new).exp().unsqueeze(-1)
+            lse, lse2 = new, torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+    assert lse is not None and acc is not None and lse2 is not None
+    return acc, lse, lse2
 
 
 def imputation_error(

@@ -503,6 +503,36 @@ def latent_diagnostics(
             latent site outside the batch plate or inside a further plate.
         DataError: data that is not a tensor (or tuple of tensors with N rows).
     """
+    k, n, batch_size = _checked_sizes(data, num_samples, batch_size, mi_points)
+    device = as_tuple(data)[0].device
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (), device="cpu").item())
+    objective = MultiSampleELBO(k, batch_plate=batch_plate)
+    sums = _Sums(k, batch_plate, closed_form)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        check_latent_sites(model, guide, *rows(data, slice(0, 2)), *args, **kwargs)
+        for i in range(0, n, batch_size):
+            batch = rows(data, slice(i, i + batch_size)) + tuple(args)
+            w = objective.importance_weights(model, guide, *batch, check_rsample=False, **kwargs)
+            sums.add(w, int(objective.max_plate_nesting))
+        mi, m = float("nan"), min(int(mi_points), n)
+        if m >= 2:
+            try:
+                mi, m = _mutual_information(guide, data, args, kwargs, sums.plate_name, m)
+            except (KeyError, NotImplementedError):  # no density away from its own draws
+                mi, m = float("nan"), 0
+    sites, active = sums.sites(threshold, n)
+    m = m if m >= 2 else 0
+    return LatentDiagnostics(sites, *sums.totals(n), active, float(threshold), mi, m, n, k)
+
+
+def _checked_sizes(data, num_samples, batch_size, mi_points) -> tuple[int, int, int]:
+    """K, N and the batch size of :func:`latent_diagnostics`, checked.
+
+    Raises:
+        ConfigError: K < 2, N < 2, a batch size < 1 or ``mi_points`` < 0.
+    """
     k = int(num_samples)
     if k < 2:
         raise ConfigError(f"num_samples must be >= 2 (a Monte Carlo variance), got {num_samples}")
@@ -513,86 +543,88 @@ def latent_diagnostics(
             f"latent diagnostics need N >= 2 datapoints, batch_size >= 1 and mi_points >= 0, "
             f"got {n}, {batch_size}, {mi_points}"
         )
-    device = as_tuple(data)[0].device
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (), device="cpu").item())
-    objective = MultiSampleELBO(k, batch_plate=batch_plate)
-    kl_tot, kl_var, dist_tot, dist_var = [], [], [], []
-    per_site: dict[str, dict[str, list]] = {}
-    closed: dict[str, bool] = {}
-    plate_name = None
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        check_latent_sites(model, guide, *rows(data, slice(0, 2)), *args, **kwargs)
-        for i in range(0, n, batch_size):
-            batch = rows(data, slice(i, i + batch_size)) + tuple(args)
-            w = objective.importance_weights(model, guide, *batch, check_rsample=False, **kwargs)
-            rank = int(objective.max_plate_nesting)
-            plate = find_batch_plate(w.model_trace, batch_plate)
-            b = w.log_w.shape[-1]
-            guide_sites = _sample_sites(w.guide_trace)
-            model_sites = _sample_sites(w.model_trace)
-            total_kl = 0.0
-            for name, q_site in guide_sites.items():
-                _only_batch_plate(q_site, plate)
-                plate_name = plate.name
-                total, per_dim, is_closed = _site_kl(
-                    q_site, model_sites[name], k, b, plate, rank, closed_form
-                )
-                total_kl = total_kl + total
-                mean, mc_var = _posterior_mean(q_site, k, b)
-                acc = per_site.setdefault(
-                    name, {"kl": [], "kl_var": [], "per_dim": [], "mean": [], "mc_var": []}
-                )
-                acc["kl"].append(total.mean(0))
-                acc["kl_var"].append(total.var(0) / k)
-                acc["per_dim"].append(per_dim.mean(0) if per_dim is not None else None)
-                acc["mean"].append(mean)
-                acc["mc_var"].append(mc_var)
-                closed[name] = closed.get(name, True) and is_closed
-            total_kl = _on(total_kl, w.log_w)
-            kl_tot.append(total_kl.mean(0))
-            kl_var.append(total_kl.var(0) / k)
-            log_lik = 0.0
-            for site in _sample_sites(w.model_trace, observed=True).values():
-                log_p = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-                log_lik = log_lik + sum_to_batch(log_p, site, rank, plate).double()
-            log_lik = _on(log_lik, w.log_w).double().expand(k, b)
-            dist_tot.append(-log_lik.mean(0))
-            dist_var.append(log_lik.var(0) / k)
-        mi, m = float("nan"), min(int(mi_points), n)
-        if m >= 2:
-            try:
-                mi, m = _mutual_information(guide, data, args, kwargs, plate_name, m)
-            except (KeyError, NotImplementedError):  # no density away from its own draws
-                mi, m = float("nan"), 0
-    sites, active = {}, 0
-    for name, acc in per_site.items():
-        kl_n = torch.cat(acc["kl"])
-        per_dim = None
-        if all(p is not None for p in acc["per_dim"]):
-            per_dim = torch.cat(acc["per_dim"]).mean(0).cpu()
-        means, mc_var = torch.cat(acc["mean"]), torch.cat(acc["mc_var"])
-        activity = (means.var(0) - mc_var.mean(0)).clamp_min(0.0).cpu()
-        active += int((activity > threshold).sum())
-        sites[name] = SiteDiagnostics(
-            name,
-            kl_n.mean().item(),
-            torch.cat(acc["kl_var"]).sum().sqrt().item() / n,
-            closed[name],
-            per_dim,
-            activity,
+    return k, n, batch_size
+
+
+class _Sums:
+    """The per-datapoint estimates of :func:`latent_diagnostics`, batch by batch: the total KL
+    (the rate) and the distortion with their Monte Carlo variances; per latent site its KL
+    with its variance, its KL per dimension, and the posterior mean with its Monte Carlo
+    variance."""
+
+    def __init__(self, k: int, batch_plate: str | None, closed_form: bool) -> None:
+        self.k, self.batch_plate, self.closed_form = k, batch_plate, closed_form
+        self.kl_tot: list[torch.Tensor] = []
+        self.kl_var: list[torch.Tensor] = []
+        self.dist_tot: list[torch.Tensor] = []
+        self.dist_var: list[torch.Tensor] = []
+        self.per_site: dict[str, dict[str, list]] = {}
+        self.closed: dict[str, bool] = {}
+        self.plate_name: str | None = None
+
+    def add(self, w: Any, rank: int) -> None:
+        """Add one batch, from its importance weights ``w`` (K draws of B datapoints, ``rank``
+        plates)."""
+        k = self.k
+        plate = find_batch_plate(w.model_trace, self.batch_plate)
+        b = w.log_w.shape[-1]
+        model_sites = _sample_sites(w.model_trace)
+        total_kl = 0.0
+        for name, q_site in _sample_sites(w.guide_trace).items():
+            _only_batch_plate(q_site, plate)
+            self.plate_name = plate.name
+            total, per_dim, is_closed = _site_kl(
+                q_site, model_sites[name], k, b, plate, rank, self.closed_form
+            )
+            total_kl = total_kl + total
+            mean, mc_var = _posterior_mean(q_site, k, b)
+            acc = self.per_site.setdefault(
+                name, {"kl": [], "kl_var": [], "per_dim": [], "mean": [], "mc_var": []}
+            )
+            acc["kl"].append(total.mean(0))
+            acc["kl_var"].append(total.var(0) / k)
+            acc["per_dim"].append(per_dim.mean(0) if per_dim is not None else None)
+            acc["mean"].append(mean)
+            acc["mc_var"].append(mc_var)
+            self.closed[name] = self.closed.get(name, True) and is_closed
+        total_kl = _on(total_kl, w.log_w)
+        self.kl_tot.append(total_kl.mean(0))
+        self.kl_var.append(total_kl.var(0) / k)
+        log_lik = 0.0
+        for site in _sample_sites(w.model_trace, observed=True).values():
+            log_p = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
+            log_lik = log_lik + sum_to_batch(log_p, site, rank, plate).double()
+        log_lik = _on(log_lik, w.log_w).double().expand(k, b)
+        self.dist_tot.append(-log_lik.mean(0))
+        self.dist_var.append(log_lik.var(0) / k)
+
+    def totals(self, n: int) -> tuple[float, float, float, float]:
+        """The rate and the distortion (means over the N datapoints), each with its standard
+        error."""
+        return (
+            torch.cat(self.kl_tot).mean().item(),
+            torch.cat(self.kl_var).sum().sqrt().item() / n,
+            torch.cat(self.dist_tot).mean().item(),
+            torch.cat(self.dist_var).sum().sqrt().item() / n,
         )
-    return LatentDiagnostics(
-        sites,
-        torch.cat(kl_tot).mean().item(),
-        torch.cat(kl_var).sum().sqrt().item() / n,
-        torch.cat(dist_tot).mean().item(),
-        torch.cat(dist_var).sum().sqrt().item() / n,
-        active,
-        float(threshold),
-        mi,
-        m if m >= 2 else 0,
-        n,
-        k,
-    )
+
+    def sites(self, threshold: float, n: int) -> tuple[dict[str, "SiteDiagnostics"], int]:
+        """Each site's diagnostics, and the number of active units (activity > threshold)."""
+        sites, active = {}, 0
+        for name, acc in self.per_site.items():
+            kl_n = torch.cat(acc["kl"])
+            per_dim = None
+            if all(p is not None for p in acc["per_dim"]):
+                per_dim = torch.cat(acc["per_dim"]).mean(0).cpu()
+            means, mc_var = torch.cat(acc["mean"]), torch.cat(acc["mc_var"])
+            activity = (means.var(0) - mc_var.mean(0)).clamp_min(0.0).cpu()
+            active += int((activity > threshold).sum())
+            sites[name] = SiteDiagnostics(
+                name,
+                kl_n.mean().item(),
+                torch.cat(acc["kl_var"]).sum().sqrt().item() / n,
+                self.closed[name],
+                per_dim,
+                activity,
+            )
+        return sites, active

@@ -1,6 +1,14 @@
-"""The training loop: stochastic variational inference over minibatches held in memory."""
+"""The training loop: stochastic variational inference over minibatches held in memory.
+
+:func:`train` orchestrates three pieces: the training state (``_TrainingState``: the position,
+the random streams, the curves and the losses not read yet, to and from a checkpoint), the
+step (``_Step``: each objective's :class:`~pyrolvm.inference.compiled.CompiledStep` on this
+process's shard, the first step's checks, the stop requests) and the epoch (``_run_epoch``
+and ``_end_epoch``: the minibatches in the epoch's order, the progress bar, the callbacks and
+the checkpoint)."""
 
 import contextlib
+import functools
 import math
 import signal
 import threading
@@ -47,29 +55,6 @@ def make_optim(
     return Adam(lr, betas, eps, weight_decay, clip_norm, lrd, lr_lambda)
 
 
-@contextlib.contextmanager
-def _stop_requests(enabled):
-    """While active, SIGINT and SIGTERM set ``flag["stop"]`` instead of stopping the process
-    (a second SIGINT stops at once); outside the main thread nothing is installed."""
-    flag: dict[str, str | None] = {"stop": None}
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag["stop"] is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag["stop"] = signal.Signals(signum).name
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            if signal.getsignal(s) is handler:  # (a process that lost its peers ignores SIGTERM)
-                signal.signal(s, h)
-
-
 def svi_step(
     model: Callable,
     guide: Callable,
@@ -100,16 +85,7 @@ def svi_step(
     return compiled.update(optim, named, value, sync, subsampled)
 
 
-def _compiled_steps(objectives, mode, validate, check_every_step):
-    """One :class:`~pyrolvm.inference.compiled.CompiledStep` per ``(model, guide, loss)`` (the
-    eager step with ``check_every_step``, which validates every step)."""
-    mode = "off" if check_every_step else mode
-    return [compiled.CompiledStep(m, g, lo, mode, validate) for m, g, lo in objectives]
-
-
-@contextlib.contextmanager
-def _unchecked(*args):
-    yield
+# -- the training state -----------------------------------------------------------------------
 
 
 def _as_floats(values: Sequence[Any]) -> list[float]:
@@ -131,12 +107,437 @@ def _as_floats(values: Sequence[Any]) -> list[float]:
     return out
 
 
+#: The position's entries in a checkpoint, in its order.
+_POSITION = ("first_epoch", "epoch", "step", "perm", "total", "total_all", "seen")
+
+
+def _fresh_streams() -> tuple[torch.Generator, int]:
+    """The data-order stream (a CPU generator seeded by one draw of rank 0's global RNG, the
+    same on every process) and the noise seed, from which rank r > 0 seeds its global RNG
+    (its noise stream)."""
+    order_seed, noise_seed = distributed.shared_seeds(2)
+    order_rng = torch.Generator(device="cpu")
+    order_rng.manual_seed(order_seed)
+    me = distributed.rank()
+    if me > 0:
+        torch.manual_seed(distributed.mix_seed(noise_seed, me))
+    return order_rng, noise_seed
+
+
+class _TrainingState:
+    """Where a run stands, and what its checkpoints carry besides the parameters and the
+    optimizer: the position (``first_epoch``, the epochs before the call's first; ``epoch``;
+    ``step``, the steps of it taken; ``perm``, its data order; the running sums ``total`` of
+    the main objective's losses, ``total_all`` of every objective's, and ``seen`` of the rows),
+    the random streams (``order_rng``, the data order every process shares; each process's
+    global RNG, its noise, ``noise_seed`` seeding a new process's), the curves ``history``,
+    and the steps' losses not read yet, ``pending``: ``(epoch, step, main, main + extra,
+    rows)``, read by :meth:`read_losses` in one transfer.
+
+    :meth:`start` begins a run, :meth:`resume` continues one from a :meth:`checkpoint` dict,
+    whose layout is that of every earlier version (old checkpoints resume)."""
+
+    def __init__(self, history, steps_per_epoch, device, streams, extra, position=None):
+        self.first_epoch: int | None = None
+        self.epoch: int | None = None
+        self.step = 0
+        self.perm: torch.Tensor | None = None
+        self.total, self.total_all, self.seen = 0.0, 0.0, 0
+        for key, value in (position or {}).items():  # a resumed run's
+            setattr(self, key, value)
+        self.resumed_epoch = self.epoch  # the epoch a resumed run continues (None: fresh)
+        self.history: dict[str, list] = history
+        self.steps_per_epoch, self.device = steps_per_epoch, device
+        self.order_rng, self.noise_seed = streams
+        self.world = distributed.world_size()
+        self.pending: list[tuple[int, int, Any, Any, int]] = []
+        for key in ("train_elbo", "seconds") + (("train_loss",) if extra else ()):
+            history.setdefault(key, [])
+        # which bound "train_elbo" holds, per epoch (None for epochs of an older checkpoint)
+        history.setdefault("bound_name", [None] * len(history["train_elbo"]))
+        if self.first_epoch is None:
+            self.first_epoch = len(history["train_elbo"])
+
+    @classmethod
+    def start(cls, history, steps_per_epoch, device, extra) -> "_TrainingState":
+        """A fresh run, continuing the curves ``history`` (a new dict for ``None``)."""
+        history = history if history is not None else {}
+        return cls(history, steps_per_epoch, device, _fresh_streams(), extra)
+
+    @classmethod
+    def resume(cls, saved, optim, steps_per_epoch, device, extra) -> "_TrainingState":
+        """The state of the :meth:`checkpoint` ``saved``, its parameters copied into the param
+        store, its moments into ``optim`` and its RNG states into the generators (this
+        process's, or a fresh stream for a process the interrupted run did not have).
+
+        Raises:
+            ConfigError: a checkpoint of another data or batch size, model or optimizer.
+        """
+        if saved.get("steps_per_epoch") != steps_per_epoch:
+            raise ConfigError(
+                "the checkpoint comes from a run with another data size or batch "
+                "size: it cannot be resumed with these settings"
+            )
+        load_param_state(saved["params"])
+        optim.set_state(saved["optim"])
+        history = {k: list(v) for k, v in saved["history"].items()}
+        position = {key: saved[key] for key in _POSITION}
+        set_rng_state(saved["rng"], device)
+        streams, me = saved.get("streams"), distributed.rank()
+        if streams is None:  # a checkpoint older than these streams
+            return cls(history, steps_per_epoch, device, _fresh_streams(), extra, position)
+        order_rng = torch.Generator(device="cpu")
+        order_rng.set_state(streams["order"])
+        noise_seed, saved_ranks = int(streams["noise_seed"]), streams["ranks"]
+        if 0 < me < len(saved_ranks) + 1:
+            set_rng_state(saved_ranks[me - 1], device)
+        elif me > 0:  # a process the interrupted launch did not have: a fresh stream
+            torch.manual_seed(distributed.mix_seed(noise_seed, me, len(saved_ranks) + 1))
+        return cls(history, steps_per_epoch, device, (order_rng, noise_seed), extra, position)
+
+    def checkpoint(self, optim) -> dict[str, Any]:
+        """The state as ``train`` gives it to ``checkpoint``, with the param store's values,
+        ``optim``'s state and every process's RNG states (every process takes part), after
+        reading the pending losses (a signal may come before they are read)."""
+        self.read_losses()
+        rngs = distributed.gather_objects(rng_state(self.device))  # every process's noise
+        return {
+            **{key: getattr(self, key) for key in _POSITION},
+            "steps_per_epoch": self.steps_per_epoch,
+            "history": {k: list(v) for k, v in self.history.items()},
+            "params": param_state(),
+            "optim": optim.get_state(),
+            "rng": rngs[0],
+            "streams": {
+                "order": self.order_rng.get_state(),
+                "noise_seed": self.noise_seed,
+                "ranks": rngs[1:],
+                "world_size": self.world,
+            },
+        }
+
+    def save(self, checkpoint, optim) -> None:
+        """Call ``checkpoint`` (if any) with :meth:`checkpoint` on rank 0 alone."""
+        if checkpoint is not None:
+            taken = self.checkpoint(optim)  # (every process gathers)
+            if distributed.rank() == 0:
+                checkpoint(taken)
+
+    def begin_epoch(self, epoch: int, n: int, shuffle: bool) -> torch.Tensor | None:
+        """The data order of ``epoch`` (on the CPU, the same on every device): a fresh draw
+        from the data-order stream (``0 .. n - 1`` without ``shuffle``), or the interrupted
+        epoch's, which a resumed run continues; ``None`` for an epoch that ended before the
+        checkpoint was taken (callbacks and checkpoint included)."""
+        resumed = self.resumed_epoch
+        if resumed is not None and epoch <= resumed:
+            return self.perm if epoch == resumed and self.step < self.steps_per_epoch else None
+        perm = (
+            torch.randperm(n, generator=self.order_rng, device="cpu")
+            if shuffle
+            else torch.arange(n, device="cpu")
+        )
+        self.epoch, self.step, self.perm = epoch, 0, perm
+        self.total, self.total_all, self.seen = 0.0, 0.0, 0
+        return perm
+
+    def on_order_stream(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)`` with its draws from torch's global RNG taken from the order stream."""
+        saved = torch.get_rng_state()
+        torch.set_rng_state(self.order_rng.get_state())
+        try:
+            return fn(*args)
+        finally:
+            self.order_rng.set_state(torch.get_rng_state())
+            torch.set_rng_state(saved)
+
+    def read_losses(self) -> None:
+        """Add the pending losses to the running sums, read in one transfer.
+
+        Raises:
+            TrainingDiverged: one of them is NaN or infinite.
+        """
+        read = _as_floats([v for entry in self.pending for v in entry[2:4]])  # one transfer
+        for (epoch, step, _, _, rows), main, value in zip(
+            self.pending, read[0::2], read[1::2], strict=True
+        ):
+            if not math.isfinite(value):
+                self.pending.clear()
+                if self.world > 1:  # (every process reads the same sum) unless a peer died:
+                    distributed.agree("a training step")  # under NCCL an aborted sum is garbage
+                raise TrainingDiverged(
+                    f"the loss became {value} at epoch {epoch}, step {step + 1}: lower "
+                    "the learning rate (--lr), check the data for extreme values, or "
+                    "use more particles; the checkpoint of the last completed epoch is "
+                    "kept",
+                    epoch=epoch,
+                    step=(epoch - 1) * self.steps_per_epoch + step + 1,
+                )
+            self.total += main
+            self.total_all += value
+            self.seen += rows
+        self.pending.clear()
+
+    def end_epoch(self, loss, extra: bool, seconds: float) -> None:
+        """Append the epoch's curves: ``train_elbo`` (minus the mean per-datapoint loss),
+        ``train_loss`` (with extra objectives: the mean per step of every loss), ``seconds``
+        and ``bound_name``."""
+        self.history["train_elbo"].append(-self.total / self.seen)
+        if extra:
+            self.history["train_loss"].append(self.total_all / self.steps_per_epoch)
+        self.history["seconds"].append(seconds)
+        self.history["bound_name"].append(bound_name(loss))
+
+
+# -- the step ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stop_requests(enabled):
+    """While active, SIGINT and SIGTERM set ``flag["stop"]`` instead of stopping the process
+    (a second SIGINT stops at once); outside the main thread nothing is installed."""
+    flag: dict[str, str | None] = {"stop": None}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["stop"] = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            if signal.getsignal(s) is handler:  # (a process that lost its peers ignores SIGTERM)
+                signal.signal(s, h)
+
+
+def _compiled_steps(objectives, mode, validate, check_every_step):
+    """One :class:`~pyrolvm.inference.compiled.CompiledStep` per ``(model, guide, loss)`` (the
+    eager step with ``check_every_step``, which validates every step)."""
+    mode = "off" if check_every_step else mode
+    return [compiled.CompiledStep(m, g, lo, mode, validate) for m, g, lo in objectives]
+
+
+class _Step:
+    """One training step: the main objective on the minibatch, then each extra objective on
+    the step's extra batch (``extra_batch`` given; skipped where it gave ``None``) or on the
+    minibatch, each by its :class:`~pyrolvm.inference.compiled.CompiledStep` with the same
+    optimizer. Under ``torchrun`` each process takes its shard of each batch (before the
+    ``transform``, which draws from its noise stream) and the steps sum the gradients, the
+    losses and the stop requests over the processes. The first step checks the pair
+    (:func:`~pyrolvm.inference.pairs.check_training_pair`, and Pyro's checks as
+    ``ConfigError``) and runs with Pyro's validation (as every step does with
+    ``check_every_step``)."""
+
+    def __init__(self, objectives, optim, transform, own_extra, compile, check_every_step, rows):
+        self.objectives, self.optim, self.transform = objectives, optim, transform
+        self.own_extra = own_extra  # the extra objectives take extra_batch's batches
+        self.check_every_step, self.validate = check_every_step, is_validation_enabled()
+        self.steps = _compiled_steps(objectives, compile, self.validate, check_every_step)
+        self.main = self.steps[0]  # its compile time and mode show on the progress bar
+        self.rows = rows  # (N, batch_size, shuffle), for the first step's checks
+        self.world = distributed.world_size()
+        self.first = True
+        #: the batch plate's size N where the loss per datapoint is loss / N (see train)
+        self.per_row_total: int | None = None
+
+    def __call__(self, batch, more, stop) -> tuple[Any, Any, str | None]:
+        """Step on the global minibatch ``batch`` and extra batch ``more`` (``None``: none)
+        and return the main objective's loss (per the minibatch's rows), the sum of every
+        objective's, and why the run halts here (a stop request, to this or another process,
+        read after the step; else ``None``)."""
+        rows, more_rows = len(batch[0]), len(more[0]) if more is not None else 0
+        batch, more = self._inputs(batch, more)
+        if not self.own_extra:
+            more, more_rows = batch, rows
+        if self.first:
+            self._check_pair(batch)
+        with pyro.validation_enabled(self.validate and (self.check_every_step or self.first)):
+            asked = stop["stop"] is not None
+            main, sync = self._run(0, batch, rows, asked)
+            value = main
+            if more is not None:
+                for i in range(1, len(self.steps)):
+                    value = value + self._run(i, more, more_rows, False)[0]
+        self.first = False
+        halted = stop["stop"]  # every process stops at the step where any was asked
+        if sync is not None:
+            halted = (halted or "a stop request to another process") if sync.stop else None
+        if self.per_row_total is not None:  # the loss carries the plate's scale N / B
+            main = main * (rows / self.per_row_total)
+        return main, value, halted
+
+    def _inputs(self, batch, more):
+        """This process's shards of the batches, each first tensor through the transform."""
+        if self.world > 1:
+            batch = distributed.shard(batch)
+            more = distributed.shard(more) if more is not None else None
+        if self.transform is not None:  # the noise stream (after the order's draws)
+            batch = (self.transform(batch[0]),) + batch[1:]
+            if more is not None:
+                more = (self.transform(more[0]),) + more[1:]
+        return batch, more
+
+    def _check_pair(self, batch) -> None:
+        """The first step's checks (and the per-datapoint accounting, see ``train``)."""
+        model, guide, loss = self.objectives[0]
+        n, batch_size, shuffle = self.rows
+        self.per_row_total = check_training_pair(
+            model, guide, *batch, loss=loss, num_rows=n, batch_size=batch_size, shuffle=shuffle
+        )
+
+    def _run(self, i, args, rows, asked):
+        """Objective ``i``'s step on ``args`` (of a global batch of ``rows`` rows); in the
+        first step, Pyro's checks raise ``ConfigError`` (:func:`pair_check_errors`)."""
+        sync = distributed.GradientSync(len(args[0]), rows, asked) if self.world > 1 else None
+        if not self.first:
+            return self.steps[i](self.optim, *args, sync=sync), sync
+        model, guide, _ = self.objectives[i]
+        with pair_check_errors(model, guide, *args):
+            return self.steps[i](self.optim, *args, sync=sync), sync
+
+
+# -- the epoch --------------------------------------------------------------------------------
+
+
+def _set_epoch(objectives, epoch: int) -> None:
+    """Schedules (:class:`BetaELBO`'s anneal): ``set_epoch(epoch)`` of each objective."""
+    for _, _, objective in objectives:
+        set_epoch = getattr(objective, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
+
+def _run_epoch(epoch, order, state, step, tensors, batch_size, extra_batch, bar, stop, save):
+    """The remaining steps of ``epoch``, in the data order ``order``: each takes the next
+    ``batch_size`` rows of ``tensors`` and the step's extra batch (drawn on the order stream);
+    the running ELBO on ``bar`` every 10 steps. Returns why the run halts after the epoch's
+    last step (see :class:`_Step`), or ``None``.
+
+    Raises:
+        Interrupted: a stop request before the last step; ``save()`` was called first.
+        TrainingDiverged: a NaN or infinite loss (read with the running ELBO).
+    """
+    order = order.to(state.device)  # the data is indexed where it lies
+    last, halted = state.steps_per_epoch - 1, None
+    for s in range(state.step, state.steps_per_epoch):
+        idx = order[s * batch_size : (s + 1) * batch_size]
+        batch = tuple(d[idx] for d in tensors)
+        more = state.on_order_stream(extra_batch, epoch, s) if extra_batch is not None else None
+        main, value, halted = step(batch, more, stop)
+        state.pending.append((epoch, s, main, value, len(idx)))
+        state.step = s + 1
+        bar.update(1)
+        if s % 10 == 0 or s == last or halted or step.main.fresh:
+            state.read_losses()
+            bar.set_postfix_str(
+                f"epoch {epoch} elbo {-state.total / state.seen:.2f}" + step.main.note(),
+                refresh=False,
+            )
+        if halted and s < last:
+            save()
+            raise Interrupted(
+                f"{halted} at epoch {epoch}, step {s + 1} of {state.steps_per_epoch}",
+                epoch=epoch,
+                step=s + 1,
+            )
+    return halted
+
+
+def _end_epoch(epoch, state, loss, optim, callbacks, extra, seconds, save) -> None:
+    """The epoch's curves, the learning-rate schedule's step, the callbacks (their metrics
+    appended to the history), then ``save()``."""
+    state.end_epoch(loss, extra, seconds)
+    if isinstance(optim, (pyro.optim.PyroLRScheduler, Adam)):
+        optim.step()  # the epoch's learning-rate schedule
+    for cb in callbacks:
+        for key, value in (cb(epoch, state.history) or {}).items():
+            state.history.setdefault(key, []).append(value)
+    state.perm = None
+    save()
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+def _checked_tensors(data, batch_size, epochs, world) -> tuple[torch.Tensor, ...]:
+    """``data`` as a tuple of tensors, checked with ``train``'s settings.
+
+    Raises:
+        ConfigError, DataError: see :func:`train`.
+    """
+    tensors = as_tuple(data)
+    n = len(tensors[0])
+    if n == 0:
+        raise ConfigError("no training data")
+    if int(batch_size) < 1 or int(epochs) < 0:
+        raise ConfigError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}")
+    for i, t in enumerate(tensors):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DataError(f"the training data (tensor {i}) holds NaN or infinite values")
+    batch_size = int(batch_size)
+    if world > 1 and min(batch_size, n % batch_size or batch_size, n) < world:
+        raise ConfigError(
+            f"{world} processes need at least one row each of every minibatch, but the batch "
+            f"size is {batch_size} and the last minibatch of the {n} datapoints holds "
+            f"{n % batch_size or batch_size}: choose a batch size whose minibatches have at "
+            f"least {world} rows, or fewer processes"
+        )
+    return tensors
+
+
+def _as_callbacks(callback) -> list[Callable]:
+    """``train``'s ``callback`` as a list."""
+    if callback is None:
+        return []
+    return list(callback) if isinstance(callback, (list, tuple)) else [cast(Callable, callback)]
+
+
+def _resume_batches(tensors, batch_size, transform, extra_batch, resume_from, steps_per_epoch):
+    """A first minibatch and an extra batch (the first that the resumed epoch's steps draw,
+    else the minibatch) for :func:`_warm_up` before a resume, which needs every parameter in
+    the param store. Their draws do not matter: the checkpoint's RNG states come after."""
+    first = tensors[0][:batch_size]
+    first = transform(first) if transform is not None else first
+    batch = (first,) + tuple(t[:batch_size] for t in tensors[1:])
+    more = batch
+    if extra_batch is not None:
+        at = resume_from.get("epoch") or 1
+        found = (extra_batch(at, s) for s in range(steps_per_epoch))
+        more = next((b for b in found if b is not None), batch)
+        if transform is not None and more is not batch:
+            more = (transform(more[0]),) + more[1:]
+    return batch, more
+
+
 def _warm_up(objectives, batches):
     """Evaluate each objective once without gradients, so that every parameter exists in the
     param store and every ELBO has guessed its plate nesting, as after a first step."""
     with torch.no_grad():
         for (model, guide, loss), batch in zip(objectives, batches, strict=True):
             loss.loss(model, guide, *batch)
+
+
+def _progress_bar(state, epochs, progress, step) -> tqdm:
+    """The bar over the call's steps (those before a resumed position counted done), shown by
+    rank 0 on a terminal; a new shape's compile shows on it while it runs."""
+    done = 0
+    if state.resumed_epoch is not None:
+        done = (state.resumed_epoch - state.first_epoch - 1) * state.steps_per_epoch + state.step
+    bar = tqdm(
+        total=epochs * state.steps_per_epoch,
+        initial=done,
+        # tqdm: None = quiet when not a terminal; rank 0 alone shows it
+        disable=None if progress and distributed.rank() == 0 else True,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    for compiled_step in step.steps:
+        compiled_step.announce = bar.set_postfix_str
+    return bar
 
 
 def train(
@@ -294,288 +695,53 @@ def train(
     """
     loss = loss if loss is not None else make_elbo("trace")
     optim = optim if optim is not None else make_optim()
-    tensors = as_tuple(data)
-    n = len(tensors[0])
-    if n == 0:
-        raise ConfigError("no training data")
-    if int(batch_size) < 1 or int(epochs) < 0:
-        raise ConfigError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}")
-    for i, t in enumerate(tensors):
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise DataError(f"the training data (tensor {i}) holds NaN or infinite values")
-    batch_size, epochs = int(batch_size), int(epochs)
-    callbacks: list[Callable] = (
-        []
-        if callback is None
-        else list(callback)
-        if isinstance(callback, (list, tuple))
-        else [cast(Callable, callback)]
-    )
+    tensors = _checked_tensors(data, batch_size, epochs, distributed.world_size())
+    n, device, batch_size, epochs = len(tensors[0]), tensors[0].device, int(batch_size), int(epochs)
+    callbacks, extra = _as_callbacks(callback), bool(extra_objectives)
     objectives = [(model, guide, loss), *extra_objectives]
-    device = tensors[0].device
     steps_per_epoch = math.ceil(n / batch_size)
-    world, me = distributed.world_size(), distributed.rank()
-    if world > 1 and min(batch_size, n % batch_size or batch_size, n) < world:
-        raise ConfigError(
-            f"{world} processes need at least one row each of every minibatch, but the batch "
-            f"size is {batch_size} and the last minibatch of the {n} datapoints holds "
-            f"{n % batch_size or batch_size}: choose a batch size whose minibatches have at "
-            f"least {world} rows, or fewer processes"
-        )
-    position: dict = {
-        "first_epoch": None,
-        "epoch": None,
-        "step": 0,
-        "perm": None,
-        "total": 0.0,
-        "total_all": 0.0,
-        "seen": 0,
-    }
-    if resume_from is not None:
-        first = tensors[0][:batch_size]
-        first = transform(first) if transform is not None else first
-        batch0 = (first,) + tuple(t[:batch_size] for t in tensors[1:])
-        more0 = batch0
-        if extra_batch is not None:  # a step of the resumed epoch that has extra batches
-            at = resume_from.get("epoch") or 1
-            found = (extra_batch(at, s) for s in range(steps_per_epoch))
-            more0 = next((b for b in found if b is not None), batch0)
-            if transform is not None and more0 is not batch0:
-                more0 = (transform(more0[0]),) + more0[1:]
-        _warm_up(objectives, [batch0] + [more0] * len(extra_objectives))
-        if resume_from.get("steps_per_epoch") != steps_per_epoch:
-            raise ConfigError(
-                "the checkpoint comes from a run with another data size or batch "
-                "size: it cannot be resumed with these settings"
-            )
-        load_param_state(resume_from["params"])
-        optim.set_state(resume_from["optim"])
-        history = {k: list(v) for k, v in resume_from["history"].items()}
-        for key in position:
-            position[key] = resume_from[key]
-        set_rng_state(resume_from["rng"], device)
-    # The random streams (see "Processes" above): the data order (and extra batches) from a
-    # stream every process shares, the noise from each process's own.
-    streams = resume_from.get("streams") if resume_from is not None else None
-    order_rng = torch.Generator(device="cpu")
-    if streams is None:  # a fresh start (or a checkpoint older than these streams)
-        order_seed, noise_seed = distributed.shared_seeds(2)
-        order_rng.manual_seed(order_seed)
-        if me > 0:
-            torch.manual_seed(distributed.mix_seed(noise_seed, me))
+    if resume_from is None:
+        state = _TrainingState.start(history, steps_per_epoch, device, extra)
     else:
-        order_rng.set_state(streams["order"])
-        noise_seed = int(streams["noise_seed"])
-        saved_ranks = streams["ranks"]
-        if 0 < me < len(saved_ranks) + 1:
-            set_rng_state(saved_ranks[me - 1], device)
-        elif me > 0:  # a process the interrupted launch did not have: a fresh stream
-            torch.manual_seed(distributed.mix_seed(noise_seed, me, len(saved_ranks) + 1))
-    history = history if history is not None else {}
-    for key in ("train_elbo", "seconds") + (("train_loss",) if extra_objectives else ()):
-        history.setdefault(key, [])
-    # which bound "train_elbo" holds, per epoch (None for epochs of an older checkpoint)
-    history.setdefault("bound_name", [None] * len(history["train_elbo"]))
-    if position["first_epoch"] is None:
-        position["first_epoch"] = len(history["train_elbo"])
-    start = position["first_epoch"]
-    resume_epoch = position["epoch"]
-
-    def state():
-        read_losses()  # the running sums include every step taken (a signal may come late)
-        rngs = distributed.gather_objects(rng_state(device))  # every process's noise stream
-        return {
-            **position,
-            "steps_per_epoch": steps_per_epoch,
-            "history": {k: list(v) for k, v in history.items()},
-            "params": param_state(),
-            "optim": optim.get_state(),
-            "rng": rngs[0],
-            "streams": {
-                "order": order_rng.get_state(),
-                "noise_seed": noise_seed,
-                "ranks": rngs[1:],
-                "world_size": world,
-            },
-        }
-
-    def save():  # every process takes part in state(); rank 0 alone writes
-        if checkpoint is not None:
-            taken = state()
-            if me == 0:
-                checkpoint(taken)
-
-    def on_order_stream(fn, *args):  # fn's draws from the global RNG come from order_rng
-        saved = torch.get_rng_state()
-        torch.set_rng_state(order_rng.get_state())
-        try:
-            return fn(*args)
-        finally:
-            order_rng.set_state(torch.get_rng_state())
-            torch.set_rng_state(saved)
-
-    # the steps' losses, read (one host synchronisation) only when the bar shows them, at the
-    # end of an epoch and before a checkpoint: (epoch, step, main, main + extra, rows)
-    pending: list[tuple[int, int, Any, Any, int]] = []
-
-    def read_losses():
-        read = _as_floats([v for entry in pending for v in entry[2:4]])  # one transfer
-        for (epoch_, step_, _, _, rows_), main_, value_ in zip(
-            pending, read[0::2], read[1::2], strict=True
-        ):
-            if not math.isfinite(value_):
-                pending.clear()
-                if world > 1:  # (every process reads the same sum) unless a peer died: under
-                    distributed.agree("a training step")  # NCCL an aborted sum reads garbage
-                raise TrainingDiverged(
-                    f"the loss became {value_} at epoch {epoch_}, step {step_ + 1}: lower "
-                    "the learning rate (--lr), check the data for extreme values, or "
-                    "use more particles; the checkpoint of the last completed epoch is "
-                    "kept",
-                    epoch=epoch_,
-                    step=(epoch_ - 1) * steps_per_epoch + step_ + 1,
-                )
-            position["total"] += main_
-            position["total_all"] += value_
-            position["seen"] += rows_
-        pending.clear()
-
-    validate, first_step = is_validation_enabled(), True
-    per_row_total: int | None = None
-    steps = _compiled_steps(objectives, compile, validate, check_every_step)
-    done = (
-        0
-        if resume_epoch is None
-        else (resume_epoch - start - 1) * steps_per_epoch + position["step"]
+        first = _resume_batches(
+            tensors, batch_size, transform, extra_batch, resume_from, steps_per_epoch
+        )
+        _warm_up(objectives, [first[0]] + [first[1]] * len(extra_objectives))
+        state = _TrainingState.resume(resume_from, optim, steps_per_epoch, device, extra)
+    step = _Step(
+        objectives,
+        optim,
+        transform,
+        extra_batch is not None,
+        compile,
+        check_every_step,
+        (n, batch_size, shuffle),
     )
-    bar = tqdm(
-        total=epochs * steps_per_epoch,
-        initial=done,
-        # tqdm: None = quiet when not a terminal; rank 0 alone shows it
-        disable=None if progress and me == 0 else True,
-        unit="step",
-        dynamic_ncols=True,
-    )
-    for compiled_step in steps:  # a new shape's compile shows on the bar while it runs
-        compiled_step.announce = bar.set_postfix_str
-    halted = None
+    bar = _progress_bar(state, epochs, progress, step)
+    save = functools.partial(state.save, checkpoint, optim)
     try:
         with _stop_requests(handle_signals) as stop:
+            start = cast(int, state.first_epoch)
             for epoch in range(start + 1, start + epochs + 1):
-                if resume_epoch is not None and epoch < resume_epoch:
-                    continue
                 t0 = time.perf_counter()
-                if resume_epoch == epoch and position["step"] < steps_per_epoch:
-                    perm = position["perm"]  # continue this epoch where it stopped
-                elif resume_epoch == epoch:
-                    continue  # this epoch ended (callbacks and checkpoint included)
-                else:
-                    perm = (
-                        torch.randperm(n, generator=order_rng, device="cpu")
-                        if shuffle
-                        else torch.arange(n, device="cpu")
-                    )
-                    position.update(
-                        epoch=epoch, step=0, perm=perm, total=0.0, total_all=0.0, seen=0
-                    )
-                for _, _, objective in objectives:
-                    set_epoch = getattr(objective, "set_epoch", None)
-                    if set_epoch is not None:  # schedules (BetaELBO's anneal)
-                        set_epoch(epoch)
-                assert perm is not None
-                # the order is drawn on the CPU (the same order on every device), the data
-                # is indexed where it lies
-                order = perm.to(device)
-                for step in range(position["step"], steps_per_epoch):
-                    idx = order[step * batch_size : (step + 1) * batch_size]
-                    batch = tuple(d[idx] for d in tensors)
-                    more, more_rows = batch, len(idx)
-                    if extra_batch is not None:
-                        more = on_order_stream(extra_batch, epoch, step)
-                        more_rows = len(more[0]) if more is not None else 0
-                    if world > 1:  # this process's shard of the minibatch (and of the extra)
-                        batch = distributed.shard(batch)
-                        more = distributed.shard(more) if more is not None else None
-                    if transform is not None:  # the noise stream (after the order's draws)
-                        batch = (transform(batch[0]),) + batch[1:]
-                        if extra_batch is not None and more is not None:
-                            more = (transform(more[0]),) + more[1:]
-                    if extra_batch is None:
-                        more = batch
-                    checked = pair_check_errors if first_step else _unchecked
-                    if first_step:  # per-datapoint accounting: see "Returns"
-                        per_row_total = check_training_pair(
-                            model,
-                            guide,
-                            *batch,
-                            loss=loss,
-                            num_rows=n,
-                            batch_size=batch_size,
-                            shuffle=shuffle,
-                        )
-                    with pyro.validation_enabled(validate and (check_every_step or first_step)):
-                        sync = None
-                        if world > 1:
-                            asked = stop["stop"] is not None
-                            sync = distributed.GradientSync(len(batch[0]), len(idx), asked)
-                        with checked(model, guide, *batch):
-                            main = steps[0](optim, *batch, sync=sync)
-                        value = main
-                        if more is not None:  # None: this step has no extra batch
-                            for (m, g, _), extra_step in zip(
-                                extra_objectives, steps[1:], strict=True
-                            ):
-                                more_sync = None
-                                if world > 1:
-                                    more_sync = distributed.GradientSync(len(more[0]), more_rows)
-                                with checked(m, g, *more):
-                                    value = value + extra_step(optim, *more, sync=more_sync)
-                    first_step = False
-                    halted = stop["stop"]  # every process stops at the step where any was asked
-                    if sync is not None:
-                        halted = (
-                            (halted or "a stop request to another process") if sync.stop else None
-                        )
-                    if per_row_total is not None:  # the loss carries the plate's scale N / B
-                        main = main * (len(idx) / per_row_total)
-                    pending.append((epoch, step, main, value, len(idx)))
-                    position["step"] = step + 1
-                    bar.update(1)
-                    if step % 10 == 0 or step == steps_per_epoch - 1 or halted or steps[0].fresh:
-                        read_losses()
-                        bar.set_postfix_str(
-                            f"epoch {epoch} elbo {-position['total'] / position['seen']:.2f}"
-                            + steps[0].note(),
-                            refresh=False,
-                        )
-                    if halted and step + 1 < steps_per_epoch:
-                        save()
-                        raise Interrupted(
-                            f"{halted} at epoch {epoch}, step {step + 1} of {steps_per_epoch}",
-                            epoch=epoch,
-                            step=step + 1,
-                        )
-                history["train_elbo"].append(-position["total"] / position["seen"])
-                if extra_objectives:
-                    history["train_loss"].append(position["total_all"] / steps_per_epoch)
-                history["seconds"].append(time.perf_counter() - t0)
-                history["bound_name"].append(bound_name(loss))
-                if isinstance(optim, (pyro.optim.PyroLRScheduler, Adam)):
-                    optim.step()  # the epoch's learning-rate schedule
-                for cb in callbacks:
-                    for key, value in (cb(epoch, history) or {}).items():
-                        history.setdefault(key, []).append(value)
-                position["perm"] = None
-                save()
-                if stop["stop"] if world == 1 else halted:
+                order = state.begin_epoch(epoch, n, shuffle)
+                if order is None:
+                    continue
+                _set_epoch(objectives, epoch)
+                halted = _run_epoch(
+                    epoch, order, state, step, tensors, batch_size, extra_batch, bar, stop, save
+                )
+                seconds = time.perf_counter() - t0
+                _end_epoch(epoch, state, loss, optim, callbacks, extra, seconds, save)
+                if stop["stop"] if state.world == 1 else halted:
                     raise Interrupted(
                         f"{halted or stop['stop']} at the end of epoch {epoch}",
                         epoch=epoch,
                         step=steps_per_epoch,
                     )
     except (TrainingDiverged, Interrupted) as exc:
-        exc.history = history
+        exc.history = state.history
         raise
     finally:
         bar.close()
-    return history
+    return state.history
