@@ -160,6 +160,7 @@ def train(
     resume_from: dict[str, Any] | None = None,
     handle_signals: bool = True,
     compile: str = "auto",
+    step_callback: Callable[[list[int], list[float]], None] | None = None,
 ) -> dict[str, list]:
     """Fit ``model``/``guide`` with ``pyro.infer.SVI`` on minibatches of ``data``.
 
@@ -241,6 +242,11 @@ def train(
         callback (callable, list of callables, or None): ``callback(epoch, history)`` after
             each epoch (1-based); may return a dict of further per-epoch metrics, appended to
             ``history`` before the next callback runs.
+        step_callback (callable or None): ``step_callback(steps, bounds)`` each time the
+            steps' losses are read (every 10 steps, at an epoch's end and before a
+            checkpoint; no host synchronisation of its own): the global steps read (1-based,
+            counted over the epochs of ``history``) and the main objective's bound per
+            datapoint at each (nats, as ``"train_elbo"``). Rank 0 alone calls it.
         progress (bool): show a progress bar with the running ELBO (on a terminal only).
         history (dict or None): curves to continue (e.g. from a checkpoint); epochs are
             numbered after them.
@@ -438,6 +444,9 @@ def train(
             position["total"] += main_
             position["total_all"] += value_
             position["seen"] += rows_
+        if step_callback is not None and pending and me == 0:
+            steps_read = [(e - 1) * steps_per_epoch + s + 1 for e, s, *_ in pending]
+            step_callback(steps_read, [-m / e[4] for e, m in zip(pending, read[0::2], strict=True)])
         pending.clear()
 
     validate, first_step = is_validation_enabled(), True
