@@ -11,9 +11,11 @@ import pkgutil
 
 from ..fitting import MixtureFit, fit_mixture
 from .autoregressive import AutoregressiveConfig, evaluate_autoregressive
+from .compare import Comparison, compare_runs
 from .config import Range, RunConfig, validate
+from .config_files import load_config
 from .objective import ObjectiveConfig
-from .registry import RUNS, Run, RunKind, Stage, evaluate_run, load_run, register
+from .registry import RUNS, Run, RunKind, Stage, evaluate_run, load_run, register, train_seeds
 from .vae import DATASET_DEFAULTS
 from .vae_family import AmortizedConfig
 
@@ -27,6 +29,7 @@ globals().update(KIND_EXPORTS)
 __all__ = [
     "AmortizedConfig",
     "AutoregressiveConfig",
+    "Comparison",
     "DATASET_DEFAULTS",
     "MixtureFit",
     "ObjectiveConfig",
@@ -36,11 +39,14 @@ __all__ = [
     "RunConfig",
     "RunKind",
     "Stage",
+    "compare_runs",
     "evaluate_autoregressive",
     "evaluate_run",
+    "load_config",
     "load_run",
     "fit_mixture",
     "register",
+    "train_seeds",
     "validate",
 ]
 __all__ += sorted(KIND_EXPORTS)  # pyright: ignore[reportUnsupportedDunderAll]
