@@ -265,6 +265,7 @@ def run_stages(run: Run, stages: list[Stage], folder: str) -> dict:
             ongoing = run.saved and run.saved["stage"] == stage.name
             run.stage, run.resume = stage.name, run.saved["train"] if ongoing else None
             run.state = run.resume
+            run.tracker.resumed(stage.name, run.history())  # (its epochs were written)
             run.results[stage.name] = stage.fit(run)
     except (TrainingDiverged, Interrupted) as exc:
         raise record_stop(folder, exc) from None

@@ -110,6 +110,10 @@ class Tracker:
 
         return hook
 
+    def resumed(self, stage: str | None, history: dict) -> None:
+        """A stage resumed with ``history``: its epochs were written before."""
+        self.logged[stage or ""] = len(history.get("train_elbo") or [])
+
     def epochs(self, stage: str | None, history: dict) -> None:
         """Write the epochs of ``history`` (per-epoch curves) not written yet."""
         if self.writer is None or not history:

@@ -318,3 +318,24 @@ def test_a_failing_tracker_is_one_warning_and_then_silent(tmp_path, caplog):
     assert Broken.calls == 1 and not tracker.active
     (record,) = [r for r in caplog.records if r.name == "pyrolvm.tracking"]
     assert "No space left on device" in record.getMessage() and "goes on" in record.getMessage()
+
+
+def test_a_resumed_run_writes_each_epoch_once(runs, tmp_path):
+    # the 1-epoch trace run extended to 2 epochs with --resume: a second event file, which
+    # holds epoch 2 alone (epoch 1 was written by the first)
+    pytest.importorskip("tensorboard")
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = str(tmp_path / "extended")
+    shutil.copytree(runs["trace"], folder)
+    train_vae(elbo="trace", out=folder, resume=True, **(TINY | {"epochs": 2}))
+    events = [n for n in os.listdir(folder) if n.startswith("events.out.tfevents.")]
+    assert len(events) == 2
+    reader = EventAccumulator(folder, size_guidance={"scalars": 0})
+    reader.Reload()
+    curve = read_json(os.path.join(folder, "metrics.json"))["curves"]["train_elbo"]
+    written = [(e.step, e.value) for e in reader.Scalars("epoch/train ELBO")]
+    assert [s for s, _ in written] == [1, 2]
+    assert [v for _, v in written] == pytest.approx(curve, rel=1e-6)
