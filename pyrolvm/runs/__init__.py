@@ -4,14 +4,16 @@ declaration (:class:`RunKind`: its config, parts, stages, evaluation, figures an
 rows) registered in :data:`RUNS`; the run template (``pyrolvm.runs.template``) does the
 rest, the ``pyrolvm`` command is generated from the registry, and so are this package's
 ``train_KIND`` / ``evaluate_KIND`` functions and config classes: each command is one Python
-call here. Every module of this package is imported, so that its kinds register."""
+call here (``pyrolvm compare`` is :func:`compare_runs`, ``--config`` :func:`load_config`,
+``--seeds`` :func:`train_seeds`). Every module of this package is imported, so that its kinds
+register."""
 
 import importlib
 import pkgutil
 
 from ..fitting import MixtureFit, fit_mixture
 from .autoregressive import AutoregressiveConfig, evaluate_autoregressive
-from .compare import Comparison, compare_runs
+from .compare import Comparison, RunRecord, compare_runs
 from .config import Range, RunConfig, validate
 from .config_files import load_config
 from .objective import ObjectiveConfig
@@ -38,6 +40,7 @@ __all__ = [
     "Run",
     "RunConfig",
     "RunKind",
+    "RunRecord",
     "Stage",
     "compare_runs",
     "evaluate_autoregressive",

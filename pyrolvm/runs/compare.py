@@ -120,7 +120,7 @@ class Comparison:
     files: list[str] = field(default_factory=list)
 
     def columns(self) -> list[str]:
-        """The metrics the printed table shows: :data:`HEADLINE`'s that some run reports
+        """The metrics the printed table shows: ``HEADLINE``'s that some run reports
         (for a kind without ``test_nll``, first every figure reported with a standard error)."""
         shown = [k for k in HEADLINE if k in self.metrics]
         if "test_nll" not in shown:
@@ -236,8 +236,9 @@ class Comparison:
         }
 
     def write(self, out: str) -> list[str]:
-        """Write :data:`FILES` into the folder ``out`` (created; the files of an earlier
-        comparison there replaced); returns their paths.
+        """Write comparison.csv, comparison.json, curves.png and test_nll.png into the folder
+        ``out`` (created; the files of an earlier comparison there replaced); returns their
+        paths.
 
         Raises:
             ConfigError: ``out`` is a run folder, or cannot be written.
@@ -272,7 +273,7 @@ def compare_runs(folders: list[str] | str, sort: str | None = None, out: str | N
             (whose subfolders are runs, as ``--seeds`` writes them), in the table's order.
         sort (str or None): a metric or setting to order the runs by (``"test_nll"``,
             ``"elbo"``); ``"-KEY"`` for descending; runs lacking it go last.
-        out (str or None): write :data:`FILES` there (:meth:`Comparison.write`).
+        out (str or None): write the comparison's files there (:meth:`Comparison.write`).
 
     Returns:
         Comparison: ``print(comparison.table())`` prints what the command prints.

@@ -83,7 +83,7 @@ class Run:
             (the per-datapoint estimates, shape (N,), and the test data scored) for the
             template to save them (``test_log_likelihood.pt``: ``pyrolvm compare``'s paired
             differences).
-        tracker (Tracker): the run's TensorBoard writer (:mod:`pyrolvm.runs.tracking`).
+        tracker: the run's TensorBoard writer (``pyrolvm.runs.tracking.Tracker``).
     """
 
     def __init__(self, kind, cfg, data, saved=None, evaluating=False, options=None):
