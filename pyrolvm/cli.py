@@ -72,7 +72,7 @@ class Compare:
     """the folder the comparison's files go to"""
 
 
-#: The flags ``pyrolvm train KIND`` adds to the kind's config: (name, type, help).
+#: The flags ``pyrolvm train KIND`` adds to the kind's config: (name, type, help, metavar).
 TRAIN_FLAGS = (
     (
         "config",
@@ -80,12 +80,14 @@ TRAIN_FLAGS = (
         "start from the settings in this file (a run folder's config.json, or YAML or JSON "
         "of setting: value); the flags given override it; pyrolvm train --config "
         "runs/a/config.json --out runs/b reruns run a",
+        "FILE",
     ),
     (
         "seeds",
         Seeds | None,  # pyright: ignore[reportOperatorIssue] (an Annotated type, or None)
         "run these settings once per seed (e.g. 0,1,2) into OUT/seed-N; pyrolvm compare OUT "
         "gives the mean and s.d. across them",
+        "SEEDS",
     ),
 )
 
@@ -94,8 +96,12 @@ def train_type(kind: Any) -> type:
     """The kind's config with :data:`TRAIN_FLAGS` (what ``pyrolvm train KIND`` parses; the
     run itself gets the kind's config without them, :func:`as_run_config`)."""
     fields = [
-        (name, Annotated[tp, tyro.conf.arg(help=text)], dataclasses.field(default=None))
-        for name, tp, text in TRAIN_FLAGS
+        (
+            name,
+            Annotated[tp, tyro.conf.arg(help=text, metavar=var)],
+            dataclasses.field(default=None),
+        )
+        for name, tp, text, var in TRAIN_FLAGS
     ]
     cls = dataclasses.make_dataclass(kind.config.__name__, fields, bases=(kind.config,))
     cls.__doc__ = kind.config.__doc__
