@@ -5,12 +5,14 @@ by hand in PyTorch (one torch.optim.Adam, the loss read as a float each step), a
 round by round in this process (ratio > 1: the command slower).
 
     python -m benchmarks.bench_cli_epochs [--cases digits mnist burda] [--epochs 3]
-        [--rounds 2] [--compile auto] [--data-root DIR] [--json out.json]
+        [--rounds 2] [--compile auto] [--tensorboard on|off|both] [--data-root DIR]
+        [--json out.json]
 
 Cases: the digits default (`pyrolvm train vae`), the MNIST default (`--dataset mnist`) and
 Burda et al.'s protocol on MNIST (`--batch-size 20 --lr 1e-3 --eps 1e-4`; its constant rate:
 the schedule changes the rate, not the work). The MNIST cases need MNIST under --data-root
-(or $PYROLVM_DATA_ROOT).
+(or $PYROLVM_DATA_ROOT). `--tensorboard both` alternates runs of the command with and without
+its TensorBoard event files (`--no-tensorboard`) in the same rounds: a ratio for each.
 """
 
 import argparse
@@ -34,10 +36,11 @@ CASES = {
 }
 
 
-def command_epochs(argv, epochs, mode, root):
+def command_epochs(argv, epochs, mode, root, tensorboard=True):
     """Seconds of each epoch after the first of one `pyrolvm train vae` run."""
     with tempfile.TemporaryDirectory() as out:
         args = ["train", "vae", *argv, "--epochs", str(epochs), "--compile", mode]
+        args += [] if tensorboard else ["--no-tensorboard"]
         args += ["--eval-samples", "10", "--no-progress", "--device", "cpu", "--out", out]
         args += ["--data-root", root] if root else []
         if cli_main(args) != 0:
@@ -66,6 +69,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--compile", default="auto")
+    parser.add_argument("--tensorboard", default="on", choices=["on", "off", "both"])
     parser.add_argument("--data-root", default=os.environ.get("PYROLVM_DATA_ROOT"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -74,23 +78,21 @@ def main(argv=None):
         argv_case = CASES[case] + (["--data-root", args.data_root] if args.data_root else [])
         cfg = VAEConfig(**_fields(argv_case), out="unused", epochs=args.epochs).resolved()
         data = load_data(cfg, cfg.binarize)
-        ours, theirs = [], []
+        modes = {"on": [True], "off": [False], "both": [True, False]}[args.tensorboard]
+        ours, theirs = {m: [] for m in modes}, []
         for _ in range(args.rounds):  # alternated: a run of the command, then hand-written
-            ours += command_epochs(CASES[case], args.epochs, args.compile, args.data_root)
+            for m in modes:
+                ours[m] += command_epochs(CASES[case], args.epochs, args.compile, args.data_root, m)
             theirs += [handwritten_epoch(cfg, data) for _ in range(args.epochs - 1)]
         steps = math.ceil(len(data.train) / cfg.batch_size)
         title = f"CLI epoch, {case} ({steps} steps of {cfg.batch_size})"
         base = statistics.median(theirs)
         rows.append({"case": title, "method": "hand-written", "seconds": base})
-        mine = statistics.median(ours)
-        rows.append(
-            {
-                "case": title,
-                "method": f"pyrolvm train vae --compile {args.compile}",
-                "seconds": mine,
-                "ratio": mine / base,
-            }
-        )
+        for m in modes:
+            mine = statistics.median(ours[m])
+            flags = f"--compile {args.compile}" + ("" if m else " --no-tensorboard")
+            row = {"case": title, "method": f"pyrolvm train vae {flags}", "seconds": mine}
+            rows.append(row | {"ratio": mine / base})
     return report("cli_epochs", "CLI epochs", rows, torch.device("cpu"), args.json)
 
 

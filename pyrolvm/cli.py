@@ -1,12 +1,14 @@
 # pyright: reportInvalidTypeForm=false
 # (the command type is built at run time from the run registry)
-"""The ``pyrolvm`` command: ``pyrolvm train KIND ...`` for every registered run kind and
-``pyrolvm evaluate RUN_FOLDER``.
+"""The ``pyrolvm`` command: ``pyrolvm train KIND ...`` for every registered run kind,
+``pyrolvm evaluate RUN_FOLDER`` and ``pyrolvm compare RUN_FOLDER...``.
 
 Generated, not written: the flags of ``pyrolvm train KIND`` are the fields of the kind's run
 config (:data:`pyrolvm.runs.RUNS`), parsed by ``tyro``, with their types, defaults, choices
-and help as declared there. Errors caused by bad input are printed as one message with exit
-status 2 (``pyrolvm: error: ...`` for settings and data, tyro's message for a malformed flag).
+and help as declared there, and ``--config FILE`` (the file's settings as the defaults of the
+flags: :func:`pyrolvm.runs.load_config`) and ``--seeds`` (:func:`pyrolvm.runs.train_seeds`).
+Errors caused by bad input are printed as one message with exit status 2 (``pyrolvm: error:
+...`` for settings and data, tyro's message for a malformed flag).
 
 Under ``torchrun`` (``torchrun --nproc-per-node N -m pyrolvm train ...``, or ``pyrolvm train
 ... --nproc N``, which launches it) every process runs the same command in a
@@ -28,9 +30,12 @@ from .devices import process_device
 from .errors import Interrupted, PeerLost, PyroLVMError
 from .inference import distributed
 from .inference.compiled import compile_mode
-from .runs import RUNS, evaluate_run
+from .runs import RUNS, compare_runs, evaluate_run, load_config, train_seeds
 from .runs.common import format_summary
+from .runs.compare import FILES
+from .runs.config_files import config_flag, kind_of_file, read_config_file
 from .runs.registry import evaluate_options
+from .settings import Seeds
 
 
 @dataclass
@@ -51,6 +56,63 @@ class Evaluate:
     compile: Literal["auto", "inductor", "graph", "off"] = "auto"
     """the evaluator's chunks traced once per shape and replayed (graph) or compiled by
     inductor; off: eager (see `pyrolvm train vae --help`)"""
+
+
+@dataclass
+class Compare:
+    """Compare runs of one kind side by side: the settings that differ, the test figures,
+    paired differences, learning curves (comparison.csv, comparison.json, curves.png,
+    test_nll.png in --out)."""
+
+    folders: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
+    """run folders, glob patterns (quoted: 'runs/*') or sweep folders of --seeds"""
+    sort: Annotated[str | None, tyro.conf.arg(metavar="KEY")] = None
+    """order the runs by this figure or setting (test_nll, elbo, ...); -KEY: descending"""
+    out: Annotated[str, tyro.conf.arg(metavar="DIR")] = "comparison"
+    """the folder the comparison's files go to"""
+
+
+#: The flags ``pyrolvm train KIND`` adds to the kind's config: (name, type, help, metavar).
+TRAIN_FLAGS = (
+    (
+        "config",
+        str | None,
+        "start from the settings in this file (a run folder's config.json, or YAML or JSON "
+        "of setting: value); the flags given override it; pyrolvm train --config "
+        "runs/a/config.json --out runs/b reruns run a",
+        "FILE",
+    ),
+    (
+        "seeds",
+        Seeds | None,  # pyright: ignore[reportOperatorIssue] (an Annotated type, or None)
+        "run these settings once per seed (e.g. 0,1,2) into OUT/seed-N; pyrolvm compare OUT "
+        "gives the mean and s.d. across them",
+        "SEEDS",
+    ),
+)
+
+
+def train_type(kind: Any) -> type:
+    """The kind's config with :data:`TRAIN_FLAGS` (what ``pyrolvm train KIND`` parses; the
+    run itself gets the kind's config without them, :func:`as_run_config`)."""
+    fields = [
+        (
+            name,
+            Annotated[tp, tyro.conf.arg(help=text, metavar=var)],
+            dataclasses.field(default=None),
+        )
+        for name, tp, text, var in TRAIN_FLAGS
+    ]
+    cls = dataclasses.make_dataclass(kind.config.__name__, fields, bases=(kind.config,))
+    cls.__doc__ = kind.config.__doc__
+    return cls
+
+
+def as_run_config(kind: Any, command: Any) -> Any:
+    """``command`` (a :func:`train_type`) as the kind's own config."""
+    return kind.config(
+        **{f.name: getattr(command, f.name) for f in dataclasses.fields(kind.config)}
+    )
 
 
 def evaluate_type() -> type:
@@ -75,7 +137,7 @@ def command_type() -> Any:
     value is that kind's config, or :class:`Evaluate` (built at run time from
     :data:`pyrolvm.runs.RUNS`, so static type checkers see ``Any``)."""
     configs = tuple(
-        Annotated[k.config, tyro.conf.subcommand(k.name, description=k.description)]
+        Annotated[train_type(k), tyro.conf.subcommand(k.name, description=k.description)]
         for k in _kinds()
     )
 
@@ -91,6 +153,7 @@ def command_type() -> Any:
     return Union[  # noqa: UP007 (a union built from the registry)
         Annotated[Train, tyro.conf.subcommand("train")],
         Annotated[evaluate_type(), tyro.conf.subcommand("evaluate")],
+        Annotated[Compare, tyro.conf.subcommand("compare")],
     ]
 
 
@@ -111,8 +174,34 @@ def parse(argv: list[str] | None = None) -> Any:
         print(f"pyrolvm {__version__}")
         raise SystemExit(0)
     argv = taken_over(argv)
+    if argv[:1] == ["train"]:
+        try:
+            argv, path = config_flag(argv)
+            if path is not None:
+                return with_config_file(argv, path)
+        except PyroLVMError as exc:
+            print(f"pyrolvm: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     command = tyro.cli(command_type(), args=argv, prog="pyrolvm", config=_CONFIG)
     return getattr(command, "config", command)
+
+
+def with_config_file(argv: list[str], path: str) -> Any:
+    """Parse ``train [KIND] FLAGS`` (``argv`` without its ``--config``) with the settings of
+    the file ``path`` as the defaults of the flags (tyro's ``default=``): the file validated
+    by the kind's declaration, the flags overriding it; KIND, when not given, from the file.
+
+    Raises:
+        ConfigError: see :func:`pyrolvm.runs.load_config`.
+    """
+    named = argv[1] if len(argv) > 1 and argv[1] in RUNS else None
+    kind = kind_of_file(read_config_file(path), path, named)
+    config = load_config(path, kind.name)
+    cls = train_type(kind)
+    default = cls(**dataclasses.asdict(config), config=path)
+    flags = argv[2:] if named else argv[1:]
+    prog = f"pyrolvm train {kind.name}"
+    return tyro.cli(cls, args=flags, default=default, prog=prog, config=_CONFIG)
 
 
 def taken_over(argv: list[str]) -> list[str]:
@@ -148,9 +237,27 @@ def run(command: Any) -> str:
                 command.folder, command.data_root, command.progress, command.device, **options
             )
         return format_summary(f"evaluation of {command.folder}", kind.evaluation_rows(metrics))
+    if isinstance(command, Compare):
+        comparison = compare_runs(list(command.folders), command.sort, command.out)
+        written = [os.path.basename(f) for f in comparison.files]
+        return comparison.table() + f"\n\nwritten to {command.out}: {', '.join(written)}"
     kind = next(k for k in RUNS.values() if isinstance(command, k.config))
-    metrics = kind.train(command)
-    return kind.summary(metrics, command, command.out)
+    config = as_run_config(kind, command)
+    if getattr(command, "seeds", None):
+        runs = train_seeds(kind.name, command.seeds, config)
+        summaries = [
+            kind.summary(m, config, os.path.join(config.out, f"seed-{s}")) for s, m in runs.items()
+        ]
+        table = compare_runs([config.out]).table()
+        return "\n\n".join(
+            [
+                *summaries,
+                table,
+                f"files: pyrolvm compare {config.out} --out DIR ({', '.join(FILES)})",
+            ]
+        )
+    metrics = kind.train(config)
+    return kind.summary(metrics, config, config.out)
 
 
 def torchrun_args(nproc: int, argv: list[str]) -> list[str]:

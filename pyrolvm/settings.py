@@ -15,7 +15,7 @@ import tyro
 
 from .errors import ConfigError
 
-__all__ = ["Count", "Literal", "PositiveFloat", "Range", "Sizes", "flag", "validate"]
+__all__ = ["Count", "Literal", "PositiveFloat", "Range", "Seeds", "Sizes", "flag", "validate"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,27 @@ Sizes = Annotated[
         nargs=1,
         metavar="SIZES",
         instance_from_str=_parse_sizes,
+        is_instance=lambda v: isinstance(v, tuple),
+        str_from_instance=lambda v: [",".join(str(h) for h in v)],
+    ),
+]
+
+
+def _parse_seeds(args):
+    text = args[0]
+    try:
+        return tuple(int(h) for h in text.replace(",", " ").split())
+    except ValueError:
+        raise ValueError(f"expected seeds like 0,1,2, got {text!r}") from None
+
+
+#: Seeds, written ``0,1,2`` on the command line.
+Seeds = Annotated[
+    tuple[int, ...],
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="SEEDS",
+        instance_from_str=_parse_seeds,
         is_instance=lambda v: isinstance(v, tuple),
         str_from_instance=lambda v: [",".join(str(h) for h in v)],
     ),

@@ -151,6 +151,7 @@ class _TrainingState:
         self.order_rng, self.noise_seed = streams
         self.world = distributed.world_size()
         self.pending: list[tuple[int, int, Any, Any, int]] = []
+        self.step_callback: Callable[[list[int], list[float]], None] | None = None
         for key in ("train_elbo", "seconds") + (("train_loss",) if extra else ()):
             history.setdefault(key, [])
         # which bound "train_elbo" holds, per epoch (None for epochs of an older checkpoint)
@@ -275,6 +276,10 @@ class _TrainingState:
             self.total += main
             self.total_all += value
             self.seen += rows
+        if self.step_callback is not None and self.pending and distributed.rank() == 0:
+            steps = [(e - 1) * self.steps_per_epoch + s + 1 for e, s, *_ in self.pending]
+            bounds = [-m / entry[4] for entry, m in zip(self.pending, read[0::2], strict=True)]
+            self.step_callback(steps, bounds)
         self.pending.clear()
 
     def end_epoch(self, loss, extra: bool, seconds: float) -> None:
@@ -561,6 +566,7 @@ def train(
     resume_from: dict[str, Any] | None = None,
     handle_signals: bool = True,
     compile: str = "auto",
+    step_callback: Callable[[list[int], list[float]], None] | None = None,
 ) -> dict[str, list]:
     """Fit ``model``/``guide`` with ``pyro.infer.SVI`` on minibatches of ``data``.
 
@@ -642,6 +648,11 @@ def train(
         callback (callable, list of callables, or None): ``callback(epoch, history)`` after
             each epoch (1-based); may return a dict of further per-epoch metrics, appended to
             ``history`` before the next callback runs.
+        step_callback (callable or None): ``step_callback(steps, bounds)`` each time the
+            steps' losses are read (every 10 steps, at an epoch's end and before a
+            checkpoint; no host synchronisation of its own): the global steps read (1-based,
+            counted over the epochs of ``history``) and the main objective's bound per
+            datapoint at each (nats, as ``"train_elbo"``). Rank 0 alone calls it.
         progress (bool): show a progress bar with the running ELBO (on a terminal only).
         history (dict or None): curves to continue (e.g. from a checkpoint); epochs are
             numbered after them.
@@ -708,6 +719,7 @@ def train(
         )
         _warm_up(objectives, [first[0]] + [first[1]] * len(extra_objectives))
         state = _TrainingState.resume(resume_from, optim, steps_per_epoch, device, extra)
+    state.step_callback = step_callback
     step = _Step(
         objectives,
         optim,

@@ -4,16 +4,20 @@ declaration (:class:`RunKind`: its config, parts, stages, evaluation, figures an
 rows) registered in :data:`RUNS`; the run template (``pyrolvm.runs.template``) does the
 rest, the ``pyrolvm`` command is generated from the registry, and so are this package's
 ``train_KIND`` / ``evaluate_KIND`` functions and config classes: each command is one Python
-call here. Every module of this package is imported, so that its kinds register."""
+call here (``pyrolvm compare`` is :func:`compare_runs`, ``--config`` :func:`load_config`,
+``--seeds`` :func:`train_seeds`). Every module of this package is imported, so that its kinds
+register."""
 
 import importlib
 import pkgutil
 
 from ..fitting import MixtureFit, fit_mixture
 from .autoregressive import AutoregressiveConfig, evaluate_autoregressive
+from .compare import Comparison, RunRecord, compare_runs
 from .config import Range, RunConfig, validate
+from .config_files import load_config
 from .objective import ObjectiveConfig
-from .registry import RUNS, Run, RunKind, Stage, evaluate_run, load_run, register
+from .registry import RUNS, Run, RunKind, Stage, evaluate_run, load_run, register, train_seeds
 from .vae import DATASET_DEFAULTS
 from .vae_family import AmortizedConfig
 
@@ -27,6 +31,7 @@ globals().update(KIND_EXPORTS)
 __all__ = [
     "AmortizedConfig",
     "AutoregressiveConfig",
+    "Comparison",
     "DATASET_DEFAULTS",
     "MixtureFit",
     "ObjectiveConfig",
@@ -35,12 +40,16 @@ __all__ = [
     "Run",
     "RunConfig",
     "RunKind",
+    "RunRecord",
     "Stage",
+    "compare_runs",
     "evaluate_autoregressive",
     "evaluate_run",
+    "load_config",
     "load_run",
     "fit_mixture",
     "register",
+    "train_seeds",
     "validate",
 ]
 __all__ += sorted(KIND_EXPORTS)  # pyright: ignore[reportUnsupportedDunderAll]

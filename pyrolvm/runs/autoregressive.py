@@ -124,10 +124,10 @@ def load_pixels(cfg, data=None):
     return on_device(data, resolve_device(cfg.device))
 
 
-def score_model(model, test, cfg, progress=False):
+def score_model(model, test, cfg, progress=False, run=None):
     """The exact test log-likelihood of a latent-free model (K = 1, the empty guide; the model
     in evaluation mode, for MADE the mask ensemble): ``test_nll`` and ``test_nll_stderr``
-    (nats per image), ``test_bits_per_dim``."""
+    (nats per image), ``test_bits_per_dim``; the per-image values in ``run.extra`` if given."""
     was_training = model.training
     model.eval()
     try:
@@ -135,6 +135,8 @@ def score_model(model, test, cfg, progress=False):
         ll = importance_sample(model, empty_guide, test, **options).log_likelihood
     finally:
         model.train(was_training)
+    if run is not None:
+        run.extra["test_log_likelihood"] = (ll, test)
     nll, se = mean_and_stderr(-ll)
     return {
         "test_nll": nll,
@@ -197,7 +199,7 @@ def figures(run: Run, metrics: dict) -> list[str]:
 
 def score(run: Run) -> dict:
     """The exact test figures of the run's model (:func:`score_model`)."""
-    return score_model(run.parts["model"], run.data.test, run.cfg, run.cfg.progress)
+    return score_model(run.parts["model"], run.data.test, run.cfg, run.cfg.progress, run)
 
 
 def evaluate_autoregressive(folder, data_root=None, progress=True, device="auto"):

@@ -3,6 +3,7 @@ atomic checkpoints, the summary table."""
 
 import contextlib
 import glob
+import hashlib
 import json
 import math
 import os
@@ -19,6 +20,11 @@ from ..inference import compiled, distributed
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+#: The per-datapoint test log-likelihoods of a run (``pyrolvm compare``'s paired differences):
+#: ``{"log_likelihood": float64 tensor (N,), "test_set": sha256 of the test data, "points"}``.
+POINTWISE = "test_log_likelihood.pt"
+#: The start of TensorBoard's event file names.
+EVENTS = "events.out.tfevents."
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_DIFFERENCES = (
     "progress",
@@ -29,11 +35,13 @@ RESUMABLE_DIFFERENCES = (
     "device",
     "nproc",
     "compile",
+    "tensorboard",
 )
 
 
 def _is_run_file(name):
-    return name in ("config.json", "metrics.json", CHECKPOINT) or name.endswith((".png", ".tmp"))
+    files = ("config.json", "metrics.json", CHECKPOINT, POINTWISE)
+    return name in files or name.endswith((".png", ".tmp")) or name.startswith(EVENTS)
 
 
 def config_differences(saved: dict, current: dict, ignore: tuple[str, ...] = ()) -> list[str]:
@@ -257,6 +265,18 @@ def save_checkpoint(path: str, state: dict) -> None:
     tmp = f"{path}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def fingerprint(data: Any) -> dict:
+    """``{"test_set": sha256, "points": N}`` of ``data`` (a tensor or tuple of tensors, N rows):
+    runs whose per-datapoint figures have the same fingerprint scored the same points."""
+    tensors = data if isinstance(data, (tuple, list)) else (data,)
+    digest = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().to("cpu").contiguous()
+        digest.update(f"{tuple(t.shape)} {t.dtype};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return {"test_set": digest.hexdigest(), "points": len(tensors[0])}
 
 
 def load_checkpoint(folder: str) -> dict:

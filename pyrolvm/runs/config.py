@@ -47,6 +47,10 @@ class RunConfig:
     bitwise equal to off) or compiled by inductor (CUDA graphs on a GPU); off: Pyro's eager
     step; auto: inductor where a C++ compiler (CPU) or Triton (CUDA) is present, else graph
     ($PYROLVM_COMPILE, if set)"""
+    tensorboard: bool = True
+    """write TensorBoard event files in the run folder (scalars per step and epoch, the
+    figures, the settings; `tensorboard --logdir runs`); without the tensorboard package, one
+    warning"""
 
     def resolve_defaults(self, values: dict) -> None:
         """Hook for defaults that depend on other fields; ``values`` is the dict of fields,

@@ -15,8 +15,9 @@ from ..devices import resolve_device
 from ..errors import ConfigError
 from .common import load_checkpoint, load_data, on_device
 from .template import Run, Stage, default_report, evaluate_folder, reload, summary, train_run
+from .template import train_seeds as _train_seeds
 
-__all__ = ["RUNS", "Run", "RunKind", "Stage", "evaluate_run", "load_run", "register"]
+__all__ = ["RUNS", "Run", "RunKind", "Stage", "evaluate_run", "load_run", "register", "train_seeds"]
 
 
 def default_data(cfg: Any, data: Any = None) -> Any:
@@ -238,6 +239,21 @@ def evaluate_run(folder: str, data_root=None, progress=True, device="auto", **op
         folder, data_root=data_root, progress=progress, device=device, **options
     )
     return kind, metrics
+
+
+def train_seeds(kind: str, seeds: Any, config: Any = None, data: Any = None, **overrides: Any):
+    """``pyrolvm train KIND ... --seeds 0,1,2`` in one call: the run of kind ``kind`` (a name of
+    :data:`RUNS`) with ``config`` and ``overrides`` once per seed, into ``OUT/seed-N``;
+    returns ``{seed: metrics}`` (``pyrolvm.runs.compare_runs(OUT)``: mean and s.d. across the
+    seeds).
+
+    Raises:
+        ConfigError: an unknown kind, no or repeated seeds, ``OUT`` holding a run; as
+            ``train_KIND``.
+    """
+    if kind not in RUNS:
+        raise ConfigError(f"unknown run kind {kind!r}: choose one of {', '.join(RUNS)}")
+    return _train_seeds(RUNS[kind], seeds, config, data, **overrides)
 
 
 def evaluate_options() -> dict[str, tuple[Any, str]]:

@@ -31,15 +31,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyro
+import torch
 from torch import nn
 
 from ..devices import resolve_device
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting.svi import fit_svi
-from ..inference import rng_state, set_rng_state
+from ..inference import distributed, rng_state, set_rng_state
 from .common import (
     CHECKPOINT,
+    POINTWISE,
     extended,
+    fingerprint,
     format_summary,
     load_checkpoint,
     record_stop,
@@ -47,6 +50,7 @@ from .common import (
     save_checkpoint,
     write_json,
 )
+from .tracking import Tracker
 
 #: The checkpoint layout written by this template.
 LAYOUT = 2
@@ -74,7 +78,12 @@ class Run:
         parts (dict): the modules (or dicts of tensors) the checkpoint saves, by name.
         results (dict): the results of the stages finished so far, by name.
         stage (str or None): the stage in progress; ``resume`` its saved state.
-        extra (dict): what a kind's functions hand each other (e.g. masks, imputations).
+        extra (dict): what a kind's functions hand each other (e.g. masks, imputations);
+            a kind's ``score`` puts ``extra["test_log_likelihood"] = (log_likelihood, test)``
+            (the per-datapoint estimates, shape (N,), and the test data scored) for the
+            template to save them (``test_log_likelihood.pt``: ``pyrolvm compare``'s paired
+            differences).
+        tracker: the run's TensorBoard writer (``pyrolvm.runs.tracking.Tracker``).
     """
 
     def __init__(self, kind, cfg, data, saved=None, evaluating=False, options=None):
@@ -89,6 +98,7 @@ class Run:
         self.stage: str | None = None
         self.resume: dict | None = None
         self.state: dict | None = None
+        self.tracker = Tracker("", enabled=False)
 
     def add(self, name: str, part: Any) -> Any:
         """Register ``part`` (an ``nn.Module``, moved to ``device``, or a dict of tensors) as
@@ -107,6 +117,12 @@ class Run:
         """Checkpoint the stage in progress with its resumable ``state``."""
         self.state = state
         self.write_checkpoint(complete=False)
+        self.tracker.epochs(self.stage, self.history())
+
+    def history(self) -> dict:
+        """The per-epoch curves of the stage in progress, as its last saved state holds them."""
+        state = self.state or {}
+        return state.get("history") or (state.get("train") or {}).get("history") or {}
 
     def write_checkpoint(self, complete: bool) -> None:
         """Write ``checkpoint.pt`` in the template's layout (see the module's docstring)."""
@@ -114,8 +130,7 @@ class Run:
         parts = dict((self.saved or {}).get("parts", {}))
         for name, part in self.parts.items():
             parts[name] = part.state_dict() if isinstance(part, nn.Module) else part
-        state = self.state or {}
-        history = state.get("history") or (state.get("train") or {}).get("history") or {}
+        history = self.history()
         checkpoint = {"kind": self.kind.name, "config": self.config_dict, "layout": LAYOUT}
         checkpoint |= {"stage": self.stage, "epoch": len(history.get("train_elbo", []))}
         stages = {k: v for k, v in self.results.items() if k != self.stage}
@@ -136,8 +151,10 @@ class Run:
         return dict(progress=self.cfg.progress, checkpoint=self.save, resume_from=self.resume)
 
     def fit(self, model: Callable, guide: Callable, data: Any, loss: Any = None, **options):
-        """One :func:`~pyrolvm.fitting.fit_svi` call as this stage (with :attr:`hooks`)."""
-        return fit_svi(model, guide, data, loss, **self.hooks, **options)
+        """One :func:`~pyrolvm.fitting.fit_svi` call as this stage (with :attr:`hooks`, and
+        the tracker's per-step scalars)."""
+        hook = self.tracker.step_hook(self.stage, loss) if self.tracker.active else None
+        return fit_svi(model, guide, data, loss, **self.hooks, step_callback=hook, **options)
 
 
 def make_config(kind: Any, config: Any, overrides: dict) -> Any:
@@ -200,23 +217,68 @@ def train_run(kind: Any, config: Any = None, data: Any = None, **overrides: Any)
         for name, part in list(run.parts.items()):
             run.add(name, part)  # with the checkpoint's state
         if extended(saved, run.config_dict):  # a new run, or one given more --epochs
-            write_json(os.path.join(folder, "config.json"), run.config_dict)
+            write_json(os.path.join(folder, "config.json"), {"kind": kind.name, **run.config_dict})
+        stages = kind.stage_list(cfg)
+        track = cfg.tensorboard and distributed.is_main()
+        run.tracker = Tracker(folder, track, len(stages))
         try:
-            for stage in kind.stage_list(cfg):
-                if stage.name in (run.saved or {}).get("stages", {}):  # finished before
-                    run.results[stage.name] = run.saved["stages"][stage.name]
-                    continue
-                ongoing = run.saved and run.saved["stage"] == stage.name
-                run.stage, run.resume = stage.name, run.saved["train"] if ongoing else None
-                run.state = run.resume
-                run.results[stage.name] = stage.fit(run)
-        except (TrainingDiverged, Interrupted) as exc:
-            raise record_stop(folder, exc) from None
-        run.write_checkpoint(complete=True)
-        metrics = {"status": "ok", "complete": True, **kind.report(run)}
-        if kind.figures is not None:
-            metrics["figures"] = kind.figures(run, metrics)
-        write_json(os.path.join(folder, "metrics.json"), metrics)
+            metrics = run_stages(run, stages, folder)
+        finally:
+            run.tracker.close()
+    return metrics
+
+
+def train_seeds(kind: Any, seeds: Any, config: Any = None, data: Any = None, **overrides) -> dict:
+    """The run of ``kind`` with ``config`` and ``overrides`` once per seed of ``seeds``, into
+    ``OUT/seed-N`` (``OUT`` its ``out``): ``pyrolvm train KIND ... --seeds 0,1,2``;
+    ``pyrolvm compare OUT`` then reports each figure's mean and s.d. across the seeds.
+    Returns ``{seed: metrics}``.
+
+    Raises:
+        ConfigError: no seed, a seed given twice, ``OUT`` holding a run; as :func:`train_run`.
+    """
+    cfg = make_config(kind, config, overrides)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds takes distinct seeds >= 0, e.g. --seeds 0,1,2 (got {seeds})")
+    if any(os.path.exists(os.path.join(cfg.out, f)) for f in ("config.json", CHECKPOINT)):
+        raise ConfigError(
+            f"{cfg.out!r} holds a run; a sweep writes its runs into OUT/seed-N: choose another "
+            "--out"
+        )
+    out = {}
+    for seed in seeds:
+        folder = os.path.join(cfg.out, f"seed-{seed}")
+        out[seed] = train_run(kind, dataclasses.replace(cfg, seed=seed, out=folder), data)
+    return out
+
+
+def run_stages(run: Run, stages: list[Stage], folder: str) -> dict:
+    """The stages of ``run`` in its opened ``folder`` (those finished before taken from the
+    checkpoint), then its report, figures, ``test_log_likelihood.pt`` and ``metrics.json``."""
+    kind = run.kind
+    try:
+        for stage in stages:
+            if stage.name in (run.saved or {}).get("stages", {}):  # finished before
+                run.results[stage.name] = run.saved["stages"][stage.name]
+                continue
+            ongoing = run.saved and run.saved["stage"] == stage.name
+            run.stage, run.resume = stage.name, run.saved["train"] if ongoing else None
+            run.state = run.resume
+            run.tracker.resumed(stage.name, run.history())  # (its epochs were written)
+            run.results[stage.name] = stage.fit(run)
+    except (TrainingDiverged, Interrupted) as exc:
+        raise record_stop(folder, exc) from None
+    run.write_checkpoint(complete=True)
+    metrics = {"status": "ok", "complete": True, **kind.report(run)}
+    if kind.figures is not None:
+        metrics["figures"] = kind.figures(run, metrics)
+    if "test_log_likelihood" in run.extra:
+        ll, test = run.extra["test_log_likelihood"]
+        pointwise = {"log_likelihood": ll.detach().to("cpu", torch.float64)}
+        save_checkpoint(os.path.join(folder, POINTWISE), pointwise | fingerprint(test))
+    write_json(os.path.join(folder, "metrics.json"), metrics)
+    run.tracker.finish(run.config_dict, metrics, folder)
     return metrics
 
 

@@ -167,7 +167,8 @@ def importance_figures(run: Run, scoring: dict, discrete: bool) -> dict:
     """Importance-sampled test figures (``cfg.eval_samples`` samples, seeded by ``cfg.seed``):
     ``test_elbo``, ``test_nll``, ``test_nll_stderr`` (nats per datapoint), ``test_ess`` (mean
     ESS), ``eval_samples``, then ``scoring`` (what they score) and, for ``discrete`` data,
-    ``test_bits_per_dim`` and its ``_stderr`` (nll / (D ln 2))."""
+    ``test_bits_per_dim`` and its ``_stderr`` (nll / (D ln 2)); the per-datapoint
+    log-likelihoods in ``run.extra["test_log_likelihood"]``."""
     cfg, model, guide = run.cfg, run.parts["model"], run.parts["guide"]
     test = splits(run)[1]
     options = dict(batch_size=cfg.eval_batch_size)  # (particles chunked by a memory budget)
@@ -176,6 +177,7 @@ def importance_figures(run: Run, scoring: dict, discrete: bool) -> dict:
         result = importance_sample(
             model, guide, test, num_samples=cfg.eval_samples, progress=cfg.progress, **options
         )
+    run.extra["test_log_likelihood"] = (result.log_likelihood, test)  # (saved by the template)
     nll, nll_se = mean_and_stderr(-result.log_likelihood)
     out = {"test_elbo": mean_and_stderr(result.elbo)[0], "test_nll": nll, "test_nll_stderr": nll_se}
     out |= {"test_ess": result.ess.mean().item(), "eval_samples": cfg.eval_samples, **scoring}

@@ -189,8 +189,11 @@ def test_pyrolvm_train_nproc_launches_torchrun_and_rank_0_writes(tmp_path, capfd
     argv = ["train", "vae", "--epochs", "1", "--hidden", "8", "--eval-samples", "5"]
     argv += ["--no-progress", "--device", "cpu", "--out", out]
     assert main([*argv, "--nproc", "2"]) == 0
-    assert sorted(os.listdir(out)) == sorted(
-        [".lock", "config.json", "metrics.json", "checkpoint.pt"]
+    listing = os.listdir(out)
+    events = [name for name in listing if name.startswith("events.out.tfevents.")]
+    assert len(events) == 1  # rank 0's TensorBoard writer alone
+    assert sorted(name for name in listing if name not in events) == sorted(
+        [".lock", "config.json", "metrics.json", "checkpoint.pt", "test_log_likelihood.pt"]
         + read_json(os.path.join(out, "metrics.json"))["figures"]
     )
     metrics = read_json(os.path.join(out, "metrics.json"))

@@ -323,6 +323,36 @@ def test_the_train_elbo_of_an_epoch_is_minus_its_step_losses_summed_over_its_row
     assert sorted(torch.cat(seen[:3]).tolist()) == list(range(10))
 
 
+def test_the_step_callback_gets_every_steps_bound_when_the_losses_are_read():
+    # N = 25 rows in batches of 4: 7 steps per epoch (6 of 4 rows, 1 of 1), 14 over 2 epochs.
+    # The losses are read at each epoch's first step (step % 10 == 0) and last step, so the
+    # callback is called 4 times, with the steps read since the last call, numbered 1..14
+    # over the epochs, and the bound per row of each, -loss / rows, exactly (the losses of a
+    # Pyro ELBO are Python floats: nothing is converted).
+    seen, calls = [], []
+    model, guide, _ = _indexed_pair(seen)
+    data = (torch.bernoulli(torch.full((25, 2), 0.5)), torch.arange(25))
+    elbo = RecordedELBO()
+    history = train(
+        model,
+        guide,
+        data,
+        elbo,
+        epochs=2,
+        batch_size=4,
+        progress=False,
+        step_callback=lambda steps, bounds: calls.append((steps, bounds)),
+    )
+    assert [steps for steps, _ in calls] == [[1], list(range(2, 8)), [8], list(range(9, 15))]
+    rows = ([4] * 6 + [1]) * 2
+    bounds = [b for _, chunk in calls for b in chunk]
+    assert bounds == [-loss / r for loss, r in zip(elbo.losses, rows, strict=True)]
+    for epoch in range(2):  # the epoch's train ELBO is their mean weighted by the rows
+        chunk = slice(7 * epoch, 7 * epoch + 7)
+        weighted = sum(b * r for b, r in zip(bounds[chunk], rows[chunk], strict=True)) / 25
+        assert history["train_elbo"][epoch] == pytest.approx(weighted, rel=1e-12)
+
+
 def test_the_epoch_order_comes_from_the_data_order_stream_not_the_global_rng():
     # The data order is drawn from a stream of its own: a torch.Generator seeded once, at the
     # start, with the first of 2 integers in [0, 2**62) drawn from the global RNG (which

@@ -10,7 +10,8 @@ from pyrolvm.runs.common import read_json
 
 def test_tutorial_fast_mode(tmp_path):
     run_tutorial_fast("compare_estimators.py", tmp_path)
-    for name in ("estimators_curves.png", "snr_vs_k.png", "discrete.png", "naive_vs_is.png"):
+    figures = ("estimators_curves.png", "snr_vs_k.png", "discrete.png", "naive_vs_is.png")
+    for name in figures + ("compare_curves.png", "compare_test_nll.png"):
         assert os.path.getsize(tmp_path / name) > 1000
     results = read_json(tmp_path / "compare_estimators.json")
     assert len(results["continuous"]) == 9 and len(results["discrete"]) == 4
@@ -49,3 +50,7 @@ def test_tutorial_fast_mode(tmp_path):
             assert 0.1 < row["test_nll_se"] < 0.3, name  # sd ~3.5 nats over 360 test digits
     assert set(results["snr"]["IWAE"]) == {"1", "5"}
     assert set(results["coin"]) == {"no baseline", "decaying avg baseline"}
+    # part 6: four run folders compared (one test set: every pair has a paired difference)
+    compared = results["compare"]
+    assert [r["settings"]["elbo"] for r in compared["runs"]] == ["trace", "iwae", "dreg", "stl"]
+    assert compared["settings_that_differ"] == ["elbo"] and len(compared["paired"]) == 6
