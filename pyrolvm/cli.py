@@ -20,10 +20,12 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import tyro
 
+from .cli_layout import Command, grouped, plain, tyro_type, values_of
+from .cli_layout import parse as layout_parse
 from .devices import process_device
 from .errors import Interrupted, PeerLost, PyroLVMError
 from .inference import distributed
@@ -37,20 +39,18 @@ from .runs.registry import evaluate_options
 class Evaluate:
     """Reload a run folder's checkpoint and recompute its test figures."""
 
-    folder: tyro.conf.Positional[str]
+    folder: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="FOLDER")]
     """a run folder written by `pyrolvm train`"""
     data_root: str | None = None
     """MNIST root, if it moved"""
     progress: bool = True
-    """show progress bars"""
+    """show progress bars (--no-progress: hide them)"""
     device: str = "auto"
-    """where to evaluate: auto (CUDA when available), cpu, cuda or cuda:N"""
+    """auto (CUDA if any), cpu, cuda, cuda:N"""
     nproc: int = 1
-    """processes that share the importance sampling out (N > 1 launches `torchrun
-    --standalone --nproc-per-node N`; ignored when already under torchrun)"""
+    """processes sharing the importance sampling (torchrun)"""
     compile: Literal["auto", "inductor", "graph", "off"] = "auto"
-    """the evaluator's chunks traced once per shape and replayed (graph) or compiled by
-    inductor; off: eager (see `pyrolvm train vae --help`)"""
+    """the evaluator's chunks"""
 
 
 def evaluate_type() -> type:
@@ -70,39 +70,41 @@ def _kinds():
     return sorted(RUNS.values(), key=lambda k: (k.name != "vae", k.name))
 
 
+#: ``pyrolvm --help``: what the command is, and examples.
+DESCRIPTION = """Deep latent-variable models as Pyro model/guide pairs, trained by SVI.
+
+examples:
+  pyrolvm train vae --epochs 20                     a VAE on the bundled digits
+  pyrolvm train vae --dataset mnist --elbo iwae --num-particles 5
+  pyrolvm train vae --resume --epochs 40            continue (or extend) runs/vae
+  pyrolvm train --help                              the kinds of run
+  pyrolvm train sbn --help                          the flags of one kind, by group
+  pyrolvm evaluate runs/vae --eval-samples 5000     recompute a run's test figures"""
+
+
+def commands() -> dict[str, Command]:
+    """The ``pyrolvm`` commands as a tree (:class:`~pyrolvm.cli_layout.Command`): ``train``
+    with a subcommand per run kind of :data:`pyrolvm.runs.RUNS` (its config's flags, grouped),
+    and ``evaluate``."""
+    kinds = {k.name: Command(k.description, grouped(k.config)) for k in _kinds()}
+    return {
+        "train": Command("Train a model and write a run folder.", subcommands=kinds),
+        "evaluate": Command(Evaluate.__doc__ or "", plain(evaluate_type())),
+    }
+
+
 def command_type() -> Any:
-    """The type tyro parses ``pyrolvm ...`` into: a ``train`` subcommand per run kind, whose
-    value is that kind's config, or :class:`Evaluate` (built at run time from
+    """The type tyro parses ``pyrolvm ...`` into (:func:`commands`, built at run time from
     :data:`pyrolvm.runs.RUNS`, so static type checkers see ``Any``)."""
-    configs = tuple(
-        Annotated[k.config, tyro.conf.subcommand(k.name, description=k.description)]
-        for k in _kinds()
-    )
-
-    kinds = Union[configs]  # noqa: UP007 (a union of the registry's configs, built at run time)
-
-    @dataclass
-    class Train:
-        """Train a model and write a run folder."""
-
-        config: Annotated[kinds, tyro.conf.arg(name="")]
-        """the kind of run"""
-
-    return Union[  # noqa: UP007 (a union built from the registry)
-        Annotated[Train, tyro.conf.subcommand("train")],
-        Annotated[evaluate_type(), tyro.conf.subcommand("evaluate")],
-    ]
-
-
-_CONFIG = (tyro.conf.OmitSubcommandPrefixes,)
+    return tyro_type(commands())
 
 
 def parse(argv: list[str] | None = None) -> Any:
     """Parse a ``pyrolvm`` command line: a run config (``train``) or :class:`Evaluate`.
 
     Raises:
-        SystemExit: status 2 with tyro's message for a malformed command line; 0 after
-            ``--help``.
+        SystemExit: status 2 after a malformed command line, answered in two lines on
+            stderr; 0 after ``--help`` or ``--version``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv in (["--version"], ["-V"]):
@@ -110,25 +112,25 @@ def parse(argv: list[str] | None = None) -> Any:
 
         print(f"pyrolvm {__version__}")
         raise SystemExit(0)
-    argv = taken_over(argv)
-    command = tyro.cli(command_type(), args=argv, prog="pyrolvm", config=_CONFIG)
-    return getattr(command, "config", command)
+    argv, note = taken_over(argv)
+    return layout_parse(commands(), argv, DESCRIPTION, note)
 
 
-def taken_over(argv: list[str]) -> list[str]:
+def taken_over(argv: list[str]) -> tuple[list[str], str]:
     """``argv`` with ``train OLD ... --SETTING VALUE`` as ``train NEW ...`` where the kind NEW
     took over those runs of OLD (:attr:`~pyrolvm.runs.RunKind.takes_over`: ``pyrolvm train vae
-    --latent bernoulli`` is ``pyrolvm train sbn --latent bernoulli``)."""
+    --latent bernoulli`` is ``pyrolvm train sbn --latent bernoulli``), and a note that says
+    so for an error message ("" where ``argv`` is unchanged)."""
     if len(argv) < 2 or argv[0] != "train":
-        return argv
+        return argv, ""
     for kind in RUNS.values():
         for old, setting, values in kind.takes_over:
             flag = "--" + setting.replace("_", "-")
-            given = [b for a, b in zip(argv, argv[1:], strict=False) if a == flag]
-            given += [a.split("=", 1)[1] for a in argv if a.startswith(flag + "=")]
-            if argv[1] == old and given and given[-1] in values:
-                return ["train", kind.name, *argv[2:]]
-    return argv
+            given = values_of(argv, flag)
+            if argv[1] == old and given and given[0] in values:
+                note = f"`pyrolvm train {old} {flag} {given[0]}` is `pyrolvm train {kind.name}`"
+                return ["train", kind.name, *argv[2:]], note
+    return argv, ""
 
 
 def parser() -> Any:
@@ -136,7 +138,9 @@ def parser() -> Any:
     ``argparse.ArgumentParser`` of tyro's own argparse."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return tyro.extras.get_parser(command_type(), prog="pyrolvm", config=_CONFIG)
+        return tyro.extras.get_parser(
+            command_type(), prog="pyrolvm", config=(tyro.conf.OmitSubcommandPrefixes,)
+        )
 
 
 def run(command: Any) -> str:

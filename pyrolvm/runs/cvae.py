@@ -33,7 +33,7 @@ from ..guides import CVAEGuide
 from ..models import CVAE, BaselineNet
 from ..models.cvae import CVAE_PRIORS
 from ..nets import ACTIVATIONS
-from .config import Count, PositiveFloat, Sizes, flag
+from .config import Count, Evaluation, Networks, Training, flag
 from .objective import ObjectiveConfig
 from .registry import RunKind, register
 from .template import Run, Stage
@@ -55,47 +55,28 @@ BASELINE_EPOCHS = {"digits": 30, "mnist": 3}
 
 
 @dataclass
-class CVAEConfig(ObjectiveConfig):
-    """A conditional VAE (Sohn et al. 2015): quadrant completion against its deterministic
-    baseline (given 1, 2 or 3 quadrants of a binarized digit as x, predict the others, y;
-    Pyro's examples/cvae), or the class-conditional VAE (x the label, y the image). The flags
-    of ``pyrolvm train cvae``; ``None`` means the dataset's default."""
+class CVAEConfig(Networks, Training, Evaluation, ObjectiveConfig):
+    """The flags of ``pyrolvm train cvae``; ``None``: the dataset's default."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=8, hidden=(128, 128), epochs=60, lr=3e-3),
         "mnist": dict(latent_dim=50, hidden=(500, 500), epochs=5, lr=1e-3),
     }
+    GROUPS = {"data": ("condition", "quadrants"), "training": ("baseline_epochs",)}
 
     out: str = "runs/cvae"
-    """the run folder"""
     condition: Literal["quadrants", "label"] = "quadrants"
-    """what the CVAE conditions on: quadrants of the image (quadrant completion, Sohn et al.
-    2015), or the label (the class-conditional VAE p(image | label, z))"""
+    """x: observed quadrants (y the others) or the label"""
     prior: Literal[CVAE_PRIORS] = "conditional"
-    """p(z | x): the learned conditional prior network, or standard N(0, I) (then the
-    baseline's prediction feeds nothing)"""
+    """p(z | x)"""
     quadrants: tuple[Literal[1, 2, 3], ...] | None = None
-    """--condition quadrants: numbers of observed input quadrants; one baseline and one CVAE
-    are trained for each (default 1 2 3)"""
-    latent_dim: Count | None = None
-    """latent dimensions (default: 8 digits, 50 mnist)"""
-    hidden: Sizes | None = None
-    """hidden sizes of every network (default: 128,128 digits, 500,500 mnist)"""
+    """observed quadrants, a pair per value (default 1 2 3)"""
     activation: Literal[tuple(ACTIVATIONS)] = "relu"
     """hidden-layer nonlinearity"""
-    epochs: Count | None = None
-    """CVAE passes over the training images (default: 60 digits, 5 mnist)"""
     baseline_epochs: Count | None = None
-    """--condition quadrants: baseline passes over the training images (default: 30 digits,
-    3 mnist)"""
+    """--condition quadrants: baseline's (default 30; mnist 3)"""
     batch_size: Count = 100
-    """images per step"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate (default: 3e-3 digits, 1e-3 mnist)"""
     eval_samples: Count = 100
-    """importance samples K of the CVAE's test log p(y | x)"""
-    eval_batch_size: Count = 100
-    """test images per evaluation call"""
 
     def resolve_defaults(self, values):
         if values["condition"] == "label":

@@ -19,7 +19,7 @@ from ..fitting import GUIDES, INITS, MixtureFit, fit_mixture
 from ..fitting.mixture import em_reference, mixture_scores
 from ..models.mixture import COVARIANCES, GaussianMixture, check_num_components
 from .common import load_data
-from .config import Count, PositiveFloat, Range, RunConfig
+from .config import Count, PositiveFloat, Range, RunConfig, Training
 from .registry import RunKind, register
 from .template import Run, Stage
 
@@ -27,45 +27,45 @@ __all__ = ["GMMConfig", "MixtureFit", "apply_pca", "fit_mixture", "project"]
 
 
 @dataclass
-class GMMConfig(RunConfig):
-    """Project the images by PCA fitted on the training split, fit a Gaussian mixture by SVI
-    with the component assignment summed out (TraceEnum_ELBO), fit scikit-learn's EM with the
-    same K, covariance type and projection, and write the run folder with both test
-    log-likelihoods. The flags of ``pyrolvm train gmm``; ``None`` means the dataset's default
-    (digits: 1437 training points in full batches; MNIST: 60,000 in minibatches of 1000 under
-    the subsampled plate); ``batch_size=None`` after that means full-batch steps."""
+class GMMConfig(Training, RunConfig):
+    """The flags of ``pyrolvm train gmm``; ``None``: the dataset's default (digits: full
+    batches; MNIST: minibatches under the subsampled plate)."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(pca_dim=10, epochs=300, batch_size=None, lr=0.05),
         "mnist": dict(pca_dim=50, epochs=50, batch_size=1000, lr=0.1),
     }
+    GROUPS = {
+        "data": ("pca_dim",),
+        "training": ("init", "n_init", "lr_decay", "num_particles"),
+        "evaluation": ("sklearn_n_init",),
+    }
 
     out: str = "runs/gmm"
-    """the run folder"""
     pca_dim: Count | None = None
-    """PCA dimensions the images are projected to (default: 10 digits, 50 mnist)"""
+    """PCA dimensions the images are projected to"""
     components: Count = 10
     """K, mixture components"""
     covariance: Literal[COVARIANCES] = "full"
     """component covariances"""
     guide: Literal[GUIDES] = "map"
-    """point estimates (map) or mean-field variational posterior"""
+    """point estimates or mean-field posterior"""
     init: Literal[INITS] = "kmeans"
     """initial centres"""
     n_init: Count = 1
     """restarts; the best is kept"""
     epochs: Count | None = None
-    """passes over the data per restart (default: 300 digits, 50 mnist)"""
+    """passes over the data per restart"""
     batch_size: Count | None = None
-    """minibatch size under the subsampled plate (default: full batch digits, 1000 mnist)"""
+    """datapoints per step (None: all)"""
     lr: PositiveFloat | None = None
-    """starting Adam learning rate (default: 0.05 digits, 0.1 mnist)"""
+    """starting Adam learning rate"""
     lr_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.01
-    """final / starting learning rate (geometric decay), in (0, 1]"""
+    """final / starting learning rate, in (0, 1]"""
     num_particles: Count = 1
-    """samples of the global sites per step (meanfield guide)"""
+    """draws of the global sites per step (meanfield)"""
     sklearn_n_init: Count = 5
-    """restarts of the scikit-learn EM reference"""
+    """restarts of scikit-learn's EM, the reference"""
 
 
 #: Per-dataset defaults of :class:`GMMConfig`.

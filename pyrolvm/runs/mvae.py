@@ -26,7 +26,7 @@ from ..guides import HalvesMVAEGuide, MoEGuide, MVAEGuide
 from ..inference import ELBOS, MultiSampleELBO
 from ..models import MVAE, HalvesMVAE
 from ..nets import ACTIVATIONS
-from .config import Count, PositiveFloat, Sizes
+from .config import Count, Evaluation, Networks, PositiveFloat, Training
 from .objective import ObjectiveConfig
 from .registry import RunKind, register
 from .template import Run, Stage
@@ -42,46 +42,26 @@ LABEL_WEIGHTS = {"digits": 5.0, "mnist": 50.0}
 
 
 @dataclass
-class MVAEConfig(ObjectiveConfig):
-    """Train the multimodal VAE (Wu & Goodman 2018) with a product-of-experts guide, on
-    binarized images and their labels or on the two halves of binarized images. The flags of
-    ``pyrolvm train mvae``; ``None`` means the dataset's default."""
+class MVAEConfig(Networks, Training, Evaluation, ObjectiveConfig):
+    """The flags of ``pyrolvm train mvae``; ``None``: the dataset's default."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=8, hidden=(128, 128), epochs=60, lr=3e-3),
         "mnist": dict(latent_dim=20, hidden=(512, 512), epochs=5, lr=1e-3),
     }
+    GROUPS = {"data": ("modalities",), "objective": ("label_weight",)}
 
     out: str = "runs/mvae"
-    """the run folder"""
     modalities: Literal[tuple(MODALITIES)] = "image-label"
-    """the two modalities: an image and its label, or the top and the bottom half of an
-    image"""
+    """the two modalities"""
     posterior: Literal["poe", "moe"] = "poe"
-    """q(z | both modalities): poe, the product of the experts and the prior expert, trained
-    on every subset (MVAE, Wu & Goodman 2018); moe, their mixture, trained on the joint by
-    stratified sampling (MMVAE, Shi et al. 2019)"""
-    latent_dim: Count | None = None
-    """latent dimensions (default: 8 digits, 20 mnist)"""
-    hidden: Sizes | None = None
-    """hidden sizes of the image experts and decoders (default: 128,128 digits, 512,512
-    mnist)"""
+    """q(z | both): product (MVAE) or mixture (MMVAE)"""
     activation: Literal[tuple(ACTIVATIONS)] = "relu"
     """hidden-layer nonlinearity"""
-    epochs: Count | None = None
-    """passes over the training data (default: 60 digits, 5 mnist)"""
     batch_size: Count = 100
-    """datapoints per step"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate (default: 3e-3 digits, 1e-3 mnist)"""
     label_weight: PositiveFloat | None = None
-    """--modalities image-label: lambda, the weight of the label's log-likelihood in training
-    (Wu & Goodman 2018, section 4: 50 on MNIST; default: 50 mnist, 5 digits); evaluation uses
-    1"""
+    """image-label: the label's weight (default 5; mnist 50)"""
     eval_samples: Count = 100
-    """importance samples K of each test log-likelihood"""
-    eval_batch_size: Count = 100
-    """test datapoints per evaluation call"""
 
     def resolve_defaults(self, values):
         if values["modalities"] != "image-label":

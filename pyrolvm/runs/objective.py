@@ -21,37 +21,49 @@ NonNegative = Annotated[float, Range(0)]
 
 @dataclass
 class ObjectiveConfig(RunConfig):
-    """A run config with the flags of the training objective (``--elbo`` and its options).
-    The objectives are those of ``pyrolvm.inference.make_elbo``; an option given to an
-    objective that does not take it is refused."""
+    """A run config with the flags of the training objective (``--elbo`` and its options,
+    those of ``pyrolvm.inference.make_elbo``; an option of another objective is refused).
+    ``None``: the objective's own default."""
+
+    GROUPS = {
+        "objective": (
+            "elbo",
+            "num_particles",
+            "beta",
+            "anneal",
+            "warmup_epochs",
+            "free_bits",
+            "free_bits_per",
+            "alpha",
+            "mmd_weight",
+            "bandwidth",
+            "num_groups",
+        )
+    }
 
     elbo: Literal[tuple(ELBOS)] = "trace"
-    """the objective"""
+    """the training objective"""
     num_particles: Count = 1
-    """particles K of the objective (for miwae / piwae / miwae-dreg: per group)"""
+    """particles K (miwae, piwae: per group)"""
     beta: NonNegative | None = None
-    """--elbo beta / mmd: the KL weight beta (default 1); --elbo ciwae: the ELBO's weight in
-    beta ELBO + (1 - beta) IWAE, in [0, 1] (default 0.5)"""
+    """--elbo beta, mmd: KL weight (default 1); ciwae: ELBO's
+    weight (default 0.5)"""
     anneal: Literal[ANNEALING] | None = None
-    """--elbo beta: schedule of beta over epochs: linear warm-up (Bowman et al. 2016) or
-    cyclical (Fu et al. 2019) (default none)"""
+    """--elbo beta: KL schedule"""
     warmup_epochs: Count | None = None
-    """--elbo beta with --anneal: epochs W of the rise from 0 to beta; a cyclical cycle is 2W
-    epochs (default 10)"""
+    """--elbo beta --anneal: epochs of its rise (default 10)"""
     free_bits: NonNegative | None = None
-    """--elbo freebits: lambda, nats per latent dimension below which the KL is not
-    penalized (default 0)"""
+    """--elbo freebits: free nats of KL (default 0)"""
     free_bits_per: Literal[FREE_BITS_GROUPS] | None = None
-    """--elbo freebits: floor the KL of each latent dimension, or of the whole latent site
-    (default dimension)"""
+    """--elbo freebits: floor of each (default dimension)"""
     alpha: float | None = None
-    """--elbo renyi: the Rényi order alpha (0: IWAE, 1: ELBO; default 0)"""
+    """--elbo renyi: order alpha (default 0: IWAE)"""
     mmd_weight: NonNegative | None = None
-    """--elbo mmd: the weight of the aggregate-posterior MMD (default 1)"""
+    """--elbo mmd: weight of the MMD (default 1)"""
     bandwidth: PositiveFloat | None = None
-    """--elbo mmd: the Gaussian kernel's bandwidth (default 1)"""
+    """--elbo mmd: kernel bandwidth (default 1)"""
     num_groups: Count | None = None
-    """--elbo miwae / piwae / miwae-dreg: M, the number of IWAE bounds averaged (default 1)"""
+    """--elbo miwae, piwae: IWAE bounds M (default 1)"""
 
     def elbo_options(self, names=None):
         """The objective's options among this config's fields (``make_elbo`` keywords)."""

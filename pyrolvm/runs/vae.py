@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 
 import pyro
 import torch
-import tyro
 
 from .. import plots, plots_latent
 from ..data import BINARIZATIONS, MASKS
@@ -20,7 +19,7 @@ from ..guides import AmortizedFlow, AmortizedFullCovariance, AmortizedNormal, Tw
 from ..inference import latent_diagnostics
 from ..models import DECODERS, LIKELIHOODS, PRIORS, VAE, TwoLayerVAE, scored_on
 from . import vae_family as family
-from .config import Count, Range, Sizes
+from .config import Count, Range, Sizes, Switch
 from .missing import imputation_figure, missing_metrics, run_masks
 from .registry import RunKind, register
 from .template import Run
@@ -32,65 +31,52 @@ GUIDES: tuple[str, ...] = ("normal", "fullcov", "planar", "iaf")
 
 @dataclass
 class VAEConfig(family.AmortizedConfig):
-    """Train a VAE (Kingma & Welling 2014) with SVI, evaluate the test log-likelihood by
-    importance sampling, and write the run folder. The flags of ``pyrolvm train vae``; a field
-    left ``None`` takes the dataset's default."""
+    """The flags of ``pyrolvm train vae`` (:doc:`/runs`); ``None``: the dataset's default or,
+    for an option of another flag, that flag's."""
+
+    GROUPS = {
+        "data": ("mask", "missing_rate"),
+        "objective": ("reparameterized",),
+        "evaluation": ("amortization_gap",),
+    }
 
     out: str = "runs/vae"
-    """the run folder"""
     binarize: Literal[BINARIZATIONS] | None = None
-    """default: dynamic for bernoulli, none for gaussian"""
+    """binarization (default dynamic for bernoulli, else none)"""
     likelihood: Literal[LIKELIHOODS] = "bernoulli"
     """p(x | z)"""
-    reparameterized: Annotated[
-        bool, tyro.conf.arg(name="reparam"), tyro.conf.FlagCreatePairsOff
-    ] = True
-    """--no-reparam samples the Gaussian guide without reparameterization, so that tracegraph
-    uses the score function (REINFORCE)"""
+    reparameterized: Annotated[bool, Switch("no-reparam")] = True
+    """score-function gradients (with tracegraph)"""
     guide: Literal[GUIDES] = "normal"
-    """q(z | x): normal (diagonal Gaussian), fullcov (full-covariance Gaussian), planar
-    (planar flows, Rezende & Mohamed 2015) or iaf (inverse autoregressive flows, Kingma et
-    al. 2016) on top of the amortized Gaussian"""
+    """q(z | x)"""
     flows: Count | None = None
-    """--guide planar / iaf: number of flow steps (default 4)"""
+    """--guide planar, iaf: flow steps (default 4)"""
     prior: Literal[PRIORS] = "normal"
-    """p(z): normal (N(0, I)), vamp (VampPrior, Tomczak & Welling 2018; with --guide normal or
-    fullcov) or flow (a learned real-NVP flow over N(0, I))"""
+    """p(z)"""
     pseudo_inputs: Count | None = None
-    """--prior vamp: number K of pseudo-inputs, started at K random training images (default
-    500)"""
+    """--prior vamp: pseudo-inputs K (default 500)"""
     prior_flows: Count | None = None
-    """--prior flow: number of coupling steps (default 2)"""
+    """--prior flow: coupling steps (default 2)"""
     layers: Literal[1, 2] = 1
-    """stochastic layers: 2 is the VAE of Burda et al. 2016, section 5 (latents --latent-dim and
-    --latent-dim2, deterministic layers --hidden and --hidden2), with its two-layer guide"""
+    """stochastic layers (2: Burda et al. 2016)"""
     latent_dim2: Count | None = None
-    """--layers 2: size of the top latent z2 (default: 4 digits, 50 mnist); --latent-dim then
-    defaults to 16 digits, 100 mnist"""
+    """--layers 2: size of z2 (default 4; mnist 50)"""
     hidden2: Sizes | None = None
-    """--layers 2: hidden sizes between z1 and z2 (default: 64,64 digits, 100,100 mnist)"""
+    """--layers 2: z1-z2 MLP (default 64,64; mnist 100,100)"""
     levels: Count | None = None
-    """--likelihood categorical: grey levels per pixel, the data scored as round(x * (levels -
-    1)) (default: 256 mnist and .npz files, 17 digits)"""
+    """--likelihood categorical: grey levels (default 17 digits, else 256)"""
     decoder: Literal[DECODERS] = "mlp"
-    """p(x | z): mlp (pixels independent given z) or pixelcnn, the PixelVAE decoder
-    (Gulrajani et al. 2017): a gated PixelCNN over the pixels in raster order whose every layer
-    reads a map of z computed by the --hidden MLP (bernoulli likelihood; exact log p(x | z),
-    sequential sampling)"""
+    """p(x | z)'s network"""
     decoder_layers: Count = 3
-    """--decoder pixelcnn: gated masked-convolution layers (kernel 5)"""
+    """--decoder pixelcnn: gated layers"""
     decoder_channels: Count = 16
-    """--decoder pixelcnn: channels of each stack"""
+    """--decoder pixelcnn: channels per stack"""
     mask: Literal[("none",) + MASKS] = "none"
-    """missing data (Mattei & Frellsen 2019): which pixels of each image are unobserved, drawn
-    once with --seed: random (each pixel missing with probability --missing-rate), square
-    (one square hole of area --missing-rate), half (top, bottom, left or right half)"""
+    """missing pixels"""
     missing_rate: Annotated[float, Range(0, 1, high_open=True)] | None = None
-    """--mask random / square: the share of missing pixels (default 0.5; given without
-    --mask, it means --mask random)"""
+    """--mask random, square: share missing (default 0.5)"""
     amortization_gap: Annotated[int, Range(0)] = 0
-    """after training, the amortization gap (Cremer et al. 2018) on this many test points:
-    a per-datapoint guide refined from the encoder's output by SVI (0: not computed)"""
+    """test points (Cremer et al. 2018; 0: none)"""
 
     def resolve_defaults(self, values):
         if values["mask"] == "none" and values["missing_rate"] is not None:

@@ -31,7 +31,7 @@ from ..models import SigmoidBeliefNet, bits_per_dim
 from ..nets import ACTIVATIONS
 from . import missing
 from .common import load_data, on_device
-from .config import Count, PositiveFloat, Range, Sizes
+from .config import Evaluation, Networks, PositiveFloat, Range, Training
 from .objective import ObjectiveConfig
 from .registry import format_rows
 from .template import Run, Stage
@@ -40,43 +40,26 @@ Beta = Annotated[float, Range(0, 1, high_open=True)]
 
 
 @dataclass
-class AmortizedConfig(ObjectiveConfig):
-    """The settings of the ``vae`` and ``sbn`` kinds: the networks, Adam and its schedule, the
-    importance-sampled evaluation. ``None`` means the dataset's default (MNIST follows Burda
-    et al. 2016, section 5, 784-200-200-50 with tanh; digits trains in minutes on 2 cores)."""
+class AmortizedConfig(Networks, Training, Evaluation, ObjectiveConfig):
+    """The settings of the ``vae`` and ``sbn`` kinds. ``None``: the dataset's default (MNIST
+    follows Burda et al. 2016, section 5: 784-200-200-50, tanh)."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=8, hidden=(128, 128), epochs=300, batch_size=100, lr=3e-3),
         "mnist": dict(latent_dim=50, hidden=(200, 200), epochs=10, batch_size=100, lr=2e-3),
     }
+    GROUPS = {"objective": ("baseline",), "training": ("betas", "eps", "lr_schedule")}
 
-    latent_dim: Count | None = None
-    """latent dimensions (default: 8 digits, 50 mnist)"""
-    hidden: Sizes | None = None
-    """hidden sizes of encoder and decoder, e.g. 200,200 (default: 128,128 digits, 200,200
-    mnist)"""
     activation: Literal[tuple(ACTIVATIONS)] = "tanh"
     """hidden-layer nonlinearity"""
     baseline: Literal[BASELINES] = "none"
-    """score-function baseline of tracegraph at non-reparameterized latents"""
-    epochs: Count | None = None
-    """passes over the training data (default: 300 digits, 10 mnist)"""
-    batch_size: Count | None = None
-    """datapoints per step (default: 100)"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate (default: 3e-3 digits, 2e-3 mnist)"""
+    """for tracegraph"""
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     """Adam betas, each in [0, 1)"""
     eps: PositiveFloat = 1e-8
     """Adam eps"""
     lr_schedule: Literal[SCHEDULES] = "constant"
-    """constant, or burda: the 8 stages of Burda et al. (2016), stage i lasting 3^i/3280 of
-    --epochs at --lr times 10^(-i/7) (--epochs 3280 --lr 1e-3 --batch-size 20 --eps 1e-4 is
-    their protocol)"""
-    eval_samples: Count = 1000
-    """importance samples K for the test log-likelihood"""
-    eval_batch_size: Count = 100
-    """test datapoints per evaluation call"""
+    """Adam's schedule (Burda et al. 2016's 8 stages)"""
 
     def epochs_fixed_because(self) -> str:
         fixed = self.lr_schedule != "constant"
