@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 
 from .. import plots
 from ..data import quadrant_mask
@@ -172,28 +171,24 @@ def evaluate(setting, data, cfg):
 def samples_per_class_figure(path, setting, data, cfg):
     """Save ``CLASS_SAMPLES`` images per class, one row per class: the means of
     p(image | label, z) with z ~ p(z | label)."""
-    classes = num_classes(data)
-    labels = F.one_hot(torch.arange(classes, device=data.train.device), classes)
-    samples = setting.model.sample(labels.to(data.train.dtype), CLASS_SAMPLES)  # (S, C, D)
     prior = "p(z | y)" if cfg.prior == "conditional" else "N(0, I)"
     title = f"class-conditional VAE: one row per class y, means of p(x | y, z), z ~ {prior}"
-    grid = samples.transpose(0, 1).reshape(-1, data.data_dim)
-    plots.image_grid(path, grid, data.image_shape, title, ncols=CLASS_SAMPLES)
+    classes, shape = num_classes(data), data.image_shape
+    plots.class_samples(
+        path, setting.model.sample, classes, data.train, shape, title, CLASS_SAMPLES
+    )
 
 
 def figure(folder, setting, data, cfg):
     """Write the setting's figure, :func:`figure_name`, into ``folder``: samples per class, or
-    completions of the first test images (the input, the baseline's prediction,
-    ``FIGURE_SAMPLES`` CVAE samples, means of p(y | x, z) with z ~ p(z | x); the truth)."""
+    completions of the first test images (:func:`pyrolvm.plots.quadrant_completions`)."""
     path = os.path.join(folder, figure_name(setting.key))
     if setting.key == "label":
         return samples_per_class_figure(path, setting, data, cfg)
-    images, mask = data.test[:FIGURE_IMAGES], setting.mask
-    assert setting.baseline is not None and mask is not None
-    x = images[:, mask]
-    fills = [setting.baseline.predict(x), *setting.model.sample(x, FIGURE_SAMPLES)]
-    title = f"{setting.key[1:]} quadrant(s) given: input / baseline / {FIGURE_SAMPLES} CVAE "
-    plots.completions(path, images, mask, fills, data.image_shape, title + "samples / truth")
+    images, parts = data.test[:FIGURE_IMAGES], (setting.mask, setting.baseline, setting.model)
+    plots.quadrant_completions(
+        path, images, *parts, setting.key[1:], data.image_shape, FIGURE_SAMPLES
+    )
 
 
 def figure_name(key):

@@ -6,7 +6,6 @@ score it beside scikit-learn's EM on the same split and projection.
 ``pyrolvm evaluate FOLDER`` for a mixture run.
 """
 
-import os
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
@@ -154,30 +153,15 @@ def report(run: Run) -> dict:
 
 
 def figures(run: Run, metrics: dict) -> list[str]:
-    """clusters.png (test points on the first two principal axes, coloured by MAP component,
-    with each component's exact 2-D marginal ellipses), component_means.png (the means mapped
-    back to pixels) and loglik_curve.png."""
+    """clusters.png, component_means.png and loglik_curve.png
+    (:func:`pyrolvm.plots.mixture_pictures`)."""
     cfg, history, pca = run.cfg, run.results["fit"].history, run.extra["projected"][2]
     model, params, _, xtest = mixture(run)
-    path = lambda name: os.path.join(run.folder or "", name)  # noqa: E731
-    names = ["clusters.png"] if xtest.shape[-1] >= 2 else []
-    if names:
-        z, covs = model.assign(xtest, params, temperature=0), model.covariances(params)
-        title = f"{run.data.name} test points on principal axes 1-2, coloured by MAP component\n"
-        title += f"(K={cfg.components}, {cfg.covariance}); ellipses: 1 and 2 sd of each component"
-        plots.mixture_clusters(
-            path(names[0]), xtest[:, :2], z, params["locs"][:, :2], covs[:, :2, :2], title
-        )
-    means = pca.inverse_transform(params["locs"].double().numpy())
-    order = params["weights"].argsort(descending=True)
-    title = "component means in pixel space, by decreasing weight"
-    means = torch.as_tensor(means, dtype=torch.float32)[order]
-    plots.image_grid(
-        path("component_means.png"), means, run.data.image_shape, title, ncols=min(10, len(means))
+    title = f"{run.data.name} test points on principal axes 1-2, coloured by MAP component\n"
+    title += f"(K={cfg.components}, {cfg.covariance})"
+    return plots.mixture_pictures(
+        run.folder or "", model, params, history, xtest, pca, run.data.image_shape, title
     )
-    title, ylabel = "training log-likelihood (exact)", "mean log-likelihood per point (nats)"
-    plots.curves(path("loglik_curve.png"), history, ["train_log_likelihood"], ylabel, title)
-    return names + ["component_means.png", "loglik_curve.png"]
 
 
 KIND = register(

@@ -125,33 +125,24 @@ def evaluate(model, guide, data, cfg):
 
 def figures(run: Run, metrics: dict) -> list[str]:
     """label_to_image.png (``FIGURE_SAMPLES`` images per class: means of p(image | z),
-    z ~ q(z | label)), or top_to_bottom.png and bottom_to_top.png (the first test images
-    completed from one half, ``FIGURE_COMPLETIONS`` times: the other half's mean of
-    p(half | z), z ~ q(z | given half)); drawn after the metrics, whose draws they leave alone."""
+    z ~ q(z | label)), or the completions of the first test images' halves
+    (:func:`pyrolvm.plots.halves_completions`); drawn after the metrics."""
     model, guide, pairing = run.parts["model"], run.parts["guide"], run.extra["pairing"]
-    path, shape = lambda name: os.path.join(run.folder or "", name), run.data.image_shape
-    if pairing.mask is None:
-        labels = torch.arange(run.extra["classes"], device=run.device)
-        with torch.no_grad():
-            loc, scale = guide.encode(None, labels.repeat_interleave(FIGURE_SAMPLES))
-            images = model.decode_image(loc + scale * torch.randn_like(loc))
-        title = "label -> image: z ~ q(z | label), one row per class"
-        plots.image_grid(path("label_to_image.png"), images, shape, title, ncols=FIGURE_SAMPLES)
-        return ["label_to_image.png"]
-    images, top = run.data.test[:FIGURE_IMAGES], pairing.mask
-    for given, other in (("top", "bottom"), ("bottom", "top")):
-        args = (images[:, top], None) if given == "top" else (None, images[:, ~top])
-        with torch.no_grad():
-            loc, scale = guide.encode(*args)
-            noise = torch.randn(
-                (FIGURE_COMPLETIONS, *loc.shape), dtype=loc.dtype, device=loc.device
-            )
-            fills = list(model.decode(loc + scale * noise)[1 if given == "top" else 0])
-        title = f"{given} -> {other}: the {given} half / {FIGURE_COMPLETIONS} completions, "
-        title += f"z ~ q(z | {given}) / truth"
-        observed = top if given == "top" else ~top
-        plots.completions(path(f"{given}_to_{other}.png"), images, observed, fills, shape, title)
-    return ["top_to_bottom.png", "bottom_to_top.png"]
+    folder, shape = run.folder or "", run.data.image_shape
+    if pairing.mask is not None:
+        images = run.data.test[:FIGURE_IMAGES]
+        return plots.halves_completions(
+            folder, model, guide, images, pairing.mask, shape, FIGURE_COMPLETIONS
+        )
+    labels = torch.arange(run.extra["classes"], device=run.device)
+    with torch.no_grad():
+        loc, scale = guide.encode(None, labels.repeat_interleave(FIGURE_SAMPLES))
+        images = model.decode_image(loc + scale * torch.randn_like(loc))
+    title, path = "label -> image: z ~ q(z | label), one row per class", folder
+    plots.image_grid(
+        os.path.join(path, "label_to_image.png"), images, shape, title, ncols=FIGURE_SAMPLES
+    )
+    return ["label_to_image.png"]
 
 
 def parts(run: Run) -> dict:

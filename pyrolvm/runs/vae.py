@@ -4,14 +4,13 @@ guide (diagonal, full covariance, flows), prior (N(0, I), VampPrior, flow), like
 decoder (MLP or PixelCNN), two stochastic layers and missing data are settings of it.
 ``train_vae(...)`` / ``evaluate_vae(folder)`` are the commands in one Python call."""
 
-import os
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import pyro
 import torch
 
-from .. import plots, plots_latent
+from .. import plots
 from ..data import BINARIZATIONS, MASKS
 from ..errors import ConfigError
 from ..fitting.amortization import amortization_gap
@@ -271,30 +270,16 @@ def score(run: Run) -> dict:
 
 
 def figures(run: Run, metrics: dict) -> list[str]:
-    """samples.png, reconstructions.png, elbo_curve.png; latent_traversals.png (the first test
-    image's posterior mean along the 10 dimensions of highest KL) and interpolation.png
-    (between the first two test images' posterior means); latent_manifold.png for a 2-D
-    latent; imputation.png for missing data."""
-    names, folder = family.pictures(run), run.folder or ""
-    model, guide, shape = run.parts["model"], run.parts["guide"], run.data.image_shape
+    """:func:`~pyrolvm.runs.vae_family.pictures`, the latent pictures of a one-layer VAE
+    (:func:`pyrolvm.plots.latent_pictures`), imputation.png for missing data."""
+    names, model, data = family.pictures(run), run.parts["model"], run.data
     if isinstance(model, VAE):
-        kl = metrics.get("kl_per_dim") or []
-        by_kl = sorted(range(len(kl)), key=lambda u: -kl[u])[:10]
-        dims = by_kl if len(kl) == model.latent_dim else range(min(10, model.latent_dim))
-        loc = guide.encode(run.data.test[:2])[0].detach()
-        path = lambda name: os.path.join(folder, name)  # noqa: E731
-        plots_latent.latent_traversals(
-            path("latent_traversals.png"), model.decode, loc[0], shape, dims=dims
+        kl = metrics.get("kl_per_dim")
+        names += plots.latent_pictures(
+            run.folder, model, run.parts["guide"], data.test, data.image_shape, kl, run.device
         )
-        plots_latent.interpolation(path("interpolation.png"), model.decode, loc[0], loc[-1], shape)
-        names += ["latent_traversals.png", "interpolation.png"]
-        if model.latent_dim == 2:
-            plots.latent_manifold(
-                path("latent_manifold.png"), model.decode, shape, device=run.device
-            )
-            names.append("latent_manifold.png")
     if run.extra["masks"] is not None:
-        names.append(imputation_figure(folder, run.data, run.extra["masks"], run.extra["imputed"]))
+        names.append(imputation_figure(run.folder, data, run.extra["masks"], run.extra["imputed"]))
     return names
 
 

@@ -4,7 +4,6 @@ schedule, the importance-sampled evaluation), the training stage (with the test 
 objective's own bound on the test set, per epoch), the test figures, the pictures and the
 summary rows."""
 
-import os
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
@@ -189,22 +188,11 @@ def report(run: Run) -> dict:
 
 
 def pictures(run: Run) -> list[str]:
-    """Write samples.png, reconstructions.png and elbo_curve.png; return their names."""
-    folder, model, guide = run.folder or "", run.parts["model"], run.parts["guide"]
-    names, shape = ["samples.png", "reconstructions.png", "elbo_curve.png"], run.data.image_shape
-    if getattr(model, "decoder_kind", "mlp") == "pixelcnn":
-        what = "p(x_d = 1 | x_<d, z) along one draw, z ~ p(z)"
-    else:
-        what = "mean of p(x | z), z ~ p(z)"
-    plots.image_grid(
-        os.path.join(folder, names[0]), model.sample(64), shape, f"samples from the model ({what})"
+    """samples.png, reconstructions.png, elbo_curve.png (:func:`pyrolvm.plots.model_pictures`)."""
+    model, guide, data = run.parts["model"], run.parts["guide"], run.data
+    return plots.model_pictures(
+        run.folder or "", model, guide, data.test, data.image_shape, run.results["train"]
     )
-    with torch.no_grad():
-        x = run.data.test[:32]
-        recon = model.decode(guide.encode(x)[0])
-    plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
-    plots.curve_panels(os.path.join(folder, names[2]), plots.bound_panels(run.results["train"]))
-    return names
 
 
 def elbo_label(cfg):
