@@ -16,9 +16,9 @@ import pyro
 
 from .. import plots
 from ..devices import resolve_device
+from ..fitting.scores import exact_scores
 from ..guides import empty_guide
-from ..inference import importance_sample, mean_and_stderr
-from ..models import MADE, PixelCNN, bits_per_dim
+from ..models import MADE, PixelCNN
 from ..nets import ACTIVATIONS
 from .common import load_checkpoint, load_data, on_device
 from .config import Count, Range, RunConfig, Sizes, Training
@@ -116,22 +116,9 @@ def load_pixels(cfg, data=None):
 
 
 def score_model(model, test, cfg, progress=False):
-    """The exact test log-likelihood of a latent-free model (K = 1, the empty guide; the model
-    in evaluation mode, for MADE the mask ensemble): ``test_nll`` and ``test_nll_stderr``
-    (nats per image), ``test_bits_per_dim``."""
-    was_training = model.training
-    model.eval()
-    try:
-        options = dict(num_samples=1, batch_size=cfg.eval_batch_size, progress=progress)
-        ll = importance_sample(model, empty_guide, test, **options).log_likelihood
-    finally:
-        model.train(was_training)
-    nll, se = mean_and_stderr(-ll)
-    return {
-        "test_nll": nll,
-        "test_nll_stderr": se,
-        "test_bits_per_dim": bits_per_dim(nll, test.shape[-1]),
-    }
+    """:func:`~pyrolvm.fitting.scores.exact_scores` of ``test``, ``cfg.eval_batch_size``
+    images per call."""
+    return exact_scores(model, test, cfg.eval_batch_size, progress)
 
 
 def parts(run: Run) -> dict:

@@ -1,5 +1,5 @@
-"""What every run shares: the run folder (guarded, locked, cleared or resumed), JSON files,
-atomic checkpoints, the summary table."""
+"""The run folder (guarded, locked, cleared or resumed), JSON files, atomic checkpoints, the
+summary table."""
 
 import contextlib
 import glob
@@ -20,16 +20,8 @@ from ..inference import compiled, distributed
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = (
-    "progress",
-    "data_root",
-    "out",
-    "resume",
-    "overwrite",
-    "device",
-    "nproc",
-    "compile",
-)
+RESUMABLE_DIFFERENCES = ("progress", "data_root", "out", "resume", "overwrite", "device", "nproc")
+RESUMABLE_DIFFERENCES += ("compile",)
 
 
 def _is_run_file(name):
@@ -62,33 +54,24 @@ def run_folder(
     fixed_because: str = "",
 ) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` as :func:`open_run_folder` does, yielding (folder,
-    checkpoint or None); under ``torchrun`` rank 0 alone opens it (every process raises the
-    same error or none), and every other process gets a private temporary folder for the files
-    it would write (the run code runs unchanged on every process) and reads the checkpoint to
-    resume from ``out``.
-    While the block runs, the run's ``compile`` setting (``--compile``) is what
-    ``compile="auto"`` means to :func:`~pyrolvm.inference.train` and the evaluator.
+    checkpoint or None), under the run's ``--compile`` (what ``compile="auto"`` means to
+    training and evaluation). Under ``torchrun`` rank 0 alone opens it (every process raises
+    the same error or none); every other process writes into a private temporary folder and
+    resumes from the checkpoint in ``out``.
 
     Raises:
         ConfigError: as :func:`open_run_folder`, on every process.
     """
-    if not distributed.active():
-        with (
-            compiled.compile_mode(config.get("compile")),
-            open_run_folder(
-                out, kind, config, resume, overwrite, extendable, fixed_because
-            ) as opened,
-        ):
-            yield opened
-        return
+    args = (out, kind, config, resume, overwrite, extendable, fixed_because)
     with contextlib.ExitStack() as stack:
         stack.enter_context(compiled.compile_mode(config.get("compile")))
+        if not distributed.active():
+            yield stack.enter_context(open_run_folder(*args))
+            return
         error = None
         if distributed.is_main():
             try:
-                folder, state = stack.enter_context(
-                    open_run_folder(out, kind, config, resume, overwrite, extendable, fixed_because)
-                )
+                folder, state = stack.enter_context(open_run_folder(*args))
             except ConfigError as exc:
                 error = str(exc)
         error = distributed.broadcast_object(error, "opening the run folder")
@@ -112,12 +95,10 @@ def open_run_folder(
     fixed_because: str = "",
 ) -> Iterator[tuple[str, dict | None]]:
     """Open the run folder ``out`` for a run of ``kind`` with settings ``config`` (a dict),
-    locked while the block runs; yield (folder, checkpoint dict or None). A new folder is
-    created; one that holds files is refused unless ``overwrite`` (its run files removed first;
-    a folder holding anything else is never cleared) or ``resume`` (its checkpoint, of the same
-    kind and settings up to :data:`RESUMABLE_DIFFERENCES`, is yielded; the settings named in
-    ``extendable``, e.g. ``("epochs",)``, may be raised, never lowered, and ``fixed_because``
-    says why a kind cannot extend a run). Stale temporary files are removed.
+    locked while the block runs; yield (folder, checkpoint dict or None). A folder holding
+    files is refused unless ``overwrite`` (its run files removed; a folder holding anything
+    else is never cleared) or ``resume`` (see :func:`resumed_state`). Stale temporary files
+    are removed.
 
     Raises:
         ConfigError: the folder cannot be created or written, holds another run, is locked by
@@ -178,7 +159,9 @@ def resumed_state(
     fixed_because: str,
 ) -> dict:
     """The checkpoint in the run folder ``out`` (holding the files ``contents``) that a run of
-    ``kind`` with settings ``config`` resumes (see :func:`open_run_folder`).
+    ``kind`` with settings ``config`` resumes: of the same kind and settings up to
+    :data:`RESUMABLE_DIFFERENCES`; those named in ``extendable`` (``("epochs",)``) may be
+    raised, never lowered (``fixed_because``: why a kind cannot extend a run).
 
     Raises:
         ConfigError: no or invalid checkpoint, another kind, other settings, a lowered one.

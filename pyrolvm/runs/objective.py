@@ -1,9 +1,6 @@
 """The ``--elbo`` flags of the run kinds that train any objective of
-:data:`pyrolvm.inference.ELBOS` (the conditional and the multimodal VAE): one declaration of
-the objective's name, particles and options, and the rule that an option belongs to its
-objective. A config inherits :class:`ObjectiveConfig` and builds its objective with
-:meth:`ObjectiveConfig.make_objective`.
-"""
+:data:`pyrolvm.inference.ELBOS`: a config inherits :class:`ObjectiveConfig` and builds its
+objective with :meth:`ObjectiveConfig.make_objective`."""
 
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -17,6 +14,10 @@ from .config import Count, PositiveFloat, Range, RunConfig
 __all__ = ["ObjectiveConfig"]
 
 NonNegative = Annotated[float, Range(0)]
+#: The objectives' options: ``make_elbo``'s keyword -> the config's field.
+OPTIONS = dict(beta="beta", anneal="anneal", warmup_epochs="warmup_epochs")
+OPTIONS |= dict(free_bits="free_bits", per="free_bits_per", alpha="alpha")
+OPTIONS |= dict(mmd_weight="mmd_weight", bandwidth="bandwidth", num_groups="num_groups")
 
 
 @dataclass
@@ -25,21 +26,7 @@ class ObjectiveConfig(RunConfig):
     those of ``pyrolvm.inference.make_elbo``; an option of another objective is refused).
     ``None``: the objective's own default."""
 
-    GROUPS = {
-        "objective": (
-            "elbo",
-            "num_particles",
-            "beta",
-            "anneal",
-            "warmup_epochs",
-            "free_bits",
-            "free_bits_per",
-            "alpha",
-            "mmd_weight",
-            "bandwidth",
-            "num_groups",
-        )
-    }
+    GROUPS = {"objective": ("elbo", "num_particles", *OPTIONS.values())}
 
     elbo: Literal[tuple(ELBOS)] = "trace"
     """the training objective"""
@@ -67,17 +54,7 @@ class ObjectiveConfig(RunConfig):
 
     def elbo_options(self, names=None):
         """The objective's options among this config's fields (``make_elbo`` keywords)."""
-        values = {
-            "beta": self.beta,
-            "anneal": self.anneal,
-            "warmup_epochs": self.warmup_epochs,
-            "free_bits": self.free_bits,
-            "per": self.free_bits_per,
-            "alpha": self.alpha,
-            "mmd_weight": self.mmd_weight,
-            "bandwidth": self.bandwidth,
-            "num_groups": self.num_groups,
-        }
+        values = {key: getattr(self, name) for key, name in OPTIONS.items()}
         return values if names is None else {k: values[k] for k in names if k in values}
 
     def check_objective(self):
@@ -90,11 +67,8 @@ class ObjectiveConfig(RunConfig):
         given = [k for k, v in self.elbo_options().items() if v is not None]
         extra = [k for k in given if k not in elbo_options(self.elbo)]
         if extra:
-            flags = {"per": "free_bits_per"}
-            raise ConfigError(
-                f"--elbo {self.elbo} does not take "
-                + ", ".join("--" + flags.get(k, k).replace("_", "-") for k in extra)
-            )
+            flags = ", ".join("--" + OPTIONS[k].replace("_", "-") for k in extra)
+            raise ConfigError(f"--elbo {self.elbo} does not take {flags}")
         if self.warmup_epochs is not None and self.anneal in (None, "none"):
             raise ConfigError("--warmup-epochs needs --anneal linear or --anneal cyclical")
         self.make_objective()

@@ -32,38 +32,32 @@ class RunKind:
 
     Attributes:
         name (str): the command (``pyrolvm train NAME``) and the checkpoint's ``kind``.
-        config (type): its :class:`~pyrolvm.runs.config.RunConfig` subclass (the CLI flags).
+        config (type): its :class:`~pyrolvm.runs.RunConfig` subclass (the flags).
         description (str): one line for ``--help``.
         build (callable): ``build(run) -> {name: part}``, the modules (or dicts of tensors)
-            the checkpoint saves, from ``run.cfg`` and ``run.data``; what the parts refuse
-            raises :class:`~pyrolvm.ConfigError` before the run folder opens.
+            the checkpoint saves; what the parts refuse raises before the folder opens.
         stages (sequence of Stage, or callable): the stages in order, or ``stages(cfg)``.
-        score (callable): ``score(run) -> dict``, the test figures of the trained parts
-            (``pyrolvm evaluate``'s, and the training's).
+        score (callable): ``score(run) -> dict``, the test figures (``pyrolvm evaluate``'s).
         report (callable or None): ``report(run) -> dict``, ``metrics.json`` after training
-            (default: ``score``'s figures, with the epochs and curves of a last stage that is
-            one training call).
-        figures (callable or None): ``figures(run, metrics) -> [file names]`` it writes into
-            ``run.folder``.
+            (default: ``score``'s, with the epochs and curves of a one-call last stage).
+        figures (callable or None): ``figures(run, metrics) -> [file names]`` it writes.
         title (str or callable): the summary's first line, a format string of the metrics
-            and ``cfg`` (``"... on {cfg.dataset}"``) or ``title(metrics, cfg) -> str``.
-        evaluation_rows (tuple or callable): the rows ``pyrolvm evaluate`` prints, as
-            ``(label, value)`` format strings of the metrics and ``cfg`` (a row naming a figure
-            the metrics lack is left out), or ``evaluation_rows(metrics) -> [(label, value)]``.
-        summary_rows (tuple or callable or None): the rows printed after training, likewise
-            (in a tuple, ``...`` stands for the evaluation rows; default: those alone).
+            and ``cfg``, or ``title(metrics, cfg) -> str``.
+        evaluation_rows (tuple or callable): ``pyrolvm evaluate``'s ``(label, value)`` rows,
+            format strings of the metrics and ``cfg`` (one naming a missing figure is left
+            out), or ``evaluation_rows(metrics) -> [(label, value)]``.
+        summary_rows (tuple or callable or None): the rows after training, likewise (``...``
+            stands for the evaluation rows; default: those alone).
         data (callable or None): ``data(cfg, data=None) -> Dataset`` (default: ``cfg.dataset``
             binarized as ``cfg.binarize``, on the run's device).
         check (callable or None): ``check(run)``, a trial of the parts before the folder
-            opens (:meth:`Run.trial`; the random state and the param store are restored).
-        evaluate_options (dict): ``{config field: help}``, the settings ``pyrolvm evaluate``
-            may override (``--eval-samples``...).
+            opens (:meth:`Run.trial`).
+        evaluate_options (dict): ``{config field: help}``, what ``pyrolvm evaluate`` may
+            override (``--eval-samples``...).
         extendable (bool): a finished run may be given more ``--epochs`` with ``--resume``.
-        tiny (dict): the settings of a run of seconds, with which the shared run-contract
-            test (``tests/runs/test_run_contract.py``) trains, evaluates, interrupts and
-            resumes the kind.
+        tiny (dict): the settings of a run of seconds, for the shared run-contract test.
         takes_over (tuple): ``(kind, setting, values)``: ``pyrolvm train KIND --SETTING
-            VALUE`` with VALUE in ``values`` is a run of this kind (a family split off KIND).
+            VALUE`` with VALUE in ``values`` is a run of this kind.
         train, evaluate, summary (callable): generated: ``train(config=None, data=None,
             **overrides)``, ``evaluate(folder, data_root=None, progress=True, device="auto",
             **options)``, ``summary(metrics, config, folder)``.

@@ -7,26 +7,23 @@ summary rows."""
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-import pyro
 import torch
 
 from .. import plots
 from ..devices import resolve_device
 from ..errors import ConfigError
+from ..fitting.scores import exact_discrete, importance_scores
 from ..guides import BASELINES
 from ..inference import (
     ELBO_NAME,
     SCHEDULES,
-    as_tuple,
     bound_name,
     bound_on_data,
     importance_sample,
     is_elbo,
-    mean_and_stderr,
     trained_bound,
 )
 from ..inference.batches import rows
-from ..models import SigmoidBeliefNet, bits_per_dim
 from ..nets import ACTIVATIONS
 from . import missing
 from .common import load_data, on_device
@@ -66,24 +63,6 @@ class AmortizedConfig(Networks, Training, Evaluation, ObjectiveConfig):
 
     def check(self):
         self.check_objective()
-
-
-class exact_discrete:
-    """Within this context a relaxed (Concrete / straight-through) sigmoid belief net and its
-    guide are their discrete versions, so that importance sampling estimates the discrete
-    model's log p(x); other models are left alone."""
-
-    def __init__(self, model, guide):
-        self.model, self.guide = model, guide
-        self.saved = (getattr(model, "temperature", None), getattr(guide, "relaxation", None))
-
-    def __enter__(self):
-        if isinstance(self.model, SigmoidBeliefNet):
-            self.model.temperature, self.guide.relaxation = None, "none"
-
-    def __exit__(self, *exc):
-        if isinstance(self.model, SigmoidBeliefNet):
-            self.model.temperature, self.guide.relaxation = self.saved
 
 
 def load_images(cfg, data, bernoulli: bool):
@@ -146,26 +125,14 @@ STAGES = (Stage("train", fit),)
 
 
 def importance_figures(run: Run, scoring: dict, discrete: bool) -> dict:
-    """Importance-sampled test figures (``cfg.eval_samples`` samples, seeded by ``cfg.seed``):
-    ``test_elbo``, ``test_nll``, ``test_nll_stderr`` (nats per datapoint), ``test_ess`` (mean
-    ESS), ``eval_samples``, then ``scoring`` (what they score) and, for ``discrete`` data,
-    ``test_bits_per_dim`` and its ``_stderr`` (nll / (D ln 2))."""
+    """:func:`~pyrolvm.fitting.scores.importance_scores` of the run's test set, with
+    ``eval_samples`` and ``scoring`` (what they score)."""
     cfg, model, guide = run.cfg, run.parts["model"], run.parts["guide"]
-    test = splits(run)[1]
-    options = dict(batch_size=cfg.eval_batch_size)  # (particles chunked by a memory budget)
-    pyro.set_rng_seed(cfg.seed)
-    with exact_discrete(model, guide):
-        result = importance_sample(
-            model, guide, test, num_samples=cfg.eval_samples, progress=cfg.progress, **options
-        )
-    nll, nll_se = mean_and_stderr(-result.log_likelihood)
-    out = {"test_elbo": mean_and_stderr(result.elbo)[0], "test_nll": nll, "test_nll_stderr": nll_se}
-    out |= {"test_ess": result.ess.mean().item(), "eval_samples": cfg.eval_samples, **scoring}
-    if discrete:
-        d = as_tuple(test)[0].shape[-1]
-        out["test_bits_per_dim"] = bits_per_dim(nll, d)
-        out["test_bits_per_dim_stderr"] = bits_per_dim(nll_se, d)
-    return out
+    options = dict(progress=cfg.progress, discrete=discrete)
+    out = importance_scores(
+        model, guide, splits(run)[1], cfg.eval_samples, cfg.eval_batch_size, cfg.seed, **options
+    )
+    return out | {"eval_samples": cfg.eval_samples, **scoring}
 
 
 def report(run: Run) -> dict:
