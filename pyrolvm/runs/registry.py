@@ -13,7 +13,7 @@ from typing import Any
 
 from ..devices import resolve_device
 from ..errors import ConfigError
-from .common import load_checkpoint, load_data, on_device
+from .common import load_checkpoint, load_data
 from .template import Run, Stage, default_report, evaluate_folder, reload, summary, train_run
 
 __all__ = ["RUNS", "Run", "RunKind", "Stage", "evaluate_run", "load_run", "register"]
@@ -23,7 +23,7 @@ def default_data(cfg: Any, data: Any = None) -> Any:
     """``data``, or ``cfg.dataset`` binarized as ``cfg.binarize`` (default dynamic), checked,
     on the run's device."""
     binarize = getattr(cfg, "binarize", None) or "dynamic"
-    return on_device(load_data(cfg, binarize, data), resolve_device(cfg.device))
+    return load_data(cfg, binarize, data).to(resolve_device(cfg.device))
 
 
 @dataclass(frozen=True)

@@ -36,17 +36,9 @@ from torch import nn
 from ..devices import resolve_device
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting.svi import fit_svi
+from ..folders import CHECKPOINT, extended, load_checkpoint, run_folder, save_checkpoint, write_json
 from ..inference import rng_state, set_rng_state
-from .common import (
-    CHECKPOINT,
-    extended,
-    format_summary,
-    load_checkpoint,
-    record_stop,
-    run_folder,
-    save_checkpoint,
-    write_json,
-)
+from .common import format_summary, record_stop
 
 #: The checkpoint layout written by this template.
 LAYOUT = 2
