@@ -18,6 +18,7 @@ rank 0 is the one that died).
 import dataclasses
 import os
 import sys
+import typing
 import warnings
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -32,7 +33,6 @@ from .inference import distributed
 from .inference.compiled import compile_mode
 from .runs import RUNS, evaluate_run
 from .runs.common import format_summary
-from .runs.registry import evaluate_options
 
 
 @dataclass
@@ -53,9 +53,21 @@ class Evaluate:
     """the evaluator's chunks"""
 
 
+def evaluate_options() -> dict[str, tuple[Any, str]]:
+    """The options of ``pyrolvm evaluate``, ``{name: (type, help)}``: every kind's
+    ``evaluate_options``, typed as the config fields they override (the first kind that
+    declares one gives its help), ``None`` (the run's own) by default."""
+    out: dict[str, tuple[Any, str]] = {}
+    for kind in RUNS.values():
+        hints = typing.get_type_hints(kind.config, include_extras=True)
+        for name, text in kind.evaluate_options.items():
+            out.setdefault(name, (hints[name] | None, text))
+    return out
+
+
 def evaluate_type() -> type:
     """:class:`Evaluate` with the options the run kinds declare
-    (:func:`pyrolvm.runs.registry.evaluate_options`: ``--eval-samples``...), each ``None``
+    (:func:`evaluate_options`: ``--eval-samples``...), each ``None``
     (the run's own) by default."""
     fields = [
         (name, Annotated[tp, tyro.conf.arg(help=text)], dataclasses.field(default=None))

@@ -1,10 +1,8 @@
-"""Runs compose the parts: config -> data -> model + guide -> stages -> evaluate -> run folder
-(config.json, metrics.json, checkpoint.pt, PNG figures). Each kind of run is a short
-declaration (:class:`RunKind`: its config, parts, stages, evaluation, figures and summary
-rows) registered in :data:`RUNS`; the run template (``pyrolvm.runs.template``) does the
-rest, the ``pyrolvm`` command is generated from the registry, and so are this package's
-``train_KIND`` / ``evaluate_KIND`` functions and config classes: each command is one Python
-call here. Every module of this package is imported, so that its kinds register."""
+"""Runs compose the parts: config -> data -> model + guide -> stages -> evaluate -> run folder.
+Each kind is a declaration (:class:`RunKind`) registered in :data:`RUNS`; the run template
+does the rest, and the ``pyrolvm`` command, the ``train_KIND`` / ``evaluate_KIND`` functions
+and this package's exports come from the registry. Every module here is imported, so that
+its kinds register."""
 
 import importlib
 import pkgutil

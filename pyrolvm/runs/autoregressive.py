@@ -1,11 +1,6 @@
-"""Autoregressive density-model runs: ``pyrolvm train made`` and ``pyrolvm train pixelcnn``.
-
-One stage, maximum likelihood by SVI with :func:`~pyrolvm.guides.empty_guide` (the ELBO of a
-model without latent variables is its log-likelihood); the exact test NLL by
-:func:`pyrolvm.inference.importance_sample` with K = 1. ``train_made(...)`` /
-``train_pixelcnn(...)`` are the commands in one Python call; ``evaluate_made(folder)`` /
-``evaluate_pixelcnn(folder)`` (or ``evaluate_autoregressive``, either) ``pyrolvm evaluate``.
-"""
+"""``pyrolvm train made`` and ``pyrolvm train pixelcnn``: maximum likelihood by SVI with the
+empty guide (the ELBO of a model without latent variables is its log-likelihood), scored by
+the exact test NLL."""
 
 import dataclasses
 import os

@@ -1,9 +1,6 @@
-"""The settings every run kind shares (:class:`RunConfig`), declared as
-:mod:`pyrolvm.settings` declares settings: typed fields with their defaults, choices, bounds
-and help, from which the command line, ``config.json`` and the error messages come; the
-fields most kinds share (:class:`Networks`, :class:`Training`, :class:`Evaluation`), declared
-once; and the groups of ``--help`` (:data:`GROUP_ORDER`, :func:`group_of`).
-"""
+"""The settings every run kind shares (:class:`RunConfig`), those most kinds share
+(:class:`Networks`, :class:`Training`, :class:`Evaluation`) and the groups of ``--help``
+(:func:`group_of`), declared as :mod:`pyrolvm.settings` declares settings."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -92,7 +89,7 @@ class RunConfig:
 
 @dataclass
 class Networks:
-    """The latent and hidden sizes (``None``: the kind's ``DATASET_DEFAULTS``)."""
+    """Latent and hidden sizes (``None``: the kind's ``DATASET_DEFAULTS``)."""
 
     latent_dim: Count | None = None
     """latent dimensions"""

@@ -1,16 +1,7 @@
-"""``pyrolvm train cvae``: a conditional VAE (Sohn, Lee & Yan 2015) in one of two settings.
-
-- ``--condition quadrants`` (section 4.1; Pyro's ``examples/cvae``): quadrant completion. For
-  each number of observed quadrants (1, 2, 3) two stages: the deterministic baseline network
-  by maximum likelihood, then the CVAE whose prior network reads the baseline's prediction
-  (:mod:`pyrolvm.fitting.conditional`); both scored by the test -log p(y | x) of the
-  unobserved quadrants, the CVAE's importance-sampled.
-- ``--condition label``: the class-conditional VAE, the same model and guide with the
-  one-hot label as the input and the image as the output, scored by -log p(image | label)
-  and pictured by samples per class.
-
-The CVAE trains with any objective of ``pyrolvm.inference.ELBOS`` (``--elbo``).
-"""
+"""``pyrolvm train cvae``: a conditional VAE (Sohn, Lee & Yan 2015): ``--condition
+quadrants`` (section 4.1, Pyro's ``examples/cvae``: per number of observed quadrants, the
+baseline then the CVAE, :mod:`pyrolvm.fitting.conditional`) or ``--condition label`` (the
+class-conditional VAE), under any objective of ``pyrolvm.inference.ELBOS``."""
 
 import os
 from dataclasses import dataclass
@@ -102,8 +93,7 @@ class CVAEConfig(Networks, Training, Evaluation, ObjectiveConfig):
         self.check_objective()
 
     def settings(self):
-        """The run's settings in training order: ``q1``, ``q2``, ``q3`` (those of
-        ``quadrants``) or ``label``."""
+        """The run's settings in training order: ``q1``... (``quadrants``) or ``label``."""
         return ["label"] if self.condition == "label" else [f"q{q}" for q in self.quadrants or ()]
 
 
@@ -147,11 +137,7 @@ def build_setting(cfg, key, data):
 
 
 def num_classes(data):
-    """Classes of a labelled dataset (the largest training label + 1).
-
-    Raises:
-        ConfigError: the dataset has no labels.
-    """
+    """Classes of a labelled dataset (the largest training label + 1), else ConfigError."""
     if getattr(data, "train_labels", None) is None:
         raise ConfigError(
             "--condition label needs a labelled dataset (digits or mnist): an .npz of images "
@@ -197,9 +183,8 @@ def figure_name(key):
 
 
 def parts(run: Run) -> dict:
-    """No part before the stages: each setting's networks are built by its first stage,
-    after the earlier settings' evaluation, whose draws come first (a label-conditional
-    run's data must have labels)."""
+    """No part before the stages: each setting's networks are built by its first stage, after
+    the earlier settings' evaluation, whose draws come first."""
     if run.cfg.condition == "label":
         num_classes(run.data)
     return {}
@@ -217,10 +202,8 @@ def setting_of(run: Run, key: str) -> Setting:
 
 
 def stages(cfg) -> list[Stage]:
-    """Per setting (``q1``, ``q2``, ``q3`` or ``label``) its baseline (quadrant completion
-    only: :func:`~pyrolvm.fitting.conditional.fit_baseline`) and its CVAE
-    (:func:`~pyrolvm.fitting.conditional.fit_conditional`, then its test figures and its
-    figure)."""
+    """Per setting (``q1``... or ``label``) its baseline (quadrant completion only) and its
+    CVAE, then its test figures and figure (:mod:`pyrolvm.fitting.conditional`)."""
 
     def options(run):
         cfg = run.cfg

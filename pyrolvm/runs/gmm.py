@@ -1,10 +1,6 @@
-"""Gaussian mixture runs: fit :class:`pyrolvm.models.GaussianMixture` by SVI with the assignment
-enumerated (``TraceEnum_ELBO``), with k-means starts and best-of-``n_init`` restarts, and
-score it beside scikit-learn's EM on the same split and projection.
-
-``train_gmm(...)`` is ``pyrolvm train gmm`` in one Python call; ``evaluate_gmm(folder)`` is
-``pyrolvm evaluate FOLDER`` for a mixture run.
-"""
+"""``pyrolvm train gmm``: a Gaussian mixture fitted by SVI with the assignment enumerated
+(:func:`pyrolvm.fitting.fit_mixture`), scored beside scikit-learn's EM on the same split and
+PCA projection."""
 
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
@@ -65,10 +61,6 @@ class GMMConfig(Training, RunConfig):
     """draws of the global sites per step (meanfield)"""
     sklearn_n_init: Count = 5
     """restarts of scikit-learn's EM, the reference"""
-
-
-#: Per-dataset defaults of :class:`GMMConfig`.
-DATASET_DEFAULTS = GMMConfig.DATASET_DEFAULTS
 
 
 def load(cfg, data=None):

@@ -1,11 +1,6 @@
-"""The missing-data part of a VAE run (``pyrolvm train vae --mask ... --missing-rate ...``):
-the run's masks, the imputation figures of merit and the imputation figure.
-
-Training and evaluation of a VAE on partly observed images follow Mattei & Frellsen (2019),
-"MIWAE", sections 3-4: the likelihood scores the observed pixels only, the encoder reads the
-zero-imputed image and the mask, the test log-likelihood is the importance-sampled
-log p(x_obs), and the missing pixels are imputed by self-normalized importance sampling.
-"""
+"""The missing data of ``pyrolvm train vae --mask ...`` (Mattei & Frellsen 2019, "MIWAE",
+sections 3-4): the run's masks, the imputation scores (:mod:`pyrolvm.fitting.scores`) and
+the figure."""
 
 import os
 

@@ -1,7 +1,5 @@
-"""One mixture-prior VAE clustering run, the three phases of
-:func:`pyrolvm.fitting.fit_mixture_vae` as resumable stages (``warmup``, ``prior``,
-``finetune``) -> cluster accuracy and ARI -> run folder. ``train_mixture_vae(...)`` is
-``pyrolvm train mixture-vae`` in one call."""
+"""``pyrolvm train mixture-vae``: the three phases of :func:`pyrolvm.fitting.fit_mixture_vae`
+as resumable stages, scored by cluster accuracy and ARI."""
 
 import os
 import time

@@ -1,15 +1,6 @@
-"""One MVAE run (Wu & Goodman 2018): two modalities of one latent with a product-of-experts
-guide, trained on the joint and on each modality alone (the MVAE's sub-sampled ELBOs: every
-subset, for two modalities); the modalities are an image and its label
-(``--modalities image-label``: image -> label accuracy, label -> image samples) or the top and
-the bottom half of an image (``--modalities halves``: each half completed from the other);
-evaluated by importance-sampled joint, marginal and conditional test log-likelihoods. It
-trains with any objective of ``pyrolvm.inference.ELBOS`` that applies (``--elbo``) and
-resumes (``--resume``) to the numbers of the uninterrupted run.
-
-``train_mvae(...)`` is ``pyrolvm train mvae`` in one Python call; ``evaluate_mvae(folder)``
-is ``pyrolvm evaluate FOLDER``.
-"""
+"""``pyrolvm train mvae``: a multimodal VAE (Wu & Goodman 2018) over an image and its label,
+or the two halves of an image, with a product (or mixture) of experts as its guide, scored by
+importance-sampled joint, marginal and conditional test log-likelihoods."""
 
 import inspect
 import os
@@ -21,7 +12,7 @@ import torch
 from .. import plots
 from ..devices import resolve_device
 from ..errors import ConfigError
-from ..fitting.multimodal import MODALITIES, Pairing, multimodal_scores, objectives, top_mask
+from ..fitting.multimodal import MODALITIES, Pairing, mvae_scores, objectives, top_mask
 from ..guides import HalvesMVAEGuide, MoEGuide, MVAEGuide
 from ..inference import ELBOS, MultiSampleELBO
 from ..models import MVAE, HalvesMVAE
@@ -104,23 +95,10 @@ def build(cfg, data_dim, num_classes, image_shape=None):
 
 
 def evaluate(model, guide, data, cfg):
-    """Test figures of an MVAE with ``cfg.eval_samples`` samples, seeded by ``cfg.seed``
-    (:func:`~pyrolvm.fitting.multimodal.multimodal_scores`; the label weighted 1); for image
-    and label also ``accuracy`` (image -> label: argmax of p(label | z) at the mean of
-    q(z | image))."""
-    pairing = Pairing(cfg.modalities, data)
+    """:func:`~pyrolvm.fitting.multimodal.mvae_scores` with ``cfg.eval_samples`` samples,
+    seeded by ``cfg.seed``."""
     options = (cfg.eval_samples, cfg.eval_batch_size, cfg.seed)
-    if cfg.modalities == "halves":
-        return multimodal_scores(model, guide, pairing, *options)
-    weight, model.label_weight = model.label_weight, 1.0
-    try:
-        out = multimodal_scores(model, guide, pairing, *options)
-        with torch.no_grad():
-            loc = guide.encode(data.test, None)[0]
-            accuracy = (model.label_logits(loc).argmax(-1) == data.test_labels).double().mean()
-        return {"accuracy": accuracy.item()} | out
-    finally:
-        model.label_weight = weight
+    return mvae_scores(model, guide, data, cfg.modalities, *options)
 
 
 def figures(run: Run, metrics: dict) -> list[str]:

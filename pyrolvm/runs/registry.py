@@ -1,12 +1,10 @@
-"""The registry of run kinds: a kind is a short declaration (:class:`RunKind`), and
-``pyrolvm train KIND``, ``pyrolvm evaluate RUN``, the ``train_KIND`` / ``evaluate_KIND``
-functions of :mod:`pyrolvm.runs` and a checkpoint's way back to its evaluation all come from
-it, through the run template (``pyrolvm.runs.template``)."""
+"""The registry of run kinds: a kind is a short declaration (:class:`RunKind`); ``pyrolvm
+train KIND``, ``pyrolvm evaluate RUN`` and the ``train_KIND`` / ``evaluate_KIND`` functions
+come from it, through the run template."""
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,20 +191,14 @@ def register(kind: RunKind) -> RunKind:
 def load_run(folder: str, data_root=None, device="auto", **options: Any) -> Run:
     """The run in ``folder``, of any kind, rebuilt as ``pyrolvm evaluate`` rebuilds it
     (:class:`Run`: its resolved settings ``cfg``, its ``data`` and its ``parts``, e.g. the
-    trained ``parts["model"]`` and ``parts["guide"]``, on ``device``).
-
-    Raises:
-        ConfigError: as :func:`evaluate_run`.
-    """
+    trained ``parts["model"]`` and ``parts["guide"]``, on ``device``); ConfigError as
+    :func:`evaluate_run`."""
     return reload(kind_of(folder), folder, data_root, False, device, **options)
 
 
 def kind_of(folder: str) -> RunKind:
-    """The :class:`RunKind` of the run in ``folder``.
-
-    Raises:
-        ConfigError: no (valid) checkpoint in ``folder``, or an unknown kind.
-    """
+    """The :class:`RunKind` of the run in ``folder`` (ConfigError: no valid checkpoint, or
+    an unknown kind)."""
     name = load_checkpoint(folder).get("kind")
     if name not in RUNS:
         raise ConfigError(
@@ -232,15 +224,3 @@ def evaluate_run(folder: str, data_root=None, progress=True, device="auto", **op
         folder, data_root=data_root, progress=progress, device=device, **options
     )
     return kind, metrics
-
-
-def evaluate_options() -> dict[str, tuple[Any, str]]:
-    """The options of ``pyrolvm evaluate``, ``{name: (type, help)}``: every kind's
-    ``evaluate_options``, typed as the config fields they override (the first kind that
-    declares one gives its help), ``None`` (the run's own) by default."""
-    out: dict[str, tuple[Any, str]] = {}
-    for kind in RUNS.values():
-        hints = typing.get_type_hints(kind.config, include_extras=True)
-        for name, text in kind.evaluate_options.items():
-            out.setdefault(name, (hints[name] | None, text))
-    return out

@@ -1,8 +1,6 @@
-"""``pyrolvm train sbn``: a sigmoid belief network (Neal 1992; Mnih & Gregor 2014) with binary
-or one-hot latents, trained by SVI with score-function gradients (a baseline, VIMCO) or a
-Concrete / Gumbel-softmax relaxation (Maddison et al. 2017, Jang et al. 2017), evaluated by
-importance sampling of the discrete model. ``train_sbn(...)`` / ``evaluate_sbn(folder)`` are
-the commands in one call. (``pyrolvm train vae --latent bernoulli ...`` is this command.)"""
+"""``pyrolvm train sbn`` (and ``pyrolvm train vae --latent ...``): a sigmoid belief network
+(Neal 1992; Mnih & Gregor 2014) with binary or one-hot latents, trained with score-function
+gradients or a Concrete relaxation, scored by importance sampling of the discrete model."""
 
 from dataclasses import dataclass
 from typing import Annotated, Literal

@@ -54,10 +54,6 @@ class M2Config(Networks, Training, RunConfig):
     """the last N training images held out"""
 
 
-#: Per-dataset defaults of :class:`M2Config`.
-DATASET_DEFAULTS = M2Config.DATASET_DEFAULTS
-
-
 def build(cfg, data_dim, num_classes):
     """The M2 model and guide of a resolved config."""
     grey = cfg.binarize == "none"
@@ -80,30 +76,13 @@ def fit(run: Run) -> dict:
     """The training stage: :func:`~pyrolvm.fitting.fit_m2` with the run's model and guide."""
     cfg, data = run.cfg, run.data
     train_x, train_labels, valid, valid_labels = run.extra["split"]
-    _, _, history = fit_m2(
-        train_x,
-        train_labels,
-        cfg.labels,
-        data.test,
-        data.test_labels,
-        latent_dim=cfg.latent_dim,
-        hidden=cfg.hidden,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        aux_loss=cfg.aux_loss,
-        aux_loss_multiplier=cfg.aux_loss_multiplier,
-        enumerate=cfg.enumerate,
-        transform=data.train_transform,
-        seed=cfg.seed,
-        model=run.parts["model"],
-        guide=run.parts["guide"],
-        labelled_schedule=cfg.labelled_schedule,
-        valid=valid,
-        valid_labels=valid_labels,
-        **run.hooks,
-    )
-    return history
+    names = "latent_dim hidden epochs batch_size lr aux_loss aux_loss_multiplier enumerate seed"
+    options = {name: getattr(cfg, name) for name in names.split()}
+    options |= dict(labelled_schedule=cfg.labelled_schedule, transform=data.train_transform)
+    options |= dict(model=run.parts["model"], guide=run.parts["guide"])
+    options |= dict(valid=valid, valid_labels=valid_labels)
+    data_args = (train_x, train_labels, cfg.labels, data.test, data.test_labels)
+    return fit_m2(*data_args, **options, **run.hooks)[2]
 
 
 def score(run: Run) -> dict:

@@ -1,8 +1,6 @@
-"""``pyrolvm train vae``: a VAE with Gaussian latents (Kingma & Welling 2014) trained by SVI
-under any objective, evaluated by importance sampling, with its latent diagnostics; the
-guide (diagonal, full covariance, flows), prior (N(0, I), VampPrior, flow), likelihood,
-decoder (MLP or PixelCNN), two stochastic layers and missing data are settings of it.
-``train_vae(...)`` / ``evaluate_vae(folder)`` are the commands in one Python call."""
+"""``pyrolvm train vae``: a VAE with Gaussian latents (Kingma & Welling 2014) under any
+objective, scored by importance sampling and its latent diagnostics; the guide, prior,
+likelihood, decoder, two stochastic layers and missing data are settings of it."""
 
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -23,8 +21,7 @@ from .missing import imputation_figure, missing_metrics, run_masks
 from .registry import RunKind, register
 from .template import Run
 
-#: The ``--guide`` choices: the diagonal Gaussian, the full-covariance Gaussian, planar flows
-#: and inverse autoregressive flows (:mod:`pyrolvm.guides.flows`).
+#: The ``--guide`` choices: diagonal, full-covariance Gaussians, planar and IAF flows.
 GUIDES: tuple[str, ...] = ("normal", "fullcov", "planar", "iaf")
 
 
@@ -143,14 +140,10 @@ GAP_STEPS, GAP_LR, GAP_PARTICLES = 500, 0.05, 10
 
 
 def build(cfg, data_dim, data_mean=None, pseudo_init=None, image_shape=None):
-    """The model and guide of a resolved config, with mirrored hidden layers:
-    :class:`~pyrolvm.models.VAE` with the guide of ``cfg.guide``, whose posteriors a VampPrior
-    mixes, or :class:`~pyrolvm.models.TwoLayerVAE` with :class:`~pyrolvm.guides.TwoLayerGuide`.
-    ``pseudo_init``: the VampPrior's first pseudo-inputs (K, D); ``image_shape``: (H, W).
-
-    Raises:
-        ConfigError: what the parts refuse, and the pairings no part takes.
-    """
+    """The model and guide of a resolved config (mirrored hidden layers): a
+    :class:`~pyrolvm.models.VAE` and the guide of ``cfg.guide`` (whose posteriors a VampPrior
+    mixes, started at ``pseudo_init`` (K, D)), or the two-layer pair; ConfigError for the
+    pairings no part takes."""
     richer = cfg.guide != "normal" or cfg.prior != "normal" or cfg.layers != 1
     if cfg.layers == 2 and (cfg.guide != "normal" or cfg.decoder != "mlp"):
         raise ConfigError(
@@ -235,11 +228,9 @@ def load(cfg, data=None):
 
 
 def score(run: Run) -> dict:
-    """The test figures: importance-sampled (:func:`~pyrolvm.runs.vae_family.importance_figures`),
-    what they score, the latent diagnostics (:func:`pyrolvm.inference.latent_diagnostics`,
-    ``LATENT_SAMPLES`` draws seeded by ``seed``; ``distortion = -test_elbo - rate``), the
-    imputations of a missing-data run, the amortization gap on ``amortization_gap`` test points
-    (``pyrolvm evaluate``: with ``--amortization-gap N`` only)."""
+    """The test figures: importance-sampled, the latent diagnostics (``LATENT_SAMPLES`` draws;
+    ``distortion = -test_elbo - rate``), the imputations of missing data, the amortization
+    gap on ``amortization_gap`` test points (``pyrolvm evaluate``: when given)."""
     cfg, model, guide, data = run.cfg, run.parts["model"], run.parts["guide"], run.data
     scoring = {"scored_on": scored_on(cfg.likelihood, cfg.binarize, cfg.levels or 256)}
     scoring["guide"] = cfg.guide if cfg.layers == 1 else "two-layer"

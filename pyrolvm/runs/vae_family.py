@@ -1,8 +1,5 @@
-"""What the ``vae`` and ``sbn`` kinds share: the settings of an amortized latent-variable
-model trained by SVI under any objective of :data:`pyrolvm.inference.ELBOS` (Adam and its
-schedule, the importance-sampled evaluation), the training stage (with the test ELBO, and the
-objective's own bound on the test set, per epoch), the test figures, the pictures and the
-summary rows."""
+"""What the ``vae`` and ``sbn`` kinds share: their settings, the training stage (with the test
+ELBO, and the objective's own bound, per epoch), the test figures and the summary rows."""
 
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal

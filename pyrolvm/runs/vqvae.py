@@ -1,12 +1,5 @@
-"""One VQ-VAE run, ``pyrolvm train vqvae``: stage ``codebook`` (the VQ-VAE's autoencoder
-loss), then stage ``prior`` (a PixelCNN prior over the training images' code grids,
-:func:`pyrolvm.fitting.vqvae.training_codes`), both SVI fits with
-:func:`~pyrolvm.guides.empty_guide`; then the test
-reconstruction NLL, the two-stage NLL bound ``-log p(x | z*) - log p(z*)`` (nats, bits per
-dimension; :mod:`pyrolvm.models.vqvae` says why it bounds log p(x) and why stage 1 alone does
-not), the codebook perplexity, reconstructions and samples. ``train_vqvae(...)`` is the
-command in one call; ``evaluate_vqvae(folder)`` is ``pyrolvm evaluate FOLDER``.
-"""
+"""``pyrolvm train vqvae``: a VQ-VAE (van den Oord et al. 2017), then a PixelCNN prior over
+its codes (two stages, :mod:`pyrolvm.fitting.vqvae`), scored by the two-stage NLL bound."""
 
 import os
 from dataclasses import dataclass
