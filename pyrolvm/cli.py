@@ -7,8 +7,8 @@ Generated, not written: the flags of ``pyrolvm train KIND`` are the fields of th
 config (:data:`pyrolvm.runs.RUNS`), parsed by ``tyro``, with their types, defaults, choices
 and help as declared there, and ``--config FILE`` (the file's settings as the defaults of the
 flags: :func:`pyrolvm.runs.load_config`) and ``--seeds`` (:func:`pyrolvm.runs.train_seeds`).
-Errors caused by bad input are printed as one message with exit status 2 (``pyrolvm: error:
-...`` for settings and data, tyro's message for a malformed flag).
+Errors caused by bad input are printed as one message with exit
+status 2 (``pyrolvm: error: ...`` for settings and data, tyro's message for a malformed flag).
 
 Under ``torchrun`` (``torchrun --nproc-per-node N -m pyrolvm train ...``, or ``pyrolvm train
 ... --nproc N``, which launches it) every process runs the same command in a
@@ -20,21 +20,23 @@ rank 0 is the one that died).
 import dataclasses
 import os
 import sys
+import typing
 import warnings
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import tyro
 
+from .cli_layout import Command, grouped, plain, switch_of, tyro_type, values_of
+from .cli_layout import parse as layout_parse
+from .compare import FILES
 from .devices import process_device
 from .errors import Interrupted, PeerLost, PyroLVMError
 from .inference import distributed
 from .inference.compiled import compile_mode
 from .runs import RUNS, compare_runs, evaluate_run, load_config, train_seeds
 from .runs.common import format_summary
-from .runs.compare import FILES
 from .runs.config_files import config_flag, kind_of_file, read_config_file
-from .runs.registry import evaluate_options
 from .settings import Seeds
 
 
@@ -42,20 +44,30 @@ from .settings import Seeds
 class Evaluate:
     """Reload a run folder's checkpoint and recompute its test figures."""
 
-    folder: tyro.conf.Positional[str]
+    folder: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="FOLDER")]
     """a run folder written by `pyrolvm train`"""
     data_root: str | None = None
     """MNIST root, if it moved"""
     progress: bool = True
-    """show progress bars"""
+    """show progress bars (--no-progress: hide them)"""
     device: str = "auto"
-    """where to evaluate: auto (CUDA when available), cpu, cuda or cuda:N"""
+    """auto (CUDA if any), cpu, cuda, cuda:N"""
     nproc: int = 1
-    """processes that share the importance sampling out (N > 1 launches `torchrun
-    --standalone --nproc-per-node N`; ignored when already under torchrun)"""
+    """processes sharing the importance sampling (torchrun)"""
     compile: Literal["auto", "inductor", "graph", "off"] = "auto"
-    """the evaluator's chunks traced once per shape and replayed (graph) or compiled by
-    inductor; off: eager (see `pyrolvm train vae --help`)"""
+    """the evaluator's chunks"""
+
+
+def evaluate_options() -> dict[str, tuple[Any, str]]:
+    """The options of ``pyrolvm evaluate``, ``{name: (type, help)}``: every kind's
+    ``evaluate_options``, typed as the config fields they override (the first kind that
+    declares one gives its help), ``None`` (the run's own) by default."""
+    out: dict[str, tuple[Any, str]] = {}
+    for kind in RUNS.values():
+        hints = typing.get_type_hints(kind.config, include_extras=True)
+        for name, text in kind.evaluate_options.items():
+            out.setdefault(name, (hints[name] | None, text))
+    return out
 
 
 @dataclass
@@ -72,21 +84,20 @@ class Compare:
     """the folder the comparison's files go to"""
 
 
-#: The flags ``pyrolvm train KIND`` adds to the kind's config: (name, type, help, metavar).
+#: The flags ``pyrolvm train KIND`` adds to the kind's config: (name, type, help, metavar),
+#: in the group "run folder" of ``--help``.
 TRAIN_FLAGS = (
     (
         "config",
         str | None,
         "start from the settings in this file (a run folder's config.json, or YAML or JSON "
-        "of setting: value); the flags given override it; pyrolvm train --config "
-        "runs/a/config.json --out runs/b reruns run a",
+        "of setting: value); the flags given override it",
         "FILE",
     ),
     (
         "seeds",
         Seeds | None,  # pyright: ignore[reportOperatorIssue] (an Annotated type, or None)
-        "run these settings once per seed (e.g. 0,1,2) into OUT/seed-N; pyrolvm compare OUT "
-        "gives the mean and s.d. across them",
+        "run once per seed (e.g. 0,1,2) into OUT/seed-N; `pyrolvm compare OUT`: mean and s.d.",
         "SEEDS",
     ),
 )
@@ -95,7 +106,7 @@ TRAIN_FLAGS = (
 def train_type(kind: Any) -> type:
     """The kind's config with :data:`TRAIN_FLAGS` (what ``pyrolvm train KIND`` parses; the
     run itself gets the kind's config without them, :func:`as_run_config`)."""
-    fields = [
+    fields: list[Any] = [
         (
             name,
             Annotated[tp, tyro.conf.arg(help=text, metavar=var)],
@@ -103,7 +114,10 @@ def train_type(kind: Any) -> type:
         )
         for name, tp, text, var in TRAIN_FLAGS
     ]
-    cls = dataclasses.make_dataclass(kind.config.__name__, fields, bases=(kind.config,))
+    groups = {"run folder": tuple(name for name, *_ in TRAIN_FLAGS)}
+    cls = dataclasses.make_dataclass(
+        kind.config.__name__, fields, bases=(kind.config,), namespace={"GROUPS": groups}
+    )
     cls.__doc__ = kind.config.__doc__
     return cls
 
@@ -117,7 +131,7 @@ def as_run_config(kind: Any, command: Any) -> Any:
 
 def evaluate_type() -> type:
     """:class:`Evaluate` with the options the run kinds declare
-    (:func:`pyrolvm.runs.registry.evaluate_options`: ``--eval-samples``...), each ``None``
+    (:func:`evaluate_options`: ``--eval-samples``...), each ``None``
     (the run's own) by default."""
     fields = [
         (name, Annotated[tp, tyro.conf.arg(help=text)], dataclasses.field(default=None))
@@ -132,40 +146,43 @@ def _kinds():
     return sorted(RUNS.values(), key=lambda k: (k.name != "vae", k.name))
 
 
+#: ``pyrolvm --help``: what the command is, and examples.
+DESCRIPTION = """Deep latent-variable models as Pyro model/guide pairs, trained by SVI.
+
+examples:
+  pyrolvm train vae --epochs 20                     a VAE on the bundled digits
+  pyrolvm train vae --dataset mnist --elbo iwae --num-particles 5
+  pyrolvm train vae --resume --epochs 40            continue (or extend) runs/vae
+  pyrolvm train --help                              the kinds of run
+  pyrolvm train sbn --help                          the flags of one kind, by group
+  pyrolvm evaluate runs/vae --eval-samples 5000     recompute a run's test figures
+  pyrolvm compare 'runs/*'                          runs side by side, paired differences"""
+
+
+def commands() -> dict[str, Command]:
+    """The ``pyrolvm`` commands as a tree (:class:`~pyrolvm.cli_layout.Command`): ``train``
+    with a subcommand per run kind of :data:`pyrolvm.runs.RUNS` (its config's flags and
+    :data:`TRAIN_FLAGS`, grouped), ``evaluate`` and ``compare``."""
+    kinds = {k.name: Command(k.description, grouped(train_type(k))) for k in _kinds()}
+    return {
+        "train": Command("Train a model and write a run folder.", subcommands=kinds),
+        "evaluate": Command(Evaluate.__doc__ or "", plain(evaluate_type())),
+        "compare": Command(Compare.__doc__ or "", plain(Compare)),
+    }
+
+
 def command_type() -> Any:
-    """The type tyro parses ``pyrolvm ...`` into: a ``train`` subcommand per run kind, whose
-    value is that kind's config, or :class:`Evaluate` (built at run time from
+    """The type tyro parses ``pyrolvm ...`` into (:func:`commands`, built at run time from
     :data:`pyrolvm.runs.RUNS`, so static type checkers see ``Any``)."""
-    configs = tuple(
-        Annotated[train_type(k), tyro.conf.subcommand(k.name, description=k.description)]
-        for k in _kinds()
-    )
-
-    kinds = Union[configs]  # noqa: UP007 (a union of the registry's configs, built at run time)
-
-    @dataclass
-    class Train:
-        """Train a model and write a run folder."""
-
-        config: Annotated[kinds, tyro.conf.arg(name="")]
-        """the kind of run"""
-
-    return Union[  # noqa: UP007 (a union built from the registry)
-        Annotated[Train, tyro.conf.subcommand("train")],
-        Annotated[evaluate_type(), tyro.conf.subcommand("evaluate")],
-        Annotated[Compare, tyro.conf.subcommand("compare")],
-    ]
-
-
-_CONFIG = (tyro.conf.OmitSubcommandPrefixes,)
+    return tyro_type(commands())
 
 
 def parse(argv: list[str] | None = None) -> Any:
     """Parse a ``pyrolvm`` command line: a run config (``train``) or :class:`Evaluate`.
 
     Raises:
-        SystemExit: status 2 with tyro's message for a malformed command line; 0 after
-            ``--help``.
+        SystemExit: status 2 after a malformed command line, answered in two lines on
+            stderr; 0 after ``--help`` or ``--version``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv in (["--version"], ["-V"]):
@@ -173,51 +190,75 @@ def parse(argv: list[str] | None = None) -> Any:
 
         print(f"pyrolvm {__version__}")
         raise SystemExit(0)
-    argv = taken_over(argv)
+    argv, note = taken_over(argv)
+    defaults, path = None, None
     if argv[:1] == ["train"]:
         try:
-            argv, path = config_flag(argv)
-            if path is not None:
-                return with_config_file(argv, path)
+            argv, defaults, path = config_file(argv)
         except PyroLVMError as exc:
             print(f"pyrolvm: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    command = tyro.cli(command_type(), args=argv, prog="pyrolvm", config=_CONFIG)
-    return getattr(command, "config", command)
+    command = layout_parse(commands(), argv, DESCRIPTION, note)
+    if defaults is None:
+        return command
+    given = given_fields(defaults, argv)
+    values = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}
+    values |= {name: getattr(command, name) for name in given}
+    try:  # (the config's own checks, on the merged settings)
+        return type(command)(**values, config=path, seeds=command.seeds)
+    except PyroLVMError as exc:
+        print(f"pyrolvm: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
-def with_config_file(argv: list[str], path: str) -> Any:
-    """Parse ``train [KIND] FLAGS`` (``argv`` without its ``--config``) with the settings of
-    the file ``path`` as the defaults of the flags (tyro's ``default=``): the file validated
-    by the kind's declaration, the flags overriding it; KIND, when not given, from the file.
+def given_fields(config: Any, argv: list[str]) -> set[str]:
+    """The fields of the run config ``config`` whose flags ``argv`` gives (``--name``,
+    ``--no-name`` or the field's :class:`~pyrolvm.settings.Switch`)."""
+    hints = typing.get_type_hints(type(config), include_extras=True)
+    tokens = {t.split("=")[0] for t in argv if t.startswith("--")}
+    out = set()
+    for f in dataclasses.fields(config):
+        name = f.name.replace("_", "-")
+        flags = {f"--{name}", f"--no-{name}", f"--{switch_of(hints[f.name])}"}
+        if tokens & flags:
+            out.add(f.name)
+    return out
+
+
+def config_file(argv: list[str]) -> tuple[list[str], Any, str | None]:
+    """``train [KIND] FLAGS`` with ``--config FILE``: (the command line without ``--config``,
+    KIND named from the file when not given; the file's settings, a run config validated by
+    the kind's declaration: the flags given override them; FILE), or (``argv``, ``None``,
+    ``None``) without.
 
     Raises:
         ConfigError: see :func:`pyrolvm.runs.load_config`.
     """
+    argv, path = config_flag(argv)
+    if path is None:
+        return argv, None, None
     named = argv[1] if len(argv) > 1 and argv[1] in RUNS else None
     kind = kind_of_file(read_config_file(path), path, named)
-    config = load_config(path, kind.name)
-    cls = train_type(kind)
-    default = cls(**dataclasses.asdict(config), config=path)
-    flags = argv[2:] if named else argv[1:]
-    prog = f"pyrolvm train {kind.name}"
-    return tyro.cli(cls, args=flags, default=default, prog=prog, config=_CONFIG)
+    if named is None:
+        argv = ["train", kind.name, *argv[1:]]
+    return argv, load_config(path, kind.name), path
 
 
-def taken_over(argv: list[str]) -> list[str]:
+def taken_over(argv: list[str]) -> tuple[list[str], str]:
     """``argv`` with ``train OLD ... --SETTING VALUE`` as ``train NEW ...`` where the kind NEW
     took over those runs of OLD (:attr:`~pyrolvm.runs.RunKind.takes_over`: ``pyrolvm train vae
-    --latent bernoulli`` is ``pyrolvm train sbn --latent bernoulli``)."""
+    --latent bernoulli`` is ``pyrolvm train sbn --latent bernoulli``), and a note that says
+    so for an error message ("" where ``argv`` is unchanged)."""
     if len(argv) < 2 or argv[0] != "train":
-        return argv
+        return argv, ""
     for kind in RUNS.values():
         for old, setting, values in kind.takes_over:
             flag = "--" + setting.replace("_", "-")
-            given = [b for a, b in zip(argv, argv[1:], strict=False) if a == flag]
-            given += [a.split("=", 1)[1] for a in argv if a.startswith(flag + "=")]
-            if argv[1] == old and given and given[-1] in values:
-                return ["train", kind.name, *argv[2:]]
-    return argv
+            given = values_of(argv, flag)
+            if argv[1] == old and given and given[0] in values:
+                note = f"`pyrolvm train {old} {flag} {given[0]}` is `pyrolvm train {kind.name}`"
+                return ["train", kind.name, *argv[2:]], note
+    return argv, ""
 
 
 def parser() -> Any:
@@ -225,7 +266,9 @@ def parser() -> Any:
     ``argparse.ArgumentParser`` of tyro's own argparse."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return tyro.extras.get_parser(command_type(), prog="pyrolvm", config=_CONFIG)
+        return tyro.extras.get_parser(
+            command_type(), prog="pyrolvm", config=(tyro.conf.OmitSubcommandPrefixes,)
+        )
 
 
 def run(command: Any) -> str:
@@ -241,21 +284,16 @@ def run(command: Any) -> str:
         comparison = compare_runs(list(command.folders), command.sort, command.out)
         written = [os.path.basename(f) for f in comparison.files]
         return comparison.table() + f"\n\nwritten to {command.out}: {', '.join(written)}"
-    kind = next(k for k in RUNS.values() if isinstance(command, k.config))
+    kind = next(k for k in RUNS.values() if type(command).__mro__[1] is k.config)
     config = as_run_config(kind, command)
-    if getattr(command, "seeds", None):
+    if command.seeds:
         runs = train_seeds(kind.name, command.seeds, config)
         summaries = [
             kind.summary(m, config, os.path.join(config.out, f"seed-{s}")) for s, m in runs.items()
         ]
         table = compare_runs([config.out]).table()
-        return "\n\n".join(
-            [
-                *summaries,
-                table,
-                f"files: pyrolvm compare {config.out} --out DIR ({', '.join(FILES)})",
-            ]
-        )
+        files = f"files: pyrolvm compare {config.out} --out DIR ({', '.join(FILES)})"
+        return "\n\n".join([*summaries, table, files])
     metrics = kind.train(config)
     return kind.summary(metrics, config, config.out)
 

@@ -242,3 +242,106 @@ def mixture_clusters(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# -- the figures of the runs (``pyrolvm train KIND`` writes them into its run folder) --------
+
+
+def model_pictures(folder, model, guide, test, image_shape, history) -> list[str]:
+    """samples.png (64 means of p(x | z), z ~ p(z)), reconstructions.png (of 32 test images,
+    through the guide's means) and elbo_curve.png (:func:`bound_panels` of the training
+    ``history``) of a VAE-like pair; returns their names."""
+    names = ["samples.png", "reconstructions.png", "elbo_curve.png"]
+    if getattr(model, "decoder_kind", "mlp") == "pixelcnn":
+        what = "p(x_d = 1 | x_<d, z) along one draw, z ~ p(z)"
+    else:
+        what = "mean of p(x | z), z ~ p(z)"
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    image_grid(path(names[0]), model.sample(64), image_shape, f"samples from the model ({what})")
+    with torch.no_grad():
+        x = test[:32]
+        recon = model.decode(guide.encode(x)[0])
+    reconstructions(path(names[1]), x, recon, image_shape)
+    curve_panels(path(names[2]), bound_panels(history))
+    return names
+
+
+def latent_pictures(folder, model, guide, test, image_shape, kl_per_dim, device) -> list[str]:
+    """latent_traversals.png (the first test image's posterior mean along the 10 dimensions
+    of highest KL ``kl_per_dim``), interpolation.png (between the first two test images'
+    posterior means) and, for a 2-D latent, latent_manifold.png; returns their names."""
+    from . import plots_latent
+
+    kl = kl_per_dim or []
+    by_kl = sorted(range(len(kl)), key=lambda u: -kl[u])[:10]
+    dims = by_kl if len(kl) == model.latent_dim else range(min(10, model.latent_dim))
+    loc = guide.encode(test[:2])[0].detach()
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    plots_latent.latent_traversals(
+        path("latent_traversals.png"), model.decode, loc[0], image_shape, dims=dims
+    )
+    plots_latent.interpolation(
+        path("interpolation.png"), model.decode, loc[0], loc[-1], image_shape
+    )
+    if model.latent_dim != 2:
+        return ["latent_traversals.png", "interpolation.png"]
+    latent_manifold(path("latent_manifold.png"), model.decode, image_shape, device=device)
+    return ["latent_traversals.png", "interpolation.png", "latent_manifold.png"]
+
+
+def class_samples(path, sample, classes, like, image_shape, title, per_class=10) -> None:
+    """Save ``per_class`` images per class, one row per class: ``sample(labels, n)`` of the
+    one-hot ``labels`` (C, C) (of ``like``'s dtype and device) gives (n, C, D)."""
+    labels = torch.nn.functional.one_hot(torch.arange(classes, device=like.device), classes)
+    samples = sample(labels.to(like.dtype), per_class)  # (n, C, D)
+    grid = samples.transpose(0, 1).reshape(-1, like.shape[-1])
+    image_grid(path, grid, image_shape, title, ncols=per_class)
+
+
+def quadrant_completions(path, images, mask, baseline, model, given, image_shape, n=4) -> None:
+    """Save completions of ``images`` whose pixels ``mask`` are given: the input, the
+    baseline's prediction, ``n`` CVAE samples (means of p(y | x, z), z ~ p(z | x)), the
+    truth."""
+    x = images[:, mask]
+    fills = [baseline.predict(x), *model.sample(x, n)]
+    title = f"{given} quadrant(s) given: input / baseline / {n} CVAE samples / truth"
+    completions(path, images, mask, fills, image_shape, title)
+
+
+def halves_completions(folder, model, guide, images, top, image_shape, n=4) -> list[str]:
+    """top_to_bottom.png and bottom_to_top.png: ``images`` completed from one half (``top``,
+    a bool mask (D,)) ``n`` times, the other half's mean of p(half | z), z ~ q(z | half)."""
+    for given, other in (("top", "bottom"), ("bottom", "top")):
+        args = (images[:, top], None) if given == "top" else (None, images[:, ~top])
+        with torch.no_grad():
+            loc, scale = guide.encode(*args)
+            noise = torch.randn((n, *loc.shape), dtype=loc.dtype, device=loc.device)
+            fills = list(model.decode(loc + scale * noise)[1 if given == "top" else 0])
+        title = f"{given} -> {other}: the {given} half / {n} completions, "
+        title += f"z ~ q(z | {given}) / truth"
+        observed = top if given == "top" else ~top
+        path = os.path.join(folder, f"{given}_to_{other}.png")
+        completions(path, images, observed, fills, image_shape, title)
+    return ["top_to_bottom.png", "bottom_to_top.png"]
+
+
+def mixture_pictures(folder, model, params, history, xtest, pca, image_shape, title):
+    """clusters.png (``xtest`` on its first two axes coloured by MAP component, with each
+    component's 2-D marginal ellipses; ``title`` its first line), component_means.png (the
+    means mapped back to pixels by ``pca``) and loglik_curve.png (``history``) of a Gaussian
+    mixture ``model`` with values ``params``; returns their names."""
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    names = ["clusters.png"] if xtest.shape[-1] >= 2 else []
+    if names:
+        z, covs = model.assign(xtest, params, temperature=0), model.covariances(params)
+        title += "; ellipses: 1 and 2 sd of each component"
+        locs = params["locs"][:, :2]
+        mixture_clusters(path(names[0]), xtest[:, :2], z, locs, covs[:, :2, :2], title)
+    means = pca.inverse_transform(params["locs"].double().numpy())
+    order = params["weights"].argsort(descending=True)
+    means = torch.as_tensor(means, dtype=torch.float32)[order]
+    title = "component means in pixel space, by decreasing weight"
+    image_grid(path("component_means.png"), means, image_shape, title, ncols=min(10, len(means)))
+    title, ylabel = "training log-likelihood (exact)", "mean log-likelihood per point (nats)"
+    curves(path("loglik_curve.png"), history, ["train_log_likelihood"], ylabel, title)
+    return names + ["component_means.png", "loglik_curve.png"]

@@ -15,7 +15,17 @@ import tyro
 
 from .errors import ConfigError
 
-__all__ = ["Count", "Literal", "PositiveFloat", "Range", "Seeds", "Sizes", "flag", "validate"]
+__all__ = [
+    "Count",
+    "Literal",
+    "PositiveFloat",
+    "Range",
+    "Seeds",
+    "Sizes",
+    "Switch",
+    "flag",
+    "validate",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,15 @@ class Range:
         if self.high is not None:
             parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
         return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Switch:
+    """``Annotated`` metadata of a ``bool`` field: the command-line flag ``--NAME`` that sets
+    it to the opposite of its default (``enumerate: Annotated[bool, Switch("sample-labels")]
+    = True``; without it, ``--FIELD`` or ``--no-FIELD``)."""
+
+    name: str
 
 
 def _parse_sizes(args):

@@ -3,7 +3,8 @@
 restarts, M2's labelled/unlabelled objectives, the mixture-prior VAE's phases, the CVAE's
 baseline and CVAE phases, the VQ-VAE's codes between its stages, a two-modality model's
 objectives, and the amortization gap (a per-datapoint guide refined by SVI), with the scores
-that go with them. Each composes models, guides and :mod:`pyrolvm.inference`, takes a
+that go with them (and :mod:`pyrolvm.fitting.scores`: importance-sampled, exact,
+imputations). Each composes models, guides and :mod:`pyrolvm.inference`, takes a
 ``checkpoint`` callback and a ``resume_from`` state where it trains, and knows nothing of run
 folders; the runs call them as stages."""
 
@@ -30,6 +31,7 @@ from .mixture_vae import (
     warm_up,
 )
 from .multimodal import Pairing, multimodal_scores, objectives
+from .scores import exact_scores, importance_scores, imputation_scores
 from .ssvae import (
     accuracy,
     at_best_validation,
@@ -57,7 +59,10 @@ __all__ = [
     "codes_of",
     "conditional_scores",
     "em_reference",
+    "exact_scores",
     "fine_tune",
+    "importance_scores",
+    "imputation_scores",
     "fit_baseline",
     "fit_conditional",
     "fit_m2",

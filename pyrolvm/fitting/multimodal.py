@@ -168,3 +168,29 @@ def multimodal_scores(
     for name, value in values.items():
         out[name], out[name + "_stderr"] = mean_and_stderr(value)
     return out
+
+
+def mvae_scores(
+    model: Any,
+    guide: Any,
+    data: Dataset,
+    modalities: str,
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+) -> dict[str, float]:
+    """:func:`multimodal_scores` of a two-modality VAE on ``data`` (its ``modalities``); for an
+    image and its label, the label weighted 1, and ``accuracy`` (image -> label: argmax of
+    p(label | z) at the mean of q(z | image))."""
+    pairing = Pairing(modalities, data)
+    if modalities == "halves":
+        return multimodal_scores(model, guide, pairing, num_samples, batch_size, seed)
+    weight, model.label_weight = model.label_weight, 1.0
+    try:
+        out = multimodal_scores(model, guide, pairing, num_samples, batch_size, seed)
+        with torch.no_grad():
+            loc = guide.encode(data.test, None)[0]
+            accuracy = (model.label_logits(loc).argmax(-1) == data.test_labels).double().mean()
+        return {"accuracy": accuracy.item()} | out
+    finally:
+        model.label_weight = weight

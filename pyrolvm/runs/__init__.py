@@ -11,9 +11,9 @@ register."""
 import importlib
 import pkgutil
 
+from ..compare import Comparison, RunRecord, compare_runs
 from ..fitting import MixtureFit, fit_mixture
 from .autoregressive import AutoregressiveConfig, evaluate_autoregressive
-from .compare import Comparison, RunRecord, compare_runs
 from .config import Range, RunConfig, validate
 from .config_files import load_config
 from .objective import ObjectiveConfig

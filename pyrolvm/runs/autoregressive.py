@@ -1,11 +1,6 @@
-"""Autoregressive density-model runs: ``pyrolvm train made`` and ``pyrolvm train pixelcnn``.
-
-One stage, maximum likelihood by SVI with :func:`~pyrolvm.guides.empty_guide` (the ELBO of a
-model without latent variables is its log-likelihood); the exact test NLL by
-:func:`pyrolvm.inference.importance_sample` with K = 1. ``train_made(...)`` /
-``train_pixelcnn(...)`` are the commands in one Python call; ``evaluate_made(folder)`` /
-``evaluate_pixelcnn(folder)`` (or ``evaluate_autoregressive``, either) ``pyrolvm evaluate``.
-"""
+"""``pyrolvm train made`` and ``pyrolvm train pixelcnn``: maximum likelihood by SVI with the
+empty guide (the ELBO of a model without latent variables is its log-likelihood), scored by
+the exact test NLL."""
 
 import dataclasses
 import os
@@ -16,12 +11,12 @@ import pyro
 
 from .. import plots
 from ..devices import resolve_device
+from ..fitting.scores import exact_scores
 from ..guides import empty_guide
-from ..inference import importance_sample, mean_and_stderr
-from ..models import MADE, PixelCNN, bits_per_dim
+from ..models import MADE, PixelCNN
 from ..nets import ACTIVATIONS
-from .common import load_checkpoint, load_data, on_device
-from .config import Count, PositiveFloat, Range, RunConfig, Sizes
+from .common import load_checkpoint, load_data
+from .config import Count, Range, RunConfig, Sizes, Training
 from .registry import RUNS, RunKind, register
 from .template import Run, Stage
 
@@ -32,34 +27,28 @@ CURVE_POINTS = 1000
 
 
 @dataclass
-class AutoregressiveConfig(RunConfig):
+class AutoregressiveConfig(Training, RunConfig):
     """Settings shared by the autoregressive runs (exact likelihood, no latent variable)."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(epochs=100, batch_size=100, lr=3e-3),
         "mnist": dict(epochs=5, batch_size=100, lr=1e-3),
     }
+    GROUPS = {"evaluation": ("num_samples",)}
 
     binarize: Literal["dynamic", "static"] = "dynamic"
-    """binary pixels: a fresh draw per minibatch (dynamic) or one fixed draw (static)"""
+    """binary pixels: a draw per minibatch or one"""
     train_size: Annotated[int, Range(0)] = 0
-    """train on the first N training images only (0: all), to fit a CPU budget"""
-    epochs: Count | None = None
-    """passes over the training data (default: 100 digits, 5 mnist)"""
-    batch_size: Count | None = None
-    """images per step (default: 100)"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate (default: 3e-3 digits, 1e-3 mnist)"""
+    """the first N training images only (0: all)"""
     eval_batch_size: Count = 500
     """test images per evaluation call"""
     num_samples: Count = 64
-    """images drawn for samples.png (ancestral sampling: one network pass per pixel)"""
+    """images drawn for samples.png"""
 
 
 @dataclass
 class MADEConfig(AutoregressiveConfig):
-    """Train MADE (Germain et al. 2015) on binarized images by maximum likelihood and report
-    its exact test NLL (nats) and bits per dimension. The flags of ``pyrolvm train made``."""
+    """The flags of ``pyrolvm train made`` (Germain et al. 2015)."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(AutoregressiveConfig.DATASET_DEFAULTS["digits"], hidden=(128,)),
@@ -67,26 +56,23 @@ class MADEConfig(AutoregressiveConfig):
     }
 
     out: str = "runs/made"
-    """the run folder"""
     hidden: Sizes | None = None
-    """hidden layer sizes (default: 128 digits, 500 mnist as in the paper)"""
+    """hidden layer sizes"""
     num_masks: Count = 1
-    """masks M: > 1 trains order- and connectivity-agnostic (one random mask per step) and
-    evaluates the ensemble (1/M) sum_m p_m(x)"""
+    """masks M (> 1: an order-agnostic ensemble)"""
     activation: Literal[tuple(ACTIVATIONS)] = "relu"
     """hidden-layer nonlinearity"""
 
 
 @dataclass
 class PixelCNNConfig(AutoregressiveConfig):
-    """Train a small gated PixelCNN (van den Oord et al. 2016) on binarized (Bernoulli) or
-    8-bit (256-way categorical) images and report its exact test NLL (nats) and bits per
-    dimension. The flags of ``pyrolvm train pixelcnn``."""
+    """The flags of ``pyrolvm train pixelcnn`` (van den Oord et al. 2016)."""
+
+    GROUPS = {"data": ("pixels",)}
 
     out: str = "runs/pixelcnn"
-    """the run folder"""
     pixels: Literal[PIXELS] = "binary"
-    """binary: binarized images, Bernoulli; 8bit: intensities round(255 x), 256-way categorical"""
+    """binarized (Bernoulli) or 8-bit (256-way)"""
     channels: Count = 32
     """feature channels of each stack"""
     num_layers: Count = 5
@@ -121,28 +107,14 @@ def load_pixels(cfg, data=None):
             train=data.train[: cfg.train_size],
             train_labels=data.train_labels[: cfg.train_size],
         )
-    return on_device(data, resolve_device(cfg.device))
+    return data.to(resolve_device(cfg.device))
 
 
 def score_model(model, test, cfg, progress=False, run=None):
-    """The exact test log-likelihood of a latent-free model (K = 1, the empty guide; the model
-    in evaluation mode, for MADE the mask ensemble): ``test_nll`` and ``test_nll_stderr``
-    (nats per image), ``test_bits_per_dim``; the per-image values in ``run.extra`` if given."""
-    was_training = model.training
-    model.eval()
-    try:
-        options = dict(num_samples=1, batch_size=cfg.eval_batch_size, progress=progress)
-        ll = importance_sample(model, empty_guide, test, **options).log_likelihood
-    finally:
-        model.train(was_training)
-    if run is not None:
-        run.extra["test_log_likelihood"] = (ll, test)
-    nll, se = mean_and_stderr(-ll)
-    return {
-        "test_nll": nll,
-        "test_nll_stderr": se,
-        "test_bits_per_dim": bits_per_dim(nll, test.shape[-1]),
-    }
+    """:func:`~pyrolvm.fitting.scores.exact_scores` of ``test``, ``cfg.eval_batch_size``
+    images per call; the per-image values in ``run.extra`` if given."""
+    keep = None if run is None else run.extra
+    return exact_scores(model, test, cfg.eval_batch_size, progress, keep)
 
 
 def parts(run: Run) -> dict:

@@ -1,7 +1,6 @@
-"""The settings every run kind shares (:class:`RunConfig`), declared as
-:mod:`pyrolvm.settings` declares settings: typed fields with their defaults, choices, bounds
-and help, from which the command line, ``config.json`` and the error messages come.
-"""
+"""The settings every run kind shares (:class:`RunConfig`), those most kinds share
+(:class:`Networks`, :class:`Training`, :class:`Evaluation`) and the groups of ``--help``
+(:func:`group_of`), declared as :mod:`pyrolvm.settings` declares settings."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -11,46 +10,49 @@ from typing_extensions import Self
 
 from ..devices import resolve_device
 from ..errors import ConfigError
-from ..settings import Count, PositiveFloat, Range, Sizes, flag, validate
+from ..settings import Count, PositiveFloat, Range, Sizes, Switch, flag, validate
+
+#: The groups of ``pyrolvm train KIND --help``, in order.
+GROUP_ORDER = ("data", "model", "objective", "training", "evaluation", "run folder")
 
 
 @dataclass
 class RunConfig:
     """The settings every run kind shares. A subclass declares its own fields (type, default,
-    docstring as help) and ``DATASET_DEFAULTS``: per dataset, the values of fields left
-    ``None`` (``"digits"`` also serves .npz files)."""
+    docstring as help), ``DATASET_DEFAULTS`` (per dataset, the values of fields left ``None``;
+    ``"digits"`` also serves .npz files) and ``GROUPS``, the ``--help`` group of those of its
+    fields that are not in ``"model"`` (added to its bases')."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {"digits": {}}
+    GROUPS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "data": ("dataset", "data_root", "binarize", "train_size"),
+        "training": ("seed", "epochs", "batch_size", "lr", "device", "nproc", "compile"),
+        "evaluation": ("eval_samples", "eval_batch_size"),
+        "run folder": ("out", "progress", "resume", "overwrite", "tensorboard"),
+    }
 
     dataset: str = "digits"
-    """digits, mnist, or an .npz file with arrays train and test of shape (N, D) in [0, 1]"""
+    """digits, mnist, or an .npz file"""
     data_root: str | None = None
-    """folder holding MNIST/raw/ (default: $PYROLVM_DATA_ROOT)"""
+    """holds MNIST/raw/ (default: $PYROLVM_DATA_ROOT)"""
     seed: int = 0
-    """seed of every random draw of the run"""
+    """seed of every random draw"""
     out: str = ""
-    """the run folder (each kind declares its default, runs/KIND)"""
+    """the run folder"""
     progress: bool = True
-    """show progress bars"""
+    """show progress bars (--no-progress: hide them)"""
     resume: bool = False
-    """continue the interrupted run in --out from its checkpoint (same settings)"""
+    """continue the run in --out (same settings)"""
     overwrite: bool = False
-    """replace the run already in --out"""
+    """replace the run in --out"""
     device: str = "auto"
-    """auto (CUDA when available), cpu, cuda or cuda:N: where the model, guide and data live"""
+    """auto (CUDA if any), cpu, cuda, cuda:N"""
     nproc: Count = 1
-    """processes of a data-parallel run: N > 1 launches `torchrun --standalone
-    --nproc-per-node N` on this machine (gloo on CPU, NCCL on GPUs, one GPU per process);
-    ignored when already under torchrun"""
+    """data-parallel processes (N > 1: torchrun)"""
     compile: Literal["auto", "inductor", "graph", "off"] = "auto"
-    """the SVI step and the evaluator's chunks traced once per shape and replayed (graph,
-    bitwise equal to off) or compiled by inductor (CUDA graphs on a GPU); off: Pyro's eager
-    step; auto: inductor where a C++ compiler (CPU) or Triton (CUDA) is present, else graph
-    ($PYROLVM_COMPILE, if set)"""
+    """the SVI step"""
     tensorboard: bool = True
-    """write TensorBoard event files in the run folder (scalars per step and epoch, the
-    figures, the settings; `tensorboard --logdir runs`); without the tensorboard package, one
-    warning"""
+    """TensorBoard event files in --out"""
 
     def resolve_defaults(self, values: dict) -> None:
         """Hook for defaults that depend on other fields; ``values`` is the dict of fields,
@@ -87,4 +89,61 @@ class RunConfig:
         return config
 
 
-__all__ = ["Count", "Literal", "PositiveFloat", "Range", "RunConfig", "Sizes", "flag", "validate"]
+@dataclass
+class Networks:
+    """Latent and hidden sizes (``None``: the kind's ``DATASET_DEFAULTS``)."""
+
+    latent_dim: Count | None = None
+    """latent dimensions"""
+    hidden: Sizes | None = None
+    """hidden layer sizes"""
+
+
+@dataclass
+class Training:
+    """Adam's passes, minibatch and learning rate (``None``: the kind's ``DATASET_DEFAULTS``)."""
+
+    epochs: Count | None = None
+    """passes over the data"""
+    batch_size: Count | None = None
+    """datapoints per step"""
+    lr: PositiveFloat | None = None
+    """Adam learning rate"""
+
+
+@dataclass
+class Evaluation:
+    """The importance-sampled evaluation on the test set."""
+
+    eval_samples: Count = 1000
+    """importance samples K of the test NLL"""
+    eval_batch_size: Count = 100
+    """test datapoints per evaluation call"""
+
+
+def group_of(config: type, name: str) -> str:
+    """The ``--help`` group of the field ``name`` of the config class ``config``: the first
+    ``GROUPS`` along its bases that names it, else ``"model"``."""
+    for cls in config.__mro__:
+        for group, names in cls.__dict__.get("GROUPS", {}).items():
+            if name in names:
+                return group
+    return "model"
+
+
+__all__ = [
+    "Count",
+    "Evaluation",
+    "GROUP_ORDER",
+    "Literal",
+    "Networks",
+    "PositiveFloat",
+    "Range",
+    "RunConfig",
+    "Sizes",
+    "Switch",
+    "Training",
+    "flag",
+    "group_of",
+    "validate",
+]

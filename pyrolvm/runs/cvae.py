@@ -1,23 +1,13 @@
-"""``pyrolvm train cvae``: a conditional VAE (Sohn, Lee & Yan 2015) in one of two settings.
-
-- ``--condition quadrants`` (section 4.1; Pyro's ``examples/cvae``): quadrant completion. For
-  each number of observed quadrants (1, 2, 3) two stages: the deterministic baseline network
-  by maximum likelihood, then the CVAE whose prior network reads the baseline's prediction
-  (:mod:`pyrolvm.fitting.conditional`); both scored by the test -log p(y | x) of the
-  unobserved quadrants, the CVAE's importance-sampled.
-- ``--condition label``: the class-conditional VAE, the same model and guide with the
-  one-hot label as the input and the image as the output, scored by -log p(image | label)
-  and pictured by samples per class.
-
-The CVAE trains with any objective of ``pyrolvm.inference.ELBOS`` (``--elbo``).
-"""
+"""``pyrolvm train cvae``: a conditional VAE (Sohn, Lee & Yan 2015): ``--condition
+quadrants`` (section 4.1, Pyro's ``examples/cvae``: per number of observed quadrants, the
+baseline then the CVAE, :mod:`pyrolvm.fitting.conditional`) or ``--condition label`` (the
+class-conditional VAE), under any objective of ``pyrolvm.inference.ELBOS``."""
 
 import os
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 
 from .. import plots
 from ..data import quadrant_mask
@@ -33,7 +23,7 @@ from ..guides import CVAEGuide
 from ..models import CVAE, BaselineNet
 from ..models.cvae import CVAE_PRIORS
 from ..nets import ACTIVATIONS
-from .config import Count, PositiveFloat, Sizes, flag
+from .config import Count, Evaluation, Networks, Training, flag
 from .objective import ObjectiveConfig
 from .registry import RunKind, register
 from .template import Run, Stage
@@ -55,47 +45,28 @@ BASELINE_EPOCHS = {"digits": 30, "mnist": 3}
 
 
 @dataclass
-class CVAEConfig(ObjectiveConfig):
-    """A conditional VAE (Sohn et al. 2015): quadrant completion against its deterministic
-    baseline (given 1, 2 or 3 quadrants of a binarized digit as x, predict the others, y;
-    Pyro's examples/cvae), or the class-conditional VAE (x the label, y the image). The flags
-    of ``pyrolvm train cvae``; ``None`` means the dataset's default."""
+class CVAEConfig(Networks, Training, Evaluation, ObjectiveConfig):
+    """The flags of ``pyrolvm train cvae``; ``None``: the dataset's default."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=8, hidden=(128, 128), epochs=60, lr=3e-3),
         "mnist": dict(latent_dim=50, hidden=(500, 500), epochs=5, lr=1e-3),
     }
+    GROUPS = {"data": ("condition", "quadrants"), "training": ("baseline_epochs",)}
 
     out: str = "runs/cvae"
-    """the run folder"""
     condition: Literal["quadrants", "label"] = "quadrants"
-    """what the CVAE conditions on: quadrants of the image (quadrant completion, Sohn et al.
-    2015), or the label (the class-conditional VAE p(image | label, z))"""
+    """x: observed quadrants (y the others) or the label"""
     prior: Literal[CVAE_PRIORS] = "conditional"
-    """p(z | x): the learned conditional prior network, or standard N(0, I) (then the
-    baseline's prediction feeds nothing)"""
+    """p(z | x)"""
     quadrants: tuple[Literal[1, 2, 3], ...] | None = None
-    """--condition quadrants: numbers of observed input quadrants; one baseline and one CVAE
-    are trained for each (default 1 2 3)"""
-    latent_dim: Count | None = None
-    """latent dimensions (default: 8 digits, 50 mnist)"""
-    hidden: Sizes | None = None
-    """hidden sizes of every network (default: 128,128 digits, 500,500 mnist)"""
+    """observed quadrants, a pair per value (default 1 2 3)"""
     activation: Literal[tuple(ACTIVATIONS)] = "relu"
     """hidden-layer nonlinearity"""
-    epochs: Count | None = None
-    """CVAE passes over the training images (default: 60 digits, 5 mnist)"""
     baseline_epochs: Count | None = None
-    """--condition quadrants: baseline passes over the training images (default: 30 digits,
-    3 mnist)"""
+    """--condition quadrants: baseline's (default 30; mnist 3)"""
     batch_size: Count = 100
-    """images per step"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate (default: 3e-3 digits, 1e-3 mnist)"""
     eval_samples: Count = 100
-    """importance samples K of the CVAE's test log p(y | x)"""
-    eval_batch_size: Count = 100
-    """test images per evaluation call"""
 
     def resolve_defaults(self, values):
         if values["condition"] == "label":
@@ -122,8 +93,7 @@ class CVAEConfig(ObjectiveConfig):
         self.check_objective()
 
     def settings(self):
-        """The run's settings in training order: ``q1``, ``q2``, ``q3`` (those of
-        ``quadrants``) or ``label``."""
+        """The run's settings in training order: ``q1``... (``quadrants``) or ``label``."""
         return ["label"] if self.condition == "label" else [f"q{q}" for q in self.quadrants or ()]
 
 
@@ -167,11 +137,7 @@ def build_setting(cfg, key, data):
 
 
 def num_classes(data):
-    """Classes of a labelled dataset (the largest training label + 1).
-
-    Raises:
-        ConfigError: the dataset has no labels.
-    """
+    """Classes of a labelled dataset (the largest training label + 1), else ConfigError."""
     if getattr(data, "train_labels", None) is None:
         raise ConfigError(
             "--condition label needs a labelled dataset (digits or mnist): an .npz of images "
@@ -191,28 +157,24 @@ def evaluate(setting, data, cfg):
 def samples_per_class_figure(path, setting, data, cfg):
     """Save ``CLASS_SAMPLES`` images per class, one row per class: the means of
     p(image | label, z) with z ~ p(z | label)."""
-    classes = num_classes(data)
-    labels = F.one_hot(torch.arange(classes, device=data.train.device), classes)
-    samples = setting.model.sample(labels.to(data.train.dtype), CLASS_SAMPLES)  # (S, C, D)
     prior = "p(z | y)" if cfg.prior == "conditional" else "N(0, I)"
     title = f"class-conditional VAE: one row per class y, means of p(x | y, z), z ~ {prior}"
-    grid = samples.transpose(0, 1).reshape(-1, data.data_dim)
-    plots.image_grid(path, grid, data.image_shape, title, ncols=CLASS_SAMPLES)
+    classes, shape = num_classes(data), data.image_shape
+    plots.class_samples(
+        path, setting.model.sample, classes, data.train, shape, title, CLASS_SAMPLES
+    )
 
 
 def figure(folder, setting, data, cfg):
     """Write the setting's figure, :func:`figure_name`, into ``folder``: samples per class, or
-    completions of the first test images (the input, the baseline's prediction,
-    ``FIGURE_SAMPLES`` CVAE samples, means of p(y | x, z) with z ~ p(z | x); the truth)."""
+    completions of the first test images (:func:`pyrolvm.plots.quadrant_completions`)."""
     path = os.path.join(folder, figure_name(setting.key))
     if setting.key == "label":
         return samples_per_class_figure(path, setting, data, cfg)
-    images, mask = data.test[:FIGURE_IMAGES], setting.mask
-    assert setting.baseline is not None and mask is not None
-    x = images[:, mask]
-    fills = [setting.baseline.predict(x), *setting.model.sample(x, FIGURE_SAMPLES)]
-    title = f"{setting.key[1:]} quadrant(s) given: input / baseline / {FIGURE_SAMPLES} CVAE "
-    plots.completions(path, images, mask, fills, data.image_shape, title + "samples / truth")
+    images, parts = data.test[:FIGURE_IMAGES], (setting.mask, setting.baseline, setting.model)
+    plots.quadrant_completions(
+        path, images, *parts, setting.key[1:], data.image_shape, FIGURE_SAMPLES
+    )
 
 
 def figure_name(key):
@@ -221,9 +183,8 @@ def figure_name(key):
 
 
 def parts(run: Run) -> dict:
-    """No part before the stages: each setting's networks are built by its first stage,
-    after the earlier settings' evaluation, whose draws come first (a label-conditional
-    run's data must have labels)."""
+    """No part before the stages: each setting's networks are built by its first stage, after
+    the earlier settings' evaluation, whose draws come first."""
     if run.cfg.condition == "label":
         num_classes(run.data)
     return {}
@@ -241,10 +202,8 @@ def setting_of(run: Run, key: str) -> Setting:
 
 
 def stages(cfg) -> list[Stage]:
-    """Per setting (``q1``, ``q2``, ``q3`` or ``label``) its baseline (quadrant completion
-    only: :func:`~pyrolvm.fitting.conditional.fit_baseline`) and its CVAE
-    (:func:`~pyrolvm.fitting.conditional.fit_conditional`, then its test figures and its
-    figure)."""
+    """Per setting (``q1``... or ``label``) its baseline (quadrant completion only) and its
+    CVAE, then its test figures and figure (:mod:`pyrolvm.fitting.conditional`)."""
 
     def options(run):
         cfg = run.cfg

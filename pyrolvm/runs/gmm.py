@@ -1,12 +1,7 @@
-"""Gaussian mixture runs: fit :class:`pyrolvm.models.GaussianMixture` by SVI with the assignment
-enumerated (``TraceEnum_ELBO``), with k-means starts and best-of-``n_init`` restarts, and
-score it beside scikit-learn's EM on the same split and projection.
+"""``pyrolvm train gmm``: a Gaussian mixture fitted by SVI with the assignment enumerated
+(:func:`pyrolvm.fitting.fit_mixture`), scored beside scikit-learn's EM on the same split and
+PCA projection."""
 
-``train_gmm(...)`` is ``pyrolvm train gmm`` in one Python call; ``evaluate_gmm(folder)`` is
-``pyrolvm evaluate FOLDER`` for a mixture run.
-"""
-
-import os
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
@@ -19,7 +14,7 @@ from ..fitting import GUIDES, INITS, MixtureFit, fit_mixture
 from ..fitting.mixture import em_reference, mixture_scores
 from ..models.mixture import COVARIANCES, GaussianMixture, check_num_components
 from .common import load_data
-from .config import Count, PositiveFloat, Range, RunConfig
+from .config import Count, PositiveFloat, Range, RunConfig, Training
 from .registry import RunKind, register
 from .template import Run, Stage
 
@@ -27,49 +22,45 @@ __all__ = ["GMMConfig", "MixtureFit", "apply_pca", "fit_mixture", "project"]
 
 
 @dataclass
-class GMMConfig(RunConfig):
-    """Project the images by PCA fitted on the training split, fit a Gaussian mixture by SVI
-    with the component assignment summed out (TraceEnum_ELBO), fit scikit-learn's EM with the
-    same K, covariance type and projection, and write the run folder with both test
-    log-likelihoods. The flags of ``pyrolvm train gmm``; ``None`` means the dataset's default
-    (digits: 1437 training points in full batches; MNIST: 60,000 in minibatches of 1000 under
-    the subsampled plate); ``batch_size=None`` after that means full-batch steps."""
+class GMMConfig(Training, RunConfig):
+    """The flags of ``pyrolvm train gmm``; ``None``: the dataset's default (digits: full
+    batches; MNIST: minibatches under the subsampled plate)."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(pca_dim=10, epochs=300, batch_size=None, lr=0.05),
         "mnist": dict(pca_dim=50, epochs=50, batch_size=1000, lr=0.1),
     }
+    GROUPS = {
+        "data": ("pca_dim",),
+        "training": ("init", "n_init", "lr_decay", "num_particles"),
+        "evaluation": ("sklearn_n_init",),
+    }
 
     out: str = "runs/gmm"
-    """the run folder"""
     pca_dim: Count | None = None
-    """PCA dimensions the images are projected to (default: 10 digits, 50 mnist)"""
+    """PCA dimensions the images are projected to"""
     components: Count = 10
     """K, mixture components"""
     covariance: Literal[COVARIANCES] = "full"
     """component covariances"""
     guide: Literal[GUIDES] = "map"
-    """point estimates (map) or mean-field variational posterior"""
+    """point estimates or mean-field posterior"""
     init: Literal[INITS] = "kmeans"
     """initial centres"""
     n_init: Count = 1
     """restarts; the best is kept"""
     epochs: Count | None = None
-    """passes over the data per restart (default: 300 digits, 50 mnist)"""
+    """passes over the data per restart"""
     batch_size: Count | None = None
-    """minibatch size under the subsampled plate (default: full batch digits, 1000 mnist)"""
+    """datapoints per step (None: all)"""
     lr: PositiveFloat | None = None
-    """starting Adam learning rate (default: 0.05 digits, 0.1 mnist)"""
+    """starting Adam learning rate"""
     lr_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.01
-    """final / starting learning rate (geometric decay), in (0, 1]"""
+    """final / starting learning rate, in (0, 1]"""
     num_particles: Count = 1
-    """samples of the global sites per step (meanfield guide)"""
+    """draws of the global sites per step (meanfield)"""
     sklearn_n_init: Count = 5
-    """restarts of the scikit-learn EM reference"""
-
-
-#: Per-dataset defaults of :class:`GMMConfig`.
-DATASET_DEFAULTS = GMMConfig.DATASET_DEFAULTS
+    """restarts of scikit-learn's EM, the reference"""
 
 
 def load(cfg, data=None):
@@ -154,30 +145,15 @@ def report(run: Run) -> dict:
 
 
 def figures(run: Run, metrics: dict) -> list[str]:
-    """clusters.png (test points on the first two principal axes, coloured by MAP component,
-    with each component's exact 2-D marginal ellipses), component_means.png (the means mapped
-    back to pixels) and loglik_curve.png."""
+    """clusters.png, component_means.png and loglik_curve.png
+    (:func:`pyrolvm.plots.mixture_pictures`)."""
     cfg, history, pca = run.cfg, run.results["fit"].history, run.extra["projected"][2]
     model, params, _, xtest = mixture(run)
-    path = lambda name: os.path.join(run.folder or "", name)  # noqa: E731
-    names = ["clusters.png"] if xtest.shape[-1] >= 2 else []
-    if names:
-        z, covs = model.assign(xtest, params, temperature=0), model.covariances(params)
-        title = f"{run.data.name} test points on principal axes 1-2, coloured by MAP component\n"
-        title += f"(K={cfg.components}, {cfg.covariance}); ellipses: 1 and 2 sd of each component"
-        plots.mixture_clusters(
-            path(names[0]), xtest[:, :2], z, params["locs"][:, :2], covs[:, :2, :2], title
-        )
-    means = pca.inverse_transform(params["locs"].double().numpy())
-    order = params["weights"].argsort(descending=True)
-    title = "component means in pixel space, by decreasing weight"
-    means = torch.as_tensor(means, dtype=torch.float32)[order]
-    plots.image_grid(
-        path("component_means.png"), means, run.data.image_shape, title, ncols=min(10, len(means))
+    title = f"{run.data.name} test points on principal axes 1-2, coloured by MAP component\n"
+    title += f"(K={cfg.components}, {cfg.covariance})"
+    return plots.mixture_pictures(
+        run.folder or "", model, params, history, xtest, pca, run.data.image_shape, title
     )
-    title, ylabel = "training log-likelihood (exact)", "mean log-likelihood per point (nats)"
-    plots.curves(path("loglik_curve.png"), history, ["train_log_likelihood"], ylabel, title)
-    return names + ["component_means.png", "loglik_curve.png"]
 
 
 KIND = register(

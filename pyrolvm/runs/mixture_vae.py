@@ -1,7 +1,5 @@
-"""One mixture-prior VAE clustering run, the three phases of
-:func:`pyrolvm.fitting.fit_mixture_vae` as resumable stages (``warmup``, ``prior``,
-``finetune``) -> cluster accuracy and ARI -> run folder. ``train_mixture_vae(...)`` is
-``pyrolvm train mixture-vae`` in one call."""
+"""``pyrolvm train mixture-vae``: the three phases of :func:`pyrolvm.fitting.fit_mixture_vae`
+as resumable stages, scored by cluster accuracy and ARI."""
 
 import os
 import time
@@ -15,7 +13,7 @@ from ..fitting import cluster, cluster_accuracy, cluster_scores, fit_mixture_vae
 from ..fitting.mixture_vae import PRETRAININGS, PRIOR_INITS, fine_tune, init_prior, warm_up
 from ..guides import AmortizedNormal
 from ..models.mixture_vae import MixturePriorVAE
-from .config import Count, PositiveFloat, RunConfig, Sizes
+from .config import Count, Networks, PositiveFloat, RunConfig, Training
 from .registry import RunKind, register
 from .template import Run, Stage
 
@@ -28,41 +26,30 @@ __all__ = [
 
 
 @dataclass
-class MixtureVAEConfig(RunConfig):
-    """Cluster images with a VAE whose prior is a learned Gaussian mixture (VaDE's generative
-    model, the component enumerated): pre-train, fit the prior to draws from q(z | x), train
-    on, and score the test images' MAP clusters against the labels (cluster accuracy under the
-    best one-to-one mapping, adjusted Rand index). The flags of ``pyrolvm train mixture-vae``;
-    ``None`` means the dataset's default."""
+class MixtureVAEConfig(Networks, Training, RunConfig):
+    """The flags of ``pyrolvm train mixture-vae``; ``None``: the dataset's default."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=5, hidden=(128,), warmup_epochs=10, epochs=10, batch_size=50),
         "mnist": dict(latent_dim=10, hidden=(500, 500), warmup_epochs=3, epochs=5, batch_size=100),
     }
+    GROUPS = {"training": ("warmup_epochs", "finetune_lr_ratio", "pretrain", "prior_init")}
 
     out: str = "runs/mixture-vae"
-    """the run folder"""
     components: Count = 10
-    """K, mixture components of the prior (clusters)"""
-    latent_dim: Count | None = None
-    """latent dimensions (default: 5 digits, 10 mnist)"""
-    hidden: Sizes | None = None
-    """hidden sizes of encoder and decoder (default: 128 digits, 500,500 mnist)"""
+    """K, the prior's mixture components (clusters)"""
     warmup_epochs: Count | None = None
-    """epochs before the prior is fitted (default: 10 digits, 3 mnist)"""
+    """epochs before the prior is fitted"""
     epochs: Count | None = None
-    """epochs after the prior is fitted (default: 10 digits, 5 mnist)"""
-    batch_size: Count | None = None
-    """images per step (default: 50 digits, 100 mnist)"""
+    """epochs after the prior is fitted"""
     lr: PositiveFloat = 1e-3
-    """Adam learning rate of the pre-training"""
+    """Adam learning rate of the warm-up"""
     finetune_lr_ratio: PositiveFloat = 0.1
-    """learning rate after the prior's initialization, relative to --lr"""
+    """the learning rate after it, relative to --lr"""
     pretrain: Literal[PRETRAININGS] = "vae"
-    """the warm-up: vae (the model's own ELBO) or autoencoder (VaDE: encoder means and decoder
-    under the reconstruction loss)"""
+    """the warm-up (autoencoder: VaDE's)"""
     prior_init: Literal[PRIOR_INITS] = "draws"
-    """fit the prior's mixture to draws from q(z | x), or to the encoder's means (VaDE)"""
+    """the prior fitted to q(z | x)'s draws or means"""
 
 
 def parts(run: Run) -> dict:

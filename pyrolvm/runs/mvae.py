@@ -1,15 +1,6 @@
-"""One MVAE run (Wu & Goodman 2018): two modalities of one latent with a product-of-experts
-guide, trained on the joint and on each modality alone (the MVAE's sub-sampled ELBOs: every
-subset, for two modalities); the modalities are an image and its label
-(``--modalities image-label``: image -> label accuracy, label -> image samples) or the top and
-the bottom half of an image (``--modalities halves``: each half completed from the other);
-evaluated by importance-sampled joint, marginal and conditional test log-likelihoods. It
-trains with any objective of ``pyrolvm.inference.ELBOS`` that applies (``--elbo``) and
-resumes (``--resume``) to the numbers of the uninterrupted run.
-
-``train_mvae(...)`` is ``pyrolvm train mvae`` in one Python call; ``evaluate_mvae(folder)``
-is ``pyrolvm evaluate FOLDER``.
-"""
+"""``pyrolvm train mvae``: a multimodal VAE (Wu & Goodman 2018) over an image and its label,
+or the two halves of an image, with a product (or mixture) of experts as its guide, scored by
+importance-sampled joint, marginal and conditional test log-likelihoods."""
 
 import inspect
 import os
@@ -21,12 +12,12 @@ import torch
 from .. import plots
 from ..devices import resolve_device
 from ..errors import ConfigError
-from ..fitting.multimodal import MODALITIES, Pairing, multimodal_scores, objectives, top_mask
+from ..fitting.multimodal import MODALITIES, Pairing, mvae_scores, objectives, top_mask
 from ..guides import HalvesMVAEGuide, MoEGuide, MVAEGuide
 from ..inference import ELBOS, MultiSampleELBO
 from ..models import MVAE, HalvesMVAE
 from ..nets import ACTIVATIONS
-from .config import Count, PositiveFloat, Sizes
+from .config import Count, Evaluation, Networks, PositiveFloat, Training
 from .objective import ObjectiveConfig
 from .registry import RunKind, register
 from .template import Run, Stage
@@ -42,46 +33,26 @@ LABEL_WEIGHTS = {"digits": 5.0, "mnist": 50.0}
 
 
 @dataclass
-class MVAEConfig(ObjectiveConfig):
-    """Train the multimodal VAE (Wu & Goodman 2018) with a product-of-experts guide, on
-    binarized images and their labels or on the two halves of binarized images. The flags of
-    ``pyrolvm train mvae``; ``None`` means the dataset's default."""
+class MVAEConfig(Networks, Training, Evaluation, ObjectiveConfig):
+    """The flags of ``pyrolvm train mvae``; ``None``: the dataset's default."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=8, hidden=(128, 128), epochs=60, lr=3e-3),
         "mnist": dict(latent_dim=20, hidden=(512, 512), epochs=5, lr=1e-3),
     }
+    GROUPS = {"data": ("modalities",), "objective": ("label_weight",)}
 
     out: str = "runs/mvae"
-    """the run folder"""
     modalities: Literal[tuple(MODALITIES)] = "image-label"
-    """the two modalities: an image and its label, or the top and the bottom half of an
-    image"""
+    """the two modalities"""
     posterior: Literal["poe", "moe"] = "poe"
-    """q(z | both modalities): poe, the product of the experts and the prior expert, trained
-    on every subset (MVAE, Wu & Goodman 2018); moe, their mixture, trained on the joint by
-    stratified sampling (MMVAE, Shi et al. 2019)"""
-    latent_dim: Count | None = None
-    """latent dimensions (default: 8 digits, 20 mnist)"""
-    hidden: Sizes | None = None
-    """hidden sizes of the image experts and decoders (default: 128,128 digits, 512,512
-    mnist)"""
+    """q(z | both): product (MVAE) or mixture (MMVAE)"""
     activation: Literal[tuple(ACTIVATIONS)] = "relu"
     """hidden-layer nonlinearity"""
-    epochs: Count | None = None
-    """passes over the training data (default: 60 digits, 5 mnist)"""
     batch_size: Count = 100
-    """datapoints per step"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate (default: 3e-3 digits, 1e-3 mnist)"""
     label_weight: PositiveFloat | None = None
-    """--modalities image-label: lambda, the weight of the label's log-likelihood in training
-    (Wu & Goodman 2018, section 4: 50 on MNIST; default: 50 mnist, 5 digits); evaluation uses
-    1"""
+    """image-label: the label's weight (default 5; mnist 50)"""
     eval_samples: Count = 100
-    """importance samples K of each test log-likelihood"""
-    eval_batch_size: Count = 100
-    """test datapoints per evaluation call"""
 
     def resolve_defaults(self, values):
         if values["modalities"] != "image-label":
@@ -124,54 +95,32 @@ def build(cfg, data_dim, num_classes, image_shape=None):
 
 
 def evaluate(model, guide, data, cfg):
-    """Test figures of an MVAE with ``cfg.eval_samples`` samples, seeded by ``cfg.seed``
-    (:func:`~pyrolvm.fitting.multimodal.multimodal_scores`; the label weighted 1); for image
-    and label also ``accuracy`` (image -> label: argmax of p(label | z) at the mean of
-    q(z | image))."""
-    pairing = Pairing(cfg.modalities, data)
+    """:func:`~pyrolvm.fitting.multimodal.mvae_scores` with ``cfg.eval_samples`` samples,
+    seeded by ``cfg.seed``."""
     options = (cfg.eval_samples, cfg.eval_batch_size, cfg.seed)
-    if cfg.modalities == "halves":
-        return multimodal_scores(model, guide, pairing, *options)
-    weight, model.label_weight = model.label_weight, 1.0
-    try:
-        out = multimodal_scores(model, guide, pairing, *options)
-        with torch.no_grad():
-            loc = guide.encode(data.test, None)[0]
-            accuracy = (model.label_logits(loc).argmax(-1) == data.test_labels).double().mean()
-        return {"accuracy": accuracy.item()} | out
-    finally:
-        model.label_weight = weight
+    return mvae_scores(model, guide, data, cfg.modalities, *options)
 
 
 def figures(run: Run, metrics: dict) -> list[str]:
     """label_to_image.png (``FIGURE_SAMPLES`` images per class: means of p(image | z),
-    z ~ q(z | label)), or top_to_bottom.png and bottom_to_top.png (the first test images
-    completed from one half, ``FIGURE_COMPLETIONS`` times: the other half's mean of
-    p(half | z), z ~ q(z | given half)); drawn after the metrics, whose draws they leave alone."""
+    z ~ q(z | label)), or the completions of the first test images' halves
+    (:func:`pyrolvm.plots.halves_completions`); drawn after the metrics."""
     model, guide, pairing = run.parts["model"], run.parts["guide"], run.extra["pairing"]
-    path, shape = lambda name: os.path.join(run.folder or "", name), run.data.image_shape
-    if pairing.mask is None:
-        labels = torch.arange(run.extra["classes"], device=run.device)
-        with torch.no_grad():
-            loc, scale = guide.encode(None, labels.repeat_interleave(FIGURE_SAMPLES))
-            images = model.decode_image(loc + scale * torch.randn_like(loc))
-        title = "label -> image: z ~ q(z | label), one row per class"
-        plots.image_grid(path("label_to_image.png"), images, shape, title, ncols=FIGURE_SAMPLES)
-        return ["label_to_image.png"]
-    images, top = run.data.test[:FIGURE_IMAGES], pairing.mask
-    for given, other in (("top", "bottom"), ("bottom", "top")):
-        args = (images[:, top], None) if given == "top" else (None, images[:, ~top])
-        with torch.no_grad():
-            loc, scale = guide.encode(*args)
-            noise = torch.randn(
-                (FIGURE_COMPLETIONS, *loc.shape), dtype=loc.dtype, device=loc.device
-            )
-            fills = list(model.decode(loc + scale * noise)[1 if given == "top" else 0])
-        title = f"{given} -> {other}: the {given} half / {FIGURE_COMPLETIONS} completions, "
-        title += f"z ~ q(z | {given}) / truth"
-        observed = top if given == "top" else ~top
-        plots.completions(path(f"{given}_to_{other}.png"), images, observed, fills, shape, title)
-    return ["top_to_bottom.png", "bottom_to_top.png"]
+    folder, shape = run.folder or "", run.data.image_shape
+    if pairing.mask is not None:
+        images = run.data.test[:FIGURE_IMAGES]
+        return plots.halves_completions(
+            folder, model, guide, images, pairing.mask, shape, FIGURE_COMPLETIONS
+        )
+    labels = torch.arange(run.extra["classes"], device=run.device)
+    with torch.no_grad():
+        loc, scale = guide.encode(None, labels.repeat_interleave(FIGURE_SAMPLES))
+        images = model.decode_image(loc + scale * torch.randn_like(loc))
+    title, path = "label -> image: z ~ q(z | label), one row per class", folder
+    plots.image_grid(
+        os.path.join(path, "label_to_image.png"), images, shape, title, ncols=FIGURE_SAMPLES
+    )
+    return ["label_to_image.png"]
 
 
 def parts(run: Run) -> dict:

@@ -1,9 +1,6 @@
 """The ``--elbo`` flags of the run kinds that train any objective of
-:data:`pyrolvm.inference.ELBOS` (the conditional and the multimodal VAE): one declaration of
-the objective's name, particles and options, and the rule that an option belongs to its
-objective. A config inherits :class:`ObjectiveConfig` and builds its objective with
-:meth:`ObjectiveConfig.make_objective`.
-"""
+:data:`pyrolvm.inference.ELBOS`: a config inherits :class:`ObjectiveConfig` and builds its
+objective with :meth:`ObjectiveConfig.make_objective`."""
 
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -17,55 +14,47 @@ from .config import Count, PositiveFloat, Range, RunConfig
 __all__ = ["ObjectiveConfig"]
 
 NonNegative = Annotated[float, Range(0)]
+#: The objectives' options: ``make_elbo``'s keyword -> the config's field.
+OPTIONS = dict(beta="beta", anneal="anneal", warmup_epochs="warmup_epochs")
+OPTIONS |= dict(free_bits="free_bits", per="free_bits_per", alpha="alpha")
+OPTIONS |= dict(mmd_weight="mmd_weight", bandwidth="bandwidth", num_groups="num_groups")
 
 
 @dataclass
 class ObjectiveConfig(RunConfig):
-    """A run config with the flags of the training objective (``--elbo`` and its options).
-    The objectives are those of ``pyrolvm.inference.make_elbo``; an option given to an
-    objective that does not take it is refused."""
+    """A run config with the flags of the training objective (``--elbo`` and its options,
+    those of ``pyrolvm.inference.make_elbo``; an option of another objective is refused).
+    ``None``: the objective's own default."""
+
+    GROUPS = {"objective": ("elbo", "num_particles", *OPTIONS.values())}
 
     elbo: Literal[tuple(ELBOS)] = "trace"
-    """the objective"""
+    """the training objective"""
     num_particles: Count = 1
-    """particles K of the objective (for miwae / piwae / miwae-dreg: per group)"""
+    """particles K (miwae, piwae: per group)"""
     beta: NonNegative | None = None
-    """--elbo beta / mmd: the KL weight beta (default 1); --elbo ciwae: the ELBO's weight in
-    beta ELBO + (1 - beta) IWAE, in [0, 1] (default 0.5)"""
+    """--elbo beta, mmd: KL weight (default 1); ciwae: ELBO's
+    weight (default 0.5)"""
     anneal: Literal[ANNEALING] | None = None
-    """--elbo beta: schedule of beta over epochs: linear warm-up (Bowman et al. 2016) or
-    cyclical (Fu et al. 2019) (default none)"""
+    """--elbo beta: KL schedule"""
     warmup_epochs: Count | None = None
-    """--elbo beta with --anneal: epochs W of the rise from 0 to beta; a cyclical cycle is 2W
-    epochs (default 10)"""
+    """--elbo beta --anneal: epochs of its rise (default 10)"""
     free_bits: NonNegative | None = None
-    """--elbo freebits: lambda, nats per latent dimension below which the KL is not
-    penalized (default 0)"""
+    """--elbo freebits: free nats of KL (default 0)"""
     free_bits_per: Literal[FREE_BITS_GROUPS] | None = None
-    """--elbo freebits: floor the KL of each latent dimension, or of the whole latent site
-    (default dimension)"""
+    """--elbo freebits: floor of each (default dimension)"""
     alpha: float | None = None
-    """--elbo renyi: the Rényi order alpha (0: IWAE, 1: ELBO; default 0)"""
+    """--elbo renyi: order alpha (default 0: IWAE)"""
     mmd_weight: NonNegative | None = None
-    """--elbo mmd: the weight of the aggregate-posterior MMD (default 1)"""
+    """--elbo mmd: weight of the MMD (default 1)"""
     bandwidth: PositiveFloat | None = None
-    """--elbo mmd: the Gaussian kernel's bandwidth (default 1)"""
+    """--elbo mmd: kernel bandwidth (default 1)"""
     num_groups: Count | None = None
-    """--elbo miwae / piwae / miwae-dreg: M, the number of IWAE bounds averaged (default 1)"""
+    """--elbo miwae, piwae: IWAE bounds M (default 1)"""
 
     def elbo_options(self, names=None):
         """The objective's options among this config's fields (``make_elbo`` keywords)."""
-        values = {
-            "beta": self.beta,
-            "anneal": self.anneal,
-            "warmup_epochs": self.warmup_epochs,
-            "free_bits": self.free_bits,
-            "per": self.free_bits_per,
-            "alpha": self.alpha,
-            "mmd_weight": self.mmd_weight,
-            "bandwidth": self.bandwidth,
-            "num_groups": self.num_groups,
-        }
+        values = {key: getattr(self, name) for key, name in OPTIONS.items()}
         return values if names is None else {k: values[k] for k in names if k in values}
 
     def check_objective(self):
@@ -78,11 +67,8 @@ class ObjectiveConfig(RunConfig):
         given = [k for k, v in self.elbo_options().items() if v is not None]
         extra = [k for k in given if k not in elbo_options(self.elbo)]
         if extra:
-            flags = {"per": "free_bits_per"}
-            raise ConfigError(
-                f"--elbo {self.elbo} does not take "
-                + ", ".join("--" + flags.get(k, k).replace("_", "-") for k in extra)
-            )
+            flags = ", ".join("--" + OPTIONS[k].replace("_", "-") for k in extra)
+            raise ConfigError(f"--elbo {self.elbo} does not take {flags}")
         if self.warmup_epochs is not None and self.anneal in (None, "none"):
             raise ConfigError("--warmup-epochs needs --anneal linear or --anneal cyclical")
         self.make_objective()

@@ -1,19 +1,17 @@
-"""The registry of run kinds: a kind is a short declaration (:class:`RunKind`), and
-``pyrolvm train KIND``, ``pyrolvm evaluate RUN``, the ``train_KIND`` / ``evaluate_KIND``
-functions of :mod:`pyrolvm.runs` and a checkpoint's way back to its evaluation all come from
-it, through the run template (``pyrolvm.runs.template``)."""
+"""The registry of run kinds: a kind is a short declaration (:class:`RunKind`); ``pyrolvm
+train KIND``, ``pyrolvm evaluate RUN`` and the ``train_KIND`` / ``evaluate_KIND`` functions
+come from it, through the run template."""
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..devices import resolve_device
 from ..errors import ConfigError
-from .common import load_checkpoint, load_data, on_device
+from .common import load_checkpoint, load_data
 from .template import Run, Stage, default_report, evaluate_folder, reload, summary, train_run
 from .template import train_seeds as _train_seeds
 
@@ -24,7 +22,7 @@ def default_data(cfg: Any, data: Any = None) -> Any:
     """``data``, or ``cfg.dataset`` binarized as ``cfg.binarize`` (default dynamic), checked,
     on the run's device."""
     binarize = getattr(cfg, "binarize", None) or "dynamic"
-    return on_device(load_data(cfg, binarize, data), resolve_device(cfg.device))
+    return load_data(cfg, binarize, data).to(resolve_device(cfg.device))
 
 
 @dataclass(frozen=True)
@@ -33,38 +31,32 @@ class RunKind:
 
     Attributes:
         name (str): the command (``pyrolvm train NAME``) and the checkpoint's ``kind``.
-        config (type): its :class:`~pyrolvm.runs.config.RunConfig` subclass (the CLI flags).
+        config (type): its :class:`~pyrolvm.runs.RunConfig` subclass (the flags).
         description (str): one line for ``--help``.
         build (callable): ``build(run) -> {name: part}``, the modules (or dicts of tensors)
-            the checkpoint saves, from ``run.cfg`` and ``run.data``; what the parts refuse
-            raises :class:`~pyrolvm.ConfigError` before the run folder opens.
+            the checkpoint saves; what the parts refuse raises before the folder opens.
         stages (sequence of Stage, or callable): the stages in order, or ``stages(cfg)``.
-        score (callable): ``score(run) -> dict``, the test figures of the trained parts
-            (``pyrolvm evaluate``'s, and the training's).
+        score (callable): ``score(run) -> dict``, the test figures (``pyrolvm evaluate``'s).
         report (callable or None): ``report(run) -> dict``, ``metrics.json`` after training
-            (default: ``score``'s figures, with the epochs and curves of a last stage that is
-            one training call).
-        figures (callable or None): ``figures(run, metrics) -> [file names]`` it writes into
-            ``run.folder``.
+            (default: ``score``'s, with the epochs and curves of a one-call last stage).
+        figures (callable or None): ``figures(run, metrics) -> [file names]`` it writes.
         title (str or callable): the summary's first line, a format string of the metrics
-            and ``cfg`` (``"... on {cfg.dataset}"``) or ``title(metrics, cfg) -> str``.
-        evaluation_rows (tuple or callable): the rows ``pyrolvm evaluate`` prints, as
-            ``(label, value)`` format strings of the metrics and ``cfg`` (a row naming a figure
-            the metrics lack is left out), or ``evaluation_rows(metrics) -> [(label, value)]``.
-        summary_rows (tuple or callable or None): the rows printed after training, likewise
-            (in a tuple, ``...`` stands for the evaluation rows; default: those alone).
+            and ``cfg``, or ``title(metrics, cfg) -> str``.
+        evaluation_rows (tuple or callable): ``pyrolvm evaluate``'s ``(label, value)`` rows,
+            format strings of the metrics and ``cfg`` (one naming a missing figure is left
+            out), or ``evaluation_rows(metrics) -> [(label, value)]``.
+        summary_rows (tuple or callable or None): the rows after training, likewise (``...``
+            stands for the evaluation rows; default: those alone).
         data (callable or None): ``data(cfg, data=None) -> Dataset`` (default: ``cfg.dataset``
             binarized as ``cfg.binarize``, on the run's device).
         check (callable or None): ``check(run)``, a trial of the parts before the folder
-            opens (:meth:`Run.trial`; the random state and the param store are restored).
-        evaluate_options (dict): ``{config field: help}``, the settings ``pyrolvm evaluate``
-            may override (``--eval-samples``...).
+            opens (:meth:`Run.trial`).
+        evaluate_options (dict): ``{config field: help}``, what ``pyrolvm evaluate`` may
+            override (``--eval-samples``...).
         extendable (bool): a finished run may be given more ``--epochs`` with ``--resume``.
-        tiny (dict): the settings of a run of seconds, with which the shared run-contract
-            test (``tests/runs/test_run_contract.py``) trains, evaluates, interrupts and
-            resumes the kind.
+        tiny (dict): the settings of a run of seconds, for the shared run-contract test.
         takes_over (tuple): ``(kind, setting, values)``: ``pyrolvm train KIND --SETTING
-            VALUE`` with VALUE in ``values`` is a run of this kind (a family split off KIND).
+            VALUE`` with VALUE in ``values`` is a run of this kind.
         train, evaluate, summary (callable): generated: ``train(config=None, data=None,
             **overrides)``, ``evaluate(folder, data_root=None, progress=True, device="auto",
             **options)``, ``summary(metrics, config, folder)``.
@@ -200,20 +192,14 @@ def register(kind: RunKind) -> RunKind:
 def load_run(folder: str, data_root=None, device="auto", **options: Any) -> Run:
     """The run in ``folder``, of any kind, rebuilt as ``pyrolvm evaluate`` rebuilds it
     (:class:`Run`: its resolved settings ``cfg``, its ``data`` and its ``parts``, e.g. the
-    trained ``parts["model"]`` and ``parts["guide"]``, on ``device``).
-
-    Raises:
-        ConfigError: as :func:`evaluate_run`.
-    """
+    trained ``parts["model"]`` and ``parts["guide"]``, on ``device``); ConfigError as
+    :func:`evaluate_run`."""
     return reload(kind_of(folder), folder, data_root, False, device, **options)
 
 
 def kind_of(folder: str) -> RunKind:
-    """The :class:`RunKind` of the run in ``folder``.
-
-    Raises:
-        ConfigError: no (valid) checkpoint in ``folder``, or an unknown kind.
-    """
+    """The :class:`RunKind` of the run in ``folder`` (ConfigError: no valid checkpoint, or
+    an unknown kind)."""
     name = load_checkpoint(folder).get("kind")
     if name not in RUNS:
         raise ConfigError(
@@ -254,15 +240,3 @@ def train_seeds(kind: str, seeds: Any, config: Any = None, data: Any = None, **o
     if kind not in RUNS:
         raise ConfigError(f"unknown run kind {kind!r}: choose one of {', '.join(RUNS)}")
     return _train_seeds(RUNS[kind], seeds, config, data, **overrides)
-
-
-def evaluate_options() -> dict[str, tuple[Any, str]]:
-    """The options of ``pyrolvm evaluate``, ``{name: (type, help)}``: every kind's
-    ``evaluate_options``, typed as the config fields they override (the first kind that
-    declares one gives its help), ``None`` (the run's own) by default."""
-    out: dict[str, tuple[Any, str]] = {}
-    for kind in RUNS.values():
-        hints = typing.get_type_hints(kind.config, include_extras=True)
-        for name, text in kind.evaluate_options.items():
-            out.setdefault(name, (hints[name] | None, text))
-    return out

@@ -1,8 +1,6 @@
-"""``pyrolvm train sbn``: a sigmoid belief network (Neal 1992; Mnih & Gregor 2014) with binary
-or one-hot latents, trained by SVI with score-function gradients (a baseline, VIMCO) or a
-Concrete / Gumbel-softmax relaxation (Maddison et al. 2017, Jang et al. 2017), evaluated by
-importance sampling of the discrete model. ``train_sbn(...)`` / ``evaluate_sbn(folder)`` are
-the commands in one call. (``pyrolvm train vae --latent bernoulli ...`` is this command.)"""
+"""``pyrolvm train sbn`` (and ``pyrolvm train vae --latent ...``): a sigmoid belief network
+(Neal 1992; Mnih & Gregor 2014) with binary or one-hot latents, trained with score-function
+gradients or a Concrete relaxation, scored by importance sampling of the discrete model."""
 
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -18,24 +16,19 @@ from .template import Run
 
 @dataclass
 class SBNConfig(family.AmortizedConfig):
-    """Train a sigmoid belief network with an amortized discrete guide on binarized images and
-    evaluate its test log-likelihood by importance sampling. The flags of ``pyrolvm train
-    sbn``; a field left ``None`` takes the dataset's default."""
+    """The flags of ``pyrolvm train sbn``; ``None``: the dataset's default."""
 
     out: str = "runs/sbn"
-    """the run folder"""
     binarize: Literal[BINARIZATIONS] = "dynamic"
-    """binary pixels: a fresh draw per minibatch (dynamic), one fixed draw (static), or none
-    (the data's own values, which must be 0 or 1)"""
+    """binary pixels (none: the data's, 0 or 1)"""
     latent: Literal[LATENTS] = "bernoulli"
-    """--latent-dim binary units (bernoulli) or one-hot variables (categorical)"""
+    """the --latent-dim latent variables"""
     num_categories: Annotated[int, Range(2)] = 10
-    """classes per variable of --latent categorical"""
+    """--latent categorical: classes per variable"""
     relaxation: Literal[RELAXATIONS] = "none"
-    """the Concrete / Gumbel-softmax relaxation of the discrete draws, optionally
-    straight-through (none: score-function gradients)"""
+    """Concrete relaxation (none: score function)"""
     temperature: PositiveFloat = 0.5
-    """relaxation temperature"""
+    """the relaxation's temperature"""
 
 
 def parts(run: Run) -> dict:

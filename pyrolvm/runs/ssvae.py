@@ -6,14 +6,12 @@ import os
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-import tyro
-
 from .. import plots
 from ..fitting import accuracy, fit_m2, split_labels
 from ..fitting.ssvae import LABELLED_SCHEDULES, at_best_validation, validation_split
 from ..guides.ssvae import SSVAEGuide
 from ..models.ssvae import SSVAE
-from .config import Count, PositiveFloat, Range, RunConfig, Sizes
+from .config import Count, Networks, PositiveFloat, Range, RunConfig, Switch, Training
 from .registry import RunKind, register
 from .template import Run, Stage
 
@@ -21,55 +19,39 @@ __all__ = ["M2Config", "at_best_validation", "fit_m2", "split_labels", "validati
 
 
 @dataclass
-class M2Config(RunConfig):
-    """Train M2 on binarized (or grey-level) images with --labels balanced labels, the label
-    enumerated in the unlabelled bound (TraceEnum_ELBO), and report the classifier's test
-    accuracy. The flags of ``pyrolvm train m2``; ``None`` means the dataset's default (MNIST
-    follows Kingma et al. 2014, section 4: one hidden layer of 500 softplus units, 50 latent
-    dimensions)."""
+class M2Config(Networks, Training, RunConfig):
+    """The flags of ``pyrolvm train m2``; ``None``: the dataset's default (MNIST: Kingma et
+    al. 2014, section 4, 500 softplus units, 50 latent dimensions)."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=8, hidden=(128,), epochs=20, lr=3e-3),
         "mnist": dict(latent_dim=50, hidden=(500,), epochs=10, lr=1e-3),
     }
+    GROUPS = {
+        "data": ("labels", "validation"),
+        "objective": ("aux_loss", "aux_loss_multiplier", "enumerate"),
+        "training": ("labelled_schedule",),
+    }
 
     out: str = "runs/m2"
-    """the run folder"""
     labels: Count = 100
-    """labelled images, balanced over the classes (a multiple of 10)"""
-    latent_dim: Count | None = None
-    """latent dimensions (default: 8 digits, 50 mnist)"""
-    hidden: Sizes | None = None
-    """hidden sizes (default: 128 digits, 500 mnist)"""
+    """labelled images, balanced (a multiple of 10)"""
     epochs: Count | None = None
-    """passes over the unlabelled images (default: 20 digits, 10 mnist)"""
+    """passes over the unlabelled images"""
     batch_size: Count = 100
-    """images per minibatch, labelled and unlabelled"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate (default: 3e-3 digits, 1e-3 mnist)"""
+    """images per step, labelled and unlabelled"""
     aux_loss: bool = True
-    """the auxiliary classification loss (eq. 9); --no-aux-loss drops it"""
+    """the classification loss (eq. 9)"""
     aux_loss_multiplier: PositiveFloat | None = None
-    """weight of the classification loss (default: 0.1 N, Kingma et al.)"""
-    enumerate: Annotated[
-        bool, tyro.conf.arg(aliases=("--sample-labels",)), tyro.conf.FlagCreatePairsOff
-    ] = True
-    """--sample-labels samples the unobserved label (score function) instead of enumerating"""
+    """its weight (default 0.1 N, Kingma et al.)"""
+    enumerate: Annotated[bool, Switch("sample-labels")] = True
+    """the label summed out (--sample-labels: sampled)"""
     labelled_schedule: Literal[LABELLED_SCHEDULES] = "every-step"
-    """every-step: a labelled minibatch in every step; interleaved: each labelled image once
-    per epoch, its minibatches spread over the epoch (Pyro's ss_vae_M2.py)"""
+    """labelled minibatches (interleaved: Pyro's)"""
     binarize: Literal["dynamic", "none"] = "dynamic"
-    """dynamic: a fresh Bernoulli draw of each training minibatch (the test set binarized once);
-    none: the grey levels in [0, 1] as Bernoulli targets, as Pyro's ss_vae_M2.py does (a
-    cross-entropy, not the log-density of any distribution on [0, 1]: the bound is then no
-    bound on a log-likelihood)"""
+    """none: grey levels as Bernoulli targets (Pyro's)"""
     validation: Annotated[int, Range(low=0)] = 0
-    """hold out the last N training images as a validation set (not trained on); the test
-    accuracy at the best validation accuracy is reported too (Pyro's example: 10000)"""
-
-
-#: Per-dataset defaults of :class:`M2Config`.
-DATASET_DEFAULTS = M2Config.DATASET_DEFAULTS
+    """the last N training images held out"""
 
 
 def build(cfg, data_dim, num_classes):
@@ -94,30 +76,13 @@ def fit(run: Run) -> dict:
     """The training stage: :func:`~pyrolvm.fitting.fit_m2` with the run's model and guide."""
     cfg, data = run.cfg, run.data
     train_x, train_labels, valid, valid_labels = run.extra["split"]
-    _, _, history = fit_m2(
-        train_x,
-        train_labels,
-        cfg.labels,
-        data.test,
-        data.test_labels,
-        latent_dim=cfg.latent_dim,
-        hidden=cfg.hidden,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        aux_loss=cfg.aux_loss,
-        aux_loss_multiplier=cfg.aux_loss_multiplier,
-        enumerate=cfg.enumerate,
-        transform=data.train_transform,
-        seed=cfg.seed,
-        model=run.parts["model"],
-        guide=run.parts["guide"],
-        labelled_schedule=cfg.labelled_schedule,
-        valid=valid,
-        valid_labels=valid_labels,
-        **run.hooks,
-    )
-    return history
+    names = "latent_dim hidden epochs batch_size lr aux_loss aux_loss_multiplier enumerate seed"
+    options = {name: getattr(cfg, name) for name in names.split()}
+    options |= dict(labelled_schedule=cfg.labelled_schedule, transform=data.train_transform)
+    options |= dict(model=run.parts["model"], guide=run.parts["guide"])
+    options |= dict(valid=valid, valid_labels=valid_labels)
+    data_args = (train_x, train_labels, cfg.labels, data.test, data.test_labels)
+    return fit_m2(*data_args, **options, **run.hooks)[2]
 
 
 def score(run: Run) -> dict:

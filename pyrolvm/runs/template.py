@@ -1,12 +1,10 @@
 """The run template: what every kind of run does, written once.
 
 ``train``: the settings resolved and validated; the data loaded and checked; the parts built
-(after ``pyro.clear_param_store()`` and ``pyro.set_rng_seed(seed)``, before the run folder
-opens, so that a setting the parts refuse stops the run before anything is written); the
-folder opened (locked; refused, cleared or resumed); ``config.json``; the stages in order,
-each checkpointed in one layout; a stop recorded; the report and the figures;
-``metrics.json``. ``evaluate``: the checkpoint reloaded, the parts rebuilt with its state, the
-test figures recomputed.
+(param store cleared, seeded) before the folder opens, so that a setting the parts refuse
+writes nothing; the folder opened (:func:`pyrolvm.folders.run_folder`); ``config.json``; the
+stages in order, each checkpointed in one layout; a stop recorded; the report, the figures,
+``metrics.json``. ``evaluate``: the parts rebuilt with the checkpoint's state and scored.
 
 **The checkpoint** (``checkpoint.pt``, read with ``torch.load(weights_only=True)``)::
 
@@ -37,20 +35,19 @@ from torch import nn
 from ..devices import resolve_device
 from ..errors import ConfigError, Interrupted, TrainingDiverged
 from ..fitting.svi import fit_svi
-from ..inference import distributed, rng_state, set_rng_state
-from .common import (
+from ..folders import (
     CHECKPOINT,
     POINTWISE,
     extended,
     fingerprint,
-    format_summary,
     load_checkpoint,
-    record_stop,
     run_folder,
     save_checkpoint,
     write_json,
 )
-from .tracking import Tracker
+from ..inference import distributed, rng_state, set_rng_state
+from ..tracking import Tracker
+from .common import format_summary, record_stop
 
 #: The checkpoint layout written by this template.
 LAYOUT = 2
@@ -83,7 +80,7 @@ class Run:
             (the per-datapoint estimates, shape (N,), and the test data scored) for the
             template to save them (``test_log_likelihood.pt``: ``pyrolvm compare``'s paired
             differences).
-        tracker: the run's TensorBoard writer (``pyrolvm.runs.tracking.Tracker``).
+        tracker: the run's TensorBoard writer (``pyrolvm.tracking.Tracker``).
     """
 
     def __init__(self, kind, cfg, data, saved=None, evaluating=False, options=None):
@@ -158,11 +155,8 @@ class Run:
 
 
 def make_config(kind: Any, config: Any, overrides: dict) -> Any:
-    """``config`` (default: the kind's) with ``overrides``, resolved and validated.
-
-    Raises:
-        ConfigError: a setting the kind does not have, or a value its config refuses.
-    """
+    """``config`` (default: the kind's) with ``overrides``, resolved and validated (else
+    :class:`ConfigError`)."""
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(kind.config)})
     if unknown:
         others = sorted({k for name in unknown for k in kind.elsewhere(name)})
@@ -188,11 +182,7 @@ def build(run: Run) -> None:
 
 
 def of_this_layout(state: dict, folder: str) -> dict:
-    """``state``, a checkpoint of this template's layout.
-
-    Raises:
-        ConfigError: a checkpoint written by an earlier version of pyrolvm.
-    """
+    """``state``, a checkpoint of this template's layout (else :class:`ConfigError`)."""
     if state.get("layout") != LAYOUT:
         raise ConfigError(
             f"{folder!r} was written by an earlier version of pyrolvm, whose checkpoints this "

@@ -1,18 +1,14 @@
-"""``pyrolvm train vae``: a VAE with Gaussian latents (Kingma & Welling 2014) trained by SVI
-under any objective, evaluated by importance sampling, with its latent diagnostics; the
-guide (diagonal, full covariance, flows), prior (N(0, I), VampPrior, flow), likelihood,
-decoder (MLP or PixelCNN), two stochastic layers and missing data are settings of it.
-``train_vae(...)`` / ``evaluate_vae(folder)`` are the commands in one Python call."""
+"""``pyrolvm train vae``: a VAE with Gaussian latents (Kingma & Welling 2014) under any
+objective, scored by importance sampling and its latent diagnostics; the guide, prior,
+likelihood, decoder, two stochastic layers and missing data are settings of it."""
 
-import os
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import pyro
 import torch
-import tyro
 
-from .. import plots, plots_latent
+from .. import plots
 from ..data import BINARIZATIONS, MASKS
 from ..errors import ConfigError
 from ..fitting.amortization import amortization_gap
@@ -20,77 +16,63 @@ from ..guides import AmortizedFlow, AmortizedFullCovariance, AmortizedNormal, Tw
 from ..inference import latent_diagnostics
 from ..models import DECODERS, LIKELIHOODS, PRIORS, VAE, TwoLayerVAE, scored_on
 from . import vae_family as family
-from .config import Count, Range, Sizes
+from .config import Count, Range, Sizes, Switch
 from .missing import imputation_figure, missing_metrics, run_masks
 from .registry import RunKind, register
 from .template import Run
 
-#: The ``--guide`` choices: the diagonal Gaussian, the full-covariance Gaussian, planar flows
-#: and inverse autoregressive flows (:mod:`pyrolvm.guides.flows`).
+#: The ``--guide`` choices: diagonal, full-covariance Gaussians, planar and IAF flows.
 GUIDES: tuple[str, ...] = ("normal", "fullcov", "planar", "iaf")
 
 
 @dataclass
 class VAEConfig(family.AmortizedConfig):
-    """Train a VAE (Kingma & Welling 2014) with SVI, evaluate the test log-likelihood by
-    importance sampling, and write the run folder. The flags of ``pyrolvm train vae``; a field
-    left ``None`` takes the dataset's default."""
+    """The flags of ``pyrolvm train vae`` (:doc:`/runs`); ``None``: the dataset's default or,
+    for an option of another flag, that flag's."""
+
+    GROUPS = {
+        "data": ("mask", "missing_rate"),
+        "objective": ("reparameterized",),
+        "evaluation": ("amortization_gap",),
+    }
 
     out: str = "runs/vae"
-    """the run folder"""
     binarize: Literal[BINARIZATIONS] | None = None
-    """default: dynamic for bernoulli, none for gaussian"""
+    """binarization (default dynamic for bernoulli, else none)"""
     likelihood: Literal[LIKELIHOODS] = "bernoulli"
     """p(x | z)"""
-    reparameterized: Annotated[
-        bool, tyro.conf.arg(name="reparam"), tyro.conf.FlagCreatePairsOff
-    ] = True
-    """--no-reparam samples the Gaussian guide without reparameterization, so that tracegraph
-    uses the score function (REINFORCE)"""
+    reparameterized: Annotated[bool, Switch("no-reparam")] = True
+    """score-function gradients (with tracegraph)"""
     guide: Literal[GUIDES] = "normal"
-    """q(z | x): normal (diagonal Gaussian), fullcov (full-covariance Gaussian), planar
-    (planar flows, Rezende & Mohamed 2015) or iaf (inverse autoregressive flows, Kingma et
-    al. 2016) on top of the amortized Gaussian"""
+    """q(z | x)"""
     flows: Count | None = None
-    """--guide planar / iaf: number of flow steps (default 4)"""
+    """--guide planar, iaf: flow steps (default 4)"""
     prior: Literal[PRIORS] = "normal"
-    """p(z): normal (N(0, I)), vamp (VampPrior, Tomczak & Welling 2018; with --guide normal or
-    fullcov) or flow (a learned real-NVP flow over N(0, I))"""
+    """p(z)"""
     pseudo_inputs: Count | None = None
-    """--prior vamp: number K of pseudo-inputs, started at K random training images (default
-    500)"""
+    """--prior vamp: pseudo-inputs K (default 500)"""
     prior_flows: Count | None = None
-    """--prior flow: number of coupling steps (default 2)"""
+    """--prior flow: coupling steps (default 2)"""
     layers: Literal[1, 2] = 1
-    """stochastic layers: 2 is the VAE of Burda et al. 2016, section 5 (latents --latent-dim and
-    --latent-dim2, deterministic layers --hidden and --hidden2), with its two-layer guide"""
+    """stochastic layers (2: Burda et al. 2016)"""
     latent_dim2: Count | None = None
-    """--layers 2: size of the top latent z2 (default: 4 digits, 50 mnist); --latent-dim then
-    defaults to 16 digits, 100 mnist"""
+    """--layers 2: size of z2 (default 4; mnist 50)"""
     hidden2: Sizes | None = None
-    """--layers 2: hidden sizes between z1 and z2 (default: 64,64 digits, 100,100 mnist)"""
+    """--layers 2: z1-z2 MLP (default 64,64; mnist 100,100)"""
     levels: Count | None = None
-    """--likelihood categorical: grey levels per pixel, the data scored as round(x * (levels -
-    1)) (default: 256 mnist and .npz files, 17 digits)"""
+    """--likelihood categorical: grey levels (default 17 digits, else 256)"""
     decoder: Literal[DECODERS] = "mlp"
-    """p(x | z): mlp (pixels independent given z) or pixelcnn, the PixelVAE decoder
-    (Gulrajani et al. 2017): a gated PixelCNN over the pixels in raster order whose every layer
-    reads a map of z computed by the --hidden MLP (bernoulli likelihood; exact log p(x | z),
-    sequential sampling)"""
+    """p(x | z)'s network"""
     decoder_layers: Count = 3
-    """--decoder pixelcnn: gated masked-convolution layers (kernel 5)"""
+    """--decoder pixelcnn: gated layers"""
     decoder_channels: Count = 16
-    """--decoder pixelcnn: channels of each stack"""
+    """--decoder pixelcnn: channels per stack"""
     mask: Literal[("none",) + MASKS] = "none"
-    """missing data (Mattei & Frellsen 2019): which pixels of each image are unobserved, drawn
-    once with --seed: random (each pixel missing with probability --missing-rate), square
-    (one square hole of area --missing-rate), half (top, bottom, left or right half)"""
+    """missing pixels"""
     missing_rate: Annotated[float, Range(0, 1, high_open=True)] | None = None
-    """--mask random / square: the share of missing pixels (default 0.5; given without
-    --mask, it means --mask random)"""
+    """--mask random, square: share missing (default 0.5)"""
     amortization_gap: Annotated[int, Range(0)] = 0
-    """after training, the amortization gap (Cremer et al. 2018) on this many test points:
-    a per-datapoint guide refined from the encoder's output by SVI (0: not computed)"""
+    """test points (Cremer et al. 2018; 0: none)"""
 
     def resolve_defaults(self, values):
         if values["mask"] == "none" and values["missing_rate"] is not None:
@@ -158,14 +140,10 @@ GAP_STEPS, GAP_LR, GAP_PARTICLES = 500, 0.05, 10
 
 
 def build(cfg, data_dim, data_mean=None, pseudo_init=None, image_shape=None):
-    """The model and guide of a resolved config, with mirrored hidden layers:
-    :class:`~pyrolvm.models.VAE` with the guide of ``cfg.guide``, whose posteriors a VampPrior
-    mixes, or :class:`~pyrolvm.models.TwoLayerVAE` with :class:`~pyrolvm.guides.TwoLayerGuide`.
-    ``pseudo_init``: the VampPrior's first pseudo-inputs (K, D); ``image_shape``: (H, W).
-
-    Raises:
-        ConfigError: what the parts refuse, and the pairings no part takes.
-    """
+    """The model and guide of a resolved config (mirrored hidden layers): a
+    :class:`~pyrolvm.models.VAE` and the guide of ``cfg.guide`` (whose posteriors a VampPrior
+    mixes, started at ``pseudo_init`` (K, D)), or the two-layer pair; ConfigError for the
+    pairings no part takes."""
     richer = cfg.guide != "normal" or cfg.prior != "normal" or cfg.layers != 1
     if cfg.layers == 2 and (cfg.guide != "normal" or cfg.decoder != "mlp"):
         raise ConfigError(
@@ -250,11 +228,9 @@ def load(cfg, data=None):
 
 
 def score(run: Run) -> dict:
-    """The test figures: importance-sampled (:func:`~pyrolvm.runs.vae_family.importance_figures`),
-    what they score, the latent diagnostics (:func:`pyrolvm.inference.latent_diagnostics`,
-    ``LATENT_SAMPLES`` draws seeded by ``seed``; ``distortion = -test_elbo - rate``), the
-    imputations of a missing-data run, the amortization gap on ``amortization_gap`` test points
-    (``pyrolvm evaluate``: with ``--amortization-gap N`` only)."""
+    """The test figures: importance-sampled, the latent diagnostics (``LATENT_SAMPLES`` draws;
+    ``distortion = -test_elbo - rate``), the imputations of missing data, the amortization
+    gap on ``amortization_gap`` test points (``pyrolvm evaluate``: when given)."""
     cfg, model, guide, data = run.cfg, run.parts["model"], run.parts["guide"], run.data
     scoring = {"scored_on": scored_on(cfg.likelihood, cfg.binarize, cfg.levels or 256)}
     scoring["guide"] = cfg.guide if cfg.layers == 1 else "two-layer"
@@ -285,30 +261,16 @@ def score(run: Run) -> dict:
 
 
 def figures(run: Run, metrics: dict) -> list[str]:
-    """samples.png, reconstructions.png, elbo_curve.png; latent_traversals.png (the first test
-    image's posterior mean along the 10 dimensions of highest KL) and interpolation.png
-    (between the first two test images' posterior means); latent_manifold.png for a 2-D
-    latent; imputation.png for missing data."""
-    names, folder = family.pictures(run), run.folder or ""
-    model, guide, shape = run.parts["model"], run.parts["guide"], run.data.image_shape
+    """:func:`~pyrolvm.runs.vae_family.pictures`, the latent pictures of a one-layer VAE
+    (:func:`pyrolvm.plots.latent_pictures`), imputation.png for missing data."""
+    names, model, data = family.pictures(run), run.parts["model"], run.data
     if isinstance(model, VAE):
-        kl = metrics.get("kl_per_dim") or []
-        by_kl = sorted(range(len(kl)), key=lambda u: -kl[u])[:10]
-        dims = by_kl if len(kl) == model.latent_dim else range(min(10, model.latent_dim))
-        loc = guide.encode(run.data.test[:2])[0].detach()
-        path = lambda name: os.path.join(folder, name)  # noqa: E731
-        plots_latent.latent_traversals(
-            path("latent_traversals.png"), model.decode, loc[0], shape, dims=dims
+        kl = metrics.get("kl_per_dim")
+        names += plots.latent_pictures(
+            run.folder, model, run.parts["guide"], data.test, data.image_shape, kl, run.device
         )
-        plots_latent.interpolation(path("interpolation.png"), model.decode, loc[0], loc[-1], shape)
-        names += ["latent_traversals.png", "interpolation.png"]
-        if model.latent_dim == 2:
-            plots.latent_manifold(
-                path("latent_manifold.png"), model.decode, shape, device=run.device
-            )
-            names.append("latent_manifold.png")
     if run.extra["masks"] is not None:
-        names.append(imputation_figure(folder, run.data, run.extra["masks"], run.extra["imputed"]))
+        names.append(imputation_figure(run.folder, data, run.extra["masks"], run.extra["imputed"]))
     return names
 
 

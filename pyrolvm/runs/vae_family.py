@@ -1,37 +1,30 @@
-"""What the ``vae`` and ``sbn`` kinds share: the settings of an amortized latent-variable
-model trained by SVI under any objective of :data:`pyrolvm.inference.ELBOS` (Adam and its
-schedule, the importance-sampled evaluation), the training stage (with the test ELBO, and the
-objective's own bound on the test set, per epoch), the test figures, the pictures and the
-summary rows."""
+"""What the ``vae`` and ``sbn`` kinds share: their settings, the training stage (with the test
+ELBO, and the objective's own bound, per epoch), the test figures and the summary rows."""
 
-import os
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-import pyro
 import torch
 
 from .. import plots
 from ..devices import resolve_device
 from ..errors import ConfigError
+from ..fitting.scores import exact_discrete, importance_scores
 from ..guides import BASELINES
 from ..inference import (
     ELBO_NAME,
     SCHEDULES,
-    as_tuple,
     bound_name,
     bound_on_data,
     importance_sample,
     is_elbo,
-    mean_and_stderr,
     trained_bound,
 )
 from ..inference.batches import rows
-from ..models import SigmoidBeliefNet, bits_per_dim
 from ..nets import ACTIVATIONS
 from . import missing
-from .common import load_data, on_device
-from .config import Count, PositiveFloat, Range, Sizes
+from .common import load_data
+from .config import Evaluation, Networks, PositiveFloat, Range, Training
 from .objective import ObjectiveConfig
 from .registry import format_rows
 from .template import Run, Stage
@@ -40,43 +33,26 @@ Beta = Annotated[float, Range(0, 1, high_open=True)]
 
 
 @dataclass
-class AmortizedConfig(ObjectiveConfig):
-    """The settings of the ``vae`` and ``sbn`` kinds: the networks, Adam and its schedule, the
-    importance-sampled evaluation. ``None`` means the dataset's default (MNIST follows Burda
-    et al. 2016, section 5, 784-200-200-50 with tanh; digits trains in minutes on 2 cores)."""
+class AmortizedConfig(Networks, Training, Evaluation, ObjectiveConfig):
+    """The settings of the ``vae`` and ``sbn`` kinds. ``None``: the dataset's default (MNIST
+    follows Burda et al. 2016, section 5: 784-200-200-50, tanh)."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(latent_dim=8, hidden=(128, 128), epochs=300, batch_size=100, lr=3e-3),
         "mnist": dict(latent_dim=50, hidden=(200, 200), epochs=10, batch_size=100, lr=2e-3),
     }
+    GROUPS = {"objective": ("baseline",), "training": ("betas", "eps", "lr_schedule")}
 
-    latent_dim: Count | None = None
-    """latent dimensions (default: 8 digits, 50 mnist)"""
-    hidden: Sizes | None = None
-    """hidden sizes of encoder and decoder, e.g. 200,200 (default: 128,128 digits, 200,200
-    mnist)"""
     activation: Literal[tuple(ACTIVATIONS)] = "tanh"
     """hidden-layer nonlinearity"""
     baseline: Literal[BASELINES] = "none"
-    """score-function baseline of tracegraph at non-reparameterized latents"""
-    epochs: Count | None = None
-    """passes over the training data (default: 300 digits, 10 mnist)"""
-    batch_size: Count | None = None
-    """datapoints per step (default: 100)"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate (default: 3e-3 digits, 2e-3 mnist)"""
+    """for tracegraph"""
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     """Adam betas, each in [0, 1)"""
     eps: PositiveFloat = 1e-8
     """Adam eps"""
     lr_schedule: Literal[SCHEDULES] = "constant"
-    """constant, or burda: the 8 stages of Burda et al. (2016), stage i lasting 3^i/3280 of
-    --epochs at --lr times 10^(-i/7) (--epochs 3280 --lr 1e-3 --batch-size 20 --eps 1e-4 is
-    their protocol)"""
-    eval_samples: Count = 1000
-    """importance samples K for the test log-likelihood"""
-    eval_batch_size: Count = 100
-    """test datapoints per evaluation call"""
+    """Adam's schedule (Burda et al. 2016's 8 stages)"""
 
     def epochs_fixed_because(self) -> str:
         fixed = self.lr_schedule != "constant"
@@ -84,24 +60,6 @@ class AmortizedConfig(ObjectiveConfig):
 
     def check(self):
         self.check_objective()
-
-
-class exact_discrete:
-    """Within this context a relaxed (Concrete / straight-through) sigmoid belief net and its
-    guide are their discrete versions, so that importance sampling estimates the discrete
-    model's log p(x); other models are left alone."""
-
-    def __init__(self, model, guide):
-        self.model, self.guide = model, guide
-        self.saved = (getattr(model, "temperature", None), getattr(guide, "relaxation", None))
-
-    def __enter__(self):
-        if isinstance(self.model, SigmoidBeliefNet):
-            self.model.temperature, self.guide.relaxation = None, "none"
-
-    def __exit__(self, *exc):
-        if isinstance(self.model, SigmoidBeliefNet):
-            self.model.temperature, self.guide.relaxation = self.saved
 
 
 def load_images(cfg, data, bernoulli: bool):
@@ -117,7 +75,7 @@ def load_images(cfg, data, bernoulli: bool):
             "a Bernoulli likelihood with binarization needs pixel intensities in [0, 1]: "
             "rescale the data (e.g. x / 255) or use --likelihood gaussian"
         )
-    return on_device(data, resolve_device(cfg.device))
+    return data.to(resolve_device(cfg.device))
 
 
 def splits(run: Run):
@@ -164,28 +122,15 @@ STAGES = (Stage("train", fit),)
 
 
 def importance_figures(run: Run, scoring: dict, discrete: bool) -> dict:
-    """Importance-sampled test figures (``cfg.eval_samples`` samples, seeded by ``cfg.seed``):
-    ``test_elbo``, ``test_nll``, ``test_nll_stderr`` (nats per datapoint), ``test_ess`` (mean
-    ESS), ``eval_samples``, then ``scoring`` (what they score) and, for ``discrete`` data,
-    ``test_bits_per_dim`` and its ``_stderr`` (nll / (D ln 2)); the per-datapoint
-    log-likelihoods in ``run.extra["test_log_likelihood"]``."""
+    """:func:`~pyrolvm.fitting.scores.importance_scores` of the run's test set, with
+    ``eval_samples`` and ``scoring`` (what they score); the per-datapoint log-likelihoods in
+    ``run.extra["test_log_likelihood"]`` (saved by the template)."""
     cfg, model, guide = run.cfg, run.parts["model"], run.parts["guide"]
-    test = splits(run)[1]
-    options = dict(batch_size=cfg.eval_batch_size)  # (particles chunked by a memory budget)
-    pyro.set_rng_seed(cfg.seed)
-    with exact_discrete(model, guide):
-        result = importance_sample(
-            model, guide, test, num_samples=cfg.eval_samples, progress=cfg.progress, **options
-        )
-    run.extra["test_log_likelihood"] = (result.log_likelihood, test)  # (saved by the template)
-    nll, nll_se = mean_and_stderr(-result.log_likelihood)
-    out = {"test_elbo": mean_and_stderr(result.elbo)[0], "test_nll": nll, "test_nll_stderr": nll_se}
-    out |= {"test_ess": result.ess.mean().item(), "eval_samples": cfg.eval_samples, **scoring}
-    if discrete:
-        d = as_tuple(test)[0].shape[-1]
-        out["test_bits_per_dim"] = bits_per_dim(nll, d)
-        out["test_bits_per_dim_stderr"] = bits_per_dim(nll_se, d)
-    return out
+    options = dict(progress=cfg.progress, discrete=discrete, keep=run.extra)
+    out = importance_scores(
+        model, guide, splits(run)[1], cfg.eval_samples, cfg.eval_batch_size, cfg.seed, **options
+    )
+    return out | {"eval_samples": cfg.eval_samples, **scoring}
 
 
 def report(run: Run) -> dict:
@@ -208,22 +153,11 @@ def report(run: Run) -> dict:
 
 
 def pictures(run: Run) -> list[str]:
-    """Write samples.png, reconstructions.png and elbo_curve.png; return their names."""
-    folder, model, guide = run.folder or "", run.parts["model"], run.parts["guide"]
-    names, shape = ["samples.png", "reconstructions.png", "elbo_curve.png"], run.data.image_shape
-    if getattr(model, "decoder_kind", "mlp") == "pixelcnn":
-        what = "p(x_d = 1 | x_<d, z) along one draw, z ~ p(z)"
-    else:
-        what = "mean of p(x | z), z ~ p(z)"
-    plots.image_grid(
-        os.path.join(folder, names[0]), model.sample(64), shape, f"samples from the model ({what})"
+    """samples.png, reconstructions.png, elbo_curve.png (:func:`pyrolvm.plots.model_pictures`)."""
+    model, guide, data = run.parts["model"], run.parts["guide"], run.data
+    return plots.model_pictures(
+        run.folder or "", model, guide, data.test, data.image_shape, run.results["train"]
     )
-    with torch.no_grad():
-        x = run.data.test[:32]
-        recon = model.decode(guide.encode(x)[0])
-    plots.reconstructions(os.path.join(folder, names[1]), x, recon, shape)
-    plots.curve_panels(os.path.join(folder, names[2]), plots.bound_panels(run.results["train"]))
-    return names
 
 
 def elbo_label(cfg):

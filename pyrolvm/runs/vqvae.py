@@ -1,12 +1,5 @@
-"""One VQ-VAE run, ``pyrolvm train vqvae``: stage ``codebook`` (the VQ-VAE's autoencoder
-loss), then stage ``prior`` (a PixelCNN prior over the training images' code grids,
-:func:`pyrolvm.fitting.vqvae.training_codes`), both SVI fits with
-:func:`~pyrolvm.guides.empty_guide`; then the test
-reconstruction NLL, the two-stage NLL bound ``-log p(x | z*) - log p(z*)`` (nats, bits per
-dimension; :mod:`pyrolvm.models.vqvae` says why it bounds log p(x) and why stage 1 alone does
-not), the codebook perplexity, reconstructions and samples. ``train_vqvae(...)`` is the
-command in one call; ``evaluate_vqvae(folder)`` is ``pyrolvm evaluate FOLDER``.
-"""
+"""``pyrolvm train vqvae``: a VQ-VAE (van den Oord et al. 2017), then a PixelCNN prior over
+its codes (two stages, :mod:`pyrolvm.fitting.vqvae`), scored by the two-stage NLL bound."""
 
 import os
 from dataclasses import dataclass
@@ -21,28 +14,26 @@ from ..guides import empty_guide
 from ..inference import rng_state
 from ..models import VQVAE, PixelCNN
 from .autoregressive import load_pixels
-from .config import Count, PositiveFloat, Range, RunConfig
+from .config import Count, Range, RunConfig, Training
 from .registry import RunKind, register
 from .template import Run, Stage
 
 
 @dataclass
-class VQVAEConfig(RunConfig):
-    """Train a VQ-VAE (van den Oord et al. 2017) on binarized images, then a gated PixelCNN
-    prior over its code grids, and report the two-stage model's test NLL bound (nats, bits per
-    dimension) and codebook perplexity. The flags of ``pyrolvm train vqvae``."""
+class VQVAEConfig(Training, RunConfig):
+    """The flags of ``pyrolvm train vqvae``; ``None``: the dataset's default."""
 
     DATASET_DEFAULTS: ClassVar[dict] = {
         "digits": dict(downsample=1, epochs=50, prior_epochs=30, batch_size=100, lr=3e-3),
         "mnist": dict(downsample=2, epochs=3, prior_epochs=3, batch_size=100, lr=2e-3),
     }
+    GROUPS = {"objective": ("beta",), "training": ("prior_epochs",)}
 
     out: str = "runs/vqvae"
-    """the run folder"""
     binarize: Literal["dynamic", "static"] = "dynamic"
-    """binary pixels: a fresh draw per minibatch (dynamic) or one fixed draw (static)"""
+    """binary pixels: a draw per minibatch or one"""
     train_size: Annotated[int, Range(0)] = 0
-    """train on the first N training images only (0: all)"""
+    """the first N training images only (0: all)"""
     num_codes: Annotated[int, Range(2)] = 32
     """K, codebook size"""
     code_dim: Count = 16
@@ -50,21 +41,17 @@ class VQVAEConfig(RunConfig):
     channels: Count = 32
     """hidden channels of encoder and decoder"""
     downsample: Count | None = None
-    """stride-2 layers: the code grid is (H / 2^n, W / 2^n) (default: 1 digits, 2 mnist)"""
+    """stride-2 layers (codes on (H / 2^n, W / 2^n))"""
     beta: Annotated[float, Range(0)] = 0.25
-    """commitment weight (paper: 0.25)"""
+    """commitment weight"""
     epochs: Count | None = None
-    """stage-1 epochs (default: 50 digits, 3 mnist)"""
+    """epochs of the VQ-VAE (stage 1)"""
     prior_epochs: Count | None = None
-    """stage-2 epochs of the PixelCNN prior (default: 30 digits, 3 mnist)"""
+    """epochs of its PixelCNN prior (stage 2)"""
     prior_channels: Count = 32
     """channels of the prior's PixelCNN"""
     prior_layers: Count = 4
-    """gated layers of the prior's PixelCNN (kernel 3)"""
-    batch_size: Count | None = None
-    """images per step (default: 100)"""
-    lr: PositiveFloat | None = None
-    """Adam learning rate of both stages (default: 3e-3 digits, 2e-3 mnist)"""
+    """gated layers of the prior's PixelCNN"""
     eval_batch_size: Count = 500
     """test images per evaluation call"""
 

@@ -17,10 +17,10 @@ import torch
 from helpers import cli_error
 
 from pyrolvm.cli import main, parse
+from pyrolvm.compare import curves_figure
 from pyrolvm.runs import compare_runs, load_config, train_vae
 from pyrolvm.runs.common import POINTWISE, read_json
-from pyrolvm.runs.compare import curves_figure
-from pyrolvm.runs.tracking import Tracker
+from pyrolvm.tracking import Tracker
 
 #: Four estimators at K = 5, 1 epoch of the digits VAE with 16 hidden units, K = 5 for the
 #: test NLL: seconds each.

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from ..inference import is_elbo, mean_and_stderr, trained_bound
-from .common import CHECKPOINT, POINTWISE, load_checkpoint, read_json, write_json
+from .errors import ConfigError
+from .folders import CHECKPOINT, POINTWISE, load_checkpoint, read_json, write_json
+from .inference import is_elbo, mean_and_stderr, trained_bound
 
 #: Settings that say where and how a run ran, not what it computed: never "settings that
 #: differ".
