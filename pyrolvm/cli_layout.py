@@ -307,7 +307,7 @@ class Wording:
         level = self.node.subcommands if self.node is not None else self.commands
         if level and not tokens[0].startswith("-"):
             return self.unknown_command(tokens[0], level)
-        flag = next((t.split("=")[0] for t in tokens if t.startswith("-")), None)
+        flag = next((shown(t.split("=")[0]) for t in tokens if t.startswith("-")), None)
         if flag is None:
             return f"`{self.prog}` takes no argument {tokens[0]!r}"
         flags = flags_of(self.node.flags if self.node is not None else None)
@@ -362,8 +362,14 @@ class Wording:
         what["SIZES"] = "sizes like 200,200"
         words = [what.get(w, w) for w in str(lowered.metavar).split()]
         wanted = words[0] if len(words) == 1 else f"{len(words)} values ({lowered.metavar})"
-        given = values_of(self.argv, flag)
-        return f"{flag} takes {wanted}, got {' '.join(given) or 'nothing'}"
+        given = " ".join(values_of(self.argv, flag))
+        return f"{flag} takes {wanted}, got {shown(given) if given else 'nothing'}"
+
+
+def shown(token: str) -> str:
+    """``token`` as an error message quotes it: as it is, or ``repr``-ed where it has spaces
+    or characters that do not print (a message stays on its line)."""
+    return token if token.isprintable() and " " not in token and token else repr(token)
 
 
 def values_of(argv: list[str], flag: str) -> list[str]:

@@ -59,6 +59,34 @@ def cli_error(capsys, argv):
     return err
 
 
+def malformed(capsys, argv):
+    """Run the `pyrolvm` command with a malformed command line ``argv``; assert it exits with
+    status 2, prints nothing on stdout and at most 2 lines on stderr, the first an error
+    (``pyrolvm: error: ...``); return the stderr."""
+    err = cli_error(capsys, argv)
+    assert len(err.splitlines()) <= 2, err
+    assert err.startswith("pyrolvm: error: "), err
+    return err
+
+
+def command_help(argv, monkeypatch, columns=80):
+    """What ``pyrolvm ARGV --help`` prints on a UTF-8 terminal ``columns`` wide (tyro draws
+    its boxes there; on another stream it draws plain titles, one more line per group)."""
+    import io
+    import sys
+
+    from pyrolvm.cli import parse
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", out)
+    with pytest.raises(SystemExit) as info:
+        parse([*argv, "--help"])
+    assert info.value.code == 0
+    out.flush()
+    return out.buffer.getvalue().decode()
+
+
 def run_tutorial_fast(name, figures_dir):
     """Run ``tutorials/NAME`` in a fresh interpreter in its fast mode (``PYROLVM_FAST=1``),
     writing its figures to ``figures_dir``; assert it succeeds."""

@@ -33,8 +33,7 @@ class ObjectiveConfig(RunConfig):
     num_particles: Count = 1
     """particles K (miwae, piwae: per group)"""
     beta: NonNegative | None = None
-    """--elbo beta, mmd: KL weight (default 1); ciwae: ELBO's
-    weight (default 0.5)"""
+    """--elbo beta, mmd: KL weight (default 1; ciwae: ELBO's, 0.5)"""
     anneal: Literal[ANNEALING] | None = None
     """--elbo beta: KL schedule"""
     warmup_epochs: Count | None = None
