@@ -514,7 +514,7 @@ def curves_figure(comparison: Comparison, path: str) -> list[str]:
     trained under the ELBO on one axis, under the IWAE-5 bound on another: never two
     different bounds on one axis), then the other per-epoch curves every run records. Returns
     ``[path]``, or ``[]`` when no run has curves."""
-    from .. import plots
+    from . import plots
 
     curves = {r.folder: r.metrics.get("curves") or {} for r in comparison.runs}
     panels = []

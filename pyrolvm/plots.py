@@ -266,29 +266,6 @@ def model_pictures(folder, model, guide, test, image_shape, history) -> list[str
     return names
 
 
-def latent_pictures(folder, model, guide, test, image_shape, kl_per_dim, device) -> list[str]:
-    """latent_traversals.png (the first test image's posterior mean along the 10 dimensions
-    of highest KL ``kl_per_dim``), interpolation.png (between the first two test images'
-    posterior means) and, for a 2-D latent, latent_manifold.png; returns their names."""
-    from . import plots_latent
-
-    kl = kl_per_dim or []
-    by_kl = sorted(range(len(kl)), key=lambda u: -kl[u])[:10]
-    dims = by_kl if len(kl) == model.latent_dim else range(min(10, model.latent_dim))
-    loc = guide.encode(test[:2])[0].detach()
-    path = lambda name: os.path.join(folder, name)  # noqa: E731
-    plots_latent.latent_traversals(
-        path("latent_traversals.png"), model.decode, loc[0], image_shape, dims=dims
-    )
-    plots_latent.interpolation(
-        path("interpolation.png"), model.decode, loc[0], loc[-1], image_shape
-    )
-    if model.latent_dim != 2:
-        return ["latent_traversals.png", "interpolation.png"]
-    latent_manifold(path("latent_manifold.png"), model.decode, image_shape, device=device)
-    return ["latent_traversals.png", "interpolation.png", "latent_manifold.png"]
-
-
 def class_samples(path, sample, classes, like, image_shape, title, per_class=10) -> None:
     """Save ``per_class`` images per class, one row per class: ``sample(labels, n)`` of the
     one-hot ``labels`` (C, C) (of ``like``'s dtype and device) gives (n, C, D)."""

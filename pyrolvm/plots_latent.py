@@ -1,6 +1,8 @@
 """Figures of a latent space: traversals, interpolations, and the rate-distortion plane.
 PNG files via :mod:`pyrolvm.plots` (matplotlib, Agg backend)."""
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -76,3 +78,20 @@ def rate_distortion(path, points, title="rate-distortion (Alemi et al. 2018)"):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def latent_pictures(folder, model, guide, test, image_shape, kl_per_dim, device) -> list[str]:
+    """latent_traversals.png (the first test image's posterior mean along the 10 dimensions
+    of highest KL ``kl_per_dim``), interpolation.png (between the first two test images'
+    posterior means) and, for a 2-D latent, latent_manifold.png; returns their names."""
+    kl = kl_per_dim or []
+    by_kl = sorted(range(len(kl)), key=lambda u: -kl[u])[:10]
+    dims = by_kl if len(kl) == model.latent_dim else range(min(10, model.latent_dim))
+    loc = guide.encode(test[:2])[0].detach()
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    latent_traversals(path("latent_traversals.png"), model.decode, loc[0], image_shape, dims=dims)
+    interpolation(path("interpolation.png"), model.decode, loc[0], loc[-1], image_shape)
+    if model.latent_dim != 2:
+        return ["latent_traversals.png", "interpolation.png"]
+    plots.latent_manifold(path("latent_manifold.png"), model.decode, image_shape, device=device)
+    return ["latent_traversals.png", "interpolation.png", "latent_manifold.png"]

@@ -100,7 +100,7 @@ class Tracker:
         """The ``step_callback`` of :func:`pyrolvm.inference.train` for a stage training
         ``loss`` (``None``: the ELBO): the mean bound of the steps read, at the last of them,
         tagged with the bound's current name (an annealed β changes it every epoch)."""
-        from ..inference import ELBO_NAME, bound_name
+        from .inference import ELBO_NAME, bound_name
 
         def hook(steps: list[int], bounds: list[float]) -> None:
             if self.writer is not None:

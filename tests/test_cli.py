@@ -274,7 +274,8 @@ def test_help_is_short_grouped_by_concern_and_shows_each_default_once(kind, monk
     assert titles == ["", *expected]
     entries = flag_entries(text)
     flags = [flag for flag, _ in entries]
-    assert sorted(flags) == sorted(["-h", *(flag_of(config, f) for f in fields)])
+    added = ["--config", "--seeds"]  # pyrolvm.cli.TRAIN_FLAGS, in the group "run folder"
+    assert sorted(flags) == sorted(["-h", *added, *(flag_of(config, f) for f in fields)])
     for _, line in entries:
         assert line.count("(default") <= 1, line
     assert "(default: None)" not in text and "{None" not in text
@@ -286,7 +287,7 @@ def test_help_is_short_grouped_by_concern_and_shows_each_default_once(kind, monk
 def test_evaluate_and_the_command_have_help_that_reads(monkeypatch):
     text = command_help([], monkeypatch)
     assert "examples:" in text and "pyrolvm train vae --epochs 20" in text
-    assert "pyrolvm evaluate runs/vae" in text
+    assert "pyrolvm evaluate runs/vae" in text and "pyrolvm compare" in text
     text = command_help(["evaluate"], monkeypatch)
     entries = flag_entries(text)
     assert {"--eval-samples", "--amortization-gap", "--no-progress", "--device"} <= {
@@ -330,7 +331,7 @@ def test_switches_and_renamed_flags_reach_the_run_config():
             "`pyrolvm train vae --latent bernoulli` is `pyrolvm train sbn`, which has no flag",
         ),
         (["train", "vea"], "`pyrolvm train` has no command 'vea': choose one of vae,"),
-        (["trian"], "has no command 'trian': choose one of train, evaluate; did you mean train?"),
+        (["trian"], "has no command 'trian': choose one of train, evaluate, compare; did you mean train?"),
         (["train"], "`pyrolvm train` needs a command: one of vae,"),
         ([], "`pyrolvm` needs a command: one of train, evaluate"),
         (["train", "vae", "--epochs", "x"], "--epochs takes an integer, got x"),

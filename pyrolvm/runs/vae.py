@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import pyro
 import torch
 
-from .. import plots
+from .. import plots_latent
 from ..data import BINARIZATIONS, MASKS
 from ..errors import ConfigError
 from ..fitting.amortization import amortization_gap
@@ -262,11 +262,11 @@ def score(run: Run) -> dict:
 
 def figures(run: Run, metrics: dict) -> list[str]:
     """:func:`~pyrolvm.runs.vae_family.pictures`, the latent pictures of a one-layer VAE
-    (:func:`pyrolvm.plots.latent_pictures`), imputation.png for missing data."""
+    (:func:`pyrolvm.plots_latent.latent_pictures`), imputation.png for missing data."""
     names, model, data = family.pictures(run), run.parts["model"], run.data
     if isinstance(model, VAE):
         kl = metrics.get("kl_per_dim")
-        names += plots.latent_pictures(
+        names += plots_latent.latent_pictures(
             run.folder, model, run.parts["guide"], data.test, data.image_shape, kl, run.device
         )
     if run.extra["masks"] is not None:
