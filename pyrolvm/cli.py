@@ -163,6 +163,17 @@ def commands() -> dict[str, Command]:
     """The ``pyrolvm`` commands as a tree (:class:`~pyrolvm.cli_layout.Command`): ``train``
     with a subcommand per run kind of :data:`pyrolvm.runs.RUNS` (its config's flags and
     :data:`TRAIN_FLAGS`, grouped), ``evaluate`` and ``compare``."""
+    key = tuple((k.name, id(k)) for k in _kinds())  # (built once per registry)
+    if key not in _COMMANDS:
+        _COMMANDS.clear()
+        _COMMANDS[key] = _command_tree()
+    return _COMMANDS[key]
+
+
+_COMMANDS: dict[tuple, dict[str, Command]] = {}
+
+
+def _command_tree() -> dict[str, Command]:
     kinds = {k.name: Command(k.description, grouped(train_type(k))) for k in _kinds()}
     return {
         "train": Command("Train a model and write a run folder.", subcommands=kinds),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import importlib
 import io
 import re
@@ -50,11 +51,17 @@ def help_of(config: type, name: str) -> str:
     """The docstring under the field ``name`` of ``config`` (or of the first base declaring
     one), on one line."""
     for cls in config.__mro__:
-        if dataclasses.is_dataclass(cls):
-            for param in docstring_parser.parse_from_object(cls).params:
-                if param.arg_name == name and param.description:
-                    return " ".join(param.description.split())
+        if dataclasses.is_dataclass(cls) and name in _field_docs(cls):
+            return _field_docs(cls)[name]
     return ""
+
+
+@functools.cache
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstrings under the fields of the dataclass ``cls``, on one line, by field (read
+    from its source once: ``inspect`` parses the module's source at each call)."""
+    params = docstring_parser.parse_from_object(cls).params
+    return {p.arg_name: " ".join(p.description.split()) for p in params if p.description}
 
 
 def _show(value: Any) -> str:

@@ -331,7 +331,10 @@ def test_switches_and_renamed_flags_reach_the_run_config():
             "`pyrolvm train vae --latent bernoulli` is `pyrolvm train sbn`, which has no flag",
         ),
         (["train", "vea"], "`pyrolvm train` has no command 'vea': choose one of vae,"),
-        (["trian"], "has no command 'trian': choose one of train, evaluate, compare; did you mean train?"),
+        (
+            ["trian"],
+            "has no command 'trian': choose one of train, evaluate, compare; did you mean train?",
+        ),
         (["train"], "`pyrolvm train` needs a command: one of vae,"),
         ([], "`pyrolvm` needs a command: one of train, evaluate"),
         (["train", "vae", "--epochs", "x"], "--epochs takes an integer, got x"),

@@ -169,7 +169,7 @@ def _enumerated_test_nll(out):
     "flags, message",
     [
         (["--baseline", "neural"], "--no-reparam"),
-        (["--relaxation", "concrete"], "pyrolvm train sbn"),
+        (["--relaxation", "concrete"], "no flag --relaxation (a flag of sbn)"),
         (
             ["--latent", "bernoulli", "--relaxation", "concrete", "--baseline", "neural"],
             "drop --relaxation or --baseline",

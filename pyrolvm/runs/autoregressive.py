@@ -15,7 +15,7 @@ from ..fitting.scores import exact_scores
 from ..guides import empty_guide
 from ..models import MADE, PixelCNN
 from ..nets import ACTIVATIONS
-from .common import load_checkpoint, load_data
+from .common import load_checkpoint, load_data, on_device
 from .config import Count, Range, RunConfig, Sizes, Training
 from .registry import RUNS, RunKind, register
 from .template import Run, Stage
@@ -107,7 +107,7 @@ def load_pixels(cfg, data=None):
             train=data.train[: cfg.train_size],
             train_labels=data.train_labels[: cfg.train_size],
         )
-    return data.to(resolve_device(cfg.device))
+    return on_device(data, resolve_device(cfg.device))
 
 
 def score_model(model, test, cfg, progress=False, run=None):

@@ -4,6 +4,8 @@ run, the summary table; the run folder's files (:mod:`pyrolvm.folders`)."""
 import os
 from typing import Any
 
+import torch
+
 from ..data import Dataset, check_data, load
 from ..errors import Interrupted, PyroLVMError, TrainingDiverged
 from ..folders import (
@@ -18,7 +20,7 @@ from ..folders import (
 )
 
 __all__ = ["CHECKPOINT", "EVENTS", "POINTWISE", "fingerprint", "format_summary", "load_checkpoint"]
-__all__ += ["load_data", "read_json", "record_stop", "run_folder", "write_json"]
+__all__ += ["load_data", "on_device", "read_json", "record_stop", "run_folder", "write_json"]
 
 
 def record_stop(folder: str, exc: Interrupted | TrainingDiverged) -> PyroLVMError:
@@ -57,6 +59,12 @@ def load_data(cfg: Any, binarize: str, data: Dataset | None = None, binary=False
     check_data(data.train, "the training data", binary=binary)
     check_data(data.test, "the test data", binary=binary)
     return data
+
+
+def on_device(data: Any, device: Any) -> Any:
+    """``data`` (a :class:`~pyrolvm.data.Dataset`, or an object with its attributes) with its
+    tensors on ``device``, moved once; ``data`` itself when they are already there."""
+    return data if data.train.device == torch.device(device) else data.to(device)
 
 
 def format_summary(title: str, rows: list[tuple[str, str]]) -> str:

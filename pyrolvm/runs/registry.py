@@ -11,7 +11,7 @@ from typing import Any
 
 from ..devices import resolve_device
 from ..errors import ConfigError
-from .common import load_checkpoint, load_data
+from .common import load_checkpoint, load_data, on_device
 from .template import Run, Stage, default_report, evaluate_folder, reload, summary, train_run
 from .template import train_seeds as _train_seeds
 
@@ -22,7 +22,7 @@ def default_data(cfg: Any, data: Any = None) -> Any:
     """``data``, or ``cfg.dataset`` binarized as ``cfg.binarize`` (default dynamic), checked,
     on the run's device."""
     binarize = getattr(cfg, "binarize", None) or "dynamic"
-    return load_data(cfg, binarize, data).to(resolve_device(cfg.device))
+    return on_device(load_data(cfg, binarize, data), resolve_device(cfg.device))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ..inference import (
 from ..inference.batches import rows
 from ..nets import ACTIVATIONS
 from . import missing
-from .common import load_data
+from .common import load_data, on_device
 from .config import Evaluation, Networks, PositiveFloat, Range, Training
 from .objective import ObjectiveConfig
 from .registry import format_rows
@@ -75,7 +75,7 @@ def load_images(cfg, data, bernoulli: bool):
             "a Bernoulli likelihood with binarization needs pixel intensities in [0, 1]: "
             "rescale the data (e.g. x / 255) or use --likelihood gaussian"
         )
-    return data.to(resolve_device(cfg.device))
+    return on_device(data, resolve_device(cfg.device))
 
 
 def splits(run: Run):

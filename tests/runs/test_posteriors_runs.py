@@ -82,7 +82,10 @@ def test_the_command_line_takes_the_new_flags(tmp_path, capsys):
         (["--likelihood", "categorical", "--levels", "16"], "17 for digits"),
         (["--likelihood", "continuous-bernoulli", "--binarize", "static"], "drop --binarize"),
         (["--guide", "iaf", "--amortization-gap", "5"], "--guide normal"),
-        (["--guide", "iaf", "--latent", "bernoulli"], "--guide (applied to pyrolvm train sbn)"),
+        (
+            ["--guide", "iaf", "--latent", "bernoulli"],
+            "is `pyrolvm train sbn`, which has no flag --guide",
+        ),
         (["--prior", "vamp", "--pseudo-inputs", "100000"], "exceeds"),
         (["--prior", "flow", "--latent-dim", "1"], "a flow prior needs latent_dim >= 2"),
     ],
