@@ -56,7 +56,7 @@ def test_missing_rate_alone_means_random_mask(tmp_path, capsys):
     "argv, message",
     [
         (["--mask", "half", "--missing-rate", "0.3"], "drop --missing-rate"),
-        (["--mask", "random", "--latent", "bernoulli"], "`pyrolvm train sbn`, which has no flag --mask"),
+        (["--mask", "random", "--latent", "bernoulli"], "which has no flag --mask"),
         (["--missing-rate", "1.0"], "--missing-rate must be"),
     ],
 )
