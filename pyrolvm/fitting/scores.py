@@ -3,6 +3,8 @@ discrete self), exact (a model without latent variables), and the imputation of 
 (Mattei & Frellsen 2019, "MIWAE", sections 3-4: self-normalized importance sampling against
 mean imputation)."""
 
+from typing import Any
+
 import pyro
 import torch
 
@@ -52,7 +54,8 @@ def importance_scores(
     if keep is not None:
         keep["test_log_likelihood"] = (result.log_likelihood, test)
     nll, nll_se = mean_and_stderr(-result.log_likelihood)
-    out = {"test_elbo": mean_and_stderr(result.elbo)[0], "test_nll": nll, "test_nll_stderr": nll_se}
+    out: dict[str, Any] = {"test_elbo": mean_and_stderr(result.elbo)[0], "test_nll": nll}
+    out["test_nll_stderr"] = nll_se
     out["test_ess"] = result.ess.mean().item()
     if discrete:
         d = as_tuple(test)[0].shape[-1]
@@ -69,8 +72,10 @@ def exact_scores(model, test, batch_size, progress=False, keep=None) -> dict:
     was_training = model.training
     model.eval()
     try:
-        options = dict(num_samples=1, batch_size=batch_size, progress=progress)
-        ll = importance_sample(model, empty_guide, test, **options).log_likelihood
+        result = importance_sample(
+            model, empty_guide, test, num_samples=1, batch_size=batch_size, progress=progress
+        )
+        ll = result.log_likelihood
     finally:
         model.train(was_training)
     if keep is not None:
@@ -106,8 +111,15 @@ def imputation_scores(model, guide, data, masks, num_samples, batch_size, seed, 
     """
     train_mask, test_mask = masks
     pyro.set_rng_seed(seed)
-    options = dict(batch_size=batch_size, progress=progress)
-    result = impute(model, guide, data.test, test_mask, num_samples=num_samples, **options)
+    result = impute(
+        model,
+        guide,
+        data.test,
+        test_mask,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        progress=progress,
+    )
     mse, mse_se = imputation_error(result.imputed, data.test, test_mask)
     baseline = mean_imputation(data.train, train_mask).expand_as(data.test)
     by_mean = torch.where(test_mask, data.test, baseline)
