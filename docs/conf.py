@@ -89,6 +89,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Exception|ValueError|RuntimeError|KeyError|TypeError)"),
     (r"py:.*", r"(optional|sequence|callables?|dict|tuple|list|str|int|float|bool|None)"),
     (r"py:class", r"pyrolvm(\.\w+)*\._\w+"),  # private base classes shown by show-inheritance
+    # the run configs' shared groups of fields (show-inheritance names them; each config's page
+    # documents the fields it inherits)
+    (r"py:class", r"pyrolvm\.runs\.config\.(Networks|Training|Evaluation)"),
     (r"py:.*", r"(.* or .*|.* of .*)"),  # napoleon's free-form types: "str or None", "dict of ..."
 ]
 

@@ -3,7 +3,7 @@
 restarts, M2's labelled/unlabelled objectives, the mixture-prior VAE's phases, the CVAE's
 baseline and CVAE phases, the VQ-VAE's codes between its stages, a two-modality model's
 objectives, and the amortization gap (a per-datapoint guide refined by SVI), with the scores
-that go with them (and :mod:`pyrolvm.fitting.scores`: importance-sampled, exact,
+that go with them (and ``pyrolvm.fitting.scores``: importance-sampled, exact,
 imputations). Each composes models, guides and :mod:`pyrolvm.inference`, takes a
 ``checkpoint`` callback and a ``resume_from`` state where it trains, and knows nothing of run
 folders; the runs call them as stages."""

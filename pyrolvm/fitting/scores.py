@@ -100,7 +100,7 @@ def imputation_scores(model, guide, data, masks, num_samples, batch_size, seed, 
     """The test set's missing pixels (``masks``: (training, test) masks, ``True`` where
     observed) imputed by self-normalized importance sampling with ``num_samples`` samples
     (:func:`pyrolvm.inference.impute`), seeded by ``seed``, against the truth and against
-    :func:`mean_imputation`.
+    ``mean_imputation``.
 
     Returns:
         (dict, ImputationResult): the dict holds ``missing_share`` (of the test pixels),
